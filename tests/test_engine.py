@@ -1,0 +1,192 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import accentuate as acc
+
+from conftest import FAST
+
+
+def test_same_seed_bit_identical(tiny, seed_img):
+    a = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
+    b = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
+    assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
+    c = acc.accentuate(tiny, seed_img, [1, 2], **{**FAST, "generator": 1})
+    assert not torch.equal(a.images, c.images)
+
+
+def test_batch_equals_single_runs(tiny, seed_img):
+    """Two seeds x two targets in one call match each pair run alone: proves the pairing."""
+    other = seed_img.flip(-1).roll(7, dims=-2)
+    batch = acc.accentuate(tiny, [seed_img, other], [1, acc.channel("conv2", 3)], **FAST)
+    for i, s in enumerate([seed_img, other]):
+        for j, t in enumerate([1, acc.channel("conv2", 3)]):
+            single = acc.accentuate(tiny, s, t, **FAST)
+            assert torch.allclose(batch.images[i, j], single.images[0, 0], atol=2e-4), (i, j)
+            assert torch.allclose(batch.lam_effective[i, j], single.lam_effective[0, 0], rtol=1e-3)
+
+
+def test_lambda_keeps_image_near_seed(tiny, seed_img):
+    opts = {**FAST, "steps": 15, "lr": 0.1, "balance": False}
+    free = acc.accentuate(tiny, seed_img, 2, lam=0.0, **opts)
+    tight = acc.accentuate(tiny, seed_img, 2, lam=50.0, **opts)
+    d_free = (free.images[0, 0] - seed_img).abs().mean()
+    d_tight = (tight.images[0, 0] - seed_img).abs().mean()
+    assert d_tight < 0.5 * d_free
+    assert free.after["value"][0, 0] > tight.after["value"][0, 0]
+
+
+def test_balance_measured_at_step_one(tiny, seed_img):
+    res = acc.accentuate(tiny, seed_img, 2, lam=2.0, **FAST)
+    w = res.history.weight[:, 0, 0]
+    assert w[0] == 0 and w[1] > 0  # step 0 is objective-only (distance is exactly zero there)
+    assert torch.all(w[1:] == w[1])
+    assert res.history.distance[0, 0, 0] < 1e-5 and res.history.distance[-1, 0, 0] > 0
+    unbalanced = acc.accentuate(tiny, seed_img, 2, lam=2.0, balance=False, **FAST)
+    assert torch.all(unbalanced.history.weight == 2.0)
+
+
+@pytest.mark.parametrize("reg", ["pixel", "none", "conv1", "conv3"])
+def test_regularizer_choices_run_and_target_rises(tiny, seed_img, reg):
+    res = acc.accentuate(tiny, seed_img, 3, reg_layer=reg, lam=0.5, **FAST)
+    assert res.after["value"][0, 0] > res.before["value"][0, 0]
+    assert res.config["reg_layer"] == reg
+
+
+def test_noise_seeded_feature_visualization(tiny):
+    res = acc.accentuate(tiny, None, [acc.channel("conv2", 2)], **FAST)
+    assert res.seeds is None and res.images.shape == (1, 1, 3, 48, 48)
+    assert res.after["value"][0, 0] > res.before["value"][0, 0]
+
+
+def test_opacity_concentrates_where_the_neuron_looks(tiny, seed_img):
+    # A neuron at the top-left of conv3 (8 x 8 grid, receptive field ~ top-left of each crop).
+    res = acc.accentuate(tiny, seed_img, acc.neuron("conv1", 0, y=2, x=2),
+                         **{**FAST, "crop_range": (0.99, 0.99)})
+    m = res.masks[0, 0]
+    assert m.shape == (48, 48) and (m >= 0).all() and m.sum() > 0
+    assert m[:12, :12].sum() > 10 * m[24:, 24:].sum()
+    alpha = res.alpha()
+    assert alpha.shape == (1, 1, 48, 48) and alpha.max() == pytest.approx(1.0) and alpha.min() >= 0
+
+
+def test_opacity_is_target_gradient_not_regularizer(tiny, seed_img):
+    """The mask is the same whatever lambda is at step 0 (step 0 has no regularizer gradient),
+    and with reg off equals the accumulated objective gradient."""
+    a = acc.accentuate(tiny, seed_img, 1, **{**FAST, "steps": 1}, lam=0.0)
+    b = acc.accentuate(tiny, seed_img, 1, **{**FAST, "steps": 1}, lam=100.0, balance=False)
+    assert torch.allclose(a.masks, b.masks)
+
+
+class ColorNet(nn.Module):
+    """Logits are the mean red, green and blue minus their mean: ranks we can predict."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+
+    def forward(self, x):
+        m = self.conv(x).mean(dim=(2, 3))
+        return m - m.mean(dim=1, keepdim=True)
+
+
+def test_until_top1_stops_early_and_changes_less():
+    seed = torch.stack([torch.full((48, 48), 0.7), torch.full((48, 48), 0.4), torch.full((48, 48), 0.2)])
+    seed = (seed + 0.1 * torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    opts = dict(input_size=32, normalize=None, labels=["red", "green", "blue"], reg_layer="conv",
+                lam=0.01, param="pixel", **{**FAST, "steps": 100, "lr": 0.1})
+    res = acc.accentuate(ColorNet(), seed, "blue", until="top1", **opts)
+    assert int(res.before["rank"][0, 0]) == 3 and int(res.after["rank"][0, 0]) == 1
+    used = int(res.steps_used[0, 0])
+    assert used < 100 and used % 5 == 0
+    full = acc.accentuate(ColorNet(), seed, "blue", **opts)
+    assert (res.images - seed).abs().mean() < (full.images - seed).abs().mean()
+    with pytest.raises(ValueError, match="until"):
+        acc.accentuate(ColorNet(), seed, 0, until="sometimes", **opts)
+
+
+def test_history_and_result_fields(tiny, seed_img, tmp_path):
+    res = acc.accentuate(tiny, seed_img, ["banana", 3], snapshots=4, **FAST)
+    assert len(res.history) == FAST["steps"]
+    assert res.history.value.shape == (FAST["steps"], 1, 2)
+    assert set(res.snapshots) == {0, 4, 8}
+    assert res.snapshots[0].dtype == torch.uint8
+    assert torch.allclose(res.snapshots[0][0, 0].float() / 255, res.seeds[0], atol=1 / 255 + 1e-3)
+    files = res.save(tmp_path)
+    assert (tmp_path / "s0_t1_rgba.png").exists() and len(files) == 5
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["pairs"][0]["target"] == "Logit(1 'banana')"
+    assert doc["config"]["steps"] == FAST["steps"]
+
+
+def test_nan_in_one_pair_keeps_others(tiny, seed_img):
+    class Poison(nn.Module):
+        """Returns NaN logits for inputs whose mean is above a threshold after a few calls."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.calls = 0
+
+        def forward(self, x):
+            out = self.inner(x)
+            self.calls += 1
+            if self.calls > 4 and x.shape[0] > 2:
+                out = out.clone()
+                out[: x.shape[0] // 2] = float("nan")  # first seed's rows only
+            return out
+
+    model = Poison(tiny)
+    bright = seed_img * 0.5 + 0.5
+    with pytest.warns(UserWarning, match="non-finite"):
+        res = acc.accentuate(model, [seed_img, bright], 1, input_size=32, normalize=None,
+                             labels=None, reg_layer="inner.conv2", **FAST)
+    assert (0, 0) in res.failed and (1, 0) not in res.failed
+    assert torch.isfinite(res.images).all()
+    assert int(res.steps_used[0, 0]) < FAST["steps"] and int(res.steps_used[1, 0]) == FAST["steps"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 0}, "steps must be a positive integer"),
+        ({"lam": -1.0}, "lam must be a finite number >= 0"),
+        ({"crop_range": (0.5, 0.2)}, "crop_range"),
+        ({"canvas": 16}, "canvas 16 is smaller than the model input"),
+        ({"param": "wavelet"}, "unknown parameterization"),
+    ],
+)
+def test_bad_options(tiny, seed_img, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        acc.accentuate(tiny, seed_img, 1, **{**FAST, **kwargs})
+
+
+def test_user_model_without_spec_warns_and_reads_tuple_and_dict_outputs(seed_img):
+    from conftest import TinyNet
+
+    class TupleNet(TinyNet):
+        def forward(self, x):
+            return super().forward(x), "aux"
+
+    class DictNet(TinyNet):
+        def forward(self, x):
+            return {"features": x.mean(), "logits": super().forward(x)}
+
+    for cls in (TupleNet, DictNet):
+        with pytest.warns(UserWarning) as rec:
+            res = acc.accentuate(cls(), seed_img, 1, **{**FAST, "canvas": 224})
+        text = " ".join(str(w.message) for w in rec)
+        assert "input_size" in text and "normalize" in text
+        assert res.after["value"][0, 0] > res.before["value"][0, 0]
+        assert res.config["reg_layer"]  # chosen by the stated rule
+
+
+def test_default_reg_layer_rule(tiny):
+    from accentuate.spec import ModelSpec, default_reg_layer
+
+    # TinyNet's weighted layers: conv1, conv2, conv3, fc -> a third is 1.33 -> conv2 is the first past it.
+    assert default_reg_layer(tiny, ModelSpec(input_size=(32, 32), normalize=None)) == "conv2"
