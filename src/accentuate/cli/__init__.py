@@ -1,0 +1,141 @@
+"""The ``accentuate`` command line, thin over the library.
+
+``main(argv)`` parses the command line, runs one subcommand and maps what went
+wrong to an exit status:
+
+- 0: success;
+- 1: a failure (the model raised, a file could not be written, a numerical fault);
+- 2: a usage mistake (bad option, missing image, unknown class or layer, ...);
+- 130: interrupted with Ctrl-C (what was finished is kept).
+
+Errors print one line, ``accentuate: error: ...``; ``--debug`` adds the traceback.
+Library warnings print as ``accentuate: warning: ...``.
+
+Each subcommand lives in its own module with ``register(subparsers)``; the
+analysis subcommands come from :mod:`accentuate.cli.analyses` when it is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+
+from .common import ArgumentParser, UsageError, add_global_options
+
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: Subcommand modules of this package, in the order ``--help`` lists them.
+_COMMANDS = ("layers", "classes")
+
+_DESCRIPTION = """\
+Feature accentuation: change a photo so a chosen feature of a vision model rises,
+and see what in the photo drives it (the picture) and where (the opacity mask)."""
+
+_EPILOG = """\
+examples:
+  accentuate demo
+  accentuate run cat.jpg --target goldfish "tiger cat"
+  accentuate explain cat.jpg --top 3
+  accentuate classes retriever
+  accentuate layers
+
+`accentuate COMMAND --help` describes each command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every subcommand registered."""
+    from .. import __version__
+
+    parser = ArgumentParser(
+        prog="accentuate", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"accentuate {__version__}")
+    add_global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name in _COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    if importlib.util.find_spec(f"{__name__}.analyses") is not None:
+        importlib.import_module(f"{__name__}.analyses").register(sub)
+    for p in sub.choices.values():
+        add_global_options(p)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"accentuate: warning: {message}", file=sys.stderr)
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, KeyError) and type(e).__str__ is KeyError.__str__ and e.args:
+        return str(e.args[0])
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _is_usage(e: BaseException) -> bool:
+    from ..errors import AccentuateError
+
+    if isinstance(e, AccentuateError):
+        return bool(e.usage)
+    return isinstance(e, (ValueError, KeyError, TypeError))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``accentuate`` command line; return the exit status.
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 on failure, 2 on a usage mistake, 130 when interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", message=r"interrupted at step")
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            debug = bool(getattr(args, "debug", debug))
+            if getattr(args, "func", None) is None:
+                parser.print_help(sys.stderr)
+                return EXIT_USAGE
+            return int(args.func(args))
+        except SystemExit as e:  # --help, --version
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+        except KeyboardInterrupt:
+            if debug:
+                traceback.print_exc()
+            print("accentuate: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Exception as e:  # noqa: BLE001 (every error becomes one line and an exit status)
+            if debug:
+                traceback.print_exc()
+            usage = _is_usage(e)
+            msg = _message(e)
+            if not usage and not isinstance(e, (OSError,)) and not _is_library_error(e):
+                msg = f"{type(e).__name__}: {msg}"
+            hint = "" if debug or usage else " (rerun with --debug for the traceback)"
+            print(f"accentuate: error: {msg}{hint}", file=sys.stderr)
+            return EXIT_USAGE if usage else EXIT_FAILURE
+
+
+def _is_library_error(e: BaseException) -> bool:
+    from ..errors import AccentuateError
+
+    return isinstance(e, AccentuateError)
+
+
+__all__ += ["UsageError"]

@@ -1,0 +1,62 @@
+"""``accentuate classes``: search the model's class names."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import add_model_options, load_model_from_args
+
+EXAMPLE = """\
+examples:
+  accentuate classes retriever
+  accentuate classes "tiger cat"
+  accentuate classes            (all of them)
+
+Use the index or the name as a target: accentuate run cat.jpg --target 207"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "classes", help="search class names",
+        description="Search the model's class names (all synonyms, case-insensitive) and print "
+        "their indices. Without QUERY, list all classes.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("query", nargs="*", metavar="QUERY", help="text to look for in the class names")
+    add_model_options(p)
+    p.set_defaults(func=run)
+
+
+def _labels(args: argparse.Namespace):
+    from ..labels import imagenet_labels
+    from .common import DEFAULT_MODEL
+
+    if args.model == DEFAULT_MODEL:  # the embedded model's labels; no need to load its weights
+        return imagenet_labels()
+    spec = getattr(load_model_from_args(args), "accentuate_spec", None)
+    return None if spec is None else spec.labels
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..labels import search_classes
+    from .common import UsageError
+
+    labels = _labels(args)
+    if labels is None:
+        raise UsageError(f"model {args.model!r} has no class names; use class indices as targets")
+    query = " ".join(args.query)
+    hits = search_classes(query, labels)
+    if not hits:
+        import difflib
+
+        from ..labels import _synonyms_for
+
+        names = [n for syn in _synonyms_for(labels) for n in syn]
+        close = difflib.get_close_matches(query.lower(), [n.lower() for n in names], n=5, cutoff=0.6)
+        hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
+        print(f"no class name contains {query!r}{hint}", file=sys.stderr)
+        return 1
+    for i, names in hits:
+        print(f"{i:>5}  {names}")
+    return 0
