@@ -131,11 +131,12 @@ def _generator(generator: torch.Generator | int | None, device: torch.device) ->
     return g, seed
 
 
-def _check_options(steps: int, lam: float, lr: float, crops: int, crop_range: Sequence[float],
+def _check_options(steps: int, lam: float | torch.Tensor, lr: float, crops: int, crop_range: Sequence[float],
                    canvas: int | Sequence[int], input_size: tuple[int, int]) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    if not math.isfinite(lam) or lam < 0:
+    lam_t = torch.as_tensor(lam, dtype=torch.float64)
+    if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
     if not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive number; got {lr!r}")
@@ -184,7 +185,7 @@ class Accentuator:
         objectives: Sequence[Objective],
         *,
         reg_layer: str = NONE,
-        lam: float = 1.0,
+        lam: float | torch.Tensor = 1.0,
         balance: bool = True,
         param: str = "fourier",
         lr: float = 0.05,
@@ -210,7 +211,7 @@ class Accentuator:
         if self.reg_layer not in (NONE, PIXEL):
             check_layers(model, [self.reg_layer])
         check_layers(model, {layer for o in self.objectives for layer in o.layers})
-        self.lam, self.balance = float(lam), balance
+        self.balance = balance
         self.crops, self.crop_range, self.noise = crops, tuple(crop_range), tuple(noise)
         self.generator = generator
         self.opacity_on, self.record_every = opacity, record_every
@@ -231,8 +232,10 @@ class Accentuator:
 
         p_count = self.n * self.m
         self.t = 0
-        self.weight = torch.full((p_count,), math.nan if self.reg_layer != NONE and balance else self.lam,
-                                 device=self.device)
+        # lam: a scalar, or one value per accentuation (anything broadcastable to (N, M)).
+        self.lam = torch.as_tensor(lam, dtype=torch.float32, device=self.device).expand(self.n, self.m).reshape(-1)
+        self.weight = (torch.full((p_count,), math.nan, device=self.device)
+                       if self.reg_layer != NONE and balance else self.lam.clone())
         self.active = torch.ones(p_count, dtype=torch.bool, device=self.device)
         self.failed: dict[int, str] = {}
         self.steps_used = torch.full((p_count,), -1, dtype=torch.long, device=self.device)
@@ -350,7 +353,7 @@ class Accentuator:
         reg = self.reg_layer
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
-        use_reg = reg != NONE and self.lam > 0 and self.t > 0
+        use_reg = reg != NONE and bool((self.lam > 0).any()) and self.t > 0
         with model_state(self.model):
             images = self.param()
             # Graph boundary: gradients of the two terms are taken at the images.
@@ -466,7 +469,7 @@ def accentuate(
     targets: int | str | Objective | Sequence[int | str | Objective],
     *,
     reg_layer: str | None = None,
-    lam: float | None = None,
+    lam: float | Sequence[float] | torch.Tensor | None = None,
     balance: bool = True,
     steps: int | None = None,
     lr: float | None = None,
@@ -495,7 +498,8 @@ def accentuate(
         reg_layer: layer whose activations are kept near the seed's, or ``"pixel"``
             or ``"none"``. Default: the model spec's suggestion, else the rule of
             :func:`accentuate.spec.default_reg_layer`.
-        lam: regularization weight (default: the spec's calibrated value, else 1).
+        lam: regularization weight (default: the spec's calibrated value, else 1); a
+            scalar, or one value per accentuation (broadcastable to ``(N, M)``).
         balance: scale ``lam`` by the step-1 gradient ratio (see :mod:`accentuate.regularize`).
         steps, lr, param, canvas: optimization settings (defaults: the spec's, else
             the reference's 100, 0.05, ``"fourier"``, 512). ``canvas`` is the long
@@ -532,7 +536,7 @@ def accentuate(
     lr = spec.setting("lr") if lr is None else lr
     param = spec.setting("param") if param is None else param
     canvas = spec.setting("canvas") if canvas is None else canvas
-    _check_options(steps, float(lam), float(lr), crops, crop_range, canvas, spec.input_size)
+    _check_options(steps, lam, float(lr), crops, crop_range, canvas, spec.input_size)
     stop = Until.parse(until)
     if stop is not None and any(o.class_index is None for o in objectives):
         raise ValueError("until= needs class targets (logits); it cannot judge neurons or directions")
@@ -548,7 +552,8 @@ def accentuate(
     if reg_layer is None:
         reg_layer = default_reg_layer(model, spec) or PIXEL
     config = {
-        "model": spec.name, "reg_layer": reg_layer, "lam": float(lam), "balance": balance,
+        "model": spec.name, "reg_layer": reg_layer, "balance": balance,
+        "lam": float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam).tolist(),
         "steps": steps, "lr": float(lr), "param": param, "crops": crops,
         "crop_range": list(crop_range), "noise": list(noise), "canvas": list(hw),
         "generator_seed": gen_seed, "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
@@ -557,7 +562,8 @@ def accentuate(
         "device": str(device),
     }
     acc = Accentuator(
-        model, spec, seed_t, objectives, reg_layer=reg_layer, lam=float(lam), balance=balance,
+        model, spec, seed_t, objectives, reg_layer=reg_layer,
+        lam=float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam), balance=balance,
         param=param, lr=float(lr), optimizer=optimizer, crops=crops, crop_range=tuple(crop_range),
         noise=tuple(noise), canvas=hw, generator=gen,  # type: ignore[arg-type]
     )
