@@ -35,7 +35,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
-_COMMANDS = ("layers", "classes")
+_COMMANDS = ("demo", "run", "explain", "layers", "classes")
 
 _DESCRIPTION = """\
 Feature accentuation: change a photo so a chosen feature of a vision model rises,
@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser = build_parser()
             args = parser.parse_args(argv)
             debug = bool(getattr(args, "debug", debug))
+            args.argv = argv
             if getattr(args, "func", None) is None:
                 parser.print_help(sys.stderr)
                 return EXIT_USAGE

@@ -21,13 +21,14 @@ import os
 import re
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import AccentuateError, ClassNameError
+from ..errors import AccentuateError, ClassNameError, LayerError
 from ..hooks import check_layers
 from ..objectives import Objective, channel, logit, neuron
 
@@ -252,6 +253,18 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
 _CHANNEL = re.compile(r"^(?P<layer>[^:@\s]+):(?P<c>-?\d+)(?:@(?P<y>-?\d+),(?P<x>-?\d+))?$")
 
 
+_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+
+
+def _layer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Output shape of every layer for one input of the model's size (cached per model)."""
+    if model not in _SHAPES:
+        from ..hooks import layers
+
+        _SHAPES[model] = dict(layers(model))
+    return _SHAPES[model]
+
+
 def _labels(model: nn.Module):
     spec = getattr(model, "accentuate_spec", None)
     return None if spec is None else spec.labels
@@ -280,11 +293,19 @@ def parse_target(text: str, model: nn.Module) -> Objective:
         if c < 0:
             raise UsageError(f"target {t!r}: the channel must be >= 0")
         if m.group("y") is None:
-            return channel(layer, c)
-        y, x = int(m.group("y")), int(m.group("x"))
-        if y < 0 or x < 0:
-            raise UsageError(f"target {t!r}: the position y,x must be >= 0")
-        return neuron(layer, c, y, x)
+            obj: Objective = channel(layer, c)
+        else:
+            y, x = int(m.group("y")), int(m.group("x"))
+            if y < 0 or x < 0:
+                raise UsageError(f"target {t!r}: the position y,x must be >= 0")
+            obj = neuron(layer, c, y, x)
+        shapes = _layer_shapes(model)
+        if layer not in shapes:
+            raise LayerError(
+                f"layer {layer!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
+            )
+        obj.validate(shapes)  # channel and position in range
+        return obj
     labels = _labels(model)
     if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):
         raise UsageError(
@@ -322,10 +343,18 @@ def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
         while path.exists():
             path = Path(RUNS_DIR) / f"{stamp}-{k}"
             k += 1
-    if not create:
-        return path
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a folder; choose another path")
+    if not create:
+        parent = path.absolute()
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise UsageError(
+                f"cannot write to output folder {str(path)!r} ({str(parent)!r} is not a writable folder); "
+                "choose another --out"
+            )
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"

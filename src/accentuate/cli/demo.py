@@ -1,0 +1,70 @@
+"""``accentuate demo``: the main job on a bundled photo, to see what accentuate does."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..outputs.record import TargetInfo
+from ..photos import photo
+from ..spec import resolve_spec
+from .common import (
+    accentuation_kwargs,
+    add_accentuation_options,
+    add_model_options,
+    load_model_from_args,
+    output_dir,
+    parse_target,
+)
+from .runner import Plan, add_run_options, check_run_options, execute, load_images, resolve_settings, validate
+
+#: The bundled photo and the classes the demo accentuates in it.
+DEMO_PHOTO = "chelsea"
+DEMO_TARGETS = ("tiger cat", "goldfish")
+
+EXAMPLE = f"""\
+examples:
+  accentuate demo
+  accentuate demo --steps 40 --out demo-run
+
+Accentuates the bundled photo '{DEMO_PHOTO}' (a cat) toward {' and '.join(repr(t) for t in DEMO_TARGETS)}
+with the embedded model and its default settings (a few minutes on a laptop CPU), then
+prints where the pictures are. The same as:
+  accentuate run PHOTO --target {' '.join(repr(t) for t in DEMO_TARGETS)}"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo", help="accentuate a bundled photo to see what accentuate does",
+        description="Run the main job on a bundled photo with the embedded model: accentuate "
+        f"'{DEMO_PHOTO}' toward {len(DEMO_TARGETS)} ImageNet classes and say where the results are.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(p)
+    add_accentuation_options(p)
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_run_options(args)
+    kw = accentuation_kwargs(args)
+    output_dir(args, create=False)
+    t0 = time.perf_counter()
+    model = load_model_from_args(args)
+    load_s = time.perf_counter() - t0
+    targets = [TargetInfo(t, parse_target(t, model)) for t in DEMO_TARGETS]
+    canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
+    images = load_images([photo(DEMO_PHOTO)], canvas)
+    spec = resolve_spec(model)
+    validate(model, spec, resolve_settings(model, spec, kw, args.frames), targets)
+    out = output_dir(args)
+    plan = Plan(subcommand="demo", argv=list(args.argv), model_arg=args.model, model=model, images=images,
+                targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch, frames=args.frames,
+                model_load_s=load_s)
+    status = execute(plan)
+    if status == 0 and not args.quiet:
+        print("next: open the contact sheet and the *_figure.png files; then try your own photo:")
+        print("  accentuate run YOUR_PHOTO.jpg --target \"tiger cat\"")
+        print("  accentuate explain YOUR_PHOTO.jpg --top 3")
+    return status

@@ -1,0 +1,159 @@
+"""``accentuate explain``: what drives each of the model's top logits on one image."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from ..analysis.explain import explain
+from ..outputs import figures
+from ..outputs.animation import snapshot_interval
+from ..outputs.record import RunWriter, TargetInfo
+from ..spec import resolve_spec
+from .common import (
+    UsageError,
+    accentuation_kwargs,
+    add_accentuation_options,
+    add_model_options,
+    load_model_from_args,
+    output_dir,
+)
+from .runner import (
+    Plan,
+    add_run_options,
+    check_paths,
+    check_run_options,
+    header,
+    key_settings,
+    load_images,
+    resolve_settings,
+    say,
+    steps_bar,
+    validate,
+)
+
+EXAMPLE = """\
+examples:
+  accentuate explain cat.jpg --top 3
+  accentuate explain cat.jpg --top 2 --bottom 1
+  accentuate explain misclassified.jpg --top 1 --label "golden retriever"
+
+Accentuates the model's K most likely classes on the image (--bottom: the least
+likely too; --label: the true class, to explain a misclassification) in one batched
+run, with the opacity normalized over the whole panel so regions compare."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "explain", help="accentuate the model's top-K classes on an image",
+        description="Show what drives each logit: accentuate the model's top-K predicted classes "
+        "(and optionally the least likely ones and the true label) on IMAGE. Writes the usual "
+        "per-pair files plus explain_panel.png: the seed, then each class with its opacity "
+        "normalized over the panel.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("image", metavar="IMAGE", help="the image to explain")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="the K most likely classes (default 3)")
+    p.add_argument("--bottom", type=int, default=0, metavar="K", help="also the K least likely classes")
+    p.add_argument("--label", metavar="NAME", help="the true class (name or index), added if not in the top")
+    add_model_options(p)
+    add_accentuation_options(p)
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_run_options(args)
+    if args.top < 0 or args.bottom < 0:
+        raise UsageError(f"--top and --bottom must be >= 0; got --top {args.top} --bottom {args.bottom}")
+    if args.top + args.bottom == 0 and args.label is None:
+        raise UsageError("nothing to explain: give --top K >= 1, --bottom K >= 1 or --label NAME")
+    kw = accentuation_kwargs(args)
+    check_paths([args.image])
+    output_dir(args, create=False)
+    t0 = time.perf_counter()
+    model = load_model_from_args(args)
+    load_s = time.perf_counter() - t0
+    spec = resolve_spec(model)
+    canvas = kw.get("canvas") or spec.setting("canvas")
+    images = load_images([args.image], canvas)
+    settings = resolve_settings(model, spec, kw, args.frames)
+    validate(model, spec, settings)
+    if spec.labels is not None and args.label is not None:  # fail on a bad label before running
+        from ..labels import find_class
+
+        find_class(args.label, spec.labels)
+    out = output_dir(args)
+
+    steps = int(settings["steps"])
+    k = args.top + args.bottom + (1 if args.label is not None else 0)
+    say(args.quiet, f"accentuate: explaining {images[0].name} with {spec.name} on {k} class(es) at most; "
+        f"output: {out}")
+    update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
+    kw.pop("canvas", None)
+    started = time.perf_counter()
+    try:
+        ex = explain(model, images[0].tensor, top=args.top, bottom=args.bottom, label=args.label,
+                     canvas=images[0].canvas, progress=update,
+                     snapshots=snapshot_interval(steps, args.frames) if args.frames else (), **kw)
+    finally:
+        close()
+    seconds = time.perf_counter() - started
+    res = ex.result
+    targets = [TargetInfo(str(c), o) for c, o in zip(ex.classes, res.targets)]
+    plan = Plan(subcommand="explain", argv=list(args.argv), model_arg=args.model, model=model, images=images,
+                targets=targets, kwargs=kw, out=out, quiet=args.quiet, frames=args.frames, model_load_s=load_s)
+    writer = RunWriter(out, header(plan, settings), key_settings(plan, settings), images, targets, model, spec)
+    entries = writer.write_batch(res, [0], list(range(len(targets))), seconds, alpha=ex.alpha)
+
+    seed_cap = ", ".join(f"{n or c} {float(ex.probs[c]):.2f}" for c, n in
+                         zip(ex.probs.topk(min(2, ex.probs.numel())).indices.tolist(),
+                             [spec.labels[i] if spec.labels else None for i in
+                              ex.probs.topk(min(2, ex.probs.numel())).indices.tolist()]))
+    items = []
+    for j, e in enumerate(entries):
+        img = figures.composite(res.images[0, j], ex.alpha[0, j])
+        heading = f"{ex.names[j] or ex.classes[j]} [{ex.reasons[j]}]"
+        caption = (f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f},  "
+                   f"rank {e['before']['rank']} -> {e['after']['rank']}")
+        items.append((img, heading, caption))
+    title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
+             f"{res.steps_done} steps)")
+    panel = figures.panel((figures.to_pil(images[0].tensor), f"model: {seed_cap}"), items, title=title)
+    from ..result import atomic_write
+
+    atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
+    writer.doc["outputs"]["explain_panel"] = "explain_panel.png"
+    writer.doc["explain"] = {
+        "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,
+        "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
+        "opacity": "collective (normalized over all classes of the panel)",
+        "top": args.top, "bottom": args.bottom, "label": args.label,
+    }
+    writer.doc["timings"]["model_load_s"] = round(load_s, 3)
+    writer.doc["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    if res.interrupted:
+        writer.save("interrupted")
+        print(f"accentuate: interrupted at step {res.steps_done} of {steps}; wrote the partial state of "
+              f"{len(entries)} pair(s) (marked \"partial\" in run.json) to {out}", file=sys.stderr)
+        return 130
+    writer.save("complete")
+    failed = [e for e in entries if e["status"] == "failed"]
+    for e in failed:
+        print(f"accentuate: warning: {e['target_label']} failed: {e['failed']}", file=sys.stderr)
+    if not args.quiet:
+        print(f"explained {images[0].name} in {seconds:.0f} s:")
+        for e, reason in zip(entries, ex.reasons):
+            print(f"  {e['target_label']} [{reason}]: p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, "
+                  f"rank {e['before']['rank']} -> {e['after']['rank']}")
+        print(f"results in {out}/")
+        print(f"  panel:  {out / 'explain_panel.png'}")
+        print(f"  record: {writer.path}")
+    if failed:
+        print(f"accentuate: error: {len(failed)} of {len(entries)} class(es) failed (numerical trouble); "
+              f"see run.json; rerun with another --seed or a lower --lr, e.g. "
+              f"accentuate explain {shlex.quote(args.image)} --lr 0.02", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,86 @@
+"""``accentuate run``: accentuate each image toward each target."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..outputs.record import TargetInfo
+from ..spec import resolve_spec
+from .common import (
+    UsageError,
+    accentuation_kwargs,
+    add_accentuation_options,
+    add_model_options,
+    load_model_from_args,
+    output_dir,
+    parse_target,
+)
+from .runner import (
+    Plan,
+    add_run_options,
+    check_paths,
+    check_run_options,
+    execute,
+    load_images,
+    resolve_settings,
+    validate,
+)
+
+EXAMPLE = """\
+examples:
+  accentuate run cat.jpg --target goldfish
+  accentuate run cat.jpg dog.jpg --target "tiger cat" 207 --steps 60 --out runs/pets
+  accentuate run cat.jpg --target blocks.5:20 blocks.5:20@7,7     (a channel, a neuron)
+  accentuate run cat.jpg --target goldfish --model mymodels:build  (your factory)
+
+Targets: a class name (case-insensitive; `accentuate classes QUERY` searches them), a
+class index, LAYER:CHANNEL, or LAYER:CHANNEL@Y,X (`accentuate layers` lists layers).
+Rerunning with the same --out skips pairs that are complete. Exit status: 0 done,
+1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished)."""
+
+_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="accentuate images toward targets",
+        description="Accentuate each IMAGE toward each target: change the photo so the target "
+        "(a class logit, a channel or a neuron) rises while the model's activations at the "
+        "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
+        "(alpha = where the target's gradient went), a figure and an animation, plus a "
+        "contact sheet and run.json.",
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files (one or more)")
+    p.add_argument("--target", "-t", nargs="+", action="extend", required=True, metavar="T",
+                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X (several allowed)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_run_options(args)
+    for t in args.target:
+        if Path(t).suffix.lower() in _IMAGE_EXT and Path(t).exists():
+            raise UsageError(f"target {t!r} is an image file; put the images before --target")
+    if not args.images:
+        raise UsageError("no IMAGE given; e.g. accentuate run cat.jpg --target goldfish")
+    kw = accentuation_kwargs(args)
+    check_paths(args.images)
+    output_dir(args, create=False)
+    t0 = time.perf_counter()
+    model = load_model_from_args(args)
+    load_s = time.perf_counter() - t0
+    targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
+    canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
+    images = load_images(args.images, canvas)
+    validate(model, resolve_spec(model), resolve_settings(model, resolve_spec(model), kw, args.frames), targets)
+    out = output_dir(args)
+    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model,
+                images=images, targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch,
+                frames=args.frames, model_load_s=load_s)
+    return execute(plan)

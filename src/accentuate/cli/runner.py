@@ -1,0 +1,341 @@
+"""Running many seeds x targets from the command line: batching, progress, resume, Ctrl-C.
+
+:func:`execute` takes a :class:`Plan` (model, images, targets, settings, output
+folder) and
+
+1. skips pairs an earlier run in the same folder finished with the same settings
+   (verified by the SHA-256 of their files, see :meth:`RunWriter.verified`);
+2. groups the other pairs by canvas shape (one batched call of
+   :func:`accentuate.accentuate` per group, split into batches of at most
+   ``--batch`` pairs);
+3. after each batch writes its files and rewrites ``run.json``;
+4. draws the contact sheet at the end (and on Ctrl-C, with what is finished).
+
+Exit statuses: 0 when every pair is complete, 1 when a pair failed numerically
+(the others are kept), 130 on Ctrl-C (finished pairs and the partial state of the
+running batch are written and marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import _check_options, accentuate
+from ..errors import ImageError
+from ..hooks import check_layers
+from ..images import load_image, prepare_seeds
+from ..outputs.animation import snapshot_interval
+from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, settings_hash, versions
+from ..regularize import NONE, PIXEL
+from ..spec import ModelSpec, default_reg_layer, resolve_spec
+from .common import UsageError
+
+__all__ = ["Plan", "check_paths", "execute", "load_images", "resolve_settings", "steps_bar"]
+
+#: Default number of pairs (seeds x targets) optimized together in one call.
+DEFAULT_BATCH = 4
+#: Default number of animation frames per pair.
+DEFAULT_FRAMES = 25
+
+
+def say(quiet: bool, *parts: object) -> None:
+    """A message on stderr unless ``quiet``."""
+    if not quiet:
+        print(*parts, file=sys.stderr, flush=True)
+
+
+def check_paths(paths: Sequence[str]) -> None:
+    """Fail fast (before loading a model) on image paths that do not exist."""
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise ImageError(f"image not found: {p!r}; check the path")
+        if path.is_dir():
+            raise ImageError(f"{p!r} is a folder, not an image file; pass the image files inside it")
+
+
+def load_images(paths: Sequence[str | os.PathLike], canvas: int | tuple[int, int]) -> list[ImageInfo]:
+    """Read each image, fit it to the canvas, and hash the file."""
+    infos = []
+    for p in paths:
+        t = load_image(p)
+        seed = prepare_seeds(t, canvas)[0]
+        infos.append(ImageInfo(path=str(p), name=Path(p).name, sha256=file_sha256(p) or "",
+                               size=(int(t.shape[-1]), int(t.shape[-2])), canvas=tuple(seed.shape[-2:]),
+                               tensor=seed))
+    return infos
+
+
+def resolve_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any], frames: int) -> dict[str, Any]:
+    """Every setting of the run, defaults filled in (what ``run.json`` records)."""
+    from .. import engine
+
+    sig = inspect.signature(engine.accentuate).parameters
+    reg = kw.get("reg_layer") or default_reg_layer(model, spec) or PIXEL
+    s: dict[str, Any] = {"reg_layer": reg}
+    for k in ("lam", "steps", "lr", "param", "canvas"):
+        s[k] = kw[k] if kw.get(k) is not None else spec.setting(k)
+    for k in ("crops", "crop_range", "noise", "balance", "optimizer"):
+        s[k] = kw.get(k, sig[k].default)
+    s["crop_range"], s["noise"] = list(s["crop_range"]), list(s["noise"])
+    if isinstance(s["canvas"], tuple):
+        s["canvas"] = list(s["canvas"])
+    s["seed"] = kw.get("generator")
+    s["until"] = kw.get("until")
+    s["animation_frames"] = frames
+    return s
+
+
+def validate(model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
+             targets: Sequence[TargetInfo] = ()) -> None:
+    """Check the settings against the model before anything runs (errors exit with 2)."""
+    if settings.get("until") is not None and any(t.objective.class_index is None for t in targets):
+        raise UsageError("--until needs class targets; it cannot judge channels or neurons")
+    if settings["reg_layer"] not in (NONE, PIXEL):
+        check_layers(model, [settings["reg_layer"]])
+    canvas = settings["canvas"]
+    canvas = tuple(canvas) if isinstance(canvas, list) else canvas
+    try:
+        _check_options(settings["steps"], float(settings["lam"]), float(settings["lr"]), settings["crops"],
+                       settings["crop_range"], canvas, spec.input_size)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def steps_bar(quiet: bool, desc: str, total: int, position: int = 0) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar over optimization steps: ``(progress callback, close)``."""
+    if quiet:
+        return (lambda t, n: None), (lambda: None)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, position=position, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def update(t: int, n: int) -> None:
+        bar.update(t - bar.n)
+
+    return update, bar.close
+
+
+def device_record(model: nn.Module) -> dict[str, Any]:
+    """The device the model runs on, in words."""
+    p = next(model.parameters(), None)
+    dev = p.device if p is not None else torch.device("cpu")
+    rec: dict[str, Any] = {"device": str(dev)}
+    if dev.type == "cuda":
+        rec["device_name"] = torch.cuda.get_device_name(dev)
+    else:
+        rec["device_name"] = platform.processor() or platform.machine()
+        rec["threads"] = torch.get_num_threads()
+    return rec
+
+
+@dataclass
+class Plan:
+    """What one ``accentuate run`` (or ``demo``) does."""
+
+    subcommand: str
+    argv: list[str]
+    model_arg: str
+    model: nn.Module
+    images: list[ImageInfo]
+    targets: list[TargetInfo]
+    kwargs: dict[str, Any]
+    out: Path
+    quiet: bool = False
+    batch: int = DEFAULT_BATCH
+    frames: int = DEFAULT_FRAMES
+    model_load_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return resolve_spec(self.model)
+
+
+def header(plan: Plan, settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of ``run.json`` that describes the run itself."""
+    spec = plan.spec
+    return {
+        "command": "accentuate " + shlex.join(plan.argv),
+        "argv": list(plan.argv),
+        "subcommand": plan.subcommand,
+        "cwd": os.getcwd(),
+        "model": {"arg": plan.model_arg, "name": spec.name, "input_size": list(spec.input_size),
+                  "classes": len(spec.labels) if spec.labels is not None else None},
+        **device_record(plan.model),
+        "settings": settings,
+        "versions": versions(),
+        **plan.extra,
+    }
+
+
+def key_settings(plan: Plan, settings: dict[str, Any]) -> str:
+    """Hash of what changes a pair's result (settings, model, library version)."""
+    spec = plan.spec
+    return settings_hash({"settings": settings, "model": plan.model_arg, "model_name": spec.name,
+                          "accentuate": versions()["accentuate"]})
+
+
+def _batches(todo: list[tuple[int, int]], images: list[ImageInfo], batch: int) -> list[tuple[list[int], list[int]]]:
+    """Group pairs by canvas shape, then cut each group into seed x target batches."""
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for i, j in todo:
+        groups.setdefault(images[i].canvas, []).append((i, j))
+    out = []
+    for pairs in groups.values():
+        seeds = sorted({i for i, _ in pairs})
+        targets = sorted({j for _, j in pairs})
+        t_per = max(1, min(len(targets), batch))
+        s_per = max(1, batch // t_per)
+        for a in range(0, len(seeds), s_per):
+            for b in range(0, len(targets), t_per):
+                ss, tt = seeds[a:a + s_per], targets[b:b + t_per]
+                if any((i, j) in pairs for i in ss for j in tt):
+                    out.append((ss, tt))
+    return out
+
+
+def _pair_line(e: dict[str, Any]) -> str:
+    a, b = e["after"], e["before"]
+    if a.get("rank") is not None:
+        nums = f"rank {b['rank']} -> {a['rank']}, p {b['prob']:.3f} -> {a['prob']:.3f}"
+    else:
+        nums = f"value {b['value']:.3g} -> {a['value']:.3g}"
+    flag = "" if e["status"] == "complete" else f"  [{e['status']}]"
+    return f"  {e['image']} -> {e['target_label']}: {nums}{flag}"
+
+
+def execute(plan: Plan) -> int:
+    """Run the plan; write files and ``run.json`` as batches finish. Returns the exit status."""
+    started = time.perf_counter()
+    spec = plan.spec
+    settings = resolve_settings(plan.model, spec, plan.kwargs, plan.frames)
+    validate(plan.model, spec, settings, plan.targets)
+    writer = RunWriter(plan.out, header(plan, settings), key_settings(plan, settings), plan.images,
+                       plan.targets, plan.model, spec)
+    pairs = [(i, j) for i in range(len(plan.images)) for j in range(len(plan.targets))]
+    done = {p for p in pairs if writer.verified(*p)}
+    todo = [p for p in pairs if p not in done]
+    batches = _batches(todo, plan.images, plan.batch)
+    steps = int(settings["steps"])
+    say(plan.quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s) = {len(pairs)} "
+        f"pair(s) with {spec.name} on {writer.doc['device']} (reg layer {settings['reg_layer']}, "
+        f"lambda {settings['lam']:g}, {steps} steps); output: {plan.out}")
+    if done:
+        say(plan.quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
+            f"{len(todo)} to do")
+    writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
+    writer.save("running")
+
+    kw = dict(plan.kwargs)
+    kw.pop("canvas", None)
+    pair_bar = None
+    if not plan.quiet and len(batches) > 1:
+        from tqdm.auto import tqdm
+
+        pair_bar = tqdm(total=len(todo), desc="pairs", unit="pair", position=0, file=sys.stderr,
+                        dynamic_ncols=True)
+    interrupted, partial = False, 0
+    try:
+        for ss, tt in batches:
+            hw = plan.images[ss[0]].canvas
+            seeds = torch.stack([plan.images[i].tensor for i in ss])  # type: ignore[misc]
+            objectives = [plan.targets[j].objective for j in tt]
+            snaps: int | tuple[()] = ()
+            if plan.frames > 0:
+                # about `frames` frames, fewer when the batch is large (memory).
+                per_frame = len(ss) * len(tt) * 3 * hw[0] * hw[1]
+                frames = max(2, min(plan.frames, int(1.5e9 // max(1, per_frame))))
+                snaps = snapshot_interval(steps, frames)
+            names = ", ".join(plan.images[i].name for i in ss)
+            desc = f"{names[:40]} x {len(tt)} target(s)" if len(ss) * len(tt) > 1 else \
+                f"{names[:30]} -> {plan.targets[tt[0]].text[:30]}"
+            update, close = steps_bar(plan.quiet, desc, steps, position=1 if pair_bar else 0)
+            t0 = time.perf_counter()
+            try:
+                res = accentuate(plan.model, seeds, objectives, canvas=hw, snapshots=snaps, progress=update, **kw)
+            finally:
+                close()
+            skip = {(i, j) for i in ss for j in tt if (i, j) in done}
+            entries = writer.write_batch(res, ss, tt, time.perf_counter() - t0, skip=skip)
+            for e in entries:
+                if e["status"] == "failed":
+                    print(f"accentuate: warning: {e['image']} -> {e['target_label']} failed: {e['failed']}; "
+                          "the other pairs continue", file=sys.stderr)
+            if res.interrupted:
+                interrupted, partial = True, len(entries)
+                break
+            done.update((i, j) for i in ss for j in tt)
+            writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
+            writer.save("running")
+            if pair_bar is not None:
+                pair_bar.update(len(entries))
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException as e:
+        writer.save("error", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if pair_bar is not None:
+            pair_bar.close()
+
+    writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
+    title = f"{spec.name}: rows are seeds, columns are targets (reg layer {settings['reg_layer']}, " \
+        f"lambda {settings['lam']:g}, {steps} steps)"
+    sheet = writer.contact_sheet(title)
+    entries = sorted(writer.entries.values(), key=lambda e: (e["seed"], e["target"]))
+    failed = [e for e in entries if e["status"] == "failed"]
+    if interrupted:
+        writer.save("interrupted")
+        finished = sum(1 for e in entries if e["status"] == "complete")
+        print(f"accentuate: interrupted; wrote {finished} finished pair(s)"
+              + (f" and the partial state of {partial} (marked \"partial\" in run.json)" if partial else "")
+              + f" to {plan.out}; rerun the same command with --out {shlex.quote(str(plan.out))} to finish",
+              file=sys.stderr)
+        return 130
+    writer.save("complete")
+    if not plan.quiet:
+        print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
+        for e in entries:
+            print(_pair_line(e))
+        print(f"results in {plan.out}/")
+        if sheet is not None:
+            print(f"  contact sheet: {sheet}")
+        print(f"  per pair: NAME.png, NAME_rgba.png (alpha = opacity), NAME_figure.png, NAME.gif")
+        print(f"  record:   {writer.path}")
+    if failed:
+        print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
+              "see \"failed\" in run.json", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--batch`` and ``--frames``."""
+    g = p.add_argument_group("output")
+    g.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="B",
+                   help=f"pairs optimized together in one batch (default {DEFAULT_BATCH}); lower it if "
+                   "memory runs out")
+    g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="F",
+                   help=f"animation frames per pair (default {DEFAULT_FRAMES}; 0: no animation)")
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    if getattr(args, "batch", 1) < 1:
+        raise UsageError(f"--batch must be >= 1; got {args.batch}")
+    if getattr(args, "frames", 0) < 0 or getattr(args, "frames", 0) == 1:
+        raise UsageError(f"--frames must be 0 (no animation) or >= 2; got {args.frames}")

@@ -1,0 +1,52 @@
+"""Tiny models for command-line tests, loaded with ``--model cli_models:tiny``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from accentuate.spec import ModelSpec
+
+#: Six classes; "crane" names two of them (as in ImageNet) so the name is ambiguous.
+LABELS = ("apple", "banana", "cherry", "date", "crane", "crane")
+
+
+class Tiny(nn.Module):
+    """A small conv net: conv1 -> relu -> conv2 -> relu -> conv3 -> pool -> fc."""
+
+    def __init__(self, classes: int = len(LABELS)) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = self.conv3(x)
+        return self.fc(self.pool(x).flatten(1))
+
+
+def tiny() -> nn.Module:
+    """The tiny model with a spec (input 32 x 32, [0, 1] input, six labels)."""
+    model = Tiny()
+    model.accentuate_spec = ModelSpec(name="tiny", input_size=(32, 32), normalize=None, labels=LABELS,
+                                      reg_layer="conv2", defaults={"steps": 6, "canvas": 48, "lam": 1.0})
+    return model.eval()
+
+
+def broken() -> nn.Module:
+    """A model whose forward raises (to test the exit status of failures)."""
+    model = tiny()
+
+    def fail(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("boom")
+
+    model.forward = fail  # type: ignore[method-assign]
+    return model

@@ -1,0 +1,258 @@
+"""Figures, animations and the run record (accentuate.outputs) and explain()."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import accentuate as acc
+from accentuate.analysis.explain import choose_classes, explain
+from accentuate.outputs import animation, figures
+from accentuate.outputs.record import (
+    ImageInfo,
+    RunWriter,
+    TargetInfo,
+    describe_target,
+    file_sha256,
+    seed_distances,
+    settings_hash,
+    slug,
+)
+from conftest import FAST, TINY_SPEC
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.2126, 0.7152, 0.0722])
+
+
+# -- figures -------------------------------------------------------------------------------
+
+def test_heatmap_runs_dark_to_light() -> None:
+    ramp = torch.linspace(0, 1, 64).view(1, 64).expand(8, 64)
+    img = np.asarray(figures.heatmap(ramp)).astype(float)
+    assert img.shape == (8, 64, 3)
+    lum = _luma(img[0])
+    assert lum[0] < 10 and lum[-1] > 230
+    assert np.all(np.diff(lum) >= -1e-9)  # monotonic: brighter means more opacity
+
+
+def test_composite_blends_image_over_background() -> None:
+    image = torch.rand(3, 10, 12)
+    alpha = torch.zeros(10, 12)
+    alpha[:, 6:] = 1
+    out = np.asarray(figures.composite(image, alpha, background=(255, 255, 255)))
+    assert np.all(out[:, :6] == 255)
+    expect = (image.permute(1, 2, 0).numpy()[:, 6:] * 255).round()
+    assert np.abs(out[:, 6:].astype(float) - expect).max() <= 1
+
+
+def test_pair_figure_shows_the_four_views(seed_img: torch.Tensor) -> None:
+    image = seed_img.flip(-1)
+    alpha = torch.zeros(48, 48)
+    alpha[10:20, 30:40] = 1
+    fig = figures.pair_figure(seed_img, image, alpha, "title", ["line one", "line two"], panel_side=96)
+    w, h = fig.size
+    assert w == 4 * 96 + 5 * 12 and h > 96 + 2 * 20
+    arr = np.asarray(fig).astype(float)
+    seed = np.asarray(figures.to_pil(seed_img).resize((96, 96), Image.Resampling.LANCZOS)).astype(float)
+    heat = np.asarray(figures.heatmap(alpha).resize((96, 96), Image.Resampling.LANCZOS)).astype(float)
+
+    def found(x: int, want: np.ndarray) -> bool:
+        return any(np.abs(arr[y:y + 96, x:x + 96] - want).mean() < 2 for y in range(0, h - 96))
+
+    assert found(12, seed), "the seed is not in the first panel"
+    assert found(12 + 3 * (96 + 12), heat), "the heat map is not in the fourth panel"
+    assert not found(12 + 96 + 12, seed), "the accentuation panel shows the seed"
+
+
+def test_pair_figure_without_seed_draws_a_placeholder(seed_img: torch.Tensor) -> None:
+    fig = figures.pair_figure(None, seed_img, torch.ones(48, 48), "noise start", [])
+    assert fig.size[0] > 4 * 300
+
+
+def test_contact_sheet_grows_with_rows_and_columns(seed_img: torch.Tensor) -> None:
+    pil = figures.to_pil(seed_img)
+    one = figures.contact_sheet([("a", pil)], ["t0"], {(0, 0): (pil, "rank 2 -> 1")}, cell=64)
+    two = figures.contact_sheet([("a", pil), ("b", None)], ["t0", "t1", "t2"],
+                                {(0, 0): (pil, "x"), (1, 2): (pil, "y")}, cell=64, title="t")
+    assert two.size[0] == one.size[0] + 2 * (64 + 12)
+    assert two.size[1] > one.size[1] + 64
+
+
+def test_panel_has_one_cell_per_item(seed_img: torch.Tensor) -> None:
+    pil = figures.to_pil(seed_img)
+    fig = figures.panel((pil, "seed"), [(pil, "a", "p 0.1 -> 0.9"), (pil, "b", "c")], title="t", cell=64)
+    assert fig.size[0] >= 3 * (64 + 12) + 12
+
+
+# -- animation -----------------------------------------------------------------------------
+
+def test_gif_round_trip_keeps_frames_and_timing() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (30, 40, 3)).astype(np.uint8)
+    frames = [Image.fromarray(np.roll(base, k * 3, axis=1)) for k in range(5)]
+    data = animation.gif_bytes(frames, frame_ms=100, hold_ms=700)
+    gif = Image.open(io.BytesIO(data))
+    assert gif.n_frames == 5
+    durations, errors = [], []
+    for k in range(5):
+        gif.seek(k)
+        durations.append(gif.info["duration"])
+        errors.append(np.abs(np.asarray(gif.convert("RGB")).astype(float) - np.asarray(frames[k])).mean())
+    assert durations == [700, 100, 100, 100, 700]
+    assert max(errors) < 25  # a 256-colour palette of random colours, dithered
+
+
+def test_frames_follow_snapshot_steps() -> None:
+    snaps = {s: torch.full((1, 2, 3, 20, 30), s * 20, dtype=torch.uint8) for s in (0, 5, 10)}
+    out = animation.frames(snaps, 0, 1, total=10, max_side=60)
+    assert len(out) == 3 and out[0].size == (60, 40 + 22)
+    assert np.asarray(out[2])[5, 5].tolist() == [200, 200, 200]
+
+
+def test_snapshot_interval_gives_about_n_frames() -> None:
+    assert animation.snapshot_interval(100, 25) == 4
+    assert animation.snapshot_interval(4, 25) == 1
+    assert len(range(0, 101, animation.snapshot_interval(100, 25))) == 26
+
+
+def test_mp4_reports_why_it_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "imageio_ffmpeg" else real(n, *a))
+    reason = animation.mp4_available()
+    assert reason is not None and "imageio_ffmpeg" in reason and "accentuate[video]" in reason
+    with pytest.raises(RuntimeError, match="cannot write MP4"):
+        animation.mp4_bytes([Image.new("RGB", (4, 4))])
+
+
+# -- the run record ------------------------------------------------------------------------
+
+def test_describe_target_kinds() -> None:
+    d = describe_target(acc.logit(1).resolve(acc.imagenet_labels()), "goldfish")
+    assert (d["kind"], d["class_index"], d["class_name"], d["label"], d["slug"]) == \
+        ("class", 1, "goldfish", "goldfish (1)", "goldfish")
+    assert describe_target(acc.channel("blocks.5", 20))["label"] == "blocks.5:20"
+    n = describe_target(acc.neuron("blocks.5", 20, 3, 4))
+    assert (n["kind"], n["y"], n["x"], n["slug"]) == ("neuron", 3, 4, "blocks.5-c20-y3x4")
+    assert describe_target(acc.channel("a", 1) - acc.channel("a", 2))["kind"] == "objective"
+    assert slug("tiger cat / lynx?") == "tiger-cat-lynx"
+
+
+def test_settings_hash_is_canonical() -> None:
+    assert settings_hash({"a": 1, "b": [1, 2]}) == settings_hash({"b": [1, 2], "a": 1})
+    assert settings_hash({"a": 1}) != settings_hash({"a": 2})
+
+
+def test_seed_distances(tiny: torch.nn.Module, seed_img: torch.Tensor) -> None:
+    seeds = seed_img[None]
+    images = torch.stack([seed_img, seed_img.flip(-1)])[None]
+    d = seed_distances(tiny, TINY_SPEC, seeds, images, "conv2")
+    assert d["pixel_rmse"][0, 0] == 0 and d["ssim"][0, 0] == pytest.approx(1, abs=1e-5)
+    assert d["reg_layer"][0, 0] == pytest.approx(0, abs=1e-5)
+    assert float(d["pixel_rmse"][0, 1]) == pytest.approx(
+        float((seed_img - seed_img.flip(-1)).pow(2).mean().sqrt()), rel=1e-5)
+    # The layer distance by hand: per-position L2 over channels, averaged.
+    with torch.no_grad(), acc.capture(tiny, ["conv2"]) as cap:
+        from accentuate.images import resize
+
+        tiny(resize(torch.stack([seed_img, seed_img.flip(-1)]), (32, 32)))
+        a = cap["conv2"]
+    manual = (a[1] - a[0]).pow(2).sum(0).sqrt().mean()
+    assert float(d["reg_layer"][0, 1]) == pytest.approx(float(manual), rel=1e-3)
+    assert torch.isnan(seed_distances(tiny, TINY_SPEC, seeds, images, "none")["reg_layer"]).all()
+
+
+def _writer(tmp_path: Path, tiny: torch.nn.Module, seed_img: torch.Tensor, key: str = "k1") -> RunWriter:
+    info = ImageInfo(path="seed.png", name="seed.png", sha256="abc", size=(48, 48), canvas=(48, 48),
+                     tensor=seed_img)
+    targets = [TargetInfo("apple", acc.logit(0).resolve(TINY_SPEC.labels)),
+               TargetInfo("conv2:1", acc.channel("conv2", 1))]
+    return RunWriter(tmp_path, {"command": "test"}, key, [info], targets, tiny, TINY_SPEC)
+
+
+def test_writer_records_files_with_hashes_and_verifies_them(tmp_path: Path, tiny: torch.nn.Module,
+                                                            seed_img: torch.Tensor) -> None:
+    res = acc.accentuate(tiny, seed_img, [acc.logit(0), acc.channel("conv2", 1)], snapshots=4, **FAST)
+    w = _writer(tmp_path, tiny, seed_img)
+    entries = w.write_batch(res, [0], [0, 1], seconds=1.0)
+    w.contact_sheet("title")
+    w.save("complete")
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["status"] == "complete" and len(doc["pairs"]) == 2
+    assert [e["status"] for e in entries] == ["complete", "complete"]
+    apple = doc["pairs"][0]
+    assert apple["after"]["rank"] == int(1 + (res.after["logits"][0, 0] > res.after["logits"][0, 0, 0]).sum())
+    assert apple["steps_used"] == FAST["steps"] and apple["files"]["gif"] == "seed__apple.gif"
+    for p in doc["pairs"]:
+        for kind, name in p["files"].items():
+            assert file_sha256(tmp_path / name) == p["sha256"][kind]
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+    # A new writer with the same settings verifies both pairs; a corrupted file fails.
+    again = _writer(tmp_path, tiny, seed_img)
+    assert again.verified(0, 0) and again.verified(0, 1)
+    (tmp_path / apple["files"]["figure"]).write_bytes(b"x")
+    assert not _writer(tmp_path, tiny, seed_img).verified(0, 0)
+    assert not _writer(tmp_path, tiny, seed_img, key="other").verified(0, 1)
+
+
+def test_writer_marks_partial_and_failed_pairs(tmp_path: Path, tiny: torch.nn.Module,
+                                               seed_img: torch.Tensor) -> None:
+    res = acc.accentuate(tiny, seed_img, [acc.logit(0), acc.channel("conv2", 1)], **FAST)
+    res.failed[(0, 1)] = "non-finite loss"
+    res.interrupted = True
+    w = _writer(tmp_path, tiny, seed_img)
+    entries = w.write_batch(res, [0], [0, 1], seconds=1.0)
+    assert [e["status"] for e in entries] == ["partial", "failed"]
+    assert entries[1]["failed"] == "non-finite loss"
+    w.save("interrupted")
+    again = _writer(tmp_path, tiny, seed_img)
+    assert not again.verified(0, 0) and not again.verified(0, 1)
+
+
+def test_unreadable_run_json_is_ignored_with_a_warning(tmp_path: Path, tiny: torch.nn.Module,
+                                                      seed_img: torch.Tensor) -> None:
+    (tmp_path / "run.json").write_text("{ half-written")
+    with pytest.warns(UserWarning, match="ignoring unreadable"):
+        w = _writer(tmp_path, tiny, seed_img)
+    assert not w.verified(0, 0)
+
+
+# -- explain -------------------------------------------------------------------------------
+
+def test_choose_classes_orders_top_label_bottom() -> None:
+    probs = torch.tensor([0.05, 0.5, 0.3, 0.1, 0.05 - 1e-3])
+    assert choose_classes(probs, top=2) == ([1, 2], ["top-1", "top-2"])
+    classes, reasons = choose_classes(probs, top=1, bottom=1, label="date", labels=TINY_SPEC.labels + ("e",))
+    assert classes == [1, 3, 4] and reasons == ["top-1", "label, rank 3", "bottom-1"]
+    assert choose_classes(probs, top=2, label=2)[1] == ["top-1", "top-2, label"]
+    with pytest.raises(ValueError, match="nothing to explain"):
+        choose_classes(probs, top=0)
+    with pytest.raises(acc.ClassNameError, match="unknown class name"):
+        choose_classes(probs, top=1, label="durian", labels=TINY_SPEC.labels + ("e",))
+
+
+def test_explain_batches_the_top_classes_with_collective_alpha(tiny: torch.nn.Module,
+                                                                 seed_img: torch.Tensor) -> None:
+    ex = explain(tiny, seed_img, top=2, bottom=1, **FAST)
+    with torch.no_grad():
+        from accentuate.images import resize
+
+        probs = tiny(resize(seed_img[None], (32, 32))).softmax(-1)[0]
+    order = probs.argsort(descending=True).tolist()
+    assert ex.classes == order[:2] + [order[-1]]
+    assert ex.result.images.shape == (1, 3, 3, 48, 48)
+    assert torch.allclose(ex.probs, probs, atol=1e-5)
+    assert ex.alpha.shape == (1, 3, 48, 48) and float(ex.alpha.max()) == pytest.approx(1.0)
+    assert torch.allclose(ex.alpha, ex.result.alpha(collective=True))
+    # Collective: the panel's maximum is 1, not each mask's (relevance compares across the panel).
+    maxima = sorted(float(a.max()) for a in ex.alpha[0])
+    assert maxima[-1] == pytest.approx(1.0) and maxima[0] < 0.999
+    assert torch.equal(ex.result.before["rank"][0], torch.tensor([1, 2, 4]))
