@@ -1,0 +1,35 @@
+"""The paper's analyses, measured: each returns a value with a table, a figure and ``save()``.
+
+- :func:`pathway_similarity`: do accentuations travel through the model like natural
+  images of the target class (layer-by-layer correlations)?
+- :func:`lambda_sweep` and :func:`sensitive_region`: the regularization weight's
+  effect, and the range of ``lam`` where it matters.
+- :func:`latent_features`: one neuron, channel or direction accentuated in many images.
+- :func:`cascading_randomization`: the sanity check (randomize the model from the top;
+  the explanation must change).
+
+Plots need matplotlib (``pip install accentuate[plot]``); image grids need only Pillow.
+"""
+
+from __future__ import annotations
+
+from .latent import Latent, latent_features
+from .pathway import Pathway, augmented_views, pathway_similarity
+from .sanity import Sanity, cascade_order, cascading_randomization, randomize
+from .sweep import SensitiveRegion, Sweep, lambda_sweep, sensitive_region
+
+__all__ = [
+    "Latent",
+    "Pathway",
+    "Sanity",
+    "SensitiveRegion",
+    "Sweep",
+    "augmented_views",
+    "cascade_order",
+    "cascading_randomization",
+    "lambda_sweep",
+    "latent_features",
+    "pathway_similarity",
+    "randomize",
+    "sensitive_region",
+]

@@ -1,0 +1,203 @@
+"""Latent features across many images: one neuron, channel or direction, many seeds.
+
+:func:`latent_features` accentuates one feature in every image of a set (a folder,
+or a list), in batches, and returns the results sorted by how much the feature
+rose. The opacity masks are normalized *collectively* (one percentile and one
+maximum over the whole set, :func:`accentuate.opacity.to_alpha` with
+``collective=True``), so a faint mask means the feature's gradient was weak in
+that image compared with the others, not only within it.
+
+Seeds of different sizes are centre-cropped to a square canvas so that they can
+share a batch; every seed is accentuated independently (a batch equals its single
+runs, see :class:`accentuate.Accentuator`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import accentuate
+from ..objectives import Objective, as_objective
+from ..opacity import to_alpha
+from ._shared import (
+    ImageSet,
+    labelled_grid,
+    load_image_set,
+    markdown_table,
+    over_white,
+    save_image,
+    spec_of,
+    square_crop,
+    to_pil,
+)
+
+__all__ = ["Latent", "latent_features"]
+
+
+@dataclass
+class Latent:
+    """One feature accentuated in a set of seeds.
+
+    Attributes:
+        target: the feature, as text.
+        names: ``N`` names of the seeds (file stems, or ``seeds[i]``).
+        seeds: ``(N, 3, S, S)`` the seeds on the square canvas.
+        images: ``(N, 3, S, S)`` the accentuations.
+        masks: ``(N, S, S)`` raw opacity (accumulated ``|d feature / d image|``).
+        alpha: ``(N, S, S)`` opacity normalized collectively over the set, in [0, 1].
+        value_before, value_after, gain: ``(N,)`` the feature on the seed, on the
+            accentuation, and the difference.
+        order: ``(N,)`` seed indices sorted by gain, largest first.
+        config: the settings of the runs.
+    """
+
+    target: str
+    names: list[str]
+    seeds: torch.Tensor
+    images: torch.Tensor
+    masks: torch.Tensor
+    alpha: torch.Tensor
+    value_before: torch.Tensor
+    value_after: torch.Tensor
+    gain: torch.Tensor
+    order: torch.Tensor
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per seed, in ``order``: rank, name, values, gain, and mean collective opacity."""
+        return [{"rank": r + 1, "seed": self.names[i], "value_before": float(self.value_before[i]),
+                 "value_after": float(self.value_after[i]), "gain": float(self.gain[i]),
+                 "mean_opacity": float(self.alpha[i].mean())}
+                for r, i in enumerate(self.order.tolist())]
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The table of :meth:`rows`."""
+        return markdown_table(self.rows(), digits=digits)
+
+    def grid(self, side: int = 150, columns: int = 6, opacity: bool = True) -> Any:
+        """A PIL grid, sorted by gain: per seed, the seed, the accentuation and (with
+        ``opacity``) the accentuation shown through its collectively normalized mask over white.
+        """
+        from PIL import Image
+
+        idx = self.order.tolist()
+        blocks = []
+        row_names = ["seed", "accentuation"] + (["with opacity\n(collective)"] if opacity else [])
+        for start in range(0, len(idx), columns):
+            chunk = idx[start : start + columns]
+            cols = [[to_pil(self.seeds[i], side) for i in chunk],
+                    [to_pil(self.images[i], side) for i in chunk]]
+            if opacity:
+                cols.append([to_pil(over_white(self.images[i], self.alpha[i]), side) for i in chunk])
+            labels = [f"#{start + k + 1} {self.names[i][:18]}\n{float(self.value_before[i]):.2f} -> "
+                      f"{float(self.value_after[i]):.2f}" for k, i in enumerate(chunk)]
+            blocks.append(labelled_grid(cols, col_labels=labels, row_labels=row_names, font_size=12))
+        title = labelled_grid([[Image.new("RGB", (1, 1), "white")]],
+                              title=f"{self.target} in {len(idx)} images, sorted by rise "
+                                    "(value before -> after)")
+        width = max(b.size[0] for b in blocks + [title])
+        out = Image.new("RGB", (width, title.size[1] + sum(b.size[1] for b in blocks)), "white")
+        y = 0
+        for b in [title] + blocks:
+            out.paste(b, (0, y))
+            y += b.size[1]
+        return out
+
+    def save(self, directory: str | os.PathLike, columns: int = 6) -> list[Path]:
+        """Write ``latent.md``, ``latent.json`` and ``latent.png`` (the grid, ``columns`` images wide)."""
+        import json
+
+        from ..result import atomic_write
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "latent.md", (self.to_markdown() + "\n").encode())
+        doc = {"target": self.target, "config": self.config, "rows": self.rows()}
+        atomic_write(out / "latent.json", json.dumps(doc, indent=2, default=str).encode())
+        grid = save_image(self.grid(columns=columns), out / "latent.png")
+        return [out / "latent.md", out / "latent.json", grid]
+
+
+def latent_features(
+    model: nn.Module,
+    seeds: ImageSet,
+    target: int | str | Objective,
+    *,
+    canvas: int | None = None,
+    batch_size: int = 8,
+    generator: int = 0,
+    progress: bool | Callable[[int, int], None] = False,
+    **accentuate_kwargs: Any,
+) -> Latent:
+    """Accentuate one feature in every seed of a set, batched; sort by how much it rose.
+
+    Args:
+        model: the model (not modified).
+        seeds: a folder of images, a list of paths/PIL images/tensors, or a tensor
+            ``(N, 3, H, W)`` in [0, 1].
+        target: a neuron, channel or direction (``acc.neuron(...)``, ``acc.channel(...)``,
+            ``acc.direction(...)``), or a class.
+        canvas: side of the square canvas every seed is centre-cropped and resized to
+            (default: the model's calibrated canvas).
+        batch_size: seeds per :func:`accentuate.accentuate` call.
+        generator: int seed; batch ``b`` uses ``generator + b`` (results do not depend
+            on which other seeds share the batch, only on the batch's crops).
+        progress: passed to each call.
+        **accentuate_kwargs: other settings (``steps``, ``crops``, ``lam``, ...).
+
+    Returns:
+        A :class:`Latent` with ``order`` sorted by gain and collectively normalized ``alpha``.
+
+    Shape:
+        ``Latent.images`` is ``(N, 3, S, S)`` with ``S = canvas``.
+
+    Example:
+        >>> import accentuate as acc                                         # doctest: +SKIP
+        >>> from accentuate.analysis import latent_features                  # doctest: +SKIP
+        >>> model = acc.load_model("efficientnet_lite0")                     # doctest: +SKIP
+        >>> lat = latent_features(model, "photos/", acc.channel("blocks.10", 7))  # doctest: +SKIP
+        >>> lat.grid().save("latent.png")                                    # doctest: +SKIP
+    """
+    if "targets" in accentuate_kwargs or "seeds" in accentuate_kwargs:
+        raise TypeError("latent_features takes one target and one set of seeds")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    spec = spec_of(model, accentuate_kwargs)
+    objective = as_objective(target).resolve(spec.labels)
+    images, names = load_image_set(seeds, "seeds")
+    side = int(canvas if canvas is not None else spec.setting("canvas"))
+    if side < max(spec.input_size):
+        raise ValueError(
+            f"canvas {side} is smaller than the model input {spec.input_size}; use >= {max(spec.input_size)}"
+        )
+    square = torch.stack([square_crop(t, side) for t in images])
+    outs = []
+    for b, start in enumerate(range(0, square.shape[0], batch_size)):
+        outs.append(accentuate(model, square[start : start + batch_size], objective, canvas=(side, side),
+                               generator=generator + b, progress=progress, **accentuate_kwargs))
+    res_images = torch.cat([r.images[:, 0] for r in outs])
+    masks = torch.cat([r.masks[:, 0] for r in outs])
+    before = torch.cat([r.before["value"][:, 0] for r in outs])
+    after = torch.cat([r.after["value"][:, 0] for r in outs])
+    gain = after - before
+    order = torch.argsort(gain, descending=True, stable=True)
+    config = dict(outs[0].config)
+    config.update({"seeds": names, "batch_size": batch_size, "batches": len(outs), "canvas": [side, side]})
+    failed: dict[str, str] = {}
+    for r, first in zip(outs, range(0, len(names), batch_size)):
+        for (i, _), msg in r.failed.items():
+            failed[names[first + i]] = msg
+    if failed:
+        config["failed"] = failed
+    return Latent(
+        target=repr(objective), names=names, seeds=square, images=res_images, masks=masks,
+        alpha=to_alpha(masks, collective=True), value_before=before, value_after=after, gain=gain,
+        order=order, config=config,
+    )

@@ -1,0 +1,432 @@
+"""Pathway similarity: do accentuations travel through the model like natural images?
+
+For one target class, :func:`pathway_similarity` shows sets of images to the model
+and compares their layer activations with those of natural images of the class,
+layer by layer:
+
+- ``accentuation``: the seeds accentuated toward the target;
+- ``seed``: the seeds themselves (where the accentuations started);
+- ``feature_vis``: noise-seeded feature visualizations of the target (same
+  optimization, no seed, no regularizer);
+- ``natural``: the natural images of the class among themselves (each pair once).
+
+Measure: at each layer, the Pearson correlation between the activations of an
+image of the kind and of a natural image of the class, averaged over all such
+pairs. Two versions are reported:
+
+- *pooled* (the main number): each image is the vector of its channels' spatial
+  means, ``(C,)``; this asks "are the same channels active?", regardless of where;
+- *unpooled*: the whole activation tensor ``(C, H, W)`` flattened; this also asks
+  "at the same positions?", which penalizes any difference in layout, so it is
+  low for images of the same class whose objects sit in different places.
+
+Every image is shown to the model whole, resized to its input size, as the engine
+evaluates an accentuation. Logits (the :data:`~accentuate.hooks.OUTPUT` layer)
+have no space, so both versions agree there.
+
+The paper's claim is that accentuations correlate with natural images of the
+class about as well as those correlate among themselves, and much better than
+feature visualizations do; the ``seed`` line shows how much of that the
+accentuation owes to its seed being a natural image in the first place.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine import accentuate
+from ..hooks import OUTPUT, check_layers
+from ..objectives import Objective, as_objective
+from ..result import Result
+from ._shared import (
+    spec_of,
+    ImageSet,
+    labelled_grid,
+    layer_activations,
+    load_image_set,
+    markdown_table,
+    model_view,
+    pearson,
+    pooled,
+    require_matplotlib,
+    save_figure,
+    save_image,
+    to_pil,
+    units,
+)
+
+__all__ = ["KINDS", "Pathway", "augmented_views", "pathway_similarity"]
+
+#: The image kinds :func:`pathway_similarity` builds, in plotting order.
+KINDS = ("accentuation", "seed", "feature_vis", "natural")
+
+_STYLE = {  # colour, marker, line style
+    "accentuation": ("#d62728", "o", "-"),
+    "seed": ("#7f7f7f", "s", "--"),
+    "feature_vis": ("#1f77b4", "^", "-"),
+    "natural": ("#2ca02c", "D", ":"),
+}
+_LABEL = {
+    "accentuation": "accentuation vs natural",
+    "seed": "seed vs natural",
+    "feature_vis": "feature visualization vs natural",
+    "natural": "natural vs natural",
+}
+
+
+@dataclass
+class Pathway:
+    """Per-layer correlations of each image kind with the natural images of a class.
+
+    Attributes:
+        target: the target, as text.
+        layers: the layers compared, in depth order.
+        kinds: the image kinds compared (see :data:`KINDS`; plus any ``extra``).
+        pooled, unpooled: ``{kind: (L,)}`` mean Pearson r over the kind's pairs.
+        pooled_sd, unpooled_sd: ``{kind: (L,)}`` standard deviation over those pairs.
+        pairs: ``{kind: number of (image, natural image) pairs averaged}``.
+        images: ``{kind: (n, 3, H, W)}`` the images compared (as given, before resizing).
+        config: how the images were made.
+    """
+
+    target: str
+    layers: list[str]
+    kinds: list[str]
+    pooled: dict[str, torch.Tensor]
+    unpooled: dict[str, torch.Tensor]
+    pooled_sd: dict[str, torch.Tensor]
+    unpooled_sd: dict[str, torch.Tensor]
+    pairs: dict[str, int]
+    images: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per layer: ``layer``, ``depth`` and ``{kind}`` (pooled), ``{kind}_unpooled``."""
+        out = []
+        for i, layer in enumerate(self.layers):
+            row: dict[str, Any] = {"layer": "logits" if layer == OUTPUT else layer, "depth": i}
+            for k in self.kinds:
+                row[k] = float(self.pooled[k][i])
+                row[f"{k}_unpooled"] = float(self.unpooled[k][i])
+            out.append(row)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Means over layers per kind, and at how many layers the accentuation beats the others.
+
+        Returns:
+            ``{"mean_pooled": {kind: r}, "mean_unpooled": {...}, "layers": L,
+            "accentuation_above": {kind: number of layers where the accentuation's
+            pooled r is higher}}``.
+        """
+        mean_p = {k: float(torch.nanmean(self.pooled[k])) for k in self.kinds}
+        mean_u = {k: float(torch.nanmean(self.unpooled[k])) for k in self.kinds}
+        above: dict[str, int] = {}
+        if "accentuation" in self.kinds:
+            a = self.pooled["accentuation"]
+            above = {k: int((a > self.pooled[k]).sum()) for k in self.kinds if k != "accentuation"}
+        return {"mean_pooled": mean_p, "mean_unpooled": mean_u, "layers": len(self.layers),
+                "accentuation_above": above}
+
+    def to_markdown(self, digits: int = 2) -> str:
+        """The table: one row per layer, pooled r of each kind, unpooled r in a second column."""
+        head = {k: f"{k} (n={self.pairs[k]})" for k in self.kinds}
+        table = []
+        for r in self.rows():
+            row: dict[str, Any] = {"layer": r["layer"]}
+            for k in self.kinds:
+                row[head[k]] = r[k]
+                row[f"{k} unpooled"] = r[f"{k}_unpooled"]
+            table.append(row)
+        return markdown_table(table, digits=digits)
+
+    def plot(self, path: str | os.PathLike | None = None, title: str | None = None) -> Any:
+        """Line plot: layer depth on x, mean Pearson r on y, one line per kind, ±1 sd shaded.
+
+        Two panels: pooled (the main measure) and unpooled. Needs matplotlib
+        (``pip install accentuate[plot]``).
+
+        Returns:
+            The matplotlib ``Figure`` (also saved as PNG when ``path`` is given).
+        """
+        Figure = require_matplotlib()
+        n = len(self.layers)
+        fig = Figure(figsize=(max(8.0, 0.42 * n * 2 + 2), 4.6))
+        axes = fig.subplots(1, 2, sharey=True)
+        ticks = ["logits" if l == OUTPUT else l.replace("blocks.", "b") for l in self.layers]
+        x = list(range(n))
+        for ax, data, sd, name in ((axes[0], self.pooled, self.pooled_sd, "pooled (channel means)"),
+                                   (axes[1], self.unpooled, self.unpooled_sd, "unpooled (C x H x W)")):
+            for k in self.kinds:
+                colour, marker, ls = _STYLE.get(k, (None, "x", "-"))
+                y = data[k].numpy()
+                s = sd[k].numpy()
+                label = f"{_LABEL.get(k, k + ' vs natural')} (n={self.pairs[k]})"
+                ax.plot(x, y, color=colour, marker=marker, ls=ls, lw=1.8, ms=4, label=label)
+                ax.fill_between(x, y - s, y + s, color=colour, alpha=0.12, lw=0)
+            ax.set_title(name)
+            ax.set_xticks(x)
+            ax.set_xticklabels(ticks, rotation=60, ha="right", fontsize=8)
+            ax.set_xlabel("layer (input → output)")
+            ax.axhline(0, color="black", lw=0.6)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("Pearson r with natural images of the class")
+        axes[0].legend(fontsize=8, loc="lower left")
+        fig.suptitle(title or f"Pathway similarity for {self.target}", fontsize=12)
+        fig.tight_layout()
+        if path is not None:
+            save_figure(fig, path)
+        return fig
+
+    def image_strip(self, per_kind: int = 4, side: int = 112) -> Any:
+        """A PIL grid with up to ``per_kind`` of the compared images of each kind (one row per kind)."""
+        cells, labels = [], []
+        for k in self.kinds:
+            imgs = self.images.get(k, [])
+            if not imgs:
+                continue
+            cells.append([to_pil(t, side) for t in imgs[:per_kind]])
+            labels.append(f"{k}\n({len(imgs)} images)")
+        return labelled_grid(cells, row_labels=labels, title=f"Images compared for {self.target}")
+
+    def save(self, directory: str | os.PathLike, plot: bool = True) -> list[Path]:
+        """Write ``pathway.md`` (the table), ``pathway.json``, ``pathway.png`` and ``pathway_images.png``."""
+        import json
+
+        from ..result import atomic_write
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        atomic_write(out / "pathway.md", (self.to_markdown() + "\n").encode())
+        doc = {"target": self.target, "config": self.config, "pairs": self.pairs,
+               "summary": self.summary(), "rows": self.rows(),
+               "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()}
+                      for k in self.kinds}}
+        atomic_write(out / "pathway.json", json.dumps(doc, indent=2, default=str).encode())
+        written += [out / "pathway.md", out / "pathway.json"]
+        if plot:
+            written.append(save_figure(self.plot(), out / "pathway.png"))
+        written.append(save_image(self.image_strip(), out / "pathway_images.png"))
+        return written
+
+
+def augmented_views(
+    images: ImageSet,
+    n: int,
+    *,
+    side: int = 224,
+    area: tuple[float, float] = (0.3, 1.0),
+    flip: bool = True,
+    generator: int = 0,
+) -> list[torch.Tensor]:
+    """``n`` random square crops of each image (with random horizontal flips), for small class sets.
+
+    When only a few photos of a class are at hand, views of them stand in for
+    "natural images of the class". They are *not* independent photos: views of one
+    photo share its object, background and lighting, so correlations among them are
+    higher than among distinct photos of the class would be.
+
+    Args:
+        images: the photos (a folder, paths, PIL images or tensors).
+        n: views per photo.
+        side: output size of each view (pixels).
+        area: range of the crop's area as a fraction of the photo's largest square.
+        flip: mirror each view with probability 1/2.
+        generator: int seed.
+
+    Returns:
+        ``n * len(images)`` tensors ``(3, side, side)`` in [0, 1].
+    """
+    from ..images import resize
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}")
+    if not 0 < area[0] <= area[1] <= 1:
+        raise ValueError(f"area must satisfy 0 < min <= max <= 1; got {area}")
+    g = torch.Generator().manual_seed(int(generator))
+    out = []
+    for img in load_image_set(images, "images")[0]:
+        h, w = img.shape[-2:]
+        for _ in range(n):
+            a = area[0] + (area[1] - area[0]) * float(torch.rand((), generator=g))
+            s = max(8, round(min(h, w) * a**0.5))
+            top = int(torch.randint(0, h - s + 1, (), generator=g))
+            left = int(torch.randint(0, w - s + 1, (), generator=g))
+            view = resize(img[:, top : top + s, left : left + s], (side, side))
+            if flip and bool(torch.rand((), generator=g) < 0.5):
+                view = view.flip(-1)
+            out.append(view)
+    return out
+
+
+def _images_of(value: Result | ImageSet, what: str) -> list[torch.Tensor]:
+    if isinstance(value, Result):
+        return [t for t in value.images[:, 0]]
+    return load_image_set(value, what)[0]
+
+
+def pathway_similarity(
+    model: nn.Module,
+    target: int | str | Objective,
+    class_images: ImageSet,
+    seeds: ImageSet | None = None,
+    *,
+    accentuations: Result | ImageSet | None = None,
+    feature_vis: Result | ImageSet | int | None = 1,
+    extra: Mapping[str, ImageSet] | None = None,
+    layers: Sequence[str] | None = None,
+    generator: int = 0,
+    batch_size: int = 16,
+    progress: bool | Callable[[int, int], None] = False,
+    **accentuate_kwargs: Any,
+) -> Pathway:
+    """Compare how accentuations, their seeds and feature visualizations travel through the model.
+
+    Args:
+        model: the model (not modified).
+        target: the class (index, name or logit objective) whose pathway is studied.
+        class_images: natural images of the target class: a folder, paths, PIL images
+            or tensors in [0, 1]; at least 2 for the natural-vs-natural line.
+        seeds: the seed images to accentuate (any class but the target, for the
+            comparison to mean anything). Needed unless ``accentuations`` is a
+            :class:`~accentuate.result.Result` (its seeds are used).
+        accentuations: accentuations made beforehand (a ``Result`` of one target, or
+            images); by default they are made here from ``seeds``.
+        feature_vis: how many noise-seeded feature visualizations of the target to make
+            (same settings as the accentuations, ``reg_layer="none"``, on a canvas of
+            the accentuations' size), or ready-made ones (a ``Result`` or images);
+            ``0``/``None`` leaves the kind out.
+        extra: more kinds to compare, ``{name: images}`` (for example other classes).
+        layers: layers to compare, in depth order; default the spec's
+            ``pathway_layers``, else the model's top-level units and the logits.
+        generator: int seed of the accentuations; feature visualization ``i`` uses
+            ``generator + 1 + i``.
+        batch_size: images per forward pass when reading activations.
+        progress: passed to :func:`accentuate.accentuate`.
+        **accentuate_kwargs: settings of the accentuations (``steps``, ``crops``,
+            ``canvas``, ``lam``, ...).
+
+    Returns:
+        A :class:`Pathway` (``.rows()``, ``.to_markdown()``, ``.plot()``, ``.save()``).
+
+    Shape:
+        Images of any size; each is resized whole to the model's input size.
+
+    Example:
+        >>> import accentuate as acc                                   # doctest: +SKIP
+        >>> from accentuate.analysis import pathway_similarity         # doctest: +SKIP
+        >>> model = acc.load_model("efficientnet_lite0")               # doctest: +SKIP
+        >>> pw = pathway_similarity(model, "espresso", "espresso/", acc.photo("chelsea"))  # doctest: +SKIP
+        >>> print(pw.to_markdown())                                    # doctest: +SKIP
+    """
+    spec = spec_of(model, accentuate_kwargs)
+    objective = as_objective(target).resolve(spec.labels)
+    if objective.class_index is None:
+        raise ValueError(
+            f"pathway similarity needs a class target (a logit), got {objective!r}; "
+            "natural images of a class are what it compares with"
+        )
+    naturals, _ = load_image_set(class_images, "class_images")
+    if isinstance(feature_vis, bool) or (isinstance(feature_vis, int) and feature_vis < 0):
+        raise ValueError(f"feature_vis must be a count >= 0, a Result or images; got {feature_vis!r}")
+
+    # The accentuations and their seeds.
+    config: dict[str, Any] = {"target": repr(objective), "generator": generator,
+                              "accentuate": {k: v for k, v in accentuate_kwargs.items()}}
+    if accentuations is None:
+        if seeds is None:
+            raise ValueError("give seeds to accentuate, or ready-made accentuations=")
+        res = accentuate(model, seeds, objective, generator=generator, progress=progress, **accentuate_kwargs)
+        acc_images = [t for t in res.images[:, 0]]
+        seed_images = [t for t in res.seeds] if res.seeds is not None else []
+        config["accentuation"] = res.config
+    else:
+        if isinstance(accentuations, Result) and accentuations.images.shape[1] != 1:
+            raise ValueError(
+                f"accentuations has {accentuations.images.shape[1]} targets; pass a Result of one target"
+            )
+        acc_images = _images_of(accentuations, "accentuations")
+        if seeds is not None:
+            seed_images = load_image_set(seeds, "seeds")[0]
+        elif isinstance(accentuations, Result) and accentuations.seeds is not None:
+            seed_images = [t for t in accentuations.seeds]
+        else:
+            seed_images = []
+    kinds: dict[str, list[torch.Tensor]] = {"accentuation": acc_images}
+    if seed_images:
+        kinds["seed"] = seed_images
+
+    # Feature visualizations: the same optimization without a seed or a regularizer.
+    if isinstance(feature_vis, int):
+        if feature_vis > 0:
+            fv_kwargs = {k: v for k, v in accentuate_kwargs.items()
+                         if k not in ("reg_layer", "lam", "balance", "until", "canvas")}
+            canvas = tuple(acc_images[0].shape[-2:])
+            fvs = []
+            for i in range(feature_vis):
+                r = accentuate(model, None, objective, reg_layer="none", canvas=canvas,
+                               generator=generator + 1 + i, progress=progress, **fv_kwargs)
+                fvs.append(r.images[0, 0])
+            kinds["feature_vis"] = fvs
+    elif feature_vis is not None:
+        kinds["feature_vis"] = _images_of(feature_vis, "feature_vis")
+    for name, imgs in (extra or {}).items():
+        if name in KINDS:
+            raise ValueError(f"extra kind {name!r} clashes with a built-in kind; choose another name")
+        kinds[name] = load_image_set(imgs, name)[0]
+    kinds["natural"] = naturals
+
+    layer_list = list(layers) if layers is not None else list(spec.pathway_layers)
+    if not layer_list:
+        layer_list = units(model, spec) + [OUTPUT]
+    check_layers(model, layer_list)
+
+    # Activations of every image at every layer (model input size, whole image).
+    # Built-in kinds, then the extra ones, then the natural images (the reference) last.
+    order = [k for k in KINDS[:-1] if k in kinds] + [k for k in kinds if k not in KINDS] + ["natural"]
+    views = {k: model_view(kinds[k], spec.input_size) for k in order}
+    acts = {k: layer_activations(model, views[k], layer_list, spec, batch_size) for k in order}
+
+    pooled_r: dict[str, list[float]] = {k: [] for k in order}
+    unpooled_r: dict[str, list[float]] = {k: [] for k in order}
+    pooled_sd: dict[str, list[float]] = {k: [] for k in order}
+    unpooled_sd: dict[str, list[float]] = {k: [] for k in order}
+    pairs: dict[str, int] = {}
+    n_nat = len(naturals)
+    for layer in layer_list:
+        nat = acts["natural"][layer]
+        for k in order:
+            a = acts[k][layer]
+            for fn, store, store_sd in ((pooled, pooled_r, pooled_sd),
+                                        (lambda t: t, unpooled_r, unpooled_sd)):
+                r = pearson(fn(a), fn(nat))
+                if k == "natural":  # each pair of distinct natural images once
+                    iu = torch.triu_indices(n_nat, n_nat, offset=1)
+                    vals = r[iu[0], iu[1]]
+                else:
+                    vals = r.flatten()
+                vals = vals[~torch.isnan(vals)]
+                store[k].append(float(vals.mean()) if vals.numel() else float("nan"))
+                store_sd[k].append(float(vals.std(unbiased=False)) if vals.numel() else float("nan"))
+                pairs[k] = int(vals.numel())
+    if n_nat < 2:
+        import warnings
+
+        warnings.warn("only one natural image of the class: the natural-vs-natural line is empty; "
+                      "give at least 2 class_images", stacklevel=2)
+    t = lambda d: {k: torch.tensor(v) for k, v in d.items()}  # noqa: E731
+    config["layers"] = ["logits" if l == OUTPUT else l for l in layer_list]
+    config["counts"] = {k: len(kinds[k]) for k in order}
+    return Pathway(
+        target=repr(objective), layers=layer_list, kinds=order,
+        pooled=t(pooled_r), unpooled=t(unpooled_r), pooled_sd=t(pooled_sd), unpooled_sd=t(unpooled_sd),
+        pairs=pairs, images={k: kinds[k] for k in order}, config=config,
+    )

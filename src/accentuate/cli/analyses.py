@@ -1,0 +1,276 @@
+"""The analysis subcommands: ``pathway``, ``sweep``, ``latent`` and ``sanity``.
+
+Each is thin over :mod:`accentuate.analysis`: it parses the options, runs the
+analysis, prints its table on stdout and writes the table (``.md``), the numbers
+(``.json``) and the figures (``.png``) into the output folder. Line plots need
+matplotlib (``pip install accentuate[plot]``); without it they are skipped with a
+warning and the rest is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    UsageError,
+    accentuation_kwargs,
+    add_accentuation_options,
+    add_model_options,
+    load_model_from_args,
+    output_dir,
+    parse_target,
+)
+
+__all__ = ["register"]
+
+_PATHWAY_EXAMPLE = """\
+examples:
+  accentuate pathway espresso --class-images espresso_photos/ --seeds cat.jpg dog.jpg
+  accentuate pathway espresso --class-images coffee.jpg --views 8 --seeds cat.jpg \\
+      --feature-vis 2 --steps 50 --crops 8 --canvas 256 --out runs/pathway
+
+For each layer, the Pearson correlation between the activations of the
+accentuations (and of their seeds, of noise-seeded feature visualizations, and of
+the class images among themselves) and those of the class images. Pooled = channel
+vectors (spatial means), the main number; unpooled = whole C x H x W tensors.
+--views N replaces each class image by N random crops/flips of it (for when you
+have only a few photos of the class; views of one photo correlate more than
+distinct photos would)."""
+
+_SWEEP_EXAMPLE = """\
+examples:
+  accentuate sweep cat.jpg --target goldfish
+  accentuate sweep cat.jpg --target goldfish --lam-range 0.001 100 --num 11 --steps 50
+  accentuate sweep cat.jpg --target blocks.10:7 --lams 0.01 0.1 1 10
+
+The sensitive region is where the target's gain, normalized by its maximum (and by
+the gain without regularization, unless --no-reference), falls from 0.9 to 0.1,
+interpolated on log(lam). Both ends lie inside the sweep; otherwise the reason is
+printed (extend the sweep downward or upward)."""
+
+_LATENT_EXAMPLE = """\
+examples:
+  accentuate latent photos/ --target blocks.10:7
+  accentuate latent a.jpg b.jpg c.jpg --target blocks.12:100@3,3 --batch-size 4 --canvas 256
+
+Every image is centre-cropped to a square canvas, the feature is accentuated in
+each (in batches), and the grid is sorted by how much the feature rose. Opacity
+masks are normalized over the whole set, so they compare between images."""
+
+_SANITY_EXAMPLE = """\
+examples:
+  accentuate sanity cat.jpg --target goldfish
+  accentuate sanity cat.jpg --target goldfish --every 2 --steps 40 --crops 8
+  accentuate sanity cat.jpg --target blocks.10:7 --cascade head blocks.15 blocks.14
+
+Randomizes the model's units from the top down (cumulatively; a copy, never the
+loaded weights), accentuates the same target after each step, and reports the
+similarity to the original accentuation. The line for the original model rerun
+with other random crops shows the noise level: a sane explanation falls below it."""
+
+
+def _parser(subparsers: argparse._SubParsersAction, name: str, help_: str, description: str,
+            example: str) -> argparse.ArgumentParser:
+    import textwrap
+
+    return subparsers.add_parser(name, help=help_, description=textwrap.fill(description, 80), epilog=example,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``pathway``, ``sweep``, ``latent`` and ``sanity`` subcommands."""
+    p = _parser(subparsers, "pathway", "compare how accentuations and feature visualizations travel "
+                "through the model", "Pathway similarity: layer-by-layer correlation with natural images "
+                "of the target class, for accentuations, their seeds, noise-seeded feature "
+                "visualizations and the natural images among themselves.", _PATHWAY_EXAMPLE)
+    p.add_argument("target", metavar="CLASS", help="the class (name or index) whose pathway is studied")
+    p.add_argument("--class-images", nargs="+", required=True, metavar="PATH",
+                   help="natural images of the class (files or folders)")
+    p.add_argument("--seeds", nargs="+", required=True, metavar="PATH",
+                   help="seed images to accentuate toward the class (files or folders)")
+    p.add_argument("--views", type=int, default=0, metavar="N",
+                   help="use N random crops/flips of each class image instead of the image (default: off)")
+    p.add_argument("--feature-vis", type=int, default=1, metavar="N",
+                   help="noise-seeded feature visualizations to compare (default 1; 0 leaves them out)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER",
+                   help="layers to compare in depth order (default: the model's pathway layers)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    p.set_defaults(func=run_pathway)
+
+    p = _parser(subparsers, "sweep", "sweep the regularization weight and find its sensitive region",
+                "Lambda sweep: accentuate one seed toward one target at log-spaced values of --lam "
+                "(same random crops in every run), record the target's value, rank and distance to "
+                "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
+    p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+    p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
+    p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
+                   help="range of log-spaced values when --lams is not given (default 0.001 100)")
+    p.add_argument("--num", type=int, default=11, metavar="N",
+                   help="number of values in --lam-range (default 11)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="skip the lam = 0 run (the reference gain without regularization)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    p.set_defaults(func=run_sweep)
+
+    p = _parser(subparsers, "latent", "accentuate one feature in many images, sorted by its rise",
+                "Latent features: accentuate one neuron, channel or class in every image of a set "
+                "(batched) and lay the results out sorted by how much the feature rose, with "
+                "opacity masks normalized across the set.", _LATENT_EXAMPLE)
+    p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="LAYER:CHANNEL, LAYER:CHANNEL@Y,X, a class name or a class index")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images per batch (default 8)")
+    p.add_argument("--columns", type=int, default=6, metavar="C",
+                   help="images per row of the grid (default 6)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    p.set_defaults(func=run_latent)
+
+    p = _parser(subparsers, "sanity", "sanity check: randomize the model from the top down",
+                "Cascading randomization: re-draw the weights of the model's units from the top "
+                "down (cumulatively, on a copy), accentuate the same target after each, and report "
+                "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
+    p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+    p.add_argument("--cascade", nargs="+", metavar="MODULE",
+                   help="modules to randomize, top first (default: the model's units, top down)")
+    p.add_argument("--every", type=int, default=1, metavar="K",
+                   help="accentuate after every K-th randomized module (default 1)")
+    p.add_argument("--bn-stats", choices=("keep", "reset"), default="keep",
+                   help="BatchNorm running statistics of randomized modules (default keep)")
+    p.add_argument("--weights-seed", type=int, default=0, metavar="S", help="seed of the random weights")
+    p.add_argument("--no-repeat", action="store_true",
+                   help="skip the rerun of the original model with other crops (the noise level)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    p.set_defaults(func=run_sanity)
+
+
+# -- shared steps ---------------------------------------------------------------------------
+def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str, Any]:
+    kw = accentuation_kwargs(args)
+    for opt in forbid:
+        if opt in kw:
+            raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")
+    kw.pop("generator", None)
+    kw["progress"] = not args.quiet
+    return kw
+
+
+def _paths(paths: list[str], option: str) -> list[str]:
+    for p in paths:
+        if not Path(p).exists():
+            raise UsageError(f"{option}: no such file or folder {p!r}")
+    return paths
+
+
+def _positive(value: int, option: str) -> int:
+    if value < 1:
+        raise UsageError(f"{option} must be a positive integer; got {value}")
+    return value
+
+
+def _finish(result: Any, args: argparse.Namespace, started: float, **save_kw: Any) -> int:
+    out = output_dir(args)
+    try:
+        written = result.save(out, **save_kw)
+    except ImportError as e:  # no matplotlib: write the rest
+        warnings.warn(f"{e}; the line plot was skipped", stacklevel=2)
+        written = result.save(out, plot=False)
+    print(result.to_markdown())
+    if not args.quiet:
+        names = ", ".join(p.name for p in written)
+        print(f"wrote {names} to {out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+# -- subcommands ----------------------------------------------------------------------------
+def run_pathway(args: argparse.Namespace) -> int:
+    """``accentuate pathway``."""
+    from ..analysis import augmented_views, pathway_similarity
+
+    started = time.perf_counter()
+    kw = _kwargs(args, forbid=("until",))
+    _paths(args.class_images, "--class-images")
+    _paths(args.seeds, "--seeds")
+    if args.views < 0 or args.feature_vis < 0:
+        raise UsageError("--views and --feature-vis must be >= 0")
+    model = load_model_from_args(args)
+    target = parse_target(args.target, model)
+    class_images: Any = args.class_images
+    if args.views:
+        class_images = augmented_views(args.class_images, args.views, generator=args.seed)
+    result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
+                                layers=args.layers, generator=args.seed, **kw)
+    return _finish(result, args, started)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """``accentuate sweep``."""
+    from ..analysis import lambda_sweep
+
+    started = time.perf_counter()
+    kw = _kwargs(args, forbid=("lam", "until"))
+    _paths([args.seed_image], "IMAGE")
+    lo, hi = args.lam_range
+    if not 0 < lo < hi:
+        raise UsageError(f"--lam-range must satisfy 0 < LO < HI; got {lo:g} {hi:g}")
+    if args.num < 2:
+        raise UsageError(f"--num must be at least 2; got {args.num}")
+    if args.lams is not None:
+        if len(args.lams) < 2 or any(v <= 0 for v in args.lams) or any(
+                b <= a for a, b in zip(args.lams, args.lams[1:])):
+            raise UsageError("--lams needs at least 2 positive, strictly increasing values")
+    model = load_model_from_args(args)
+    target = parse_target(args.target, model)
+    result = lambda_sweep(model, args.seed_image, target, args.lams, num=args.num, lam_range=(lo, hi),
+                          reference=not args.no_reference, generator=args.seed, **kw)
+    code = _finish(result, args, started)
+    if not result.region.found:
+        print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
+    return code
+
+
+def run_latent(args: argparse.Namespace) -> int:
+    """``accentuate latent``."""
+    from ..analysis import latent_features
+
+    started = time.perf_counter()
+    kw = _kwargs(args, forbid=("until",))
+    _paths(args.seeds, "PATH")
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.columns, "--columns")
+    canvas = kw.pop("canvas", None)
+    if canvas is not None and not isinstance(canvas, int):
+        raise UsageError("latent uses a square canvas: give --canvas as one number (the side)")
+    model = load_model_from_args(args)
+    target = parse_target(args.target, model)
+    result = latent_features(model, args.seeds, target, canvas=canvas, batch_size=args.batch_size,
+                             generator=args.seed, **kw)
+    return _finish(result, args, started, columns=args.columns)
+
+
+def run_sanity(args: argparse.Namespace) -> int:
+    """``accentuate sanity``."""
+    from ..analysis import cascading_randomization
+
+    started = time.perf_counter()
+    kw = _kwargs(args, forbid=("until",))
+    _paths([args.seed_image], "IMAGE")
+    _positive(args.every, "--every")
+    model = load_model_from_args(args)
+    target = parse_target(args.target, model)
+    result = cascading_randomization(model, args.seed_image, target, cascade=args.cascade, every=args.every,
+                                     bn_stats=args.bn_stats, weights_seed=args.weights_seed,
+                                     repeat=not args.no_repeat, generator=args.seed, **kw)
+    return _finish(result, args, started)
