@@ -33,6 +33,31 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
+class ColorNet(nn.Module):
+    """Logits are the mean red, green and blue minus their mean: ranks we can predict."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+
+    def forward(self, x):
+        m = self.conv(x).mean(dim=(2, 3))
+        return m - m.mean(dim=1, keepdim=True)
+
+
+def color_seed(size: int = 48) -> torch.Tensor:
+    """Reddish image (red > green > blue) with a little texture."""
+    seed = torch.stack([torch.full((size, size), 0.7), torch.full((size, size), 0.4),
+                        torch.full((size, size), 0.2)])
+    return (seed + 0.1 * torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+
+
+COLOR_OPTS = dict(input_size=32, normalize=None, labels=["red", "green", "blue"], reg_layer="conv",
+                  param="pixel", crops=4, canvas=48, generator=0)
+
+
 TINY_SPEC = ModelSpec(
     name="tiny",
     input_size=(32, 32),

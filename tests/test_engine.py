@@ -6,7 +6,7 @@ from torch import nn
 
 import accentuate as acc
 
-from conftest import FAST
+from conftest import FAST, ColorNet
 
 
 def test_same_seed_bit_identical(tiny, seed_img):
@@ -78,20 +78,6 @@ def test_opacity_is_target_gradient_not_regularizer(tiny, seed_img):
     a = acc.accentuate(tiny, seed_img, 1, **{**FAST, "steps": 1}, lam=0.0)
     b = acc.accentuate(tiny, seed_img, 1, **{**FAST, "steps": 1}, lam=100.0, balance=False)
     assert torch.allclose(a.masks, b.masks)
-
-
-class ColorNet(nn.Module):
-    """Logits are the mean red, green and blue minus their mean: ranks we can predict."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 1, bias=False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
-
-    def forward(self, x):
-        m = self.conv(x).mean(dim=(2, 3))
-        return m - m.mean(dim=1, keepdim=True)
 
 
 def test_until_top1_stops_early_and_changes_less():

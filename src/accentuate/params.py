@@ -38,11 +38,13 @@ __all__ = [
     "to_unit",
 ]
 
-#: Lucid's square root of the ImageNet colour covariance (its 3x3 SVD factor).
+#: Lucid's square root of the ImageNet colour covariance, normalized. Row ``j`` is the RGB
+#: direction of decorrelated component ``j`` (luminance, then two colour-opponent axes).
 COLOR_CORRELATION = torch.tensor(
     [[0.5628, 0.5845, 0.5845], [0.1948, 0.0, -0.1948], [0.0433, -0.1082, 0.0649]]
 )
-_COLOR = COLOR_CORRELATION / COLOR_CORRELATION.norm(dim=0).max()
+# rgb = _COLOR @ z: each component adds its row's RGB direction.
+_COLOR = (COLOR_CORRELATION / COLOR_CORRELATION.norm(dim=1).max()).T.contiguous()
 _COLOR_INV = torch.linalg.inv(_COLOR.double()).float()
 
 #: Margin of the stretched sigmoid (see the module docstring).

@@ -1,0 +1,130 @@
+"""Calibration of the embedded model's defaults: does the target show up, and how much changes?
+
+For each bundled photo, draws random ImageNet classes (fixed seed; classes already in the
+photo's top-5 are excluded) and accentuates them with the model's default settings (or the
+overrides given on the command line). Snapshots every ``--every`` steps give, from one run,
+the figures a run of 10, 20, ... steps would have given (the optimization is deterministic
+for a fixed generator, so step t of a long run is a t-step run).
+
+Reports per pair: rank before/after, probability, SSIM to the seed (grayscale, both resized
+to 224 x 224); and per step count: the share of pairs whose target is the model's top-1 on
+the final un-augmented image, and the mean SSIM.
+
+    python benchmarks/calibrate.py                       # defaults, 6 photos x 4 classes
+    python benchmarks/calibrate.py --lam 0.1 --out benchmarks/calibration-lam0.1.json
+    python benchmarks/calibrate.py --until top1          # least-change mode on the same pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import accentuate as acc
+from accentuate.images import resize
+from accentuate.metrics import ssim
+
+PHOTOS = ["chelsea", "coffee", "motorcycle", "astronaut", "rocket", "hubble"]
+
+
+def draw_pairs(model: torch.nn.Module, per_photo: int, seed: int) -> list[tuple[str, list[int]]]:
+    """Random classes per photo, excluding the photo's own top-5 (fixed generator)."""
+    g = torch.Generator().manual_seed(seed)
+    spec = model.accentuate_spec
+    out = []
+    for name in PHOTOS:
+        x = resize(acc.load_image(acc.photo(name)), spec.input_size)[None]
+        with torch.no_grad():
+            top5 = set(spec.forward(model, x)[0].topk(5).indices.tolist())
+        classes: list[int] = []
+        while len(classes) < per_photo:
+            c = int(torch.randint(0, 1000, (1,), generator=g))
+            if c not in top5 and c not in classes:
+                classes.append(c)
+        out.append((name, classes))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--per-photo", type=int, default=4)
+    ap.add_argument("--pairs-seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="generator seed of each run")
+    ap.add_argument("--every", type=int, default=10, help="snapshot interval (steps)")
+    ap.add_argument("--lam", type=float, default=None)
+    ap.add_argument("--reg-layer", default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--param", default=None)
+    ap.add_argument("--canvas", type=int, default=None)
+    ap.add_argument("--crops", type=int, default=16)
+    ap.add_argument("--until", default=None)
+    ap.add_argument("--photos", nargs="*", default=None, help="subset of bundled photos")
+    ap.add_argument("--out", default="benchmarks/calibration.json")
+    ap.add_argument("--images", default=None, help="folder for the result PNGs (to look at)")
+    args = ap.parse_args()
+
+    torch.manual_seed(0)
+    model = acc.load_model("efficientnet_lite0")
+    labels = model.accentuate_spec.labels
+    pairs = draw_pairs(model, args.per_photo, args.pairs_seed)
+    if args.photos:
+        pairs = [p for p in pairs if p[0] in args.photos]
+    overrides = {k: v for k, v in dict(lam=args.lam, reg_layer=args.reg_layer, steps=args.steps, lr=args.lr,
+                                        param=args.param, canvas=args.canvas).items() if v is not None}
+    rows, per_step = [], {}
+    started = time.time()
+    config = None
+    for name, classes in pairs:
+        t0 = time.time()
+        res = acc.accentuate(model, acc.photo(name), classes, crops=args.crops, generator=args.seed,
+                             snapshots=args.every, until=args.until, **overrides)
+        config = res.config
+        seed = res.seeds[0]
+        hist_rank = res.history.rank  # (records, 1, M); record i is after step i + 1
+        for j, c in enumerate(classes):
+            for step, snap in sorted(res.snapshots.items()):
+                if step == 0:
+                    continue
+                rank = int(hist_rank[min(step, len(hist_rank)) - 1, 0, j])
+                s = float(ssim(snap[0, j].float() / 255, seed))
+                per_step.setdefault(step, []).append((rank, s))
+            final = res.images[0, j]
+            row = {
+                "photo": name, "class": c, "name": labels[c],
+                "rank_before": int(res.before["rank"][0, j]), "rank_after": int(res.after["rank"][0, j]),
+                "prob_after": round(float(res.after["prob"][0, j]), 4),
+                "ssim": round(float(ssim(final, seed)), 4),
+                "steps_used": int(res.steps_used[0, j]),
+                "lam_effective": round(float(res.lam_effective[0, j]), 5),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        if args.images:
+            Path(args.images).mkdir(parents=True, exist_ok=True)
+            for j, c in enumerate(classes):
+                acc.images.tensor_to_pil(res.images[0, j]).save(Path(args.images) / f"{name}_{c}.png")
+        print(f"# {name}: {time.time() - t0:.0f} s", flush=True)
+    summary = {
+        str(step): {"pairs": len(v), "top1": sum(r == 1 for r, _ in v) / len(v),
+                    "mean_ssim": round(sum(s for _, s in v) / len(v), 4)}
+        for step, v in sorted(per_step.items())
+    }
+    final = {"pairs": len(rows), "top1": sum(r["rank_after"] == 1 for r in rows) / len(rows),
+             "mean_ssim": round(sum(r["ssim"] for r in rows) / len(rows), 4),
+             "mean_steps": sum(r["steps_used"] for r in rows) / len(rows)}
+    doc = {"config": config, "overrides": overrides, "until": args.until, "final": final,
+           "by_steps": summary, "pairs": rows, "seconds": round(time.time() - started),
+           "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+           "date": time.strftime("%Y-%m-%d")}
+    Path(args.out).write_text(json.dumps(doc, indent=1))
+    print(json.dumps(final))
+
+
+if __name__ == "__main__":
+    main()
