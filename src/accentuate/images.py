@@ -35,8 +35,8 @@ __all__ = [
 
 SeedLike = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]
 
-#: Images with more pixels than this are refused (decompression-bomb guard).
-MAX_PIXELS = 250_000_000
+#: Images with more pixels than this are refused (decompression-bomb guard; PIL's own limit).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
 #: Images are decoded at most this large along the longer side (larger ones are reduced on load).
 MAX_DECODE_SIDE = 4096
 #: The smallest seed side accepted.
@@ -91,7 +91,10 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torc
     if p.stat().st_size == 0:
         raise ImageError(f"image file {str(p)!r} is empty (0 bytes)")
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size below
+            img_ctx = Image.open(p)
+        with img_ctx as img:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ImageError(
@@ -112,7 +115,11 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torc
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{str(p)!r} is not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"image {str(p)!r} has more than {MAX_PIXELS:,} pixels (the limit); downscale it first"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {str(p)!r}: {e} (truncated or corrupt?)") from None
     if min(t.shape[-2:]) < MIN_SIDE:
         raise ImageError(
