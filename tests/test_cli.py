@@ -21,6 +21,7 @@ from PIL import Image
 
 import accentuate as acc
 from accentuate.cli import main
+from accentuate.outputs.animation import mp4_available
 from accentuate.outputs.record import file_sha256
 
 TESTS = Path(__file__).parent
@@ -67,9 +68,12 @@ def test_run_writes_every_file_and_record(work: Path, capsys: pytest.CaptureFixt
     # Two canvas shapes -> two batches, each with all three targets.
     assert [b["canvas"] for b in doc["timings"]["batches"]] == [[36, 48], [48, 48]]
     assert [t["kind"] for t in doc["targets"]] == ["class", "channel", "neuron"]
+    video = mp4_available() is None
+    assert doc["outputs"]["mp4"] is video and (doc["outputs"]["mp4_note"] is None) is video
+    assert doc["outputs"]["opacity"] == "per pair"
     for p in doc["pairs"]:
         assert p["status"] == "complete"
-        assert set(p["files"]) == {"image", "rgba", "figure", "gif"}
+        assert set(p["files"]) == {"image", "rgba", "figure", "gif"} | ({"mp4"} if video else set())
         for kind, name in p["files"].items():
             assert file_sha256(out / name) == p["sha256"][kind]
         assert 0 <= p["distance"]["pixel_rmse"] < 1 and -1 <= p["distance"]["ssim"] <= 1
@@ -251,6 +255,14 @@ def test_usage_errors_exit_2_with_one_line(work: Path, capsys: pytest.CaptureFix
     assert not (work / "accentuate-runs").exists()  # nothing written for a usage mistake
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_unavailable_device_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["layers", "--device", "cuda"]) == 2
+    assert "CUDA is not available here; use --device cpu" in capsys.readouterr().err
+    assert main(["layers", "--device", "toaster"]) == 2
+    assert "is not a torch device" in capsys.readouterr().err
+
+
 def test_model_failure_exits_1_and_debug_shows_traceback(work: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["run", "wide.png", "--target", "apple", "--model", "cli_models:broken", "--out", "out",
             "--steps", "2", "--crops", "2"]
@@ -311,6 +323,7 @@ def test_explain_top_k_with_label(work: Path, capsys: pytest.CaptureFixture) -> 
     assert doc["explain"]["reasons"][:2] == ["top-1", "top-2"] or "label" in doc["explain"]["reasons"][0]
     assert [p["target"] for p in doc["pairs"]] == list(range(len(expected)))
     assert (out / "explain_panel.png").exists() and doc["outputs"]["explain_panel"] == "explain_panel.png"
+    assert doc["outputs"]["opacity"] == "collective"
     for p in doc["pairs"]:
         assert p["before"]["prob"] == pytest.approx(float(probs[expected[p["target"]]]), abs=1e-4)
     assert "explain_panel.png" in capsys.readouterr().out

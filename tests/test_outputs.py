@@ -256,3 +256,19 @@ def test_explain_batches_the_top_classes_with_collective_alpha(tiny: torch.nn.Mo
     maxima = sorted(float(a.max()) for a in ex.alpha[0])
     assert maxima[-1] == pytest.approx(1.0) and maxima[0] < 0.999
     assert torch.equal(ex.result.before["rank"][0], torch.tensor([1, 2, 4]))
+
+
+def test_mp4_when_a_writer_is_installed(tmp_path: Path) -> None:
+    if animation.mp4_available() is not None:
+        pytest.skip(animation.mp4_available())
+    import imageio.v2 as imageio
+
+    frames = [Image.new("RGB", (41, 30), (20 * k, 100, 200 - 20 * k)) for k in range(4)]
+    data = animation.mp4_bytes(frames, fps=8, hold_s=0.25)
+    assert data[4:8] == b"ftyp"
+    path = tmp_path / "t.mp4"
+    path.write_bytes(data)
+    got = [np.asarray(f) for f in imageio.get_reader(str(path))]
+    assert len(got) == 2 + 2 + 2  # held first (2), the middle two, held last (2)
+    assert got[0].shape == (30, 42, 3)  # padded to even sides for H.264
+    assert np.abs(got[-1][5, 5].astype(int) - [60, 100, 140]).max() < 12

@@ -25,9 +25,10 @@ import traceback
 import warnings
 from collections.abc import Sequence
 
+from ..errors import AccentuateError
 from .common import ArgumentParser, UsageError, add_global_options
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -84,8 +85,6 @@ def _message(e: BaseException) -> str:
 
 
 def _is_usage(e: BaseException) -> bool:
-    from ..errors import AccentuateError
-
     if isinstance(e, AccentuateError):
         return bool(e.usage)
     return isinstance(e, (ValueError, KeyError, TypeError))
@@ -126,17 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 traceback.print_exc()
             usage = _is_usage(e)
             msg = _message(e)
-            if not usage and not isinstance(e, (OSError,)) and not _is_library_error(e):
-                msg = f"{type(e).__name__}: {msg}"
+            if not usage and not isinstance(e, (OSError, AccentuateError)):
+                msg = f"{type(e).__name__}: {msg}"  # unexpected: name the exception type
             hint = "" if debug or usage else " (rerun with --debug for the traceback)"
             print(f"accentuate: error: {msg}{hint}", file=sys.stderr)
             return EXIT_USAGE if usage else EXIT_FAILURE
-
-
-def _is_library_error(e: BaseException) -> bool:
-    from ..errors import AccentuateError
-
-    return isinstance(e, AccentuateError)
-
-
-__all__ += ["UsageError"]

@@ -245,9 +245,14 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
 
     name = getattr(args, "model", None) or DEFAULT_MODEL
     device = _device(getattr(args, "device", "auto") or "auto")
-    if ":" in name and os.getcwd() not in sys.path and "" not in sys.path:
+    added = ":" in name and os.getcwd() not in sys.path and "" not in sys.path
+    if added:
         sys.path.insert(0, os.getcwd())
-    return load(name, device=device)
+    try:
+        return load(name, device=device)
+    finally:
+        if added and os.getcwd() in sys.path:
+            sys.path.remove(os.getcwd())
 
 
 _CHANNEL = re.compile(r"^(?P<layer>[^:@\s]+):(?P<c>-?\d+)(?:@(?P<y>-?\d+),(?P<x>-?\d+))?$")

@@ -341,6 +341,7 @@ class RunWriter:
             skip: run indices ``(i, j)`` not to write (already complete).
         """
         n, m = res.images.shape[:2]
+        self.doc["outputs"]["opacity"] = "per pair" if alpha is None else "collective"
         alpha = res.alpha() if alpha is None else alpha
         rgba = torch.cat([res.images, alpha[:, :, None]], dim=2)
         reg_layer = str(res.config.get("reg_layer", NONE))
