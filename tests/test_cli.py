@@ -388,3 +388,10 @@ def test_demo_with_the_real_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert all(p["status"] == "complete" for p in doc["pairs"])
     out = capsys.readouterr().out
     assert "contact sheet" in out and "accentuate run YOUR_PHOTO.jpg" in out
+
+
+def test_the_same_image_twice_gives_two_rows(work: Path) -> None:
+    assert main(["run", "square.png", "square.png", "--target", "apple", "--out", "out", "-q", *FAST]) == 0
+    doc = _record(work / "out")
+    assert [p["id"] for p in doc["pairs"]] == ["square__apple", "square-2__apple"]
+    assert doc["counts"]["complete"] == 2 and len({p["key"] for p in doc["pairs"]}) == 2

@@ -272,3 +272,22 @@ def test_mp4_when_a_writer_is_installed(tmp_path: Path) -> None:
     assert len(got) == 2 + 2 + 2  # held first (2), the middle two, held last (2)
     assert got[0].shape == (30, 42, 3)  # padded to even sides for H.264
     assert np.abs(got[-1][5, 5].astype(int) - [60, 100, 140]).max() < 12
+
+
+def test_animation_ends_on_the_result_when_stopped_early(tmp_path: Path, tiny: torch.nn.Module,
+                                                         seed_img: torch.Tensor) -> None:
+    with torch.no_grad():
+        from accentuate.images import resize
+
+        top = int(tiny(resize(seed_img[None], (32, 32))).argmax())
+    res = acc.accentuate(tiny, seed_img, [top], until="top1", snapshots=3, **FAST)
+    assert res.steps_done == 5 and sorted(res.snapshots) == [0, 3]  # stopped at the first check
+    w = _writer(tmp_path, tiny, seed_img)
+    w.targets = w.targets[:1]
+    (entry,) = w.write_batch(res, [0], [0], seconds=1.0)
+    gif = Image.open(tmp_path / entry["files"]["gif"])
+    assert gif.n_frames == 3
+    gif.seek(2)
+    last = np.asarray(gif.convert("RGB"))[:320].astype(float)  # the image above the caption strip
+    result = np.asarray(figures.fit(figures.to_pil(res.images[0, 0]), (320, 320))).astype(float)
+    assert np.abs(last - result).mean() < 8

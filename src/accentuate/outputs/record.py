@@ -280,8 +280,13 @@ class RunWriter:
 
     # -- identity and resume ---------------------------------------------------------
     def pair_key(self, i: int, j: int) -> str:
-        """Identity of pair ``(i, j)``: settings, image content and target."""
-        text = f"{self.key}|{self.images[i].sha256}|{self.targets[j].objective!r}"
+        """Identity of pair ``(i, j)``: settings, image content and target.
+
+        The same file given twice counts its occurrences, so both copies are kept.
+        """
+        sha = self.images[i].sha256
+        nth = sum(1 for im in self.images[:i] if im.sha256 == sha)
+        text = f"{self.key}|{sha}#{nth}|{self.targets[j].objective!r}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
@@ -351,6 +356,9 @@ class RunWriter:
         steps = int(res.config.get("steps", 0))
         hist_dist = res.history.distance if "distance" in res.history.keys() else None
         batch_no = len(self.doc["timings"]["batches"])
+        snaps = dict(res.snapshots)
+        if snaps and res.steps_done not in snaps:  # stopped early (--until, Ctrl-C): end on the result
+            snaps[res.steps_done] = (res.images.clamp(0, 1) * 255).round().to(torch.uint8)
         written = []
         for a, i in enumerate(seed_idx):
             for b, j in enumerate(target_idx):
@@ -387,8 +395,8 @@ class RunWriter:
                 fig = figures.pair_figure(res.seeds[a] if res.seeds is not None else None, res.images[a, b],
                                           alpha[a, b], title, lines)
                 self._write(f"{stem}_figure.png", figures.png_bytes(fig), files, sums, "figure")
-                if res.snapshots:
-                    frames = animation.frames(res.snapshots, a, b, steps, label=tinfo["label"])
+                if snaps:
+                    frames = animation.frames(snaps, a, b, steps, label=tinfo["label"])
                     self._write(f"{stem}.gif", animation.gif_bytes(frames), files, sums, "gif")
                     if self.mp4_reason is None:
                         try:
