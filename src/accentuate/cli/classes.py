@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from textwrap import fill
 import sys
 
 from .common import add_model_options, load_model_from_args
@@ -19,8 +20,11 @@ Use the index or the name as a target: accentuate run cat.jpg --target 207"""
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "classes", help="search class names",
-        description="Search the model's class names (all synonyms, case-insensitive) and print "
-        "their indices. Without QUERY, list all classes.",
+        description=fill(
+            "Search the model's class names (all synonyms, case-insensitive) and print "
+            "their indices. Without QUERY, list all classes.",
+            88,
+        ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("query", nargs="*", metavar="QUERY", help="text to look for in the class names")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from textwrap import fill
 import time
 
 from ..outputs.record import TargetInfo
@@ -36,8 +37,11 @@ prints where the pictures are. The same as:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="accentuate a bundled photo to see what accentuate does",
-        description="Run the main job on a bundled photo with the embedded model: accentuate "
-        f"'{DEMO_PHOTO}' toward {len(DEMO_TARGETS)} ImageNet classes and say where the results are.",
+        description=fill(
+            "Run the main job on a bundled photo with the embedded model: accentuate "
+            f"'{DEMO_PHOTO}' toward {len(DEMO_TARGETS)} ImageNet classes and say where the results are.",
+            88,
+        ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from textwrap import fill
 import shlex
 import sys
 import time
@@ -48,10 +49,13 @@ run, with the opacity normalized over the whole panel so regions compare."""
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "explain", help="accentuate the model's top-K classes on an image",
-        description="Show what drives each logit: accentuate the model's top-K predicted classes "
-        "(and optionally the least likely ones and the true label) on IMAGE. Writes the usual "
-        "per-pair files plus explain_panel.png: the seed, then each class with its opacity "
-        "normalized over the panel.",
+        description=fill(
+            "Show what drives each logit: accentuate the model's top-K predicted classes "
+            "(and optionally the least likely ones and the true label) on IMAGE. Writes the usual "
+            "per-pair files plus explain_panel.png: the seed, then each class with its opacity "
+            "normalized over the panel.",
+            88,
+        ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("image", metavar="IMAGE", help="the image to explain")

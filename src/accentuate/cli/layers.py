@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from textwrap import fill
 import sys
 
 from .common import add_model_options, load_model_from_args
@@ -20,8 +21,11 @@ LAYER:CHANNEL@Y,X (one neuron; Y, X index the layer's grid)."""
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "layers", help="list layer names and output shapes",
-        description="List the model's hookable layers (named_modules() paths) in execution order, "
-        "with the output shape of each for one input of the model's size.",
+        description=fill(
+            "List the model's hookable layers (named_modules() paths) in execution order, "
+            "with the output shape of each for one input of the model's size.",
+            88,
+        ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from textwrap import fill
 import time
 from pathlib import Path
 
@@ -46,11 +47,14 @@ _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "run", help="accentuate images toward targets",
-        description="Accentuate each IMAGE toward each target: change the photo so the target "
-        "(a class logit, a channel or a neuron) rises while the model's activations at the "
-        "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
-        "(alpha = where the target's gradient went), a figure and an animation, plus a "
-        "contact sheet and run.json.",
+        description=fill(
+            "Accentuate each IMAGE toward each target: change the photo so the target "
+            "(a class logit, a channel or a neuron) rises while the model's activations at the "
+            "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
+            "(alpha = where the target's gradient went), a figure and an animation, plus a "
+            "contact sheet and run.json.",
+            88,
+        ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files (one or more)")
