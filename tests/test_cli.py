@@ -316,7 +316,8 @@ def test_explain_top_k_with_label(work: Path, capsys: pytest.CaptureFixture) -> 
     model = acc.load_model("cli_models:tiny")
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     with torch.no_grad():
-        probs = model(torch.nn.functional.interpolate(seed, (32, 32), mode="bilinear", antialias=True)).softmax(-1)[0]
+        view = torch.nn.functional.interpolate(seed, (32, 32), mode="bilinear", antialias=True)
+        probs = model(view).softmax(-1)[0]
     top2 = probs.argsort(descending=True)[:2].tolist()
     expected = top2 + ([3] if 3 not in top2 else [])
     assert doc["explain"]["classes"] == expected

@@ -126,7 +126,8 @@ def test_mp4_reports_why_it_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> N
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "imageio_ffmpeg" else real(n, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "imageio_ffmpeg" else real(n, *a))
     reason = animation.mp4_available()
     assert reason is not None and "imageio_ffmpeg" in reason and "accentuate[video]" in reason
     with pytest.raises(RuntimeError, match="cannot write MP4"):

@@ -203,7 +203,8 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         lo, hi = cr
         if not (0 < lo <= hi <= 1):
             raise UsageError(
-                f"--crop-range must satisfy 0 < MIN <= MAX <= 1; got {lo:g} {hi:g} (e.g. --crop-range 0.05 0.99)"
+                f"--crop-range must satisfy 0 < MIN <= MAX <= 1; got {lo:g} {hi:g} "
+                "(e.g. --crop-range 0.05 0.99)"
             )
         kw["crop_range"] = (float(lo), float(hi))
     until = getattr(args, "until", None)
@@ -367,5 +368,7 @@ def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
         probe.unlink()
     except OSError as e:
         reason = e.strerror or type(e).__name__
-        raise UsageError(f"cannot write to output folder {str(path)!r} ({reason}); choose another --out") from None
+        raise UsageError(
+            f"cannot write to output folder {str(path)!r} ({reason}); choose another --out"
+        ) from None
     return path

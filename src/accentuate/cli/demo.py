@@ -17,7 +17,15 @@ from .common import (
     output_dir,
     parse_target,
 )
-from .runner import Plan, add_run_options, check_run_options, execute, load_images, resolve_settings, validate
+from .runner import (
+    Plan,
+    add_run_options,
+    check_run_options,
+    execute,
+    load_images,
+    resolve_settings,
+    validate,
+)
 
 #: The bundled photo and the classes the demo accentuates in it.
 DEMO_PHOTO = "chelsea"

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", metavar="NAME", help="the true class (name or index), added if not in the top")
     add_model_options(p)
     add_accentuation_options(p)
-    add_run_options(p)
+    add_run_options(p, batch=False)
     p.set_defaults(func=run)
 
 
@@ -108,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     res = ex.result
     targets = [TargetInfo(str(c), o) for c, o in zip(ex.classes, res.targets)]
     plan = Plan(subcommand="explain", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, kwargs=kw, out=out, quiet=args.quiet, frames=args.frames, model_load_s=load_s)
-    writer = RunWriter(out, header(plan, settings), key_settings(plan, settings), images, targets, model, spec)
+                targets=targets, kwargs=kw, out=out, quiet=args.quiet, frames=args.frames,
+                model_load_s=load_s)
+    writer = RunWriter(out, header(plan, settings), key_settings(plan, settings), images, targets,
+                       model, spec)
     entries = writer.write_batch(res, [0], list(range(len(targets))), seconds, alpha=ex.alpha)
 
     seed_cap = ", ".join(f"{n or c} {float(ex.probs[c]):.2f}" for c, n in
@@ -150,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"explained {images[0].name} in {seconds:.0f} s:")
         for e, reason in zip(entries, ex.reasons):
-            print(f"  {e['target_label']} [{reason}]: p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, "
+            print(f"  {e['target_label']} [{reason}]: "
+                  f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, "
                   f"rank {e['before']['rank']} -> {e['after']['rank']}")
         print(f"results in {out}/")
         print(f"  panel:  {out / 'explain_panel.png'}")

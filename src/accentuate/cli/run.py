@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
     canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
     images = load_images(args.images, canvas)
-    validate(model, resolve_spec(model), resolve_settings(model, resolve_spec(model), kw, args.frames), targets)
+    spec = resolve_spec(model)
+    validate(model, spec, resolve_settings(model, spec, kw, args.frames), targets)
     out = output_dir(args)
     plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model,
                 images=images, targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch,

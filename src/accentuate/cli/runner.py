@@ -115,7 +115,9 @@ def validate(model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
         raise UsageError(str(e)) from None
 
 
-def steps_bar(quiet: bool, desc: str, total: int, position: int = 0) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def steps_bar(
+    quiet: bool, desc: str, total: int, position: int = 0
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar over optimization steps: ``(progress callback, close)``."""
     if quiet:
         return (lambda t, n: None), (lambda: None)
@@ -190,7 +192,9 @@ def key_settings(plan: Plan, settings: dict[str, Any]) -> str:
                           "accentuate": versions()["accentuate"]})
 
 
-def _batches(todo: list[tuple[int, int]], images: list[ImageInfo], batch: int) -> list[tuple[list[int], list[int]]]:
+def _batches(
+    todo: list[tuple[int, int]], images: list[ImageInfo], batch: int
+) -> list[tuple[list[int], list[int]]]:
     """Group pairs by canvas shape, then cut each group into seed x target batches."""
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, j in todo:
@@ -267,7 +271,8 @@ def execute(plan: Plan) -> int:
             update, close = steps_bar(plan.quiet, desc, steps, position=1 if pair_bar else 0)
             t0 = time.perf_counter()
             try:
-                res = accentuate(plan.model, seeds, objectives, canvas=hw, snapshots=snaps, progress=update, **kw)
+                res = accentuate(plan.model, seeds, objectives, canvas=hw, snapshots=snaps,
+                                 progress=update, **kw)
             finally:
                 close()
             skip = {(i, j) for i in ss for j in tt if (i, j) in done}
@@ -324,12 +329,13 @@ def execute(plan: Plan) -> int:
     return 0
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--batch`` and ``--frames``."""
+def add_run_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
+    """``--batch`` (unless ``batch`` is False) and ``--frames``."""
     g = p.add_argument_group("output")
-    g.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="B",
-                   help=f"pairs optimized together in one batch (default {DEFAULT_BATCH}); lower it if "
-                   "memory runs out")
+    if batch:
+        g.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="B",
+                       help=f"pairs optimized together in one batch (default {DEFAULT_BATCH}); lower it "
+                       "if memory runs out")
     g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="F",
                    help=f"animation frames per pair (default {DEFAULT_FRAMES}; 0: no animation)")
 

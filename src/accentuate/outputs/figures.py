@@ -81,7 +81,9 @@ def heatmap(alpha: torch.Tensor) -> Image.Image:
     return Image.fromarray(_lut()[a], "RGB")
 
 
-def composite(image: torch.Tensor, alpha: torch.Tensor, background: Sequence[int] = BACKGROUND) -> Image.Image:
+def composite(
+    image: torch.Tensor, alpha: torch.Tensor, background: Sequence[int] = BACKGROUND
+) -> Image.Image:
     """The accentuation shown through its opacity: ``alpha * image + (1 - alpha) * background``."""
     bg = torch.tensor(background, dtype=torch.float32).view(3, 1, 1) / 255
     a = alpha.detach().cpu().float().clamp(0, 1)[None]
@@ -266,8 +268,8 @@ def contact_sheet(
             else:
                 sheet.paste(img, (x + (cell - img.size[0]) // 2, y + (rh - img.size[1]) // 2))
             if caption:
-                d.text((x + cell // 2, y + rh + 3), _ellipsize(d, caption, fc, cell), fill=_INK if c == 0 else _MUTED,
-                       font=fc, anchor="ma")
+                d.text((x + cell // 2, y + rh + 3), _ellipsize(d, caption, fc, cell),
+                       fill=_INK if c == 0 else _MUTED, font=fc, anchor="ma")
         y += rh + lc + _GAP
     return sheet
 

@@ -401,7 +401,7 @@ class RunWriter:
                     if self.mp4_reason is None:
                         try:
                             self._write(f"{stem}.mp4", animation.mp4_bytes(frames), files, sums, "mp4")
-                        except Exception as e:  # noqa: BLE001 (an optional writer failing must not end the run)
+                        except Exception as e:  # noqa: BLE001 (an optional writer must not end the run)
                             self.mp4_reason = f"MP4 writer failed: {type(e).__name__}: {e}"
                             self.doc["outputs"].update(mp4=False, mp4_note=self.mp4_reason)
                 entry = {
@@ -482,7 +482,8 @@ class RunWriter:
             if e["status"] != "complete":
                 cap = f"[{e['status']}] {cap}"
             cells[(e["seed"], e["target"])] = (img, cap)
-        seeds = [(im.name, figures.to_pil(im.tensor) if im.tensor is not None else None) for im in self.images]
+        seeds = [(im.name, figures.to_pil(im.tensor) if im.tensor is not None else None)
+                 for im in self.images]
         labels = [describe_target(t.objective)["label"] for t in self.targets]
         sheet = figures.contact_sheet(seeds, labels, cells, title=title)
         atomic_write(self.out / "contact_sheet.png", figures.png_bytes(sheet))
