@@ -396,3 +396,12 @@ def test_the_same_image_twice_gives_two_rows(work: Path) -> None:
     doc = _record(work / "out")
     assert [p["id"] for p in doc["pairs"]] == ["square__apple", "square-2__apple"]
     assert doc["counts"]["complete"] == 2 and len({p["key"] for p in doc["pairs"]}) == 2
+
+
+def test_wide_image_whose_short_side_is_below_the_model_input(work: Path) -> None:
+    # 64 x 48 at --canvas 40 is 40 x 30: smaller than the 32 x 32 input on one side, as a
+    # 3:2 photo at --canvas 224 is for a 224 px model. Allowed, as in the library.
+    args = ["run", "wide.png", "--target", "apple", "--out", "out", "-q", *FAST, "--canvas", "40"]
+    assert main(args) == 0
+    doc = _record(work / "out")
+    assert doc["images"][0]["canvas"] == [30, 40] and doc["settings"]["canvas"] == 40

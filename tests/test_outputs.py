@@ -292,3 +292,9 @@ def test_animation_ends_on_the_result_when_stopped_early(tmp_path: Path, tiny: t
     last = np.asarray(gif.convert("RGB"))[:320].astype(float)  # the image above the caption strip
     result = np.asarray(figures.fit(figures.to_pil(res.images[0, 0]), (320, 320))).astype(float)
     assert np.abs(last - result).mean() < 8
+
+
+def test_explain_keeps_a_wide_seed_at_a_small_canvas(tiny: torch.nn.Module, seed_img: torch.Tensor) -> None:
+    wide = torch.cat([seed_img, seed_img.flip(-1)], dim=-1)  # 48 x 96
+    ex = explain(tiny, wide, top=1, **dict(FAST, canvas=48))  # short side 24 < the 32 px input
+    assert ex.result.images.shape[-2:] == (24, 48)

@@ -153,7 +153,7 @@ def explain(
     probs = _probabilities(model, seed, spec)
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
     kw = dict(accentuate_kwargs)
-    kw["canvas"] = tuple(seed.shape[-2:])
+    kw["canvas"] = canvas  # the seed is already fitted to it; the engine refits nothing
     res = accentuate(model, seed, classes, **kw)
     names = [spec.labels[c] if spec.labels is not None and c < len(spec.labels) else None for c in classes]
     return Explanation(result=res, classes=classes, names=names, reasons=reasons, probs=probs,

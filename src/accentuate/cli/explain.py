@@ -96,11 +96,12 @@ def run(args: argparse.Namespace) -> int:
     say(args.quiet, f"accentuate: explaining {images[0].name} with {spec.name} on {k} class(es) at most; "
         f"output: {out}")
     update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
-    kw.pop("canvas", None)
+    canvas = settings["canvas"]
+    kw["canvas"] = tuple(canvas) if isinstance(canvas, list) else canvas
     started = time.perf_counter()
     try:
         ex = explain(model, images[0].tensor, top=args.top, bottom=args.bottom, label=args.label,
-                     canvas=images[0].canvas, progress=update,
+                     progress=update,
                      snapshots=snapshot_interval(steps, args.frames) if args.frames else (), **kw)
     finally:
         close()

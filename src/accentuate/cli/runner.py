@@ -246,7 +246,10 @@ def execute(plan: Plan) -> int:
     writer.save("running")
 
     kw = dict(plan.kwargs)
-    kw.pop("canvas", None)
+    # The seeds are already on their canvas; passing the canvas setting (not the fitted shape)
+    # keeps the engine's checks and record as for the user's own call.
+    canvas = settings["canvas"]
+    kw["canvas"] = tuple(canvas) if isinstance(canvas, list) else canvas
     pair_bar = None
     if not plan.quiet and len(batches) > 1:
         from tqdm.auto import tqdm
@@ -271,8 +274,7 @@ def execute(plan: Plan) -> int:
             update, close = steps_bar(plan.quiet, desc, steps, position=1 if pair_bar else 0)
             t0 = time.perf_counter()
             try:
-                res = accentuate(plan.model, seeds, objectives, canvas=hw, snapshots=snaps,
-                                 progress=update, **kw)
+                res = accentuate(plan.model, seeds, objectives, snapshots=snaps, progress=update, **kw)
             finally:
                 close()
             skip = {(i, j) for i in ss for j in tt if (i, j) in done}
