@@ -137,6 +137,14 @@ def test_sweep_balance_is_shared_so_effective_lambda_scales(sweep):
     assert torch.allclose(ratio, ratio[0].expand_as(ratio), rtol=1e-4)
 
 
+def test_sweep_batches_equal_single_runs(sweep):
+    lams = sweep.lams[2:4]
+    single = lambda_sweep(tiny_model(), _seed(), 2, lams, reference=False, batch=1, steps=12, crops=3,
+                          canvas=48, lr=0.1)
+    assert torch.allclose(single.images, sweep.images[2:4], atol=2e-4)
+    assert torch.allclose(single.value_after, sweep.value_after[2:4], atol=1e-4)
+
+
 def test_sweep_record_table_and_figures(sweep, tmp_path):
     rows = sweep.rows()
     assert len(rows) == 7 and rows[0]["lam"] == 0.0 and "rank" in rows[1]
@@ -190,7 +198,7 @@ def test_pathway_full_run_on_tiny_model(tiny, seed_img, tmp_path):
     assert set(s["accentuation_above"]) == {"seed", "feature_vis", "natural"}
     assert {p.name for p in pw.save(tmp_path)} == {"pathway.md", "pathway.json", "pathway.png",
                                                    "pathway_images.png"}
-    assert "accentuation (n=4)" in (tmp_path / "pathway.md").read_text()
+    assert "accentuation (4 pairs)" in (tmp_path / "pathway.md").read_text()
 
 
 def test_pathway_needs_a_class_target_and_seeds(tiny, seed_img):
@@ -329,7 +337,7 @@ def test_cli_pathway(tmp_path, seed_img, capsys):
     nat = _write_seed(tmp_path, seed_img.flip(-2), "nat.png")
     assert main(["pathway", "cherry", "--class-images", nat, "--views", "3", "--seeds", seed,
                  "--feature-vis", "1", "--out", str(tmp_path / "p"), *CLI_MODEL]) == 0
-    assert "natural (n=3)" in capsys.readouterr().out
+    assert "natural (3 pairs)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -199,9 +199,10 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 def units(model: nn.Module, spec: ModelSpec) -> list[str]:
     """The model's computational units in forward order (for pathways and randomization).
 
-    Rule: the top-level children that hold parameters; a child that is an
-    ``nn.Sequential`` or ``nn.ModuleList`` of several parametrized modules is
-    replaced by those modules (so ``blocks`` becomes ``blocks.0``, ``blocks.1``, ...).
+    Rule: the top-level children that hold parameters; a child that is a plain
+    ``nn.Sequential`` or ``nn.ModuleList`` (not a subclass, which is a layer of its
+    own, like a conv-BN-activation unit) of several parametrized modules is replaced
+    by those modules (so ``blocks`` becomes ``blocks.0``, ``blocks.1``, ...).
     Units are ordered by when they first run on an input of the model's size;
     units that never run are dropped.
     """
@@ -209,7 +210,7 @@ def units(model: nn.Module, spec: ModelSpec) -> list[str]:
     for name, child in model.named_children():
         if not any(True for _ in child.parameters()):
             continue
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
+        if type(child) in (nn.Sequential, nn.ModuleList):
             inner = [f"{name}.{n}" for n, c in child.named_children() if any(True for _ in c.parameters())]
             if len(inner) > 1:
                 names += inner
@@ -365,18 +366,34 @@ def labelled_grid(
 
 
 def save_image(img: Any, path: str | os.PathLike, max_bytes: int = 300_000) -> Path:
-    """Save a PIL image as PNG, reduced to an adaptive 256-colour palette if it would exceed ``max_bytes``."""
+    """Save a PIL image as PNG of at most about ``max_bytes``.
+
+    Too large as it is, the image is reduced to an adaptive palette of 256, then 128
+    colours (dithered); still too large, it is also scaled down in steps of 15 % (at
+    most 8 times).
+    """
+    from PIL import Image
+
     def encode(im: Any) -> bytes:
         buf = io.BytesIO()
         im.save(buf, format="PNG", optimize=True)
         return buf.getvalue()
 
-    data = encode(img)
-    if len(data) > max_bytes:
-        from PIL import Image
+    def palette(im: Any, colors: int) -> Any:
+        return im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
+                                          dither=Image.Dither.FLOYDSTEINBERG)
 
-        data = encode(img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
-                                                   dither=Image.Dither.FLOYDSTEINBERG))
+    data = encode(img)
+    for colors in (256, 128):
+        if len(data) > max_bytes:
+            data = encode(palette(img, colors))
+    scaled = img
+    for _ in range(8):
+        if len(data) <= max_bytes:
+            break
+        scaled = scaled.resize((max(1, round(scaled.size[0] * 0.85)), max(1, round(scaled.size[1] * 0.85))),
+                               Image.Resampling.LANCZOS)
+        data = encode(palette(scaled, 128))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, data)

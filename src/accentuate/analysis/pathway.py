@@ -136,8 +136,11 @@ class Pathway:
                 "accentuation_above": above}
 
     def to_markdown(self, digits: int = 2) -> str:
-        """The table: one row per layer, pooled r of each kind, unpooled r in a second column."""
-        head = {k: f"{k} (n={self.pairs[k]})" for k in self.kinds}
+        """The table: one row per layer, pooled r of each kind, unpooled r in a second column.
+
+        Headers give the number of (image, natural image) pairs averaged per kind.
+        """
+        head = {k: f"{k} ({self.pairs[k]} pairs)" for k in self.kinds}
         table = []
         for r in self.rows():
             row: dict[str, Any] = {"layer": r["layer"]}
@@ -158,7 +161,7 @@ class Pathway:
         """
         Figure = require_matplotlib()
         n = len(self.layers)
-        fig = Figure(figsize=(max(8.0, 0.42 * n * 2 + 2), 4.6))
+        fig = Figure(figsize=(min(14.0, max(8.0, 0.3 * n * 2 + 2)), 5.2))
         axes = fig.subplots(1, 2, sharey=True)
         ticks = ["logits" if l == OUTPUT else l.replace("blocks.", "b") for l in self.layers]
         x = list(range(n))
@@ -168,7 +171,7 @@ class Pathway:
                 colour, marker, ls = _STYLE.get(k, (None, "x", "-"))
                 y = data[k].numpy()
                 s = sd[k].numpy()
-                label = f"{_LABEL.get(k, k + ' vs natural')} (n={self.pairs[k]})"
+                label = f"{_LABEL.get(k, k + ' vs natural')} ({self.pairs[k]} pairs)"
                 ax.plot(x, y, color=colour, marker=marker, ls=ls, lw=1.8, ms=4, label=label)
                 ax.fill_between(x, y - s, y + s, color=colour, alpha=0.12, lw=0)
             ax.set_title(name)
@@ -178,9 +181,10 @@ class Pathway:
             ax.axhline(0, color="black", lw=0.6)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("Pearson r with natural images of the class")
-        axes[0].legend(fontsize=8, loc="lower left")
+        handles, labels = axes[0].get_legend_handles_labels()
         fig.suptitle(title or f"Pathway similarity for {self.target}", fontsize=12)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9, frameon=False)
         if path is not None:
             save_figure(fig, path)
         return fig

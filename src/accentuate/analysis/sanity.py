@@ -153,7 +153,7 @@ class Sanity:
             (similarity to depth 0), ``seed_ssim`` (SSIM to the seed), ``gain`` (the
             target's rise on the model of that depth) and ``rank`` (class targets).
         repeat: the same similarity numbers for the original model with other crops, or ``None``.
-        repeat_image: the repeated run's image, or ``None``.
+        repeat_image, repeat_mask: the repeated run's image and raw mask, or ``None``.
         config: settings.
     """
 
@@ -165,6 +165,7 @@ class Sanity:
     metrics: dict[str, torch.Tensor]
     repeat: dict[str, float] | None
     repeat_image: torch.Tensor | None = None
+    repeat_mask: torch.Tensor | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -225,23 +226,42 @@ class Sanity:
         return fig
 
     def strip(self, side: int = 120, columns: int = 7, depths: Sequence[int] | None = None) -> Any:
-        """A PIL grid of the accentuation at each depth (and the seed), labelled."""
+        """A PIL grid per depth: the accentuation, its change from the seed, and its opacity.
+
+        Change: gray is no change, lighter/darker is brighter/darker than the seed
+        (each scaled by its own 99th percentile). Opacity: the raw mask through
+        :func:`accentuate.opacity.to_alpha`, white where the target's gradient went.
+        The seed and the rerun of the original model with other crops come first.
+        """
         from PIL import Image
 
+        from ..opacity import to_alpha
+
         chosen = list(range(len(self.depth_labels))) if depths is None else list(depths)
-        items = [(self.seed, "seed")]
+        alpha = to_alpha(self.masks)
+        rep_alpha = None if self.repeat_mask is None else to_alpha(self.repeat_mask)[None].expand(3, -1, -1)
+        items: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]] = [
+            (self.seed, None, None, "seed")]
         if self.repeat_image is not None:
-            items.append((self.repeat_image, "original,\nother crops"))
+            items.append((self.repeat_image, _change_map(self.repeat_image, self.seed), rep_alpha,
+                          "original,\nother crops"))
         for d in chosen:
             label = "original" if d == 0 else f"down to\n{self.depth_labels[d]}"
-            items.append((self.images[d], f"{label}\nSSIM {float(self.metrics['image_ssim'][d]):.2f}"))
+            items.append((self.images[d], _change_map(self.images[d], self.seed),
+                          alpha[d][None].expand(3, -1, -1),
+                          f"{label}\nSSIM {float(self.metrics['image_ssim'][d]):.2f}"))
         parts = []
+        rows = ["accentuation", "change from\nthe seed", "opacity"]
         for start in range(0, len(items), columns):
             chunk = items[start : start + columns]
-            parts.append(labelled_grid([[to_pil(t, side) for t, _ in chunk]],
-                                       col_labels=[label for _, label in chunk], font_size=12))
+            cells = [[None if t is None else to_pil(t, side) for t in (img, change, op)]
+                     for img, change, op, _ in chunk]
+            grid = [[cells[c][r] for c in range(len(chunk))] for r in range(3)]
+            parts.append(labelled_grid(grid, col_labels=[label for *_, label in chunk], row_labels=rows,
+                                       font_size=12))
         head = labelled_grid([[Image.new("RGB", (1, 1), "white")]],
-                             title=f"Cascading randomization: {self.target} (SSIM to the original)")
+                             title=f"Cascading randomization: {self.target} "
+                                   "(SSIM: accentuation vs the original's)")
         width = max(p.size[0] for p in parts + [head])
         out = Image.new("RGB", (width, head.size[1] + sum(p.size[1] for p in parts)), "white")
         y = 0
@@ -363,5 +383,6 @@ def cascading_randomization(
     return Sanity(
         target=repr(objective), cascade=stops, images=torch.stack([r.images[0, 0] for r in results]),
         masks=torch.stack([r.masks[0, 0] for r in results]), seed=seed_canvas, metrics=metrics,
-        repeat=rep, repeat_image=None if again is None else again.images[0, 0], config=config,
+        repeat=rep, repeat_image=None if again is None else again.images[0, 0],
+        repeat_mask=None if again is None else again.masks[0, 0], config=config,
     )

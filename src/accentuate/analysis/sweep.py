@@ -1,8 +1,8 @@
 """Lambda sweep: how the regularization weight trades the target's rise for closeness to the seed.
 
 :func:`lambda_sweep` accentuates one seed toward one target at log-spaced values of
-``lam`` (one run per value, all with the same random crops, so only ``lam``
-differs) and records the target's final value, rank and probability and the
+``lam`` (one accentuation per value, batched, all with the same random crops, so
+only ``lam`` differs) and records the target's final value, rank and probability and the
 distance of the result to its seed. :func:`sensitive_region` then finds the range
 of ``lam`` in which the result goes from "the target rises freely" to "nothing
 changes".
@@ -352,6 +352,7 @@ def lambda_sweep(
     reference: bool = True,
     upper: float = 0.9,
     lower: float = 0.1,
+    batch: int = 4,
     generator: int = 0,
     progress: bool | Callable[[int, int], None] = False,
     **accentuate_kwargs: Any,
@@ -366,6 +367,9 @@ def lambda_sweep(
             values over ``lam_range``.
         reference: also run ``lam = 0`` (no regularizer) as the reference gain.
         upper, lower: levels of the normalized gain that bound the sensitive region.
+        batch: values of ``lam`` accentuated together in one call (each its own copy of
+            the seed; a batch gives the same result as separate runs, and costs memory
+            in proportion).
         generator: int seed shared by every run (the same crops in each, so that
             only ``lam`` differs).
         progress: passed to each :func:`accentuate.accentuate` call.
@@ -399,51 +403,64 @@ def lambda_sweep(
     if bool((values <= 0).any()) or bool((values[1:] <= values[:-1]).any()):
         raise ValueError("lams must be positive and strictly increasing (lam = 0 is the reference run)")
 
-    def run(lam: float) -> Any:
-        return accentuate(model, seeds[0], objective, lam=lam, generator=generator, progress=progress,
-                          **accentuate_kwargs)
-
-    results = [run(float(v)) for v in values]
-    free_res = run(0.0) if reference else None
-    first = results[0]
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    # One accentuation per lam (the seed repeated), `batch` of them per call; every call draws
+    # the same crops (same generator seed), and a batch equals its single runs.
+    all_lams = [float(v) for v in values] + ([0.0] if reference else [])
+    recs: list[dict[str, Any]] = []
+    first: Any = None
+    for start in range(0, len(all_lams), batch):
+        chunk = all_lams[start : start + batch]
+        res = accentuate(model, [seeds[0]] * len(chunk), objective, lam=torch.tensor(chunk).view(-1, 1),
+                         generator=generator, progress=progress, **accentuate_kwargs)
+        first = first if first is not None else res
+        dist = res.history.distance if len(res.history) and "distance" in res.history.keys() else None
+        for i in range(len(chunk)):
+            rec: dict[str, Any] = {
+                "image": res.images[i, 0], "mask": res.masks[i, 0],
+                "value": float(res.after["value"][i, 0]), "lam_effective": float(res.lam_effective[i, 0]),
+                "reg_distance": float(dist[-1, i, 0]) if dist is not None else float("nan"),
+            }
+            if "rank" in res.after:
+                rec["rank"] = int(res.after["rank"][i, 0])
+                rec["prob"] = float(res.after["prob"][i, 0])
+            recs.append(rec)
+    swept, free_rec = recs[: len(values)], (recs[-1] if reference else None)
     before = float(first.before["value"][0, 0])
     seed_canvas = first.seeds[0]
-    images = torch.stack([r.images[0, 0] for r in results])
-    after = torch.tensor([float(r.after["value"][0, 0]) for r in results])
+    images = torch.stack([r["image"] for r in swept])
+    after = torch.tensor([r["value"] for r in swept])
     gain = after - before
-    free_gain = None if free_res is None else float(free_res.after["value"][0, 0]) - before
+    free_gain = None if free_rec is None else free_rec["value"] - before
     region = sensitive_region(values, gain, free_gain, upper=upper, lower=lower)
     ref = max([float(gain.max())] + ([free_gain] if free_gain is not None else []))
     norm = gain / ref if ref > 0 else torch.full_like(gain, float("nan"))
-    has_rank = "rank" in first.after
-    rank = torch.tensor([int(r.after["rank"][0, 0]) for r in results]) if has_rank else None
-    prob = torch.tensor([float(r.after["prob"][0, 0]) for r in results]) if has_rank else None
-
-    def reg_dist(r: Any) -> float:
-        d = getattr(r.history, "distance", None) if len(r.history) else None
-        return float(d[-1, 0, 0]) if d is not None else float("nan")
-
+    has_rank = "rank" in swept[0]
+    rank = torch.tensor([r["rank"] for r in swept]) if has_rank else None
+    prob = torch.tensor([r["prob"] for r in swept]) if has_rank else None
     free = None
-    if free_res is not None:
-        img = free_res.images[0, 0]
-        free = {"lam": 0.0, "lam_effective": 0.0, "value_after": float(free_res.after["value"][0, 0]),
+    if free_rec is not None:
+        img = free_rec["image"]
+        free = {"lam": 0.0, "lam_effective": 0.0, "value_after": free_rec["value"],
                 "gain": free_gain, "gain_norm": free_gain / ref if ref > 0 else float("nan")}
         if has_rank:
-            free["rank"] = int(free_res.after["rank"][0, 0])
-            free["prob"] = float(free_res.after["prob"][0, 0])
+            free["rank"] = free_rec["rank"]
+            free["prob"] = free_rec["prob"]
         free.update({"pixel_rmse": float(pixel_rmse(img, seed_canvas)),
                      "ssim_seed": float(ssim(img, seed_canvas)),
-                     "reg_distance": reg_dist(free_res), "image": img})
+                     "reg_distance": free_rec["reg_distance"], "image": img})
     config = dict(first.config)
     config.pop("lam", None)
-    config.update({"lams": values.tolist(), "reference": reference, "upper": upper, "lower": lower})
+    config.update({"lams": values.tolist(), "reference": reference, "upper": upper, "lower": lower,
+                   "batch": batch})
     return Sweep(
         target=repr(objective), lams=values,
-        lam_effective=torch.tensor([float(r.lam_effective[0, 0]) for r in results]),
+        lam_effective=torch.tensor([r["lam_effective"] for r in swept]),
         value_before=before, value_after=after, gain=gain, gain_norm=norm, rank=rank, prob=prob,
         pixel_distance=pixel_rmse(images, seed_canvas[None]),
         ssim_seed=ssim(images, seed_canvas[None].expand_as(images)),
-        reg_distance=torch.tensor([reg_dist(r) for r in results]),
-        images=images, masks=torch.stack([r.masks[0, 0] for r in results]), seed=seed_canvas,
+        reg_distance=torch.tensor([r["reg_distance"] for r in swept]),
+        images=images, masks=torch.stack([r["mask"] for r in swept]), seed=seed_canvas,
         free=free, region=region, config=config,
     )

@@ -117,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="number of values in --lam-range (default 11)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the lam = 0 run (the reference gain without regularization)")
+    p.add_argument("--batch", type=int, default=4, metavar="B",
+                   help="values of lam optimized together in one batch (default 4); lower it if "
+                   "memory runs out")
     add_model_options(p)
     add_accentuation_options(p)
     p.set_defaults(func=run_sweep)
@@ -225,6 +228,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     lo, hi = args.lam_range
     if not 0 < lo < hi:
         raise UsageError(f"--lam-range must satisfy 0 < LO < HI; got {lo:g} {hi:g}")
+    _positive(args.batch, "--batch")
     if args.num < 2:
         raise UsageError(f"--num must be at least 2; got {args.num}")
     if args.lams is not None:
@@ -234,7 +238,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     target = parse_target(args.target, model)
     result = lambda_sweep(model, args.seed_image, target, args.lams, num=args.num, lam_range=(lo, hi),
-                          reference=not args.no_reference, generator=args.seed, **kw)
+                          reference=not args.no_reference, batch=args.batch, generator=args.seed, **kw)
     code = _finish(result, args, started)
     if not result.region.found:
         print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
