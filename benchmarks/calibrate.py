@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--photos", nargs="*", default=None, help="subset of bundled photos")
     ap.add_argument("--out", default="benchmarks/calibration.json")
     ap.add_argument("--images", default=None, help="folder for the result PNGs (to look at)")
+    ap.add_argument("--markdown", default=None, help="also write the tables as markdown here")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -123,7 +125,29 @@ def main() -> None:
            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d")}
     Path(args.out).write_text(json.dumps(doc, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(doc, " ".join(sys.argv[1:])))
     print(json.dumps(final))
+
+
+def markdown(doc: dict, argv: str) -> str:
+    """The calibration table as markdown."""
+    lines = [f"Command: `python benchmarks/calibrate.py {argv}`", "",
+             f"Machine: {doc['machine']}, torch {doc['torch']}, {doc['date']}, {doc['seconds']} s.", "",
+             f"Settings: {json.dumps({k: doc['config'][k] for k in ('reg_layer', 'lam', 'steps', 'lr', 'param', 'canvas', 'crops', 'crop_range', 'until') if doc['config'] and k in doc['config']})}",
+             "", "| photo | class | rank before | rank after | p after | SSIM | steps | lam x balance |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["pairs"]:
+        lines.append(f"| {r['photo']} | {r['class']} {r['name']} | {r['rank_before']} | {r['rank_after']} | "
+                     f"{r['prob_after']:.3f} | {r['ssim']:.3f} | {r['steps_used']} | {r['lam_effective']:.3f} |")
+    f = doc["final"]
+    lines += ["", f"**{f['pairs']} pairs: top-1 in {f['top1']:.0%}, mean SSIM {f['mean_ssim']:.3f}, "
+              f"mean steps {f['mean_steps']:.1f}.**", "",
+              "By step count (the same runs, read at each snapshot):", "",
+              "| steps | pairs | top-1 | mean SSIM |", "|---:|---:|---:|---:|"]
+    for step, v in doc["by_steps"].items():
+        lines.append(f"| {step} | {v['pairs']} | {v['top1']:.0%} | {v['mean_ssim']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
