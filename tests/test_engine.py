@@ -80,7 +80,7 @@ def test_opacity_is_target_gradient_not_regularizer(tiny, seed_img):
     assert torch.allclose(a.masks, b.masks)
 
 
-def test_until_top1_stops_early_and_changes_less():
+def test_until_top1_stops_early_on_the_same_trajectory():
     seed = torch.stack([torch.full((48, 48), 0.7), torch.full((48, 48), 0.4), torch.full((48, 48), 0.2)])
     seed = (seed + 0.1 * torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     opts = dict(input_size=32, normalize=None, labels=["red", "green", "blue"], reg_layer="conv",
@@ -89,8 +89,9 @@ def test_until_top1_stops_early_and_changes_less():
     assert int(res.before["rank"][0, 0]) == 3 and int(res.after["rank"][0, 0]) == 1
     used = int(res.steps_used[0, 0])
     assert used < 100 and used % 5 == 0
-    full = acc.accentuate(ColorNet(), seed, "blue", **opts)
-    assert (res.images - seed).abs().mean() < (full.images - seed).abs().mean()
+    # It is the same trajectory, stopped early: a fixed run of `used` steps gives the same image.
+    short = acc.accentuate(ColorNet(), seed, "blue", **{**opts, "steps": used})
+    assert torch.allclose(res.images, short.images, atol=1e-5)
     with pytest.raises(ValueError, match="until"):
         acc.accentuate(ColorNet(), seed, 0, until="sometimes", **opts)
 
