@@ -11,16 +11,26 @@ One step:
 1. Draw K crops and their noise once (:mod:`accentuate.augment`); every
    accentuation and every seed gets the same crops, which pairs the regularizer
    and makes a batch equal to its single runs.
-2. Render all images, crop them in one resampling call, run the model once on all
-   crops, capturing the target layers and the regularization layer.
+2. Render all images (reusing the rendering made for the last evaluation when the
+   parameters have not changed since), crop them with one linear operator
+   (:class:`~accentuate.augment.CropOperator`: two sparse resampling passes on CPU),
+   run the model once on all crops, capturing the target layers and the
+   regularization layer. The crops are the graph's leaf: the model's backward
+   stops there.
 3. Run the seeds' crops through the model without autograd, stopping at the
    regularization layer (once per seed, shared by its targets).
-4. Backward the objective alone to the image (that gradient is the opacity), and
-   the weighted distance alone (it only reaches back from the regularization
-   layer, so costs a partial backward); combine them at the image and backward
-   once more through the (cheap) parameterization.
+4. Backward the objective alone to the crops, and the distance alone (it only
+   reaches back from the regularization layer, so costs a partial backward); map
+   both to the canvas with the crop operator's adjoint (the objective's is the
+   opacity), combine them there and backward once more through the (cheap)
+   parameterization.
 5. Skip accentuations whose loss or gradient is not finite (they keep their last
    good image), take an optimizer step, and record the un-augmented objective.
+
+Options for speed: ``channels_last`` (on by default; conv nets run faster on CPU
+with it) and ``autocast`` (e.g. ``"bfloat16"``: the model runs in mixed precision,
+everything else in float32). ``benchmarks/bench_step.py`` measures both against
+the cost of the model's own forward and backward pass.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .augment import Crops, apply_crops, sample_crops
+from .augment import CropOperator, Crops, sample_crops
 from .errors import ModelError
 from .hooks import OUTPUT, capture, check_layers
 from .images import SeedLike, prepare_seeds, resize
@@ -151,7 +161,7 @@ def _check_options(steps: int, lam: float | torch.Tensor, lr: float, crops: int,
             f"canvas {canvas} is smaller than the model input {input_size[0]} x {input_size[1]}; "
             f"use canvas >= {max(input_size)}"
         )
-    if not isinstance(canvas, int) and min(int(s) for s in sides) < min(input_size):
+    if not isinstance(canvas, int) and max(int(s) for s in sides) < min(input_size):
         raise ValueError(
             f"canvas {tuple(canvas)} is smaller than the model input {input_size}; enlarge it"
         )
@@ -175,6 +185,16 @@ class Accentuator:
         crops, crop_range, noise: paired augmentation (see :func:`accentuate.augment.sample_crops`).
         canvas: ``(H, W)`` when ``seeds`` is ``None``.
         generator: all randomness.
+        opacity: accumulate ``|d objective / d image|`` (the masks).
+        record_every: :func:`accentuate` evaluates the un-augmented images every this many steps.
+        channels_last: feed the model ``channels_last`` tensors (faster for conv nets on CPU).
+        autocast: ``None`` (float32) or a lower precision for the model's forward and
+            backward (``"bfloat16"`` or ``"float16"``, via :func:`torch.autocast`); the
+            parameterization, crops, objectives, regularizer and optimizer stay float32.
+        per_pass: accentuations per forward/backward pass of the model (each brings its
+            K crops). ``None``: one on CPU, where larger passes only add memory traffic
+            (a batch then costs what its single runs cost, and peak memory stays that of
+            one accentuation), all at once on other devices. Results depend on it only through rounding.
     """
 
     def __init__(
@@ -198,6 +218,8 @@ class Accentuator:
         opacity: bool = True,
         record_every: int = 1,
         channels_last: bool = True,
+        autocast: str | torch.dtype | None = None,
+        per_pass: int | None = None,
     ) -> None:
         p = next(model.parameters(), None)
         self.device = p.device if p is not None else torch.device("cpu")
@@ -216,7 +238,13 @@ class Accentuator:
         self.generator = generator
         self.opacity_on, self.record_every = opacity, record_every
         self.channels_last = channels_last
+        self.autocast = _autocast_dtype(autocast)
+        if per_pass is not None and (not isinstance(per_pass, int) or per_pass < 1):
+            raise ValueError(f"per_pass must be a positive integer or None; got {per_pass!r}")
+        self.per_pass = per_pass
         self.input_size = spec.input_size
+        # The rendering made for the last evaluation, keyed by the parameters' versions.
+        self._rendered: tuple[tuple[int, ...], torch.Tensor] | None = None  # (key, images)
 
         shape = (self.n * self.m, 3, *self.canvas)
         init = None if self.seeds is None else self.seeds.repeat_interleave(self.m, dim=0)
@@ -259,8 +287,13 @@ class Accentuator:
         return sorted(names)
 
     def _run(self, x: torch.Tensor, names: Sequence[str], stop_at: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Forward ``x`` in [0, 1] with the named layers captured; ``OUTPUT`` holds the logits."""
-        with capture(self.model, names, stop_at=stop_at) as cap:
+        """Forward ``x`` in [0, 1] with the named layers captured; ``OUTPUT`` holds the logits.
+
+        Under ``autocast`` the captured tensors are returned in float32.
+        """
+        amp = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+               else contextlib.nullcontext())
+        with capture(self.model, names, stop_at=stop_at) as cap, amp:
             try:
                 if stop_at is None:
                     out = self.spec.logits(self.model(self.spec.preprocess(x)))
@@ -279,11 +312,35 @@ class Accentuator:
             acts = dict(cap.outputs)
         if out is not None:
             acts[OUTPUT] = out
+        if self.autocast is not None:
+            acts = {k: v.float() if v.is_floating_point() else v for k, v in acts.items()}
         return acts
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         # channels_last input makes conv nets ~25% faster on CPU; the model is not touched.
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
+
+    def _per_pass(self) -> int:
+        """Accentuations (or seeds) per model pass (see ``per_pass``)."""
+        if self.per_pass is not None:
+            return self.per_pass
+        return 1 if self.device.type == "cpu" else self.n * self.m
+
+    def _images(self) -> torch.Tensor:
+        """The current images ``(N * M, 3, H, W)`` with their graph to the parameters.
+
+        Rendering is reused between :meth:`evaluate` and the next :meth:`step` while
+        no parameter has changed (an in-place update bumps a parameter's version, a
+        replaced ``.data`` changes its storage).
+        """
+        key = tuple(v for q in self.param.parameters() for v in (q._version, q.data_ptr()))
+        if self._rendered is not None and self._rendered[0] == key:
+            return self._rendered[1]
+        with torch.enable_grad():
+            images = self.param()
+        self._rendered = (key, images)
+        return images
 
     def _shapes(self, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
         with model_state(self.model):
@@ -308,6 +365,25 @@ class Accentuator:
             values.append(v.view(n, k).mean(dim=1))
         return torch.stack(values, dim=1)
 
+    def _pair_objective(self, acts: dict[str, torch.Tensor], p0: int, p1: int, k: int) -> torch.Tensor:
+        """Objective of accentuations ``p0 .. p1 - 1`` (``k`` rows each, in order), ``(p1 - p0,)``."""
+        count, m = p1 - p0, self.m
+        parts, where = [], []
+        for j, obj in enumerate(self.objectives):
+            idx = [q for q in range(count) if (p0 + q) % m == j]
+            if not idx:
+                continue
+            if len(idx) == count:
+                sub = acts
+            else:
+                rows = (torch.tensor(idx, device=self.device)[:, None] * k
+                        + torch.arange(k, device=self.device)).flatten()
+                sub = {name: a.index_select(0, rows) for name, a in acts.items() if name in obj.layers}
+            parts.append(obj(sub).view(len(idx), k).mean(dim=1))
+            where += idx
+        values = torch.cat(parts)
+        return values[torch.argsort(torch.tensor(where, device=self.device))]
+
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -320,10 +396,12 @@ class Accentuator:
             ``value`` ``(N, M)``, and when the targets are class logits ``rank``
             (1 = top-1) and ``prob`` ``(N, M)``, plus ``logits`` ``(N, M, classes)``.
         """
-        if images is None:
-            images = self.param()
-        with model_state(self.model):
-            acts = self._run(self._full_view(images), sorted({l for o in self.objectives for l in o.layers} | {OUTPUT}))
+        with _phase("evaluate"):
+            if images is None:
+                images = self._images().detach()
+            with model_state(self.model):
+                acts = self._run(self._layout(self._full_view(images)),
+                                 sorted({l for o in self.objectives for l in o.layers} | {OUTPUT}))
         value = self._objective(acts, 1)
         out = {"value": value}
         logits = acts[OUTPUT]
@@ -347,48 +425,81 @@ class Accentuator:
             ``weight`` (effective lambda), each ``(N, M)`` and detached.
         """
         n, m, k = self.n, self.m, self.crops
-        crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
-                             self.noise[1], generator=self.generator, device=self.device)
+        with _phase("sample"):
+            crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
+                                 self.noise[1], generator=self.generator, device=self.device)
         self.last_crops = crops
         reg = self.reg_layer
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
         use_reg = reg != NONE and bool((self.lam > 0).any()) and self.t > 0
         with model_state(self.model):
-            images = self.param()
-            # Graph boundary: gradients of the two terms are taken at the images.
-            canvas = images.detach().requires_grad_(True)
-            x = self._layout(apply_crops(canvas, crops))
-            names = self._layers()
-            acts = self._run(x, names)
-            obj = self._objective(acts, k)  # (N, M)
+            with _phase("render"):
+                images = self._images()
+                self._rendered = None  # its graph is consumed by this step's backward
+            with _phase("crop"):
+                op = CropOperator(crops)
+                # Graph boundary: the model's gradients are taken at the crops (leaves),
+                # and mapped to the canvas by the crop operator's adjoint.
+                crops_all = self._layout(op(images.detach()))  # (N * M * K, 3, h, w)
+            seed_act: torch.Tensor | None = None
             if use_reg:
-                with torch.no_grad():
-                    seed_x = self._layout(apply_crops(self.seeds, crops))
-                    seed_act = seed_x if reg == PIXEL else self._run(seed_x, [reg], stop_at=[reg])[reg]
-                img_act = x if reg == PIXEL else acts[reg]
-                dist = distance(img_act, seed_act, n, m)
-            else:
-                dist = torch.zeros((n, m), device=self.device)
-            g_obj = torch.autograd.grad(obj.sum(), canvas, retain_graph=use_reg)[0]
-            g_reg = torch.autograd.grad(dist.sum(), canvas)[0] if use_reg else None
-            del acts, x
+                with _phase("seed_forward"), torch.no_grad():
+                    seed_x = self._layout(op(self.seeds))  # (N * K, 3, h, w)
+                    if reg == PIXEL:
+                        seed_act = seed_x
+                    else:
+                        step_n = self._per_pass()
+                        seed_act = torch.cat([self._run(seed_x[i * k:(i + step_n) * k], [reg], stop_at=[reg])[reg]
+                                              for i in range(0, n, step_n)])
+            obj_parts, dist_parts, g_obj_parts, g_reg_parts = [], [], [], []
+            pairs, per = n * m, self._per_pass()
+            for p0 in range(0, pairs, per):
+                p1 = min(pairs, p0 + per)
+                x = crops_all[p0 * k:p1 * k].detach().requires_grad_(True)
+                with _phase("forward"):
+                    acts = self._run(x, self._layers())
+                    obj_p = self._pair_objective(acts, p0, p1, k)
+                if seed_act is not None:
+                    img_act = x if reg == PIXEL else acts[reg]
+                    mine = torch.arange(p0, p1, device=self.device) // m  # each accentuation's seed
+                    paired = seed_act.view(n, k, *seed_act.shape[1:])[mine].flatten(0, 1)
+                    dist_p = distance(img_act, paired, p1 - p0, 1).view(-1)
+                with _phase("backward"):
+                    gx = torch.autograd.grad(obj_p.sum(), x, retain_graph=use_reg)[0]
+                with _phase("backward_reg"):
+                    gx_reg = torch.autograd.grad(dist_p.sum(), x)[0] if use_reg else None
+                del acts
+                with _phase("crop_adjoint"):
+                    g_obj_parts.append(op.adjoint(gx, images[p0:p1]))
+                    if gx_reg is not None:
+                        g_reg_parts.append(op.adjoint(gx_reg, images[p0:p1]))
+                obj_parts.append(obj_p.detach())
+                if use_reg:
+                    dist_parts.append(dist_p.detach())
+                del gx, gx_reg, x
+            del crops_all, seed_act
+            obj = torch.cat(obj_parts).view(n, m)
+            dist = torch.cat(dist_parts).view(n, m) if use_reg else torch.zeros((n, m), device=self.device)
+            g_obj = torch.cat(g_obj_parts) if len(g_obj_parts) > 1 else g_obj_parts[0]
+            g_reg = (torch.cat(g_reg_parts) if len(g_reg_parts) > 1 else g_reg_parts[0]) if use_reg else None
 
-            weight = self.weight
-            if use_reg and self.balance and bool(torch.isnan(weight).any()):
-                weight = self._measure_balance(images, g_obj, g_reg)  # type: ignore[arg-type]
-            grad = -g_obj
-            if g_reg is not None:
-                grad = grad + torch.nan_to_num(weight, nan=0.0).view(-1, 1, 1, 1) * g_reg
-            self._check_finite(obj, dist, grad)
-            grad = torch.where(self.active.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
-            self.optimizer.zero_grad(set_to_none=True)
-            images.backward(grad)
-            self._skip_inactive_grads()
-            self.optimizer.step()
-            self._restore_frozen()
-            if self.opacity_on:
-                self.opacity += torch.where(self.active.view(-1, 1, 1), g_obj.abs().mean(dim=1), 0.0)
+            with _phase("update"):
+                weight = self.weight
+                if use_reg and self.balance and bool(torch.isnan(weight).any()):
+                    weight = self._measure_balance(images, g_obj, g_reg)  # type: ignore[arg-type]
+                grad = -g_obj
+                if g_reg is not None:
+                    grad = grad + torch.nan_to_num(weight, nan=0.0).view(-1, 1, 1, 1) * g_reg
+                self._check_finite(obj, dist, grad)
+                grad = torch.where(self.active.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
+                self.optimizer.zero_grad(set_to_none=True)
+                images.backward(grad)
+                self._skip_inactive_grads()
+                self.optimizer.step()
+                self._restore_frozen()
+                if self.opacity_on:
+                    self.opacity += torch.where(self.active.view(-1, 1, 1), g_obj.abs().mean(dim=1), 0.0)
         self.t += 1
         rec = {"objective": obj.detach(), "distance": dist.detach(),
                "weight": torch.nan_to_num(self.weight, nan=0.0).view(n, m).clone()}
@@ -487,6 +598,8 @@ def accentuate(
     labels: Sequence[str] | None = _UNSET,
     output: Any = None,
     progress: bool | Callable[[int, int], None] = False,
+    channels_last: bool = True,
+    autocast: str | torch.dtype | None = None,
 ) -> Result:
     """Accentuate each target in each seed image.
 
@@ -514,6 +627,9 @@ def accentuate(
         input_size, normalize, labels, output: the model's spec, for models that do
             not carry one (see :func:`accentuate.spec.resolve_spec`).
         progress: show a progress bar (``True``) or call ``progress(step, steps)``.
+        channels_last: feed the model ``channels_last`` tensors (faster for conv nets on CPU).
+        autocast: run the model in mixed precision (``"bfloat16"`` or ``"float16"``);
+            default float32. ``benchmarks/RESULTS.md`` records how close the results stay.
 
     Returns:
         A :class:`~accentuate.result.Result`; ``result.images`` has shape
@@ -559,13 +675,15 @@ def accentuate(
         "generator_seed": gen_seed, "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
         "until": None if stop is None else str(stop), "check_every": None if stop is None else stop.every,
         "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
-        "device": str(device),
+        "device": str(device), "channels_last": bool(channels_last),
+        "autocast": None if _autocast_dtype(autocast) is None else str(_autocast_dtype(autocast)).replace("torch.", ""),
     }
     acc = Accentuator(
         model, spec, seed_t, objectives, reg_layer=reg_layer,
         lam=float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam), balance=balance,
         param=param, lr=float(lr), optimizer=optimizer, crops=crops, crop_range=tuple(crop_range),
         noise=tuple(noise), canvas=hw, generator=gen,  # type: ignore[arg-type]
+        channels_last=channels_last, autocast=autocast,
     )
     snap_steps = _snapshot_steps(snapshots, steps)
     snaps: dict[int, torch.Tensor] = {}
@@ -596,6 +714,25 @@ def accentuate(
     config["seconds"] = round(time.perf_counter() - started, 3)
     return acc.result(before, config=config, snapshots={k: v.cpu() for k, v in snaps.items()},
                       interrupted=interrupted, steps_done=acc.t)
+
+
+def _phase(name: str) -> contextlib.AbstractContextManager[Any]:
+    """Label a part of a step for :mod:`torch.profiler` (near free when no profiler runs)."""
+    return torch.profiler.record_function(f"accentuate.{name}")
+
+
+_AUTOCAST = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def _autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    """``None``/``"float32"`` (off), or the lower-precision dtype for :func:`torch.autocast`."""
+    if value is None or value in ("float32", "fp32", torch.float32):
+        return None
+    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
+        return value
+    if isinstance(value, str) and value.lower() in _AUTOCAST:
+        return _AUTOCAST[value.lower()]
+    raise ValueError(f"autocast must be None, 'bfloat16' or 'float16'; got {value!r}")
 
 
 def _snapshot_steps(snapshots: int | Sequence[int], steps: int) -> set[int]:

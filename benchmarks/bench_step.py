@@ -1,0 +1,746 @@
+"""Benchmark suite: the cost of one accentuation step against the cost of the model itself.
+
+The floor is what no implementation of the recipe can avoid: one forward and one
+backward pass of the model, to its input, over the step's K crops at the model's
+input size. Everything is measured in one process, interleaved round by round,
+and reported as ratios to that floor (per-round ratios, then their median), so a
+shared, noisy machine slows numerator and denominator alike:
+
+- ``floor``: forward + backward to the input on K crops, in the default contiguous
+  layout and in ``channels_last``; ratios use the faster of the two (the stricter
+  comparison).
+- ``step``: :meth:`accentuate.Accentuator.step` for the paper's recipe (K crops,
+  paired seed crops, regularization at the model's default layer, opacity
+  accumulation), and the history evaluation :func:`accentuate.accentuate` runs
+  after every step (``evaluate``), and the two together (``step + history``).
+- ``step, reg off``: the same without the regularizer.
+- batching: one run of B seeds x M targets against B * M single runs, per accentuation.
+- peak memory: CPU resident set (``VmHWM`` in a fresh process per configuration,
+  minus the process's RSS after loading the model and building the inputs), and
+  on CUDA ``torch.cuda.max_memory_allocated`` above the same baseline.
+- precision: images and objectives after a few steps with ``autocast="bfloat16"``
+  and without ``channels_last``, against float32 ``channels_last``.
+- a profile of one step: where its time goes, by phase and by operator.
+
+Run ``python benchmarks/bench_step.py`` (``make bench``); ``--help`` lists the
+parameters. Results go to ``benchmarks/RESULTS.md`` (the text after the
+``<!-- notes -->`` line of an existing file is kept). Timings are never asserted
+by the tests: they run ``--tiny`` and check that the suite produces well-formed
+results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import accentuate as acc
+from accentuate.engine import Accentuator, model_state
+from accentuate.objectives import Logit
+from accentuate.regularize import NONE
+from accentuate.spec import ModelSpec, default_reg_layer, resolve_spec
+
+HERE = Path(__file__).resolve().parent
+NOTES_MARK = "<!-- notes -->"
+PHOTOS = ("chelsea", "coffee", "astronaut", "motorcycle", "rocket", "hubble")
+#: ImageNet classes used as targets: goldfish, tabby cat, bee, volcano, ...
+CLASSES = (1, 281, 309, 980, 954, 417, 76, 94)
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+@dataclass
+class BenchConfig:
+    """What to measure. ``model="tiny"`` is a small built-in conv net (for tests)."""
+
+    model: str = "efficientnet_lite0"
+    crops: int = 16
+    canvas: int | None = None  # default: the model spec's canvas
+    batch: int = 2  # B seeds in the batching comparison
+    targets: int = 2  # M targets in the batching comparison
+    device: str = "cpu"
+    dtype: str = "float32"  # or "bfloat16" (autocast)
+    repeats: int = 5
+    batch_repeats: int = 3
+    warmup: int = 1
+    threads: int | None = None
+    memory: bool = True
+    precision_steps: int = 8
+    profile: bool = True
+    out: str | None = str(HERE / "RESULTS.md")
+    json_out: str | None = None
+    command: str = ""
+
+    @staticmethod
+    def tiny(**overrides: Any) -> BenchConfig:
+        """A configuration that runs in seconds: tiny model, small canvas, two repeats."""
+        base = dict(model="tiny", crops=4, canvas=48, batch=2, targets=2, repeats=2, batch_repeats=1,
+                    warmup=1, precision_steps=2, threads=1)
+        base.update(overrides)
+        return BenchConfig(**base)
+
+
+class TinyNet(nn.Module):
+    """A small conv net (32 x 32 input, 10 classes) with a named middle layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(32, 32, 3, stride=2, padding=1)
+        self.fc = nn.Linear(32, 10)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def load(cfg: BenchConfig) -> tuple[nn.Module, ModelSpec]:
+    """The model (eval mode, on ``cfg.device``) and its spec."""
+    if cfg.model == "tiny":
+        model: nn.Module = TinyNet()
+        model.accentuate_spec = ModelSpec(name="tiny", input_size=(32, 32), normalize=None,  # type: ignore[assignment]
+                                          labels=tuple(f"class{i}" for i in range(10)), reg_layer="conv2",
+                                          defaults={"canvas": 48, "lam": 0.3})
+    else:
+        model = acc.load_model(cfg.model)
+    model = model.eval().to(cfg.device)
+    return model, resolve_spec(model)
+
+
+def _autocast(cfg: BenchConfig) -> str | None:
+    if cfg.dtype in ("float32", "fp32"):
+        return None
+    if cfg.dtype in ("bfloat16", "bf16", "float16", "fp16"):
+        return cfg.dtype
+    raise ValueError(f"--dtype must be float32, bfloat16 or float16; got {cfg.dtype!r}")
+
+
+def _amp(cfg: BenchConfig) -> contextlib.AbstractContextManager[Any]:
+    dt = _autocast(cfg)
+    if dt is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16 if "b" in dt else torch.float16)
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def seeds_for(cfg: BenchConfig, spec: ModelSpec, n: int) -> torch.Tensor:
+    """``n`` seed canvases: real photos for real models, smooth patterns for the tiny one."""
+    canvas = cfg.canvas or spec.setting("canvas")
+    if cfg.model == "tiny":
+        g = torch.Generator().manual_seed(1)
+        y, x = torch.meshgrid(torch.linspace(0, 1, canvas), torch.linspace(0, 1, canvas), indexing="ij")
+        out = []
+        for i in range(n):
+            f = torch.rand(3, generator=g) * 6 + 2
+            out.append(torch.stack([0.5 + 0.4 * torch.sin(f[0] * x + i), 0.5 + 0.4 * torch.cos(f[1] * y),
+                                    x * y]).clamp(0, 1))
+        return torch.stack(out)
+    photos = [acc.photo(PHOTOS[i % len(PHOTOS)]) for i in range(n)]
+    with warnings.catch_warnings():  # the photos are centre-cropped to the square canvas on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        return acc.prepare_seeds(photos, (canvas, canvas))
+
+
+# ---------------------------------------------------------------------------------------
+# The measured workloads
+# ---------------------------------------------------------------------------------------
+def make_floor(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels_last: bool) -> Callable[[], None]:
+    """Forward + backward to the input of the model on K crops at its input size."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    c = CLASSES[0] if cfg.model != "tiny" else 1
+
+    def run() -> None:
+        xx = x.detach().requires_grad_(True)
+        with _amp(cfg):
+            logits = spec.logits(model(xx))
+        torch.autograd.grad(logits[:, c].float().sum(), xx)
+
+    return run
+
+
+class _Stop(Exception):
+    pass
+
+
+def make_floor_reg(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels_last: bool,
+                   reg_layer: str) -> Callable[[], None]:
+    """The model work of the regularized recipe, without any of accentuate's machinery.
+
+    The floor, plus what the regularizer needs from the model: a no-grad forward of
+    the K seed crops up to ``reg_layer`` and a backward from ``reg_layer`` to the input.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
+    sx = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
+    if channels_last:
+        x, sx = x.contiguous(memory_format=torch.channels_last), sx.contiguous(memory_format=torch.channels_last)
+    c = CLASSES[0] if cfg.model != "tiny" else 1
+    layer = dict(model.named_modules())[reg_layer]
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(module: nn.Module, args: Any, out: torch.Tensor) -> None:
+        seen["act"] = out
+        if not torch.is_grad_enabled():
+            raise _Stop
+
+    def run() -> None:
+        handle = layer.register_forward_hook(grab)
+        try:
+            xx = x.detach().requires_grad_(True)
+            with _amp(cfg):
+                logits = spec.logits(model(xx))
+                act = seen["act"]
+                with torch.no_grad(), contextlib.suppress(_Stop):
+                    model(sx)
+                seed_act = seen["act"]
+            dist = (act.float() - seed_act.float()).pow(2).sum(1).add(1e-12).sqrt().mean()
+            torch.autograd.grad(logits[:, c].float().sum(), xx, retain_graph=True)
+            torch.autograd.grad(dist, xx)
+        finally:
+            handle.remove()
+
+    return run
+
+
+def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: int = 1, m: int = 1,
+                      reg: bool = True, seeds: torch.Tensor | None = None, offset: int = 0,
+                      channels_last: bool = True) -> Accentuator:
+    """An :class:`Accentuator` for the paper's recipe with the model's default settings."""
+    if seeds is None:
+        seeds = seeds_for(cfg, spec, n)
+    classes = CLASSES if cfg.model != "tiny" else tuple(range(10))
+    objectives = [Logit(classes[(offset + j) % len(classes)]).resolve(spec.labels) for j in range(m)]
+    reg_layer = (default_reg_layer(model, spec) or "pixel") if reg else NONE
+    gen = torch.Generator(device=cfg.device).manual_seed(0)
+    return Accentuator(model, spec, seeds.to(cfg.device), objectives, reg_layer=reg_layer,
+                       lam=float(spec.setting("lam")), balance=True, param=spec.setting("param"),
+                       lr=float(spec.setting("lr")), crops=cfg.crops, generator=gen,
+                       autocast=_autocast(cfg), channels_last=channels_last)
+
+
+def make_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, **kw: Any) -> Accentuator:
+    """:func:`build_accentuator`, warmed up to its steady state."""
+    a = build_accentuator(model, spec, cfg, **kw)
+    # Step 0 is objective-only and step 1 measures the balance; later steps are all alike.
+    a.history.append(0, {}, a.evaluate())
+    for _ in range(2):
+        loop_iteration(a)
+    return a
+
+
+def loop_iteration(a: Accentuator) -> None:
+    """What :func:`accentuate.accentuate` does per step: the step, then the history record."""
+    rec = a.step()
+    a.history.append(a.t, rec, a.evaluate())
+
+
+# ---------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Series:
+    """Repeated measurements of one workload: wall-clock and process CPU seconds."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, wall: float, cpu: float) -> None:
+        self.wall.append(wall)
+        self.cpu.append(cpu)
+
+    def summary(self) -> dict[str, float]:
+        return {"min_ms": 1e3 * min(self.wall), "median_ms": 1e3 * statistics.median(self.wall),
+                "cpu_min_ms": 1e3 * min(self.cpu), "cpu_median_ms": 1e3 * statistics.median(self.cpu),
+                "n": len(self.wall)}
+
+
+@contextlib.contextmanager
+def timer(series: Series, device: str) -> Iterator[None]:
+    _sync(device)
+    w, c = time.perf_counter(), time.process_time()
+    yield
+    _sync(device)
+    series.add(time.perf_counter() - w, time.process_time() - c)
+
+
+def _paired(num: Series, den: Series) -> dict[str, float]:
+    """Ratios of two interleaved series: median of per-round ratios, and min over min."""
+    per_round = [a / b for a, b in zip(num.wall, den.wall)]
+    return {"median": statistics.median(per_round), "min": min(num.wall) / min(den.wall),
+            "cpu_median": statistics.median(a / b for a, b in zip(num.cpu, den.cpu))}
+
+
+def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable[[str], None]) -> dict[str, Any]:
+    """Interleaved rounds of every workload; returns summaries and ratios to the floor."""
+    dev = cfg.device
+    floors = {"floor (contiguous)": make_floor(model, spec, cfg, False),
+              "floor (channels_last)": make_floor(model, spec, cfg, True)}
+    reg_layer = default_reg_layer(model, spec)
+    if reg_layer is not None:
+        floors["floor + regularizer (channels_last)"] = make_floor_reg(model, spec, cfg, True, reg_layer)
+    a_reg = make_accentuator(model, spec, cfg, reg=True)
+    a_off = make_accentuator(model, spec, cfg, reg=False)
+    b, m = cfg.batch, cfg.targets
+    seeds = seeds_for(cfg, spec, b)
+    a_batch = make_accentuator(model, spec, cfg, n=b, m=m, seeds=seeds)
+    singles = [make_accentuator(model, spec, cfg, seeds=seeds[i:i + 1], offset=j) for i in range(b) for j in range(m)]
+    s: dict[str, Series] = {k: Series() for k in
+                            [*floors, "step", "evaluate", "step + history", "step, reg off", "evaluate, reg off",
+                             "step + history, reg off"]}
+    batch_s, single_s, floor_b = Series(), Series(), Series()
+    with model_state(model):
+        for f in floors.values():
+            for _ in range(cfg.warmup):
+                f()
+        for r in range(cfg.repeats):
+            for name, f in floors.items():
+                with timer(s[name], dev):
+                    f()
+            for a, suffix in ((a_reg, ""), (a_off, ", reg off")):
+                with timer(s["step" + suffix], dev):
+                    rec = a.step()
+                with timer(s["evaluate" + suffix], dev):
+                    ev = a.evaluate()
+                a.history.append(a.t, rec, ev)
+                s["step + history" + suffix].add(s["step" + suffix].wall[-1] + s["evaluate" + suffix].wall[-1],
+                                                 s["step" + suffix].cpu[-1] + s["evaluate" + suffix].cpu[-1])
+            if r < cfg.batch_repeats:
+                with timer(floor_b, dev):
+                    floors["floor (channels_last)"]()
+                with timer(batch_s, dev):
+                    loop_iteration(a_batch)
+                with timer(single_s, dev):
+                    for one in singles:
+                        loop_iteration(one)
+            log(f"  round {r + 1}/{cfg.repeats}: floor {1e3 * s['floor (channels_last)'].wall[-1]:.0f} ms, "
+                f"step {1e3 * s['step'].wall[-1]:.0f} ms, step (reg off) {1e3 * s['step, reg off'].wall[-1]:.0f} ms")
+    fc, fl = s["floor (contiguous)"], s["floor (channels_last)"]
+    ref_name = min(("floor (contiguous)", "floor (channels_last)"), key=lambda k: statistics.median(s[k].wall))
+    ref = s[ref_name]
+    rows = {}
+    for name, series in s.items():
+        rows[name] = {**series.summary(), "ratio": _paired(series, ref)}
+    reg_floor = s.get("floor + regularizer (channels_last)")
+    if reg_floor is not None:
+        for name in ("step", "step + history"):
+            rows[name]["ratio_to_reg_floor"] = _paired(s[name], reg_floor)
+    pa = b * m
+    per_acc_batch = Series([w / pa for w in batch_s.wall], [c / pa for c in batch_s.cpu])
+    per_acc_single = Series([w / pa for w in single_s.wall], [c / pa for c in single_s.cpu])
+    batching = {
+        "B": b, "M": m,
+        "batch_per_accentuation": {**per_acc_batch.summary(), "ratio": _paired(per_acc_batch, floor_b)},
+        "single_per_accentuation": {**per_acc_single.summary(), "ratio": _paired(per_acc_single, floor_b)},
+        "batch_over_single": _paired(batch_s, single_s),
+    }
+    del fc, fl
+    return {"rows": rows, "reference_floor": ref_name, "batching": batching,
+            "reg_layer": a_reg.reg_layer, "lam": float(spec.setting("lam")), "param": spec.setting("param"),
+            "canvas": list(a_reg.canvas), "input_size": list(spec.input_size)}
+
+
+# ---------------------------------------------------------------------------------------
+# Memory: a fresh process per configuration
+# ---------------------------------------------------------------------------------------
+def _proc_status() -> dict[str, int]:
+    """VmRSS and VmHWM in bytes (Linux); elsewhere the peak from getrusage."""
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":")
+                    out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak *= 1 if sys.platform == "darwin" else 1024
+        out = {"VmRSS": peak, "VmHWM": peak}
+    return out
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(cfg: BenchConfig, which: str) -> dict[str, Any]:
+    """Run one configuration a few times in this (fresh) process; report its peak memory."""
+    model, spec = load(cfg)
+    dev = torch.device(cfg.device)
+    with model_state(model):
+        if which.startswith("floor"):
+            work = make_floor(model, spec, cfg, channels_last=which.endswith("channels_last"))
+        else:
+            seeds = seeds_for(cfg, spec, 1)
+            a = build_accentuator(model, spec, cfg, reg=which == "step", seeds=seeds)
+
+            def work() -> None:
+                loop_iteration(a)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base = _proc_status()
+        exact = _reset_peak()
+        cuda_base = torch.cuda.memory_allocated() if dev.type == "cuda" else 0
+        for _ in range(3):
+            work()
+        _sync(cfg.device)
+        peak = _proc_status()
+    res = {"which": which, "rss_baseline": base["VmRSS"], "rss_peak": peak["VmHWM"],
+           "rss_delta": peak["VmHWM"] - base["VmRSS"], "peak_reset": exact}
+    if dev.type == "cuda":
+        res["cuda_delta"] = torch.cuda.max_memory_allocated() - cuda_base
+    return res
+
+
+def run_memory(cfg: BenchConfig, ref_floor: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Peak memory of the floor and of the steps, each in a fresh interpreter."""
+    out: dict[str, Any] = {}
+    floor_key = "floor_channels_last" if "channels_last" in ref_floor else "floor_contiguous"
+    for which in (floor_key, "step", "step_reg_off"):
+        payload = json.dumps(asdict(replace(cfg, out=None, json_out=None)))
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", which, "--config", payload]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory measurement of {which} failed:\n{proc.stderr[-2000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        out[which] = res
+        log(f"  memory {which}: +{res['rss_delta'] / 2**20:.0f} MiB")
+    floor = out[floor_key]
+    for k in ("step", "step_reg_off"):
+        out[k]["rss_ratio"] = out[k]["rss_delta"] / floor["rss_delta"]
+        if "cuda_delta" in floor:
+            out[k]["cuda_ratio"] = out[k]["cuda_delta"] / floor["cuda_delta"]
+    out["floor"] = floor_key
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Precision: bfloat16 autocast and layouts against float32
+# ---------------------------------------------------------------------------------------
+def run_precision(cfg: BenchConfig, model: nn.Module, spec: ModelSpec) -> list[dict[str, Any]]:
+    """How far bfloat16 autocast and the layouts move results, against float32 channels_last.
+
+    Two views: one step from the same start with the same crops (the objective and
+    the opacity, i.e. ``|d objective / d image|``: the model's precision proper),
+    and the images after ``precision_steps`` steps (the trajectory; Adam's updates
+    are about ``lr * sign(gradient)`` where gradients are near zero, so rounding
+    alone already moves it, which the float32 contiguous row measures).
+    """
+    seeds = seeds_for(cfg, spec, 1)
+    fp32, bf16 = replace(cfg, dtype="float32"), replace(cfg, dtype="bfloat16")
+    variants = [("float32, channels_last", fp32, True), ("float32, contiguous", fp32, False),
+                ("bfloat16 autocast, channels_last", bf16, True), ("bfloat16 autocast, contiguous", bf16, False)]
+    results = []
+    ref: dict[str, torch.Tensor] = {}
+    with model_state(model):
+        for name, c, cl in variants:
+            a = build_accentuator(model, spec, c, reg=True, seeds=seeds, channels_last=cl)
+            t0 = time.perf_counter()
+            rec = a.step()  # step 0: same start, same crops for every variant
+            grad_map = a.opacity.detach().float().cpu().flatten().clone()  # opacity keeps accumulating
+            obj = rec["objective"].float().cpu().flatten().clone()
+            for _ in range(cfg.precision_steps - 1):
+                a.step()
+            secs = (time.perf_counter() - t0) / cfg.precision_steps
+            img = a.param().detach().float().cpu()
+            if not ref:
+                ref = {"img": img, "grad": grad_map, "obj": obj}
+            g_ref = ref["grad"]
+            corr = torch.corrcoef(torch.stack([grad_map, g_ref]))[0, 1] if g_ref.std() > 0 else torch.tensor(1.0)
+            results.append({
+                "variant": name, "steps": cfg.precision_steps, "seconds_per_step": secs,
+                "objective_rel_err": float((obj - ref["obj"]).abs().max() / ref["obj"].abs().max().clamp(min=1e-12)),
+                "gradient_rel_err": float((grad_map - g_ref).norm() / g_ref.norm().clamp(min=1e-12)),
+                "gradient_corr": float(corr),
+                "max_abs_image": float((img - ref["img"]).abs().max()),
+                "mean_abs_image": float((img - ref["img"]).abs().mean()),
+                "mean_change_from_seed_fp32": float((ref["img"] - seeds).abs().mean()),
+            })
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# Profile of one step
+# ---------------------------------------------------------------------------------------
+def run_profile(cfg: BenchConfig, model: nn.Module, spec: ModelSpec) -> dict[str, Any]:
+    """Phases (``accentuate.*`` labels) and top operators of one warm loop iteration."""
+    from torch.profiler import ProfilerActivity, profile
+
+    a = make_accentuator(model, spec, cfg, reg=True)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(cfg.device).type == "cuda" else [])
+    with model_state(model), profile(activities=acts) as prof:
+        loop_iteration(a)
+    events = prof.key_averages()
+    phases = {e.key.split(".", 1)[1]: e.cpu_time_total / 1e3 for e in events if e.key.startswith("accentuate.")}
+    ops = sorted((e for e in events if not e.key.startswith("accentuate.")),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) / 1e3
+    top = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in ops[:12]]
+    return {"phases_ms": phases, "top_ops": top, "total_self_ms": total}
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+def machine() -> dict[str, str]:
+    """CPU model, cores, torch and Python versions, device name."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    info = {"cpu": cpu, "cores": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads()),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def _fmt_ratio(r: dict[str, float]) -> str:
+    return f"{r['median']:.2f} x (min/min {r['min']:.2f}, CPU {r['cpu_median']:.2f})"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The results as a markdown report."""
+    cfg = res["config"]
+    t = res["timings"]
+    m = res["machine"]
+    lines = [
+        "# Benchmark results: one accentuation step against the model's own cost",
+        "",
+        f"- Date: {res['date']}",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
+        + (f", GPU {m['gpu']}" if "gpu" in m else "")
+        + (f"; load average at start {res['load_start']}, at end {m.get('load_average', '?')}" if res.get("load_start") else ""),
+        f"- Software: torch {m['torch']}, Python {m['python']}, {m['platform']}",
+        f"- Command: `{cfg['command']}`",
+        f"- Workload: model `{cfg['model']}`, input {t['input_size'][0]} x {t['input_size'][1]}, K = {cfg['crops']} crops, "
+        f"canvas {t['canvas'][0]} x {t['canvas'][1]}, device {cfg['device']}, dtype {cfg['dtype']}; "
+        f"recipe: param `{t['param']}`, regularization at `{t['reg_layer']}`, lam {t['lam']:g} (balanced), opacity on",
+        f"- {cfg['repeats']} interleaved rounds (batching: {cfg['batch_repeats']}) after warm-up. Ratio = median over rounds of "
+        f"(workload / floor in the same round); also min over min, and the same median ratio in process CPU time.",
+        f"- Reference floor: **{t['reference_floor']}** (the faster of the two layouts, by median).",
+        "",
+        "## Time per step",
+        "",
+        "| workload | min ms | median ms | ratio to floor |",
+        "|---|---:|---:|---|",
+    ]
+    for name, row in t["rows"].items():
+        lines.append(f"| {name} | {row['min_ms']:.1f} | {row['median_ms']:.1f} | {_fmt_ratio(row['ratio'])} |")
+    if "ratio_to_reg_floor" in t["rows"]["step"]:
+        lines += ["", "Against the model work the regularized recipe cannot avoid (`floor + regularizer`: the floor, "
+                  "a no-grad forward of the K seed crops to the regularization layer and a backward from that layer "
+                  "to the input): `step` "
+                  f"{_fmt_ratio(t['rows']['step']['ratio_to_reg_floor'])}, `step + history` "
+                  f"{_fmt_ratio(t['rows']['step + history']['ratio_to_reg_floor'])}."]
+    b = t["batching"]
+    lines += [
+        "",
+        "`step` is `Accentuator.step()` alone; `evaluate` is the per-step history record "
+        "(a no-grad forward of the un-augmented image); `step + history` is what `accentuate()` spends per step.",
+        "",
+        f"## Batching: {b['B']} seeds x {b['M']} targets in one run against {b['B'] * b['M']} single runs",
+        "",
+        "| per accentuation | min ms | median ms | ratio to floor (K crops) |",
+        "|---|---:|---:|---|",
+        f"| one batched run | {b['batch_per_accentuation']['min_ms']:.1f} | {b['batch_per_accentuation']['median_ms']:.1f} "
+        f"| {_fmt_ratio(b['batch_per_accentuation']['ratio'])} |",
+        f"| single runs | {b['single_per_accentuation']['min_ms']:.1f} | {b['single_per_accentuation']['median_ms']:.1f} "
+        f"| {_fmt_ratio(b['single_per_accentuation']['ratio'])} |",
+        "",
+        f"Batched / single: {_fmt_ratio(b['batch_over_single'])}. Both include the per-step history evaluation.",
+    ]
+    mem = res.get("memory")
+    if mem:
+        lines += ["", "## Peak memory", "",
+                  "Each configuration in a fresh process; increase of the peak resident set (VmHWM) over the RSS "
+                  "after loading the model and building the inputs, over three iterations.", "",
+                  "| configuration | peak increase MiB | ratio to floor |" + (" CUDA MiB | CUDA ratio |" if "cuda_delta" in mem["step"] else ""),
+                  "|---|---:|---:|" + ("---:|---:|" if "cuda_delta" in mem["step"] else "")]
+        for k, label in ((mem["floor"], "floor"), ("step", "step + history"), ("step_reg_off", "step + history, reg off")):
+            r = mem[k]
+            ratio = f"{r['rss_ratio']:.2f}" if "rss_ratio" in r else "1.00"
+            row = f"| {label} | {r['rss_delta'] / 2**20:.0f} | {ratio} |"
+            if "cuda_delta" in r:
+                row += f" {r['cuda_delta'] / 2**20:.0f} | {r.get('cuda_ratio', 1.0):.2f} |"
+            lines.append(row)
+    prec = res.get("precision")
+    if prec:
+        lines += ["", "## Precision and layout, against float32 channels_last", "",
+                  "One step from the same start with the same crops: relative error of the objective and of the "
+                  "opacity map (`|d objective / d image|`, the gradient), and its correlation. Then the images after "
+                  f"{prec[0]['steps']} steps.", "",
+                  "| variant | s / step | objective rel. err | gradient rel. err | gradient corr. "
+                  f"| image max abs diff ({prec[0]['steps']} steps) | image mean abs diff |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for p in prec:
+            lines.append(f"| {p['variant']} | {p['seconds_per_step']:.2f} | {p['objective_rel_err']:.1e} | "
+                         f"{p['gradient_rel_err']:.1e} | {p['gradient_corr']:.5f} | {p['max_abs_image']:.2e} | "
+                         f"{p['mean_abs_image']:.2e} |")
+        lines += ["", f"For scale: in those {prec[0]['steps']} steps the float32 image moved "
+                  f"{prec[0]['mean_change_from_seed_fp32']:.2e} (mean abs, pixel values in [0, 1]) from its seed."]
+    prof = res.get("profile")
+    if prof:
+        ph = prof["phases_ms"]
+        lines += ["", "## Profile of one step + history (torch.profiler, CPU time)", "",
+                  "| phase | ms |", "|---|---:|"]
+        for k, v in sorted(ph.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {k} | {v:.1f} |")
+        lines += ["", "| operator | self ms | calls |", "|---|---:|---:|"]
+        for o in prof["top_ops"]:
+            lines.append(f"| `{o['op']}` | {o['self_ms']:.1f} | {o['calls']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(res: dict[str, Any], path: str | Path) -> Path:
+    """Write the markdown report, keeping the notes after ``<!-- notes -->`` of an existing file."""
+    path = Path(path)
+    notes = ""
+    if path.exists():
+        old = path.read_text()
+        if NOTES_MARK in old:
+            notes = old[old.index(NOTES_MARK):]
+    text = markdown(res)
+    if notes:
+        text += "\n" + notes if not notes.startswith("\n") else notes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_suite(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every measurement of ``cfg``; write the report when ``cfg.out`` is set."""
+    log = log or (lambda s: None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    load_start = ""
+    with contextlib.suppress(OSError):
+        load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    model, spec = load(cfg)
+    if cfg.canvas is None:
+        cfg = replace(cfg, canvas=int(spec.setting("canvas")))
+    log(f"timing {cfg.model} on {cfg.device} ({cfg.dtype}), K={cfg.crops}, canvas {cfg.canvas}")
+    res: dict[str, Any] = {"config": asdict(cfg), "date": _dt.datetime.now().isoformat(timespec="minutes"),
+                           "load_start": load_start}
+    res["timings"] = run_timings(cfg, model, spec, log)
+    if cfg.profile:
+        log("profiling one step")
+        res["profile"] = run_profile(cfg, model, spec)
+    if cfg.precision_steps > 0:
+        log("precision check")
+        res["precision"] = run_precision(cfg, model, spec)
+    if cfg.memory:
+        log("peak memory (fresh process per configuration)")
+        res["memory"] = run_memory(cfg, res["timings"]["reference_floor"], log)
+    res["machine"] = machine()
+    if cfg.out:
+        write_results(res, cfg.out)
+        log(f"wrote {cfg.out}")
+    if cfg.json_out:
+        Path(cfg.json_out).write_text(json.dumps(res, indent=1))
+    return res
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = BenchConfig()
+    p = argparse.ArgumentParser(
+        description="Time one accentuation step against the model's own forward + backward (the floor).",
+        argument_default=argparse.SUPPRESS)
+    p.add_argument("--model", help=f"accentuate.load_model name, or 'tiny' (default {d.model})")
+    p.add_argument("--crops", type=int, help=f"K crops per step (default {d.crops})")
+    p.add_argument("--canvas", type=int, help="canvas side (default: the model spec's)")
+    p.add_argument("--batch", type=int, help=f"B seeds in the batching comparison (default {d.batch})")
+    p.add_argument("--targets", type=int, help=f"M targets in the batching comparison (default {d.targets})")
+    p.add_argument("--device", help=f"torch device (default {d.device})")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="float32, or autocast to this dtype, for the step and the floor alike (default float32)")
+    p.add_argument("--repeats", type=int, help=f"interleaved timing rounds (default {d.repeats})")
+    p.add_argument("--batch-repeats", type=int,
+                   help=f"rounds that include the batching comparison (default {d.batch_repeats})")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own)")
+    p.add_argument("--precision-steps", type=int,
+                   help=f"steps of the bfloat16/layout precision check, 0 to skip (default {d.precision_steps})")
+    p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak memory measurement")
+    p.add_argument("--no-profile", dest="profile", action="store_false", help="skip the profile of one step")
+    p.add_argument("--tiny", action="store_true", help="tiny model and sizes: seconds (what the tests run)")
+    p.add_argument("--out", help=f"markdown report, '' to skip (default {d.out})")
+    p.add_argument("--json", dest="json_out", help="also write the raw results as JSON")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace, command: str = "") -> BenchConfig:
+    """The configuration: defaults (or ``--tiny``'s), overridden by the options given."""
+    given = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__}
+    if given.get("out") == "":
+        given["out"] = None
+    base = BenchConfig.tiny() if getattr(args, "tiny", False) else BenchConfig()
+    return replace(base, **given, command=command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if getattr(args, "memory_child", None):
+        cfg = BenchConfig(**json.loads(args.config))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        print(json.dumps(memory_child(cfg, args.memory_child)))
+        return 0
+    words = sys.argv[1:] if argv is None else argv
+    cfg = config_from_args(args, command=" ".join(["python benchmarks/bench_step.py", *words]))
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        print("bench_step: --device cuda was given but CUDA is not available", file=sys.stderr)
+        return 2
+    run_suite(cfg, log=lambda s: print(s, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""The benchmark suite runs end to end on a tiny configuration and reports well-formed results.
+
+Timings are never asserted: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_step", ROOT / "benchmarks" / "bench_step.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_step"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_step", None)
+
+
+def _ratios(obj, path=""):
+    """Every ratio in the results, with where it was found."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            here = f"{path}.{k}"
+            if isinstance(v, (int, float)) and ("ratio" in path.split(".")[-1] or "ratio" in k):
+                yield here, v
+            else:
+                yield from _ratios(v, here)
+
+
+@pytest.fixture(scope="module")
+def results(bench, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    out.write_text("old generated part\n\n<!-- notes -->\n## Notes\nkept by hand\n")
+    cfg = bench.BenchConfig.tiny(out=str(out), command="pytest", memory=False)
+    return bench.run_suite(cfg), out
+
+
+def test_suite_reports_finite_positive_ratios(results):
+    res, _ = results
+    ratios = list(_ratios(res))
+    assert len(ratios) >= 20
+    bad = [(p, v) for p, v in ratios if not (math.isfinite(v) and v > 0)]
+    assert not bad, bad
+    rows = res["timings"]["rows"]
+    for name in ("floor (contiguous)", "floor (channels_last)", "floor + regularizer (channels_last)",
+                 "step", "evaluate", "step + history", "step, reg off", "step + history, reg off"):
+        assert rows[name]["n"] == 2 and rows[name]["min_ms"] > 0, name
+    # The reference floor is one of the two layouts, and its own ratio is exactly 1 per round.
+    ref = res["timings"]["reference_floor"]
+    assert ref in ("floor (contiguous)", "floor (channels_last)")
+    assert rows[ref]["ratio"]["median"] == pytest.approx(1.0)
+    b = res["timings"]["batching"]
+    assert (b["B"], b["M"]) == (2, 2)
+
+
+def test_suite_measures_precision_and_profile(results):
+    res, _ = results
+    prec = {p["variant"]: p for p in res["precision"]}
+    ref = prec["float32, channels_last"]
+    assert ref["max_abs_image"] == 0.0 and ref["gradient_rel_err"] == 0.0 and ref["gradient_corr"] == pytest.approx(1)
+    # The layout changes rounding only; bfloat16 more, but its gradient still points the same way.
+    assert prec["float32, contiguous"]["gradient_rel_err"] < 1e-4
+    bf = prec["bfloat16 autocast, channels_last"]
+    assert 0 < bf["gradient_rel_err"] < 0.5 and bf["gradient_corr"] > 0.9 and bf["objective_rel_err"] < 0.1
+    phases = res["profile"]["phases_ms"]
+    for phase in ("crop", "forward", "seed_forward", "backward", "backward_reg", "crop_adjoint", "update", "evaluate"):
+        assert phase in phases, phase
+
+
+@pytest.mark.slow  # three fresh interpreters (torch import and optimizer set-up each)
+def test_peak_memory_in_fresh_processes(bench, tmp_path):
+    cfg = bench.BenchConfig.tiny(out=None)
+    mem = bench.run_memory(cfg, "floor (channels_last)", log=lambda s: None)
+    assert mem["floor"] == "floor_channels_last"
+    for k in ("floor_channels_last", "step", "step_reg_off"):
+        assert mem[k]["rss_delta"] > 0 and mem[k]["rss_peak"] >= mem[k]["rss_delta"], k
+    for k in ("step", "step_reg_off"):
+        assert math.isfinite(mem[k]["rss_ratio"]) and mem[k]["rss_ratio"] > 0
+    text = bench.markdown({**_fake(bench), "memory": mem})
+    assert "| step + history | " in text.split("## Peak memory")[1]
+
+
+def _fake(bench):
+    """The smallest results dict markdown() accepts (for formatting checks)."""
+    row = {"min_ms": 1.0, "median_ms": 1.0, "cpu_min_ms": 1.0, "cpu_median_ms": 1.0, "n": 1,
+           "ratio": {"median": 1.0, "min": 1.0, "cpu_median": 1.0}}
+    per = {**row}
+    return {"config": {**bench.asdict(bench.BenchConfig.tiny()), "command": "x"}, "date": "d", "load_start": "",
+            "machine": {"cpu": "c", "cores": "1", "torch_threads": "1", "torch": "t", "python": "p", "platform": "l"},
+            "timings": {"rows": {"step": row}, "reference_floor": "floor (channels_last)", "input_size": [32, 32],
+                        "canvas": [48, 48], "param": "fourier", "reg_layer": "conv2", "lam": 0.3,
+                        "batching": {"B": 1, "M": 1, "batch_per_accentuation": per, "single_per_accentuation": per,
+                                     "batch_over_single": row["ratio"]}}}
+
+
+def test_markdown_report_written_and_notes_kept(results):
+    res, out = results
+    text = out.read_text()
+    assert text.startswith("# Benchmark results")
+    assert "| workload | min ms | median ms | ratio to floor |" in text
+    assert "| step + history, reg off |" in text
+    assert "## Profile of one step" in text and "## Precision and layout" in text
+    assert f"torch {res['machine']['torch']}" in text and "Command: `pytest`" in text
+    assert "old generated part" not in text
+    assert text.rstrip().endswith("kept by hand")
+
+
+def test_command_line_options_map_to_the_configuration(bench):
+    args = bench.parse_args(["--tiny", "--crops", "3", "--dtype", "bfloat16", "--no-memory", "--out", ""])
+    cfg = bench.config_from_args(args, command="x")
+    assert cfg.model == "tiny" and cfg.crops == 3 and cfg.dtype == "bfloat16"
+    assert cfg.memory is False and cfg.out is None and cfg.canvas == 48 and cfg.command == "x"
+    default = bench.config_from_args(bench.parse_args([]))
+    assert default.model == "efficientnet_lite0" and default.crops == 16 and default.canvas is None
+    assert default.memory and default.profile and default.out.endswith("RESULTS.md")

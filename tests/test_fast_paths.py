@@ -1,0 +1,118 @@
+"""The engine's fast paths: the sparse crop operator, render reuse, autocast and layout options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import accentuate as acc
+from accentuate.augment import CropOperator, Crops, apply_crops, sample_crops
+from accentuate.engine import Accentuator
+from accentuate.objectives import Logit
+
+from conftest import FAST, TINY_SPEC
+
+
+@pytest.mark.parametrize("canvas,out,k,b", [((64, 96), (16, 16), 5, 1), ((48, 48), (32, 32), 4, 3),
+                                            ((40, 40), (24, 24), 3, 2)])
+def test_crop_operator_matches_grid_sample_and_its_adjoint_is_the_transpose(canvas, out, k, b):
+    g = torch.Generator().manual_seed(1)
+    crops = sample_crops(canvas, out, k, generator=g)
+    img = torch.rand(b, 3, *canvas, generator=g, requires_grad=True)
+    op = CropOperator(crops)
+    assert op.backend == "sparse"
+    ref = apply_crops(img, crops)
+    got = op(img)
+    assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(got, ref, atol=1e-5)
+    grads = torch.randn(ref.shape, generator=g)
+    want = torch.autograd.grad(ref, img, grads)[0]
+    assert torch.allclose(op.adjoint(grads), want, atol=1e-5 * want.abs().max())
+    # <A x, y> == <x, A^T y>: the adjoint is exact for the operator itself, to rounding.
+    x = torch.rand(b, 3, *canvas, generator=g)
+    lhs = (op(x, add_noise=False) * grads).sum()
+    rhs = (x * op.adjoint(grads)).sum()
+    assert torch.allclose(lhs, rhs, rtol=1e-5)
+
+
+def test_crop_operator_by_hand_and_supersampling():
+    img = torch.arange(64.0).view(1, 1, 8, 8).expand(1, 3, 8, 8).contiguous()
+    c = Crops(boxes=torch.tensor([[2.0, 4.0, 4.0]]), noise=None, canvas=(8, 8), out=(4, 4))
+    assert torch.allclose(CropOperator(c)(img)[0, 0], img[0, 0, 2:6, 4:8])
+    # Supersampled 2x: each output averages 2 x 2 bilinear samples; a 2x2 box average here.
+    c2 = Crops(boxes=torch.tensor([[0.0, 0.0, 8.0]]), noise=None, canvas=(8, 8), out=(4, 4), supersample=2)
+    expect = img[0, 0].view(4, 2, 4, 2).mean(dim=(1, 3))
+    assert torch.allclose(CropOperator(c2)(img)[0, 0], expect, atol=1e-5)
+
+
+def test_crop_operator_each_image_independent_of_the_batch():
+    g = torch.Generator().manual_seed(2)
+    crops = sample_crops((48, 48), (32, 32), 4, generator=g)
+    imgs = torch.rand(3, 3, 48, 48, generator=g)
+    op = CropOperator(crops)
+    together = op(imgs)
+    alone = torch.cat([op(imgs[i:i + 1]) for i in range(3)])
+    assert torch.equal(together, alone)
+
+
+def test_crop_operator_grid_backend_and_bad_input():
+    g = torch.Generator().manual_seed(3)
+    crops = sample_crops((32, 32), (16, 16), 2, generator=g)
+    img = torch.rand(2, 3, 32, 32, generator=g)
+    op = CropOperator(crops, backend="grid")
+    assert torch.equal(op(img), apply_crops(img, crops))
+    grads = torch.rand(4, 3, 16, 16, generator=g)
+    assert torch.allclose(op.adjoint(grads, img), CropOperator(crops).adjoint(grads), atol=1e-5)
+    with pytest.raises(ValueError, match="needs the images"):
+        op.adjoint(grads)
+    with pytest.raises(ValueError, match="canvas"):
+        CropOperator(crops)(torch.rand(1, 3, 20, 20))
+    with pytest.raises(ValueError, match="backend"):
+        CropOperator(crops, backend="fast")
+
+
+def test_render_is_reused_between_evaluate_and_step_and_never_stale(tiny, seed_img, monkeypatch):
+    a = Accentuator(tiny, TINY_SPEC, seed_img[None], [Logit(1)], reg_layer="conv2", lam=0.5, crops=4,
+                    generator=torch.Generator().manual_seed(0))
+    calls = []
+    real = type(a.param).forward
+
+    def counting(self):
+        calls.append(1)
+        return real(self)
+
+    monkeypatch.setattr(type(a.param), "forward", counting)
+    for _ in range(3):
+        a.evaluate()
+        a.step()
+    assert len(calls) == 3  # one rendering per step: evaluate's is reused by the step
+    # After the step the parameters changed, so evaluate renders the new images.
+    with torch.no_grad():
+        fresh = real(a.param)
+    ev = a.evaluate(fresh)
+    assert torch.equal(a.evaluate()["value"], ev["value"])
+    # Changing the parameters by hand invalidates the rendering too.
+    with torch.no_grad():
+        a.param.latent.mul_(0.5)
+        changed = real(a.param)
+    assert torch.equal(a.evaluate()["value"], a.evaluate(changed)["value"])
+
+
+def test_autocast_bfloat16_stays_close_to_float32(tiny, seed_img):
+    ref = acc.accentuate(tiny, seed_img, 2, **FAST)
+    bf = acc.accentuate(tiny, seed_img, 2, autocast="bfloat16", **FAST)
+    assert bf.config["autocast"] == "bfloat16" and ref.config["autocast"] is None
+    moved = (ref.images - ref.seeds[:, None]).abs().mean()
+    assert (bf.images - ref.images).abs().mean() < 0.25 * moved
+    assert bf.after["value"][0, 0] > bf.before["value"][0, 0]
+    assert bf.history.value.dtype == torch.float32
+    with pytest.raises(ValueError, match="autocast"):
+        acc.accentuate(tiny, seed_img, 2, autocast="int8", **FAST)
+
+
+def test_channels_last_option_changes_rounding_only(tiny, seed_img):
+    a = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], **FAST)
+    b = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], channels_last=False, **FAST)
+    assert a.config["channels_last"] is True and b.config["channels_last"] is False
+    assert torch.allclose(a.images, b.images, atol=1e-3)
+    assert torch.allclose(a.masks, b.masks, rtol=1e-3, atol=1e-6 * float(a.masks.max()))
