@@ -116,3 +116,25 @@ def test_channels_last_option_changes_rounding_only(tiny, seed_img):
     assert a.config["channels_last"] is True and b.config["channels_last"] is False
     assert torch.allclose(a.images, b.images, atol=1e-3)
     assert torch.allclose(a.masks, b.masks, rtol=1e-3, atol=1e-6 * float(a.masks.max()))
+
+
+@pytest.mark.parametrize("reg", ["conv2", "pixel"])
+def test_accentuations_per_pass_change_rounding_only(tiny, seed_img, reg):
+    other = seed_img.flip(-1)
+    targets = [Logit(1), acc.channel("conv2", 3).resolve(TINY_SPEC.labels)]
+    runs = {}
+    for per in (1, 3, None):
+        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets, reg_layer=reg, lam=0.5,
+                        crops=4, generator=torch.Generator().manual_seed(0), per_pass=per)
+        recs = [a.step() for _ in range(3)]
+        runs[per] = (a.param().detach(), a.opacity.clone(), recs[-1])
+    assert Accentuator(tiny, TINY_SPEC, seed_img[None], targets, crops=4)._per_pass() >= 4  # tiny: all at once
+    ref_img, ref_op, ref_rec = runs[None]
+    for per in (1, 3):
+        img, op, rec = runs[per]
+        assert torch.allclose(img, ref_img, atol=1e-4), per
+        assert torch.allclose(op, ref_op, rtol=1e-4, atol=1e-7), per
+        for key in ("objective", "distance", "weight"):
+            assert torch.allclose(rec[key], ref_rec[key], rtol=1e-4, atol=1e-6), (per, key)
+    with pytest.raises(ValueError, match="per_pass"):
+        Accentuator(tiny, TINY_SPEC, seed_img[None], targets, per_pass=0)

@@ -192,9 +192,11 @@ class Accentuator:
             backward (``"bfloat16"`` or ``"float16"``, via :func:`torch.autocast`); the
             parameterization, crops, objectives, regularizer and optimizer stay float32.
         per_pass: accentuations per forward/backward pass of the model (each brings its
-            K crops). ``None``: one on CPU, where larger passes only add memory traffic
-            (a batch then costs what its single runs cost, and peak memory stays that of
-            one accentuation), all at once on other devices. Results depend on it only through rounding.
+            K crops). ``None``: on CPU as many as fit in one default step's worth of
+            input (16 crops of 224 x 224), since larger passes only add memory traffic
+            there (a batch then costs per accentuation what its single runs cost, and
+            peak memory stays that of one pass); all at once on other devices. Results
+            depend on it only through rounding.
     """
 
     def __init__(
@@ -325,7 +327,10 @@ class Accentuator:
         """Accentuations (or seeds) per model pass (see ``per_pass``)."""
         if self.per_pass is not None:
             return self.per_pass
-        return 1 if self.device.type == "cpu" else self.n * self.m
+        if self.device.type != "cpu":
+            return self.n * self.m
+        h, w = self.input_size
+        return max(1, _CPU_PASS_PIXELS // (self.crops * h * w))
 
     def _images(self) -> torch.Tensor:
         """The current images ``(N * M, 3, H, W)`` with their graph to the parameters.
@@ -714,6 +719,12 @@ def accentuate(
     config["seconds"] = round(time.perf_counter() - started, 3)
     return acc.result(before, config=config, snapshots={k: v.cpu() for k, v in snaps.items()},
                       interrupted=interrupted, steps_done=acc.t)
+
+
+#: On CPU, model passes hold at most this many input pixels (16 crops of 224 x 224) unless
+#: ``per_pass`` says otherwise: beyond it, activations only grow past what caches and the
+#: allocator's reuse cover, and the pass gets slower per crop.
+_CPU_PASS_PIXELS = 16 * 224 * 224
 
 
 def _phase(name: str) -> contextlib.AbstractContextManager[Any]:
