@@ -42,7 +42,7 @@ def tiny() -> nn.Module:
 
 
 def broken() -> nn.Module:
-    """A model whose forward raises (to test the exit status of failures)."""
+    """A model whose forward raises on every input (to test the exit status of failures)."""
     model = tiny()
 
     def fail(x: torch.Tensor) -> torch.Tensor:
@@ -50,3 +50,33 @@ def broken() -> nn.Module:
 
     model.forward = fail  # type: ignore[method-assign]
     return model
+
+
+def broken_on_batches() -> nn.Module:
+    """A model whose forward raises only for batches of more than one image: the checks
+    before a run (one example input) pass, and the run itself fails."""
+    model = tiny()
+    forward = model.forward
+
+    def fail(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1:
+            raise RuntimeError("boom")
+        return forward(x)
+
+    model.forward = fail  # type: ignore[method-assign]
+    return model
+
+
+class WithUnused(Tiny):
+    """The tiny model plus a layer that never runs in its forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Conv2d(16, 4, 1)
+
+
+def with_unused() -> nn.Module:
+    """:func:`tiny` with a layer ``unused`` that its forward pass never calls."""
+    model = WithUnused()
+    model.accentuate_spec = tiny().accentuate_spec
+    return model.eval()

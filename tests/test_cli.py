@@ -263,8 +263,18 @@ def test_unavailable_device_is_a_usage_error(capsys: pytest.CaptureFixture) -> N
     assert "is not a torch device" in capsys.readouterr().err
 
 
-def test_model_failure_exits_1_and_debug_shows_traceback(work: Path, capsys: pytest.CaptureFixture) -> None:
+def test_model_failure_before_the_run_exits_1_and_writes_nothing(work: Path, capsys: pytest.CaptureFixture) -> None:
     args = ["run", "wide.png", "--target", "apple", "--model", "cli_models:broken", "--out", "out",
+            "--steps", "2", "--crops", "2"]
+    assert main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("accentuate: error: the model raised RuntimeError in its forward pass: boom")
+    assert "--debug" in lines[0] and not (work / "out").exists()
+
+
+def test_model_failure_exits_1_and_debug_shows_traceback(work: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["run", "wide.png", "--target", "apple", "--model", "cli_models:broken_on_batches", "--out", "out",
             "--steps", "2", "--crops", "2"]
     assert main(args) == 1
     err = capsys.readouterr().err

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import LayerError
+from .errors import LayerError, ModelError
 
 __all__ = ["Capture", "OUTPUT", "capture", "check_layers", "first_tensor", "layers"]
 
@@ -157,6 +157,9 @@ def layers(
 
     Returns:
         ``[(name, shape), ...]`` in execution order; layers that did not run are omitted.
+
+    Raises:
+        ModelError: the model raised inside its forward pass (the cause is chained).
     """
     if example is None:
         if input_size is None:
@@ -184,7 +187,12 @@ def layers(
             if name:
                 handles.append(module.register_forward_hook(make(name)))
         with torch.no_grad():
-            model(example)
+            try:
+                model(example)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # the user's model failed inside its forward
+                raise ModelError(f"the model raised {type(e).__name__} in its forward pass: {e}") from e
     finally:
         for h in handles:
             h.remove()

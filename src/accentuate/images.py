@@ -23,9 +23,11 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from .errors import ImageError
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "MAX_PIXELS",
     "SeedLike",
     "canvas_shape",
+    "image_files",
     "load_image",
     "pil_to_tensor",
     "prepare_seeds",
@@ -41,6 +43,21 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
 MAX_DECODE_SIDE = 4096
 #: The smallest seed side accepted.
 MIN_SIDE = 8
+#: File name endings read as images when a folder is given.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` (by name ending), sorted by name.
+
+    Raises:
+        ImageError: the folder holds no file with an image ending.
+    """
+    root = Path(folder)
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"folder {str(root)!r} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -19,29 +19,15 @@ from torch import nn
 from ..engine import model_state
 from ..errors import ImageError
 from ..hooks import OUTPUT, capture, layers as list_layers
-from ..images import SeedLike, load_image, resize
+from ..images import SeedLike, image_files, load_image, resize
 from ..result import atomic_write
 from ..spec import ModelSpec, resolve_spec
-
-#: File name endings read as images when a folder is given.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
 ImageSet = Union[str, os.PathLike, torch.Tensor, Sequence[SeedLike]]
 
 
 # -- images ---------------------------------------------------------------------------------
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name."""
-    root = Path(folder)
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ImageError(
-            f"folder {str(root)!r} has no images (looked for {', '.join(IMAGE_SUFFIXES)})"
-        )
-    return files
-
-
 def load_image_set(images: ImageSet, what: str = "images") -> tuple[list[torch.Tensor], list[str]]:
     """Load an image set as a list of ``(3, H, W)`` tensors in [0, 1], with a name for each.
 

@@ -22,6 +22,7 @@ import re
 import sys
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ __all__ = [
     "accentuation_kwargs",
     "add_accentuation_options",
     "add_global_options",
+    "check_layers_run",
     "add_model_options",
     "load_model_from_args",
     "output_dir",
@@ -271,6 +273,23 @@ def _layer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return _SHAPES[model]
 
 
+def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Check that every layer in ``names`` exists and runs in the forward pass; returns all shapes.
+
+    Raises:
+        LayerError: a name is not in the model (with the closest names), or the layer never
+            runs in the model's forward pass.
+    """
+    check_layers(model, list(names))
+    shapes = _layer_shapes(model)
+    for layer in names:
+        if layer not in shapes:
+            raise LayerError(
+                f"layer {layer!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
+            )
+    return shapes
+
+
 def _labels(model: nn.Module):
     spec = getattr(model, "accentuate_spec", None)
     return None if spec is None else spec.labels
@@ -295,7 +314,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     m = _CHANNEL.match(t)
     if m:
         layer, c = m.group("layer"), int(m.group("c"))
-        check_layers(model, [layer])
+        shapes = check_layers_run(model, [layer])
         if c < 0:
             raise UsageError(f"target {t!r}: the channel must be >= 0")
         if m.group("y") is None:
@@ -305,11 +324,6 @@ def parse_target(text: str, model: nn.Module) -> Objective:
             if y < 0 or x < 0:
                 raise UsageError(f"target {t!r}: the position y,x must be >= 0")
             obj = neuron(layer, c, y, x)
-        shapes = _layer_shapes(model)
-        if layer not in shapes:
-            raise LayerError(
-                f"layer {layer!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
-            )
         obj.validate(shapes)  # channel and position in range
         return obj
     labels = _labels(model)

@@ -7,6 +7,7 @@ from textwrap import fill
 import time
 from pathlib import Path
 
+from ..images import IMAGE_SUFFIXES
 from ..outputs.record import TargetInfo
 from ..spec import resolve_spec
 from .common import (
@@ -21,7 +22,7 @@ from .common import (
 from .runner import (
     Plan,
     add_run_options,
-    check_paths,
+    expand_paths,
     check_run_options,
     execute,
     load_images,
@@ -32,16 +33,16 @@ from .runner import (
 EXAMPLE = """\
 examples:
   accentuate run cat.jpg --target goldfish
+  accentuate run photos/ --target goldfish --out runs/fish      (every image in a folder)
   accentuate run cat.jpg dog.jpg --target "tiger cat" 207 --steps 60 --out runs/pets
   accentuate run cat.jpg --target blocks.5:20 blocks.5:20@7,7     (a channel, a neuron)
   accentuate run cat.jpg --target goldfish --model mymodels:build  (your factory)
 
 Targets: a class name (case-insensitive; `accentuate classes QUERY` searches them), a
 class index, LAYER:CHANNEL, or LAYER:CHANNEL@Y,X (`accentuate layers` lists layers).
+A file in a folder that cannot be read is skipped with a warning (listed in run.json).
 Rerunning with the same --out skips pairs that are complete. Exit status: 0 done,
 1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished)."""
-
-_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files (one or more)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files or folders of them (one or more)")
     p.add_argument("--target", "-t", nargs="+", action="extend", required=True, metavar="T",
                    help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X (several allowed)")
     add_model_options(p)
@@ -69,23 +70,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_run_options(args)
     for t in args.target:
-        if Path(t).suffix.lower() in _IMAGE_EXT and Path(t).exists():
+        if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists():
             raise UsageError(f"target {t!r} is an image file; put the images before --target")
     if not args.images:
         raise UsageError("no IMAGE given; e.g. accentuate run cat.jpg --target goldfish")
     kw = accentuation_kwargs(args)
-    check_paths(args.images)
+    paths = expand_paths(args.images)
     output_dir(args, create=False)
     t0 = time.perf_counter()
     model = load_model_from_args(args)
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
     canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
-    images = load_images(args.images, canvas)
+    skipped: list[dict[str, str]] = []
+    images = load_images(paths, canvas, skipped)
     spec = resolve_spec(model)
     validate(model, spec, resolve_settings(model, spec, kw, args.frames), targets)
     out = output_dir(args)
     plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model,
                 images=images, targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch,
-                frames=args.frames, model_load_s=load_s)
+                frames=args.frames, model_load_s=load_s,
+                extra={"skipped_images": skipped} if skipped else {})
     return execute(plan)

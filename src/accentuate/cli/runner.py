@@ -25,6 +25,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,15 +36,14 @@ from torch import nn
 
 from ..engine import _check_options, accentuate
 from ..errors import ImageError
-from ..hooks import check_layers
-from ..images import load_image, prepare_seeds
+from ..images import image_files, load_image, prepare_seeds
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, settings_hash, versions
 from ..regularize import NONE, PIXEL
 from ..spec import ModelSpec, default_reg_layer, resolve_spec
-from .common import UsageError
+from .common import UsageError, check_layers_run
 
-__all__ = ["Plan", "check_paths", "execute", "load_images", "resolve_settings", "steps_bar"]
+__all__ = ["Plan", "check_paths", "execute", "expand_paths", "load_images", "resolve_settings", "steps_bar"]
 
 #: Default number of pairs (seeds x targets) optimized together in one call.
 DEFAULT_BATCH = 4
@@ -58,7 +58,7 @@ def say(quiet: bool, *parts: object) -> None:
 
 
 def check_paths(paths: Sequence[str]) -> None:
-    """Fail fast (before loading a model) on image paths that do not exist."""
+    """Fail fast (before loading a model) on image paths that do not exist or are folders."""
     for p in paths:
         path = Path(p)
         if not path.exists():
@@ -67,15 +67,55 @@ def check_paths(paths: Sequence[str]) -> None:
             raise ImageError(f"{p!r} is a folder, not an image file; pass the image files inside it")
 
 
-def load_images(paths: Sequence[str | os.PathLike], canvas: int | tuple[int, int]) -> list[ImageInfo]:
-    """Read each image, fit it to the canvas, and hash the file."""
-    infos = []
+def expand_paths(paths: Sequence[str]) -> list[tuple[str, bool]]:
+    """Image files in order: files as given, folders as the image files inside them (sorted).
+
+    Returns ``(path, found_in_a_folder)`` pairs. Fails fast (before a model is loaded)
+    on a path that does not exist or a folder without images.
+    """
+    out: list[tuple[str, bool]] = []
     for p in paths:
-        t = load_image(p)
-        seed = prepare_seeds(t, canvas)[0]
+        path = Path(p)
+        if not path.exists():
+            raise ImageError(f"image not found: {p!r}; check the path")
+        if path.is_dir():
+            out += [(str(f), True) for f in image_files(path)]
+        else:
+            out.append((p, False))
+    return out
+
+
+def load_images(
+    paths: Sequence[str | os.PathLike | tuple[str, bool]],
+    canvas: int | tuple[int, int],
+    skipped: list[dict[str, str]] | None = None,
+) -> list[ImageInfo]:
+    """Read each image, fit it to the canvas, and hash the file.
+
+    A file named on the command line that cannot be read is an error. A file found in
+    a folder (``(path, True)``, see :func:`expand_paths`) that cannot be read is
+    skipped with a warning and listed in ``skipped`` (one odd file must not stop a run
+    over a folder); when every image is skipped, the first error is raised.
+    """
+    infos = []
+    first: ImageError | None = None
+    for item in paths:
+        p, in_folder = item if isinstance(item, tuple) else (item, False)
+        try:
+            t = load_image(p)
+            seed = prepare_seeds(t, canvas)[0]
+        except ImageError as e:
+            if not in_folder or skipped is None:
+                raise
+            first = first or e
+            warnings.warn(f"skipped {str(p)!r}: {e}", stacklevel=2)
+            skipped.append({"path": str(p), "error": str(e)})
+            continue
         infos.append(ImageInfo(path=str(p), name=Path(p).name, sha256=file_sha256(p) or "",
                                size=(int(t.shape[-1]), int(t.shape[-2])), canvas=tuple(seed.shape[-2:]),
                                tensor=seed))
+    if not infos and first is not None:
+        raise ImageError(f"no image could be read; the first error: {first}")
     return infos
 
 
@@ -105,7 +145,7 @@ def validate(model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
     if settings.get("until") is not None and any(t.objective.class_index is None for t in targets):
         raise UsageError("--until needs class targets; it cannot judge channels or neurons")
     if settings["reg_layer"] not in (NONE, PIXEL):
-        check_layers(model, [settings["reg_layer"]])
+        check_layers_run(model, [settings["reg_layer"]])
     canvas = settings["canvas"]
     canvas = tuple(canvas) if isinstance(canvas, list) else canvas
     try:
