@@ -177,3 +177,16 @@ def test_default_reg_layer_rule(tiny):
 
     # TinyNet's weighted layers: conv1, conv2, conv3, fc -> a third is 1.33 -> conv2 is the first past it.
     assert default_reg_layer(tiny, ModelSpec(input_size=(32, 32), normalize=None)) == "conv2"
+
+
+def test_opacity_off_gives_the_same_images_and_no_masks(tiny, seed_img, tmp_path):
+    kw = dict(FAST, steps=4, lam=0.5)
+    on = acc.accentuate(tiny, seed_img, [1, 2], **kw)
+    off = acc.accentuate(tiny, seed_img, [1, 2], opacity=False, **kw)
+    assert on.has_opacity and not off.has_opacity and off.config["opacity"] is False
+    assert torch.allclose(on.images, off.images, atol=2e-3)
+    assert float((on.images - on.seeds[:, None]).abs().mean()) > 0.01  # the images did move
+    with pytest.raises(ValueError, match="no opacity masks .* opacity=False"):
+        off.alpha()
+    names = sorted(p.name for p in off.save(tmp_path))
+    assert names == ["result.json", "s0_t0.png", "s0_t1.png"]

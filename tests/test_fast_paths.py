@@ -138,3 +138,34 @@ def test_accentuations_per_pass_change_rounding_only(tiny, seed_img, reg):
             assert torch.allclose(rec[key], ref_rec[key], rtol=1e-4, atol=1e-6), (per, key)
     with pytest.raises(ValueError, match="per_pass"):
         Accentuator(tiny, TINY_SPEC, seed_img[None], targets, per_pass=0)
+
+
+@pytest.mark.parametrize("reg", ["conv2", "pixel"])
+def test_without_opacity_one_backward_gives_the_same_update(tiny, seed_img, reg, monkeypatch):
+    other = seed_img.flip(-1)
+    targets = [Logit(1), acc.channel("conv2", 3).resolve(TINY_SPEC.labels)]
+    calls = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls.append(1)
+        return real_grad(*args, **kwargs)
+
+    runs = {}
+    for opacity in (True, False):
+        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets, reg_layer=reg, lam=0.5,
+                        crops=4, generator=torch.Generator().manual_seed(0), opacity=opacity)
+        a.step()
+        a.step()  # the balance is measured here, with both gradients apart
+        monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+        calls.clear()
+        recs = [a.step() for _ in range(3)]
+        monkeypatch.setattr(torch.autograd, "grad", real_grad)
+        runs[opacity] = (a.param().detach(), recs, len(calls))
+    (img_sep, rec_sep, n_sep), (img_one, rec_one, n_one) = runs[True], runs[False]
+    assert n_sep == 2 * 3 and n_one == 3  # one backward per step instead of two
+    assert torch.allclose(img_one, img_sep, atol=1e-4)
+    for r1, r2 in zip(rec_one, rec_sep):
+        for key in ("objective", "distance", "weight"):
+            assert torch.allclose(r1[key], r2[key], rtol=1e-4, atol=1e-6), key
+    assert bool((rec_one[-1]["weight"] > 0).all())  # the regularizer took part

@@ -459,6 +459,11 @@ class Accentuator:
                                               for i in range(0, n, step_n)])
             obj_parts, dist_parts, g_obj_parts, g_reg_parts = [], [], [], []
             pairs, per = n * m, self._per_pass()
+            # Without opacity, the objective's gradient alone is not needed: once the
+            # balance is known, one backward of (objective - weight * distance) gives the
+            # update (the regularizer's gradient joins at its layer), saving the second
+            # backward through the layers below it. g_obj then holds that combined ascent.
+            fused = use_reg and not self.opacity_on and not bool(torch.isnan(self.weight[self.active]).any())
             for p0 in range(0, pairs, per):
                 p1 = min(pairs, p0 + per)
                 x = crops_all[p0 * k:p1 * k].detach().requires_grad_(True)
@@ -470,10 +475,16 @@ class Accentuator:
                     mine = torch.arange(p0, p1, device=self.device) // m  # each accentuation's seed
                     paired = seed_act.view(n, k, *seed_act.shape[1:])[mine].flatten(0, 1)
                     dist_p = distance(img_act, paired, p1 - p0, 1).view(-1)
-                with _phase("backward"):
-                    gx = torch.autograd.grad(obj_p.sum(), x, retain_graph=use_reg)[0]
-                with _phase("backward_reg"):
-                    gx_reg = torch.autograd.grad(dist_p.sum(), x)[0] if use_reg else None
+                if fused:
+                    with _phase("backward"):
+                        w_p = torch.nan_to_num(self.weight[p0:p1], nan=0.0).to(dist_p.dtype)
+                        total = obj_p.sum() - (w_p * dist_p).sum()
+                        gx, gx_reg = torch.autograd.grad(total, x)[0], None
+                else:
+                    with _phase("backward"):
+                        gx = torch.autograd.grad(obj_p.sum(), x, retain_graph=use_reg)[0]
+                    with _phase("backward_reg"):
+                        gx_reg = torch.autograd.grad(dist_p.sum(), x)[0] if use_reg else None
                 del acts
                 with _phase("crop_adjoint"):
                     g_obj_parts.append(op.adjoint(gx, images[p0:p1]))
@@ -487,7 +498,7 @@ class Accentuator:
             obj = torch.cat(obj_parts).view(n, m)
             dist = torch.cat(dist_parts).view(n, m) if use_reg else torch.zeros((n, m), device=self.device)
             g_obj = torch.cat(g_obj_parts) if len(g_obj_parts) > 1 else g_obj_parts[0]
-            g_reg = (torch.cat(g_reg_parts) if len(g_reg_parts) > 1 else g_reg_parts[0]) if use_reg else None
+            g_reg = (torch.cat(g_reg_parts) if len(g_reg_parts) > 1 else g_reg_parts[0]) if g_reg_parts else None
 
             with _phase("update"):
                 weight = self.weight
@@ -605,6 +616,7 @@ def accentuate(
     progress: bool | Callable[[int, int], None] = False,
     channels_last: bool = True,
     autocast: str | torch.dtype | None = None,
+    opacity: bool = True,
 ) -> Result:
     """Accentuate each target in each seed image.
 
@@ -635,6 +647,9 @@ def accentuate(
         channels_last: feed the model ``channels_last`` tensors (faster for conv nets on CPU).
         autocast: run the model in mixed precision (``"bfloat16"`` or ``"float16"``);
             default float32. ``benchmarks/RESULTS.md`` records how close the results stay.
+        opacity: accumulate the opacity masks (the "where"). ``False`` keeps none
+            (``result.alpha()`` raises; no RGBA files) and makes each regularized step
+            one backward pass instead of two: use it when only the images matter.
 
     Returns:
         A :class:`~accentuate.result.Result`; ``result.images`` has shape
@@ -680,7 +695,7 @@ def accentuate(
         "generator_seed": gen_seed, "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
         "until": None if stop is None else str(stop), "check_every": None if stop is None else stop.every,
         "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
-        "device": str(device), "channels_last": bool(channels_last),
+        "device": str(device), "channels_last": bool(channels_last), "opacity": bool(opacity),
         "autocast": None if _autocast_dtype(autocast) is None else str(_autocast_dtype(autocast)).replace("torch.", ""),
     }
     acc = Accentuator(
@@ -688,7 +703,7 @@ def accentuate(
         lam=float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam), balance=balance,
         param=param, lr=float(lr), optimizer=optimizer, crops=crops, crop_range=tuple(crop_range),
         noise=tuple(noise), canvas=hw, generator=gen,  # type: ignore[arg-type]
-        channels_last=channels_last, autocast=autocast,
+        channels_last=channels_last, autocast=autocast, opacity=opacity,
     )
     snap_steps = _snapshot_steps(snapshots, steps)
     snaps: dict[int, torch.Tensor] = {}

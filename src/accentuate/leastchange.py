@@ -101,6 +101,7 @@ def least_change(
         raise ValueError(f"lam_range must satisfy 0 < low < high; got {lam_range}")
     if "generator" not in kwargs or kwargs["generator"] is None:
         kwargs["generator"] = 0  # every round must see the same crops to be comparable
+    kwargs.setdefault("opacity", False)  # only images are kept: one backward per step
     current: torch.Tensor | None = None
     best: dict[str, torch.Tensor] = {}
     history: list[dict[str, torch.Tensor]] = []

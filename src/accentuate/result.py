@@ -115,9 +115,21 @@ class Result:
     interrupted: bool = False
     steps_done: int = 0
 
+    @property
+    def has_opacity(self) -> bool:
+        """Whether the run accumulated opacity masks (``accentuate(..., opacity=True)``)."""
+        return self.config.get("opacity", True) is not False
+
     def alpha(self, collective: bool = False, percentile: float = 99.0, sigma: float = 2.0) -> torch.Tensor:
-        """Alpha channels ``(N, M, H, W)`` in [0, 1] from the raw masks."""
+        """Alpha channels ``(N, M, H, W)`` in [0, 1] from the raw masks.
+
+        Raises:
+            ValueError: the run kept no masks (``opacity=False``).
+        """
         from .opacity import to_alpha
+
+        if not self.has_opacity:
+            raise ValueError("this result has no opacity masks (it ran with opacity=False); rerun with opacity=True")
 
         return to_alpha(self.masks, percentile=percentile, sigma=sigma, collective=collective)
 
@@ -161,8 +173,9 @@ class Result:
     def save(self, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
         """Write each accentuation as PNG, its RGBA (alpha = opacity), and ``result.json``.
 
-        Files: ``{prefix}s{i}_t{j}.png``, ``{prefix}s{i}_t{j}_rgba.png`` and
-        ``{prefix}result.json`` (the config and :meth:`summary`). Writes are atomic.
+        Files: ``{prefix}s{i}_t{j}.png``, ``{prefix}s{i}_t{j}_rgba.png`` (not when the
+        run kept no opacity) and ``{prefix}result.json`` (the config and :meth:`summary`).
+        Writes are atomic.
         Returns the paths written.
         """
         import io
@@ -172,12 +185,14 @@ class Result:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        rgba = self.rgba()
+        rgba = self.rgba() if self.has_opacity else None
         n, m = self.images.shape[:2]
         for i in range(n):
             for j in range(m):
-                for name, t in ((f"{prefix}s{i}_t{j}.png", self.images[i, j]),
-                                (f"{prefix}s{i}_t{j}_rgba.png", rgba[i, j])):
+                files = [(f"{prefix}s{i}_t{j}.png", self.images[i, j])]
+                if rgba is not None:
+                    files.append((f"{prefix}s{i}_t{j}_rgba.png", rgba[i, j]))
+                for name, t in files:
                     buf = io.BytesIO()
                     tensor_to_pil(t).save(buf, format="PNG")
                     atomic_write(out / name, buf.getvalue())

@@ -342,7 +342,9 @@ def pathway_similarity(
     if isinstance(feature_vis, bool) or (isinstance(feature_vis, int) and feature_vis < 0):
         raise ValueError(f"feature_vis must be a count >= 0, a Result or images; got {feature_vis!r}")
 
-    # The accentuations and their seeds.
+    # The accentuations and their seeds (only their images are compared: no opacity,
+    # which lets each step take one backward pass).
+    accentuate_kwargs.setdefault("opacity", False)
     config: dict[str, Any] = {"target": repr(objective), "generator": generator,
                               "accentuate": {k: v for k, v in accentuate_kwargs.items()}}
     if accentuations is None:
