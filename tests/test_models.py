@@ -210,3 +210,47 @@ def test_core_does_not_import_integrations():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_batchnorm_is_folded_in_eval_and_hooks_still_see_it():
+    torch.manual_seed(0)
+    model = EfficientNetLite(width=0.5, depth=0.5, num_classes=10)
+    with torch.no_grad():  # non-trivial running statistics and affine parameters
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.5, 0.5)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    x = torch.rand(2, 3, 64, 64)
+    calls = []
+    bn = model.blocks[1].depthwise.bn
+    ran = []
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.forward = (lambda f: lambda t: (ran.append(1), f(t))[1])(mod.forward)
+    folded = model(x)
+    assert ran == []  # no BatchNorm ran on its own: all folded into the convolutions
+    seen = []
+    handle = bn.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    separate = model(x)  # the hooked block runs conv and bn apart; the others stay folded
+    handle.remove()
+    assert seen == [(2, bn.num_features, 16, 16)]
+    assert torch.allclose(folded, separate, rtol=1e-4, atol=1e-5)
+    # The reference: plain conv -> bn -> act everywhere (a global hook turns folding off).
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, args, out: calls.append(1))
+    plain = model(x)
+    handle.remove()
+    assert calls and torch.allclose(folded, plain, rtol=1e-4, atol=1e-5)
+    # Gradients to the input agree too, and the modules were not changed.
+    xg = x.clone().requires_grad_(True)
+    g_folded = torch.autograd.grad(model(xg)[:, 3].sum(), xg)[0]
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda mod, args, out: None)
+    g_plain = torch.autograd.grad(model(xg)[:, 3].sum(), xg)[0]
+    handle.remove()
+    assert torch.allclose(g_folded, g_plain, rtol=1e-3, atol=1e-5 * float(g_plain.abs().max()))
+    assert all(isinstance(m.bn, torch.nn.BatchNorm2d) for m in model.modules() if hasattr(m, "bn"))
+    # In training mode the batch statistics are used (no folding): the output differs.
+    model.train()
+    assert not torch.allclose(model(x), folded, atol=1e-3)

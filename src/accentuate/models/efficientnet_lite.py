@@ -49,17 +49,37 @@ class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow "SAME" padding computed from each input's size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_with(x, self.weight, self.bias)
+
+    def conv_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """This convolution (SAME padding, stride, groups) with other weights."""
         ih, iw = x.shape[-2:]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
         if ph or pw:
             x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether any forward hook (on these modules, or global) would see their outputs."""
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return True
+    return any(mod._forward_hooks or mod._forward_pre_hooks for mod in modules)
 
 
 class ConvBNAct(nn.Sequential):
-    """Conv (SAME padding, no bias), BatchNorm (eps 1e-3), optional ReLU6."""
+    """Conv (SAME padding, no bias), BatchNorm (eps 1e-3), optional ReLU6.
+
+    In eval mode the BatchNorm is folded into the convolution's weights and bias on
+    each call (the same function, to float rounding, with one pass over the
+    activations instead of two, forward and backward). The modules stay as they are;
+    when a forward hook is on ``conv`` or ``bn`` (e.g. a target or ``layers()``),
+    the two run separately so the hook sees their real outputs.
+    """
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
         layers: list[tuple[str, nn.Module]] = [
@@ -69,6 +89,16 @@ class ConvBNAct(nn.Sequential):
         if act:
             layers.append(("act", nn.ReLU6()))
         super().__init__(OrderedDict(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        conv, bn = self.conv, self.bn
+        if self.training or not bn.track_running_stats or bn.running_var is None or _hooked(conv, bn):
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        y = conv.conv_with(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
+        act = self._modules.get("act")
+        return act(y) if act is not None else y
 
 
 class MBConv(nn.Module):
