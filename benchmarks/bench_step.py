@@ -13,7 +13,9 @@ shared, noisy machine slows numerator and denominator alike:
   paired seed crops, regularization at the model's default layer, opacity
   accumulation), and the history evaluation :func:`accentuate.accentuate` runs
   after every step (``evaluate``), and the two together (``step + history``).
-- ``step, reg off``: the same without the regularizer.
+- ``step, opacity off``: the same without the opacity masks (``opacity=False``): the
+  regularizer's gradient then joins the one backward pass.
+- ``step, reg off``: the recipe without the regularizer.
 - batching: one run of B seeds x M targets against B * M single runs, per accentuation.
 - peak memory: CPU resident set (``VmHWM`` in a fresh process per configuration,
   minus the process's RSS after loading the model and building the inputs), and
@@ -194,11 +196,13 @@ class _Stop(Exception):
 
 
 def make_floor_reg(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels_last: bool,
-                   reg_layer: str) -> Callable[[], None]:
+                   reg_layer: str, separate: bool = True) -> Callable[[], None]:
     """The model work of the regularized recipe, without any of accentuate's machinery.
 
     The floor, plus what the regularizer needs from the model: a no-grad forward of
-    the K seed crops up to ``reg_layer`` and a backward from ``reg_layer`` to the input.
+    the K seed crops up to ``reg_layer`` and (``separate``, when the objective's own
+    gradient is kept for the opacity) a backward from ``reg_layer`` to the input;
+    without ``separate``, one backward of objective minus distance.
     """
     g = torch.Generator().manual_seed(0)
     x = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
@@ -225,8 +229,11 @@ def make_floor_reg(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels
                     model(sx)
                 seed_act = seen["act"]
             dist = (act.float() - seed_act.float()).pow(2).sum(1).add(1e-12).sqrt().mean()
-            torch.autograd.grad(logits[:, c].float().sum(), xx, retain_graph=True)
-            torch.autograd.grad(dist, xx)
+            if separate:
+                torch.autograd.grad(logits[:, c].float().sum(), xx, retain_graph=True)
+                torch.autograd.grad(dist, xx)
+            else:
+                torch.autograd.grad(logits[:, c].float().sum() - dist, xx)
         finally:
             handle.remove()
 
@@ -235,7 +242,7 @@ def make_floor_reg(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels
 
 def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: int = 1, m: int = 1,
                       reg: bool = True, seeds: torch.Tensor | None = None, offset: int = 0,
-                      channels_last: bool = True) -> Accentuator:
+                      channels_last: bool = True, opacity: bool = True) -> Accentuator:
     """An :class:`Accentuator` for the paper's recipe with the model's default settings."""
     if seeds is None:
         seeds = seeds_for(cfg, spec, n)
@@ -246,7 +253,7 @@ def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: in
     return Accentuator(model, spec, seeds.to(cfg.device), objectives, reg_layer=reg_layer,
                        lam=float(spec.setting("lam")), balance=True, param=spec.setting("param"),
                        lr=float(spec.setting("lr")), crops=cfg.crops, generator=gen,
-                       autocast=_autocast(cfg), channels_last=channels_last)
+                       autocast=_autocast(cfg), channels_last=channels_last, opacity=opacity)
 
 
 def make_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, **kw: Any) -> Accentuator:
@@ -302,32 +309,56 @@ def _paired(num: Series, den: Series) -> dict[str, float]:
 
 
 def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable[[str], None]) -> dict[str, Any]:
-    """Interleaved rounds of every workload; returns summaries and ratios to the floor."""
+    """Interleaved rounds of every workload; returns summaries and ratios to the floor.
+
+    Within a round the floor is timed again between the workloads, and each workload
+    is compared with the mean of the floors timed just before and just after it (on a
+    shared machine the load changes within seconds; adjacent floors see the same load).
+    """
     dev = cfg.device
-    floors = {"floor (contiguous)": make_floor(model, spec, cfg, False),
-              "floor (channels_last)": make_floor(model, spec, cfg, True)}
+    cl, contig, with_reg = "floor (channels_last)", "floor (contiguous)", "floor + regularizer (channels_last)"
+    with_reg1 = "floor + regularizer, one backward (channels_last)"
+    floors = {contig: make_floor(model, spec, cfg, False), cl: make_floor(model, spec, cfg, True)}
     reg_layer = default_reg_layer(model, spec)
     if reg_layer is not None:
-        floors["floor + regularizer (channels_last)"] = make_floor_reg(model, spec, cfg, True, reg_layer)
+        floors[with_reg] = make_floor_reg(model, spec, cfg, True, reg_layer)
+        floors[with_reg1] = make_floor_reg(model, spec, cfg, True, reg_layer, separate=False)
     a_reg = make_accentuator(model, spec, cfg, reg=True)
     a_off = make_accentuator(model, spec, cfg, reg=False)
+    a_nop = make_accentuator(model, spec, cfg, reg=True, opacity=False)
     b, m = cfg.batch, cfg.targets
     seeds = seeds_for(cfg, spec, b)
     a_batch = make_accentuator(model, spec, cfg, n=b, m=m, seeds=seeds)
     singles = [make_accentuator(model, spec, cfg, seeds=seeds[i:i + 1], offset=j) for i in range(b) for j in range(m)]
-    s: dict[str, Series] = {k: Series() for k in
-                            [*floors, "step", "evaluate", "step + history", "step, reg off", "evaluate, reg off",
-                             "step + history, reg off"]}
-    batch_s, single_s, floor_b = Series(), Series(), Series()
+    names = [*floors, "step", "evaluate", "step + history", "step, opacity off", "evaluate, opacity off",
+             "step + history, opacity off", "step, reg off", "evaluate, reg off", "step + history, reg off",
+             "batched run", "single runs"]
+    s: dict[str, Series] = {k: Series() for k in names}
+    # The channels_last floors adjacent to each measurement (mean of before and after).
+    near: dict[str, Series] = {k: Series() for k in names}
+
+    def floor_now() -> tuple[float, float]:
+        with timer(s[cl], dev):
+            floors[cl]()
+        return s[cl].wall[-1], s[cl].cpu[-1]
+
+    def pair(keys: list[str], before: tuple[float, float], after: tuple[float, float]) -> None:
+        for k in keys:
+            near[k].add((before[0] + after[0]) / 2, (before[1] + after[1]) / 2)
+
     with model_state(model):
         for f in floors.values():
             for _ in range(cfg.warmup):
                 f()
         for r in range(cfg.repeats):
-            for name, f in floors.items():
-                with timer(s[name], dev):
-                    f()
-            for a, suffix in ((a_reg, ""), (a_off, ", reg off")):
+            for name in (contig, with_reg, with_reg1):
+                if name in floors:
+                    with timer(s[name], dev):
+                        floors[name]()
+            f0 = floor_now()
+            pair([contig, with_reg, with_reg1] if with_reg in floors else [contig], f0, f0)
+            pair([cl], f0, f0)
+            for a, suffix in ((a_reg, ""), (a_nop, ", opacity off"), (a_off, ", reg off")):
                 with timer(s["step" + suffix], dev):
                     rec = a.step()
                 with timer(s["evaluate" + suffix], dev):
@@ -335,36 +366,49 @@ def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callab
                 a.history.append(a.t, rec, ev)
                 s["step + history" + suffix].add(s["step" + suffix].wall[-1] + s["evaluate" + suffix].wall[-1],
                                                  s["step" + suffix].cpu[-1] + s["evaluate" + suffix].cpu[-1])
+                f1 = floor_now()
+                pair(["step" + suffix, "evaluate" + suffix, "step + history" + suffix], f0, f1)
+                f0 = f1
             if r < cfg.batch_repeats:
-                with timer(floor_b, dev):
-                    floors["floor (channels_last)"]()
-                with timer(batch_s, dev):
+                with timer(s["batched run"], dev):
                     loop_iteration(a_batch)
-                with timer(single_s, dev):
+                with timer(s["single runs"], dev):
                     for one in singles:
                         loop_iteration(one)
-            log(f"  round {r + 1}/{cfg.repeats}: floor {1e3 * s['floor (channels_last)'].wall[-1]:.0f} ms, "
+                f1 = floor_now()
+                pair(["batched run", "single runs"], f0, f1)
+            log(f"  round {r + 1}/{cfg.repeats}: floor {1e3 * s[cl].wall[-1]:.0f} ms, "
                 f"step {1e3 * s['step'].wall[-1]:.0f} ms, step (reg off) {1e3 * s['step, reg off'].wall[-1]:.0f} ms")
-    fc, fl = s["floor (contiguous)"], s["floor (channels_last)"]
-    ref_name = min(("floor (contiguous)", "floor (channels_last)"), key=lambda k: statistics.median(s[k].wall))
-    ref = s[ref_name]
+    # The reference layout: the faster floor (by the median of its own timings).
+    ref_name = min((contig, cl), key=lambda k: statistics.median(s[k].wall))
+    scale = statistics.median(s[contig].wall) / statistics.median(s[cl].wall) if ref_name == contig else 1.0
+
+    def ratio(name: str, per: float) -> dict[str, float]:
+        num = Series([w / per for w in s[name].wall], [c / per for c in s[name].cpu])
+        den = Series([w * scale for w in near[name].wall], [c * scale for c in near[name].cpu])
+        return _paired(num, den)
+
     rows = {}
-    for name, series in s.items():
-        rows[name] = {**series.summary(), "ratio": _paired(series, ref)}
-    reg_floor = s.get("floor + regularizer (channels_last)")
-    if reg_floor is not None:
+    for name in names[:-2]:
+        # The channels_last floor is timed several times a round: its row compares its
+        # first timing of each round with itself (ratio 1 when it is the reference).
+        num = near[cl] if name == cl else s[name]
+        rows[name] = {**s[name].summary(), "ratio": _paired(num, Series([w * scale for w in near[name].wall],
+                                                                         [c * scale for c in near[name].cpu]))}
+    if with_reg in floors:
         for name in ("step", "step + history"):
-            rows[name]["ratio_to_reg_floor"] = _paired(s[name], reg_floor)
+            rows[name]["ratio_to_reg_floor"] = _paired(s[name], s[with_reg])
+        for name in ("step, opacity off", "step + history, opacity off"):
+            rows[name]["ratio_to_reg_floor"] = _paired(s[name], s[with_reg1])
     pa = b * m
-    per_acc_batch = Series([w / pa for w in batch_s.wall], [c / pa for c in batch_s.cpu])
-    per_acc_single = Series([w / pa for w in single_s.wall], [c / pa for c in single_s.cpu])
+    per_batch = Series([w / pa for w in s["batched run"].wall], [c / pa for c in s["batched run"].cpu])
+    per_single = Series([w / pa for w in s["single runs"].wall], [c / pa for c in s["single runs"].cpu])
     batching = {
         "B": b, "M": m,
-        "batch_per_accentuation": {**per_acc_batch.summary(), "ratio": _paired(per_acc_batch, floor_b)},
-        "single_per_accentuation": {**per_acc_single.summary(), "ratio": _paired(per_acc_single, floor_b)},
-        "batch_over_single": _paired(batch_s, single_s),
+        "batch_per_accentuation": {**per_batch.summary(), "ratio": ratio("batched run", pa)},
+        "single_per_accentuation": {**per_single.summary(), "ratio": ratio("single runs", pa)},
+        "batch_over_single": _paired(s["batched run"], s["single runs"]),
     }
-    del fc, fl
     return {"rows": rows, "reference_floor": ref_name, "batching": batching,
             "reg_layer": a_reg.reg_layer, "lam": float(spec.setting("lam")), "param": spec.setting("param"),
             "canvas": list(a_reg.canvas), "input_size": list(spec.input_size)}
@@ -562,8 +606,10 @@ def markdown(res: dict[str, Any]) -> str:
         f"- Workload: model `{cfg['model']}`, input {t['input_size'][0]} x {t['input_size'][1]}, K = {cfg['crops']} crops, "
         f"canvas {t['canvas'][0]} x {t['canvas'][1]}, device {cfg['device']}, dtype {cfg['dtype']}; "
         f"recipe: param `{t['param']}`, regularization at `{t['reg_layer']}`, lam {t['lam']:g} (balanced), opacity on",
-        f"- {cfg['repeats']} interleaved rounds (batching: {cfg['batch_repeats']}) after warm-up. Ratio = median over rounds of "
-        f"(workload / floor in the same round); also min over min, and the same median ratio in process CPU time.",
+        f"- {cfg['repeats']} interleaved rounds (batching: {cfg['batch_repeats']}) after warm-up; the floor is timed again "
+        f"between workloads. Ratio = median over rounds of (workload / mean of the floors timed just before and after "
+        f"it); also min over min, and the median ratio in process CPU time. On a shared machine, min over min is the "
+        f"best estimate of the unloaded cost.",
         f"- Reference floor: **{t['reference_floor']}** (the faster of the two layouts, by median).",
         "",
         "## Time per step",
@@ -578,7 +624,10 @@ def markdown(res: dict[str, Any]) -> str:
                   "a no-grad forward of the K seed crops to the regularization layer and a backward from that layer "
                   "to the input): `step` "
                   f"{_fmt_ratio(t['rows']['step']['ratio_to_reg_floor'])}, `step + history` "
-                  f"{_fmt_ratio(t['rows']['step + history']['ratio_to_reg_floor'])}."]
+                  f"{_fmt_ratio(t['rows']['step + history']['ratio_to_reg_floor'])}. Without opacity the "
+                  "unavoidable work is the floor, the seed forward and one backward of objective minus distance "
+                  "(`floor + regularizer, one backward`): `step, opacity off` "
+                  f"{_fmt_ratio(t['rows']['step, opacity off']['ratio_to_reg_floor'])}."]
     b = t["batching"]
     lines += [
         "",

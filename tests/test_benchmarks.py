@@ -52,7 +52,8 @@ def test_suite_reports_finite_positive_ratios(results):
     assert not bad, bad
     rows = res["timings"]["rows"]
     for name in ("floor (contiguous)", "floor (channels_last)", "floor + regularizer (channels_last)",
-                 "step", "evaluate", "step + history", "step, reg off", "step + history, reg off"):
+                 "floor + regularizer, one backward (channels_last)", "step", "evaluate", "step + history",
+                 "step, opacity off", "step + history, opacity off", "step, reg off", "step + history, reg off"):
         assert rows[name]["n"] >= 2 and rows[name]["min_ms"] > 0, name
     assert rows["floor (channels_last)"]["n"] > rows["step"]["n"]  # timed again between workloads
     # The reference floor is one of the two layouts, and its own ratio is exactly 1 per round.
