@@ -18,8 +18,9 @@ from .augment import Crops, apply_crops, sample_crops
 from .engine import Accentuator, Until, accentuate, model_state
 from .errors import AccentuateError, ClassNameError, ImageError, LayerError, ModelError, NumericalError
 from .hooks import OUTPUT, capture, layers
-from .images import load_image, prepare_seeds
+from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
+from .leastchange import LeastChange, least_change
 from .models import load as load_model
 from .objectives import Objective, channel, direction, logit, neuron
 from .opacity import to_alpha
@@ -32,10 +33,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History",
-    "ImageError", "LayerError", "ModelError", "ModelSpec", "NumericalError", "OUTPUT",
+    "ImageError", "LayerError", "LeastChange", "ModelError", "ModelSpec", "NumericalError", "OUTPUT",
     "Objective", "PhaseParam", "PixelParam", "Result", "Until", "__version__", "accentuate",
-    "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class",
-    "imagenet_labels", "layers", "load_image", "load_model", "logit", "make_param",
+    "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class", "image_files",
+    "imagenet_labels", "layers", "least_change", "load_image", "load_model", "logit", "make_param",
     "PHOTOS", "model_state", "neuron", "photo", "prepare_seeds", "resolve_spec", "sample_crops",
     "search_classes", "to_alpha",
 ]
