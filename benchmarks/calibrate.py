@@ -113,10 +113,7 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if args.images:
-            Path(args.images).mkdir(parents=True, exist_ok=True)
-            for j, c in enumerate(classes):
-                acc.images.tensor_to_pil(res.images[0, j]).save(Path(args.images) / f"{name}_{c}.png")
+        save_images(args.images, name, classes, res.images[0])
         print(f"# {name}: {time.time() - t0:.0f} s", flush=True)
     summary = {
         str(step): {"pairs": len(v), "top1": sum(r == 1 for r, _ in v) / len(v),
@@ -134,6 +131,15 @@ def main() -> None:
     if args.markdown:
         Path(args.markdown).write_text(markdown(doc, " ".join(sys.argv[1:])))
     print(json.dumps(final))
+
+
+def save_images(folder: str | None, photo: str, classes: list[int], images: torch.Tensor, suffix: str = "") -> None:
+    """The results of one photo as PNGs named ``{photo}_{class}{suffix}.png`` (to look at)."""
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for j, c in enumerate(classes):
+        acc.images.tensor_to_pil(images[j]).save(Path(folder) / f"{photo}_{c}{suffix}.png")
 
 
 def least_change_report(args: argparse.Namespace, model: torch.nn.Module, pairs: list[tuple[str, list[int]]],
@@ -161,10 +167,7 @@ def least_change_report(args: argparse.Namespace, model: torch.nn.Module, pairs:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if args.images:
-            Path(args.images).mkdir(parents=True, exist_ok=True)
-            for j, c in enumerate(classes):
-                acc.images.tensor_to_pil(lc.images[0, j]).save(Path(args.images) / f"{name}_{c}_least.png")
+        save_images(args.images, name, classes, lc.images[0], "_least")
         print(f"# {name}: {time.time() - t0:.0f} s", flush=True)
     n = len(rows)
     final = {"pairs": n, "first_reached": sum(r["first_reached"] for r in rows) / n,

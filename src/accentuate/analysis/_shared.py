@@ -392,3 +392,17 @@ _SPEC_KEYS = ("input_size", "normalize", "labels", "output")
 def spec_of(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
     """The model's spec with the spec overrides found among an analysis's accentuate kwargs."""
     return resolve_spec(model, **{k: kwargs[k] for k in _SPEC_KEYS if k in kwargs})
+
+
+def stack_with_title(title: str, blocks: Sequence[Any]) -> Any:
+    """PIL images stacked top to bottom under a title line, on white."""
+    from PIL import Image
+
+    head = labelled_grid([[Image.new("RGB", (1, 1), "white")]], title=title)
+    parts = [head, *blocks]
+    out = Image.new("RGB", (max(b.size[0] for b in parts), sum(b.size[1] for b in parts)), "white")
+    y = 0
+    for b in parts:
+        out.paste(b, (0, y))
+        y += b.size[1]
+    return out

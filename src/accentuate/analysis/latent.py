@@ -29,6 +29,7 @@ from ..opacity import to_alpha
 from ._shared import (
     ImageSet,
     labelled_grid,
+    stack_with_title,
     load_image_set,
     markdown_table,
     over_white,
@@ -85,8 +86,6 @@ class Latent:
         """A PIL grid, sorted by gain: per seed, the seed, the accentuation and (with
         ``opacity``) the accentuation shown through its collectively normalized mask over white.
         """
-        from PIL import Image
-
         idx = self.order.tolist()
         blocks = []
         row_names = ["seed", "accentuation"] + (["with opacity\n(collective)"] if opacity else [])
@@ -99,16 +98,8 @@ class Latent:
             labels = [f"#{start + k + 1} {self.names[i][:18]}\n{float(self.value_before[i]):.2f} -> "
                       f"{float(self.value_after[i]):.2f}" for k, i in enumerate(chunk)]
             blocks.append(labelled_grid(cols, col_labels=labels, row_labels=row_names, font_size=12))
-        title = labelled_grid([[Image.new("RGB", (1, 1), "white")]],
-                              title=f"{self.target} in {len(idx)} images, sorted by rise "
-                                    "(value before -> after)")
-        width = max(b.size[0] for b in blocks + [title])
-        out = Image.new("RGB", (width, title.size[1] + sum(b.size[1] for b in blocks)), "white")
-        y = 0
-        for b in [title] + blocks:
-            out.paste(b, (0, y))
-            y += b.size[1]
-        return out
+        return stack_with_title(f"{self.target} in {len(idx)} images, sorted by rise (value before -> after)",
+                                blocks)
 
     def save(self, directory: str | os.PathLike, columns: int = 6) -> list[Path]:
         """Write ``latent.md``, ``latent.json`` and ``latent.png`` (the grid, ``columns`` images wide)."""

@@ -51,6 +51,7 @@ from ..metrics import gray, ssim
 from ..objectives import Objective, as_objective
 from ._shared import (
     labelled_grid,
+    stack_with_title,
     load_image_set,
     markdown_table,
     name_seed,
@@ -233,8 +234,6 @@ class Sanity:
         :func:`accentuate.opacity.to_alpha`, white where the target's gradient went.
         The seed and the rerun of the original model with other crops come first.
         """
-        from PIL import Image
-
         from ..opacity import to_alpha
 
         chosen = list(range(len(self.depth_labels))) if depths is None else list(depths)
@@ -259,16 +258,8 @@ class Sanity:
             grid = [[cells[c][r] for c in range(len(chunk))] for r in range(3)]
             parts.append(labelled_grid(grid, col_labels=[label for *_, label in chunk], row_labels=rows,
                                        font_size=12))
-        head = labelled_grid([[Image.new("RGB", (1, 1), "white")]],
-                             title=f"Cascading randomization: {self.target} "
-                                   "(SSIM: accentuation vs the original's)")
-        width = max(p.size[0] for p in parts + [head])
-        out = Image.new("RGB", (width, head.size[1] + sum(p.size[1] for p in parts)), "white")
-        y = 0
-        for p in [head] + parts:
-            out.paste(p, (0, y))
-            y += p.size[1]
-        return out
+        return stack_with_title(f"Cascading randomization: {self.target} (SSIM: accentuation vs the original's)",
+                                parts)
 
     def save(self, directory: str | os.PathLike, plot: bool = True) -> list[Path]:
         """Write ``sanity.md``, ``sanity.json``, ``sanity_images.png`` and ``sanity.png`` (matplotlib)."""
