@@ -170,12 +170,31 @@ ERRORS = [
     (dict(targets=1, canvas=20), ValueError),
     (dict(targets=1, seeds=torch.full((3, 48, 48), float("nan"))), ImageError),
     (dict(targets=1, generator="seven"), TypeError),
+    (dict(targets=acc.channel("unused", 0)), acc.LayerError),  # in the model, never runs
+    (dict(targets=1, reg_layer="unused"), acc.LayerError),
+    (dict(targets=1, model_raises=True), acc.ModelError),
 ]
+
+
+class WithUnused(TinyNet):
+    """TinyNet plus a layer its forward never calls; optionally failing inside its forward."""
+
+    def __init__(self, raises: bool = False) -> None:
+        super().__init__()
+        self.unused = torch.nn.Conv2d(16, 4, 1)
+        self.raises = raises
+
+    def forward(self, x):
+        if self.raises and x.shape[0] > 1:  # after the checks on one example input
+            torch.relu(self.conv1(x))
+            raise RuntimeError("boom inside forward")
+        return super().forward(x)
 
 
 @pytest.mark.parametrize("kwargs, exc", ERRORS, ids=lambda v: repr(v)[:40])
 def test_error_paths_leave_model_untouched(kwargs, exc, seed_img):
-    model = TinyNet()
+    kwargs = dict(kwargs)
+    model = WithUnused(raises=kwargs.pop("model_raises", False))
     model.accentuate_spec = TINY_SPEC
     model.train()
     state = {k: v.clone() for k, v in model.state_dict().items()}
