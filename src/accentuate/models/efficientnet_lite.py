@@ -57,8 +57,9 @@ class Conv2dSame(nn.Conv2d):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        if ph % 2 == 0 and pw % 2 == 0:  # symmetric: the convolution pads, without a copy
+            return F.conv2d(x, weight, bias, self.stride, (ph // 2, pw // 2), self.dilation, self.groups)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
 
 
