@@ -34,7 +34,7 @@ EXAMPLE = """\
 examples:
   accentuate run cat.jpg --target goldfish
   accentuate run photos/ --target goldfish --out runs/fish      (every image in a folder)
-  accentuate run cat.jpg dog.jpg --target "tiger cat" 207 --steps 60 --out runs/pets
+  accentuate run cat.jpg dog.jpg --target "tiger cat" 207 --steps 80 --out runs/pets
   accentuate run cat.jpg --target blocks.5:20 blocks.5:20@7,7     (a channel, a neuron)
   accentuate run cat.jpg --target goldfish --model mymodels:build  (your factory)
 
