@@ -25,4 +25,4 @@ bench: $(PY)
 
 calibrate: $(PY)
 	$(PIP) -e ".[test]"
-	$(PY) benchmarks/calibrate.py
+	$(PY) benchmarks/calibrate.py --markdown benchmarks/calibration/defaults.md

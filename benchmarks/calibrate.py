@@ -11,7 +11,7 @@ to 224 x 224); and per step count: the share of pairs whose target is the model'
 the final un-augmented image, and the mean SSIM.
 
     python benchmarks/calibrate.py                       # defaults, 6 photos x 4 classes
-    python benchmarks/calibrate.py --lam 0.1 --out benchmarks/calibration-lam0.1.json
+    python benchmarks/calibrate.py --lam 0.1 --out benchmarks/calibration/lam0.1.json
     python benchmarks/calibrate.py --until top1          # least-change stopping on the same pairs
     python benchmarks/calibrate.py --least-change 3 --photos chelsea coffee   # + lambda search
 """
@@ -70,7 +70,7 @@ def main() -> None:
                     help="least-change search (accentuate.least_change, until top-1, lambda bisected) "
                          "with this many rounds per photo, instead of fixed-lambda runs")
     ap.add_argument("--photos", nargs="*", default=None, help="subset of bundled photos")
-    ap.add_argument("--out", default="benchmarks/calibration.json")
+    ap.add_argument("--out", default="benchmarks/calibration/defaults.json")
     ap.add_argument("--images", default=None, help="folder for the result PNGs (to look at)")
     ap.add_argument("--markdown", default=None, help="also write the tables as markdown here")
     args = ap.parse_args()
