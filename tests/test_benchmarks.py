@@ -6,6 +6,7 @@ Timings are never asserted: these machines are shared and noisy.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -124,3 +125,31 @@ def test_command_line_options_map_to_the_configuration(bench):
     default = bench.config_from_args(bench.parse_args([]))
     assert default.model == "efficientnet_lite0" and default.crops == 16 and default.canvas is None
     assert default.memory and default.profile and default.out.endswith("RESULTS.md")
+
+
+@pytest.mark.parametrize("mode", ["fixed", "least-change"])
+def test_calibration_script_writes_its_tables(tmp_path, monkeypatch, mode):
+    """benchmarks/calibrate.py on one photo x one class, 2 steps: the records and tables it writes."""
+    spec = importlib.util.spec_from_file_location("calibrate", ROOT / "benchmarks" / "calibrate.py")
+    calibrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(calibrate)
+    out, md = tmp_path / "cal.json", tmp_path / "cal.md"
+    argv = ["calibrate.py", "--photos", "chelsea", "--per-photo", "1", "--steps", "2", "--crops", "2",
+            "--canvas", "224", "--every", "1", "--out", str(out), "--markdown", str(md)]
+    if mode == "least-change":
+        argv += ["--least-change", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    calibrate.main()
+    doc = json.loads(out.read_text())
+    [row] = doc["pairs"]
+    assert row["photo"] == "chelsea" and 0 <= row["class"] < 1000
+    text = md.read_text()
+    assert "| chelsea |" in text and "Command: `python benchmarks/calibrate.py --photos chelsea" in text
+    if mode == "fixed":
+        assert row["steps_used"] == 2 and row["rank_before"] > 5  # a class outside the photo's top-5
+        assert 0 < row["ssim"] < 1 and set(doc["by_steps"]) == {"1", "2"}
+        assert doc["final"]["pairs"] == 1 and doc["config"]["steps"] == 2
+    else:
+        assert len(row["lams_tried"]) == 2 and row["lams_tried"][0] == pytest.approx(0.2)
+        assert row["steps"] <= 2 and 0 < row["ssim"] <= 1
+        assert "lambdas tried" in text
