@@ -228,3 +228,16 @@ def test_property_shapes_ranges_no_nan(h, w, n, m, lo, span, param, seed):
     assert torch.isfinite(res.images).all() and torch.isfinite(res.masks).all()
     assert res.images.min() >= 0 and res.images.max() <= 1 and (res.masks >= 0).all()
     assert torch.isfinite(res.history.objective).all() and not res.failed
+
+
+def test_unwritable_output_folder_is_a_clear_error(tmp_path, seed_img):
+    model = TinyNet()
+    model.accentuate_spec = TINY_SPEC
+    res = acc.accentuate(model, seed_img, 1, **FAST)
+    (tmp_path / "afile").write_text("in the way")
+    with pytest.raises(acc.OutputError, match=r"cannot write to folder '.*afile.sub' \(.*\); choose another folder"):
+        res.save(tmp_path / "afile" / "sub")
+    with pytest.raises(OSError):  # also an OSError for callers catching that
+        res.save(tmp_path / "afile")
+    assert sorted(p.name for p in res.save(tmp_path / "ok")) == ["result.json", "s0_t0.png", "s0_t0_rgba.png"]
+    assert not list(tmp_path.glob("**/.*.tmp*"))  # no temporary files left behind

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from .augment import Crops, apply_crops, sample_crops
 from .engine import Accentuator, Until, accentuate, model_state
-from .errors import AccentuateError, ClassNameError, ImageError, LayerError, ModelError, NumericalError
+from .errors import (
+    AccentuateError, ClassNameError, ImageError, LayerError, ModelError, NumericalError, OutputError,
+)
 from .hooks import OUTPUT, capture, layers
 from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
@@ -33,7 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History",
-    "ImageError", "LayerError", "LeastChange", "ModelError", "ModelSpec", "NumericalError", "OUTPUT",
+    "ImageError", "LayerError", "LeastChange", "ModelError", "ModelSpec", "NumericalError", "OUTPUT", "OutputError",
     "Objective", "PhaseParam", "PixelParam", "Result", "Until", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class", "image_files",
     "imagenet_labels", "layers", "least_change", "load_image", "load_model", "logit", "make_param",

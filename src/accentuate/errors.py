@@ -15,6 +15,7 @@ __all__ = [
     "LayerError",
     "ModelError",
     "NumericalError",
+    "OutputError",
 ]
 
 
@@ -50,5 +51,12 @@ class ModelError(AccentuateError, RuntimeError):
 
 class NumericalError(AccentuateError, FloatingPointError):
     """A NaN or infinity appeared in the loss or the gradients."""
+
+    usage = False
+
+
+class OutputError(AccentuateError, OSError):
+    """A folder or file that results cannot be written to (a failure of the run, such as a
+    full disk; the command line checks its output folder before starting)."""
 
     usage = False

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .errors import OutputError
 from .objectives import Objective
 
 __all__ = ["History", "Result", "atomic_write"]
@@ -66,15 +67,40 @@ class History:
         return out
 
 
+def output_folder(directory: str | os.PathLike) -> Path:
+    """``directory``, created with its parents.
+
+    Raises:
+        OutputError: it cannot be created (a file is in the way, no permission, ...).
+    """
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to folder {str(out)!r} ({e.strerror or type(e).__name__}); choose another folder"
+        ) from None
+    return out
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (never half-written)."""
+    """Write ``data`` to ``path`` via a temporary file and a rename (never half-written).
+
+    Raises:
+        OutputError: the file cannot be written (the temporary file is removed).
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {str(path)!r} ({e.strerror or type(e).__name__}); "
+                          "check the folder and the free space") from None
 
 
 @dataclass
@@ -182,8 +208,7 @@ class Result:
 
         from .images import tensor_to_pil
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory)
         written = []
         rgba = self.rgba() if self.has_opacity else None
         n, m = self.images.shape[:2]

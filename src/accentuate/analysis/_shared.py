@@ -20,7 +20,7 @@ from ..engine import model_state
 from ..errors import ImageError
 from ..hooks import OUTPUT, capture, layers as list_layers
 from ..images import SeedLike, image_files, load_image, resize
-from ..result import atomic_write
+from ..result import atomic_write, output_folder
 from ..spec import ModelSpec, resolve_spec
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
@@ -252,7 +252,7 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(path.parent)
     atomic_write(path, buf.getvalue())
     return path
 
@@ -381,7 +381,7 @@ def save_image(img: Any, path: str | os.PathLike, max_bytes: int = 300_000) -> P
                                Image.Resampling.LANCZOS)
         data = encode(palette(scaled, 128))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(path.parent)
     atomic_write(path, data)
     return path
 

@@ -105,10 +105,9 @@ class Latent:
         """Write ``latent.md``, ``latent.json`` and ``latent.png`` (the grid, ``columns`` images wide)."""
         import json
 
-        from ..result import atomic_write
+        from ..result import atomic_write, output_folder
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory)
         atomic_write(out / "latent.md", (self.to_markdown() + "\n").encode())
         doc = {"target": self.target, "config": self.config, "rows": self.rows()}
         atomic_write(out / "latent.json", json.dumps(doc, indent=2, default=str).encode())

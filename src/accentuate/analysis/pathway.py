@@ -44,7 +44,7 @@ from torch import nn
 from ..engine import accentuate
 from ..hooks import OUTPUT, check_layers
 from ..objectives import Objective, as_objective
-from ..result import Result
+from ..result import Result, output_folder
 from ._shared import (
     spec_of,
     ImageSet,
@@ -206,8 +206,7 @@ class Pathway:
 
         from ..result import atomic_write
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory)
         written = []
         atomic_write(out / "pathway.md", (self.to_markdown() + "\n").encode())
         doc = {"target": self.target, "config": self.config, "pairs": self.pairs,

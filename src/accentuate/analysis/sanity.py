@@ -265,10 +265,9 @@ class Sanity:
         """Write ``sanity.md``, ``sanity.json``, ``sanity_images.png`` and ``sanity.png`` (matplotlib)."""
         import json
 
-        from ..result import atomic_write
+        from ..result import atomic_write, output_folder
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory)
         atomic_write(out / "sanity.md", (self.to_markdown() + "\n").encode())
         doc = {"target": self.target, "cascade": self.cascade, "config": self.config, "rows": self.rows()}
         atomic_write(out / "sanity.json", json.dumps(doc, indent=2, default=str).encode())

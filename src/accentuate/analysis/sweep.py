@@ -317,10 +317,9 @@ class Sweep:
         """Write ``sweep.md``, ``sweep.json``, ``sweep_images.png`` and (with matplotlib) ``sweep.png``."""
         import json
 
-        from ..result import atomic_write
+        from ..result import atomic_write, output_folder
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(directory)
         atomic_write(out / "sweep.md", self.to_markdown().encode())
         doc = {"target": self.target, "value_before": self.value_before, "config": self.config,
                "region": {"low": self.region.low, "high": self.region.high, "reason": self.region.reason,
