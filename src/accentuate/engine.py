@@ -356,20 +356,6 @@ class Accentuator:
         """The un-augmented view the model sees: the whole canvas resized to its input."""
         return resize(images, self.input_size)
 
-    def _objective(self, acts: dict[str, torch.Tensor], rows_per_pair: int) -> torch.Tensor:
-        """Objective of each accentuation, ``(N, M)``, averaged over its rows."""
-        n, m, k = self.n, self.m, rows_per_pair
-        values = []
-        for j, obj in enumerate(self.objectives):
-            if m == 1:
-                sub = acts
-            else:
-                sub = {name: a.view(n, m, k, *a.shape[1:])[:, j].reshape(n * k, *a.shape[1:])
-                       for name, a in acts.items() if name in obj.layers}
-            v = obj(sub)
-            values.append(v.view(n, k).mean(dim=1))
-        return torch.stack(values, dim=1)
-
     def _pair_objective(self, acts: dict[str, torch.Tensor], p0: int, p1: int, k: int) -> torch.Tensor:
         """Objective of accentuations ``p0 .. p1 - 1`` (``k`` rows each, in order), ``(p1 - p0,)``."""
         count, m = p1 - p0, self.m
@@ -407,7 +393,7 @@ class Accentuator:
             with model_state(self.model):
                 acts = self._run(self._layout(self._full_view(images)),
                                  sorted({l for o in self.objectives for l in o.layers} | {OUTPUT}))
-        value = self._objective(acts, 1)
+        value = self._pair_objective(acts, 0, self.n * self.m, 1).view(self.n, self.m)
         out = {"value": value}
         logits = acts[OUTPUT]
         if logits.dim() == 2:

@@ -239,6 +239,12 @@ class RunWriter:
     ) -> None:
         self.out = Path(out)
         self.images, self.targets = list(images), list(targets)
+        # Occurrence number of each image's content among the images before it (same file twice).
+        seen: dict[str, int] = {}
+        self._nth = []
+        for im in self.images:
+            self._nth.append(seen.get(im.sha256, 0))
+            seen[im.sha256] = self._nth[-1] + 1
         self.model, self.spec = model, spec
         self.key = settings_key
         self.path = self.out / "run.json"
@@ -284,9 +290,7 @@ class RunWriter:
 
         The same file given twice counts its occurrences, so both copies are kept.
         """
-        sha = self.images[i].sha256
-        nth = sum(1 for im in self.images[:i] if im.sha256 == sha)
-        text = f"{self.key}|{sha}#{nth}|{self.targets[j].objective!r}"
+        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{self.targets[j].objective!r}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
