@@ -18,7 +18,7 @@ from accentuate.outputs.record import file_sha256
 
 TESTS = Path(__file__).parent
 ARGS = ["run", "a.png", "b.png", "--target", "apple", "banana", "--model", "cli_models:tiny",
-        "--steps", "150", "--crops", "2", "--canvas", "48", "--batch", "1", "--frames", "3",
+        "--steps", "300", "--crops", "2", "--canvas", "48", "--batch", "1", "--frames", "3",
         "--out", "out", "-q"]
 
 
@@ -65,6 +65,8 @@ def check_finished_files(out: Path, doc: dict) -> list[dict]:
 def test_killed_run_keeps_finished_pairs_and_resumes(work: Path, sig: int) -> None:
     proc = start(work)
     wait_for_complete_pair(work, proc)
+    # 300 steps per pair leave the other three pairs many seconds of work: the signal lands
+    # mid-run even on a loaded machine (at 150 steps a stalled test process once saw the end).
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     out = work / "out"
