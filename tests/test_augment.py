@@ -92,3 +92,41 @@ def test_resampling_is_one_call_not_a_loop(monkeypatch):
     c = sample_crops((32, 32), (8, 8), k=16, generator=torch.Generator().manual_seed(0))
     apply_crops(torch.rand(3, 3, 32, 32), c)
     assert len(calls) == 1
+
+
+def _ks(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov distance of equal-size samples."""
+    both = torch.cat([a.double().flatten(), b.double().flatten()])
+    which = torch.cat([torch.ones(a.numel()), -torch.ones(b.numel())]).double()
+    order = torch.argsort(both, stable=True)
+    return float(which[order].cumsum(0).abs().max()) / a.numel()
+
+
+@pytest.mark.parametrize("sd,width", [(0.02, 0.02), (0.02, 0.0), (0.0, 0.02), (0.01, 0.08)])
+def test_noise_has_the_distribution_of_gaussian_plus_uniform(sd, width):
+    from accentuate.augment import draw_noise
+
+    n = 1_000_000
+    ours = draw_noise((n,), sd, width, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    ref = torch.randn(n, generator=g, dtype=torch.float64) * sd + (torch.rand(n, generator=g, dtype=torch.float64) - 0.5) * width
+    assert _ks(ours, ref) < 0.003  # the two samples' CDFs agree everywhere
+    expected_sd = (sd ** 2 + width ** 2 / 12) ** 0.5
+    assert abs(ours.double().std().item() / expected_sd - 1) < 0.005
+    assert abs(ours.double().mean().item()) < 0.005 * expected_sd
+    # Independent values: neighbours, and the two values made from one random word.
+    pairs = [(ours[:-1], ours[1:]), (ours[: n // 2], ours[n // 2:])]
+    for a, b in pairs:
+        assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 0.005
+
+
+def test_noise_is_reproducible_and_shaped():
+    from accentuate.augment import draw_noise
+
+    a = draw_noise((3, 3, 5, 7), 0.02, 0.02, generator=torch.Generator().manual_seed(4))
+    b = draw_noise((3, 3, 5, 7), 0.02, 0.02, generator=torch.Generator().manual_seed(4))
+    assert a.shape == (3, 3, 5, 7) and torch.equal(a, b)  # odd count: the last word's second value dropped
+    c = sample_crops((32, 32), (8, 8), k=64, noise_sd=0.05, noise_uniform=0.0, generator=torch.Generator().manual_seed(2))
+    assert abs(c.noise.std().item() - 0.05) < 0.002
+    with pytest.raises(ValueError, match="noise"):
+        sample_crops((32, 32), (8, 8), noise_sd=-0.1)

@@ -20,6 +20,7 @@ canvas in one call. On other devices it falls back to ``grid_sample``.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CropOperator", "Crops", "apply_crops", "sample_crops"]
+__all__ = ["CropOperator", "Crops", "apply_crops", "draw_noise", "sample_crops"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def sample_crops(
     The side of each crop is uniform in ``crop_range`` times the canvas's shorter
     side; its top-left corner is uniform over the positions where it fits. The
     noise is Gaussian (``noise_sd``) plus uniform of total width ``noise_uniform``,
-    in [0, 1] pixel units.
+    in [0, 1] pixel units (see :func:`draw_noise`).
 
     Args:
         canvas: ``(H, W)`` of the canvas.
@@ -103,17 +104,77 @@ def sample_crops(
     top = u[:, 1] * (h - side)
     left = u[:, 2] * (w - side)
     boxes = torch.stack([top, left, side], dim=1)
+    if noise_sd < 0 or noise_uniform < 0:
+        raise ValueError(f"noise sd and width must be >= 0; got ({noise_sd}, {noise_uniform})")
     noise = None
     if noise_sd > 0 or noise_uniform > 0:
-        shape = (k, 3, out[0], out[1])
-        # Drawn in place, one pass each: 2.4M values per step for the default recipe.
-        noise = torch.empty(shape, device=device).normal_(0.0, noise_sd, generator=generator)
-        half = noise_uniform / 2
-        noise.add_(torch.empty(shape, device=device).uniform_(-half, half, generator=generator))
+        noise = draw_noise((k, 3, out[0], out[1]), noise_sd, noise_uniform, generator=generator, device=device)
     ss = 1
     if antialias:
         ss = max(1, min(max_supersample, math.ceil(hi * short / min(out))))
     return Crops(boxes=boxes, noise=noise, canvas=(h, w), out=tuple(out), supersample=ss)  # type: ignore[arg-type]
+
+
+#: Bits of one noise value: each value is a quantile of the noise distribution at one
+#: of 2**15 equally likely levels, so a 31-bit random word gives two values.
+NOISE_BITS = 15
+_NOISE_MASK = (1 << NOISE_BITS) - 1
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_levels(sd: float, width: float, device: str) -> torch.Tensor:
+    """The ``2**NOISE_BITS`` quantiles, at ``(i + 1/2) / 2**NOISE_BITS``, of ``N(0, sd) + U(-width/2, width/2)``."""
+    n = 1 << NOISE_BITS
+    p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    h = width / 2
+    if h == 0:
+        q = sd * math.sqrt(2) * torch.erfinv(2 * p - 1)
+    elif sd == 0:
+        q = (2 * p - 1) * h
+    else:
+        # CDF of the sum: (G(x + h) - G(x - h)) / (2 h), with G the antiderivative of the
+        # Gaussian CDF, G(t) = t Phi(t / sd) + sd phi(t / sd). Inverted by bisection.
+        def g(t: torch.Tensor) -> torch.Tensor:
+            z = t / sd
+            return t * 0.5 * torch.erfc(-z / math.sqrt(2)) + sd * torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+        lo = torch.full_like(p, -(h + 10 * sd))
+        hi = torch.full_like(p, h + 10 * sd)
+        for _ in range(64):
+            mid = (lo + hi) / 2
+            below = (g(mid + h) - g(mid - h)) / (2 * h) < p
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        q = (lo + hi) / 2
+    return q.to(device=device, dtype=torch.float32)
+
+
+def draw_noise(shape: tuple[int, ...], sd: float, width: float, generator: torch.Generator | None = None,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Independent pixel noise: Gaussian of ``sd`` plus uniform of total ``width``, as one draw.
+
+    Each value is drawn from the distribution of the sum by its inverse CDF at
+    ``2**NOISE_BITS`` equally likely levels (the tails are cut near 4 standard
+    deviations; near zero the levels are 1e-6 apart at the default scale). One
+    31-bit random word from ``generator`` gives two values, so the default step's
+    2.4 million values cost about a third of separate normal and uniform draws.
+
+    Example:
+        >>> x = draw_noise((4, 3, 64, 64), 0.02, 0.02, generator=torch.Generator().manual_seed(0))
+        >>> round(x.std().item(), 3), round((0.02 ** 2 + 0.02 ** 2 / 12) ** 0.5, 3)
+        (0.021, 0.021)
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    levels = _noise_levels(float(sd), float(width), str(dev))
+    n = math.prod(shape)
+    half = (n + 1) // 2
+    words = torch.empty(half, dtype=torch.int32, device=dev).random_(generator=generator)  # [0, 2**31)
+    out = torch.empty(2 * half, device=dev)
+    torch.index_select(levels, 0, words & _NOISE_MASK, out=out[:half])
+    words >>= NOISE_BITS
+    words &= _NOISE_MASK
+    torch.index_select(levels, 0, words, out=out[half:])
+    return out[:n].view(shape)
 
 
 def _grid(crops: Crops, dtype: torch.dtype) -> torch.Tensor:
