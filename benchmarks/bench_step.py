@@ -25,7 +25,9 @@ shared, noisy machine slows numerator and denominator alike:
 - a profile of one step: where its time goes, by phase and by operator.
 
 Run ``python benchmarks/bench_step.py`` (``make bench``); ``--help`` lists the
-parameters. Results go to ``benchmarks/RESULTS.md`` (the text after the
+parameters. ``--model bench_models:resnet50`` times a ResNet-50 (random weights, see
+``bench_models.py``): the work outside the model is a fixed cost per step, so its
+ratio to the floor depends on the model's size. Results go to ``benchmarks/RESULTS.md`` (the text after the
 ``<!-- notes -->`` line of an existing file is kept). Timings are never asserted
 by the tests: they run ``--tiny`` and check that the suite produces well-formed
 results.
@@ -80,7 +82,7 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = "float32"  # or "bfloat16" (autocast)
     repeats: int = 5
-    batch_repeats: int = 3
+    batch_repeats: int = 5
     warmup: int = 1
     threads: int | None = None
     memory: bool = True
@@ -395,6 +397,10 @@ def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callab
         num = near[cl] if name == cl else s[name]
         rows[name] = {**s[name].summary(), "ratio": _paired(num, Series([w * scale for w in near[name].wall],
                                                                          [c * scale for c in near[name].cpu]))}
+    # What the reg-off step spends beyond the model (no model work but the floor's):
+    # per round, the step minus the mean of its adjacent floors, in ms.
+    beyond = [1e3 * (w - f * scale) for w, f in zip(s["step, reg off"].wall, near["step, reg off"].wall)]
+    rows["step, reg off"]["beyond_floor_ms"] = {"median": statistics.median(beyond), "min": min(beyond)}
     if with_reg in floors:
         for name in ("step", "step + history"):
             rows[name]["ratio_to_reg_floor"] = _paired(s[name], s[with_reg])
@@ -628,6 +634,13 @@ def markdown(res: dict[str, Any]) -> str:
                   "unavoidable work is the floor, the seed forward and one backward of objective minus distance "
                   "(`floor + regularizer, one backward`): `step, opacity off` "
                   f"{_fmt_ratio(t['rows']['step, opacity off']['ratio_to_reg_floor'])}."]
+    off = t["rows"]["step, reg off"].get("beyond_floor_ms")
+    if off:
+        lines += ["", f"`step, reg off` does no model work but the floor's; what it spends beyond it (crops, noise, "
+                  f"the crops' gradient mapped back to the canvas, the parameterization and the optimizer) is "
+                  f"{off['median']:.1f} ms per step (median over rounds of the step minus its adjacent floors; "
+                  f"lowest {off['min']:.1f} ms). That cost does not depend on the model: its ratio to the floor "
+                  f"shrinks as the model grows."]
     b = t["batching"]
     lines += [
         "",
@@ -741,7 +754,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Time one accentuation step against the model's own forward + backward (the floor).",
         argument_default=argparse.SUPPRESS)
-    p.add_argument("--model", help=f"accentuate.load_model name, or 'tiny' (default {d.model})")
+    p.add_argument("--model", help=f"accentuate.load_model name (module:function too), 'tiny', or "
+                   f"bench_models:resnet50 for a heavier model (random weights) (default {d.model})")
     p.add_argument("--crops", type=int, help=f"K crops per step (default {d.crops})")
     p.add_argument("--canvas", type=int, help="canvas side (default: the model spec's)")
     p.add_argument("--batch", type=int, help=f"B seeds in the batching comparison (default {d.batch})")

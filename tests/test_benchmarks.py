@@ -63,6 +63,8 @@ def test_suite_reports_finite_positive_ratios(results):
     assert rows[ref]["ratio"]["median"] == pytest.approx(1.0)
     b = res["timings"]["batching"]
     assert (b["B"], b["M"]) == (2, 2)
+    beyond = rows["step, reg off"]["beyond_floor_ms"]
+    assert math.isfinite(beyond["median"]) and beyond["min"] <= beyond["median"]
 
 
 def test_suite_measures_precision_and_profile(results):
@@ -153,3 +155,17 @@ def test_calibration_script_writes_its_tables(tmp_path, monkeypatch, mode):
         assert len(row["lams_tried"]) == 2 and row["lams_tried"][0] == pytest.approx(0.2)
         assert row["steps"] <= 2 and 0 < row["ssim"] <= 1
         assert "lambdas tried" in text
+
+
+def test_timing_models_build_and_resolve(monkeypatch, bench):
+    """``--model bench_models:resnet50`` loads through accentuate's factory path with a spec."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+
+    model, spec = bench.load(bench.BenchConfig(model="bench_models:resnet50"))
+    assert spec.input_size == (224, 224) and not model.training
+    from accentuate.spec import default_reg_layer
+
+    assert default_reg_layer(model, spec).startswith("layer")
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
