@@ -634,7 +634,7 @@ def markdown(res: dict[str, Any]) -> str:
                   "unavoidable work is the floor, the seed forward and one backward of objective minus distance "
                   "(`floor + regularizer, one backward`): `step, opacity off` "
                   f"{_fmt_ratio(t['rows']['step, opacity off']['ratio_to_reg_floor'])}."]
-    off = t["rows"]["step, reg off"].get("beyond_floor_ms")
+    off = t["rows"].get("step, reg off", {}).get("beyond_floor_ms")
     if off:
         lines += ["", f"`step, reg off` does no model work but the floor's; what it spends beyond it (crops, noise, "
                   f"the crops' gradient mapped back to the canvas, the parameterization and the optimizer) is "
