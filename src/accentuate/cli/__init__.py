@@ -6,7 +6,8 @@ wrong to an exit status:
 - 0: success;
 - 1: a failure (the model raised, a file could not be written, a numerical fault);
 - 2: a usage mistake (bad option, missing image, unknown class or layer, ...);
-- 130: interrupted with Ctrl-C (what was finished is kept).
+- 130: interrupted with Ctrl-C (what was finished is kept);
+- 143: stopped by SIGTERM (``kill``, a job scheduler, a timeout), saved as for Ctrl-C.
 
 Errors print one line, ``accentuate: error: ...``; ``--debug`` adds the traceback.
 Library warnings print as ``accentuate: warning: ...``.
@@ -18,22 +19,26 @@ analysis subcommands come from :mod:`accentuate.cli.analyses` when it is present
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import AccentuateError
 from .common import ArgumentParser, UsageError, add_global_options
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser", "main"]
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
 _COMMANDS = ("demo", "run", "explain", "layers", "classes")
@@ -97,8 +102,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments after the program name (default ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 on failure, 2 on a usage mistake, 130 when interrupted.
+        0 on success, 1 on failure, 2 on a usage mistake, 130 when interrupted,
+        143 when stopped by SIGTERM.
     """
+    with _sigterm_as_interrupt() as terminated:
+        code = _main(argv)
+    return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[bool]]:
+    """While a command runs, SIGTERM takes the Ctrl-C path: finished work is saved, the run marked interrupted.
+
+    Installed only from the main thread and where SIGTERM still has its default action
+    (a program that calls :func:`main` with its own handler keeps it). Yields a list
+    that holds ``True`` once SIGTERM arrived.
+    """
+    seen: list[bool] = []
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield seen
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if not seen:
+            seen.append(True)
+            raise KeyboardInterrupt  # once: a second SIGTERM during the saving is ignored
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     with warnings.catch_warnings():

@@ -42,7 +42,7 @@ Targets: a class name (case-insensitive; `accentuate classes QUERY` searches the
 class index, LAYER:CHANNEL, or LAYER:CHANNEL@Y,X (`accentuate layers` lists layers).
 A file in a folder that cannot be read is skipped with a warning (listed in run.json).
 Rerunning with the same --out skips pairs that are complete. Exit status: 0 done,
-1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished)."""
+1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished; 143 for SIGTERM)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,8 @@ folder) and
 
 Exit statuses: 0 when every pair is complete, 1 when a pair failed numerically
 (the others are kept), 130 on Ctrl-C (finished pairs and the partial state of the
-running batch are written and marked).
+running batch are written and marked; :func:`accentuate.cli.main` turns it into 143 when
+SIGTERM was the cause).
 """
 
 from __future__ import annotations
