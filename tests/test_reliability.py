@@ -168,6 +168,8 @@ ERRORS = [
     (dict(targets=1, steps=-1), ValueError),
     (dict(targets=1, lam=float("nan")), ValueError),
     (dict(targets=1, canvas=20), ValueError),
+    (dict(targets=1, noise=(0.02, -0.01)), ValueError),
+    (dict(targets=1, noise=(float("nan"), 0.02)), ValueError),
     (dict(targets=1, seeds=torch.full((3, 48, 48), float("nan"))), ImageError),
     (dict(targets=1, generator="seven"), TypeError),
     (dict(targets=acc.channel("unused", 0)), acc.LayerError),  # in the model, never runs

@@ -97,6 +97,8 @@ def sample_crops(
         raise ValueError(f"crop_range must satisfy 0 < min <= max <= 1; got ({lo}, {hi})")
     if k < 1:
         raise ValueError(f"crops must be at least 1; got {k}")
+    if noise_sd < 0 or noise_uniform < 0:
+        raise ValueError(f"noise sd and width must be >= 0; got ({noise_sd}, {noise_uniform})")
     h, w = canvas
     short = min(h, w)
     u = torch.rand((k, 3), generator=generator, device=device)
@@ -104,8 +106,6 @@ def sample_crops(
     top = u[:, 1] * (h - side)
     left = u[:, 2] * (w - side)
     boxes = torch.stack([top, left, side], dim=1)
-    if noise_sd < 0 or noise_uniform < 0:
-        raise ValueError(f"noise sd and width must be >= 0; got ({noise_sd}, {noise_uniform})")
     noise = None
     if noise_sd > 0 or noise_uniform > 0:
         noise = draw_noise((k, 3, out[0], out[1]), noise_sd, noise_uniform, generator=generator, device=device)

@@ -141,8 +141,15 @@ def _generator(generator: torch.Generator | int | None, device: torch.device) ->
     return g, seed
 
 
+def _check_noise(noise: Sequence[float]) -> None:
+    values = list(noise)
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values):
+        raise ValueError(f"noise must be (gaussian sd, uniform width), two numbers >= 0; got {noise!r}")
+
+
 def _check_options(steps: int, lam: float | torch.Tensor, lr: float, crops: int, crop_range: Sequence[float],
-                   canvas: int | Sequence[int], input_size: tuple[int, int]) -> None:
+                   canvas: int | Sequence[int], input_size: tuple[int, int], noise: Sequence[float] = (0.0, 0.0)) -> None:
+    _check_noise(noise)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps!r}")
     lam_t = torch.as_tensor(lam, dtype=torch.float64)
@@ -236,6 +243,7 @@ class Accentuator:
             check_layers(model, [self.reg_layer])
         check_layers(model, {layer for o in self.objectives for layer in o.layers})
         self.balance = balance
+        _check_noise(noise)
         self.crops, self.crop_range, self.noise = crops, tuple(crop_range), tuple(noise)
         self.generator = generator
         self.opacity_on, self.record_every = opacity, record_every
@@ -660,7 +668,7 @@ def accentuate(
     lr = spec.setting("lr") if lr is None else lr
     param = spec.setting("param") if param is None else param
     canvas = spec.setting("canvas") if canvas is None else canvas
-    _check_options(steps, lam, float(lr), crops, crop_range, canvas, spec.input_size)
+    _check_options(steps, lam, float(lr), crops, crop_range, canvas, spec.input_size, noise)
     stop = Until.parse(until)
     if stop is not None and any(o.class_index is None for o in objectives):
         raise ValueError("until= needs class targets (logits); it cannot judge neurons or directions")

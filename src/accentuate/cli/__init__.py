@@ -105,22 +105,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 on failure, 2 on a usage mistake, 130 when interrupted,
         143 when stopped by SIGTERM.
     """
-    with _sigterm_as_interrupt() as terminated:
-        code = _main(argv)
+    terminated: list[bool] = []
+    try:
+        with _sigterm_as_interrupt(terminated):
+            code = _main(argv)
+    except KeyboardInterrupt:  # a signal after the command returned, before the handler came off
+        code = EXIT_INTERRUPTED
     return EXIT_TERMINATED if terminated and code == EXIT_INTERRUPTED else code
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[list[bool]]:
+def _sigterm_as_interrupt(seen: list[bool]) -> Iterator[None]:
     """While a command runs, SIGTERM takes the Ctrl-C path: finished work is saved, the run marked interrupted.
 
     Installed only from the main thread and where SIGTERM still has its default action
-    (a program that calls :func:`main` with its own handler keeps it). Yields a list
-    that holds ``True`` once SIGTERM arrived.
+    (a program that calls :func:`main` with its own handler keeps it). ``seen`` gets
+    ``True`` once SIGTERM arrived.
     """
-    seen: list[bool] = []
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield seen
+        yield
         return
 
     def handler(signum: int, frame: object) -> None:
@@ -130,7 +133,7 @@ def _sigterm_as_interrupt() -> Iterator[list[bool]]:
 
     signal.signal(signal.SIGTERM, handler)
     try:
-        yield seen
+        yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
