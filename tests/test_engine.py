@@ -110,6 +110,43 @@ def test_history_and_result_fields(tiny, seed_img, tmp_path):
     assert doc["config"]["steps"] == FAST["steps"]
 
 
+def test_record_every_skips_evaluations_not_results(tiny, seed_img, monkeypatch):
+    calls = []
+    real = acc.Accentuator.evaluate
+
+    def counting(self, *a, **k):
+        calls.append(self.t)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(acc.Accentuator, "evaluate", counting)
+    steps = FAST["steps"]  # 8
+    every = acc.accentuate(tiny, seed_img, ["banana", 3], **FAST)
+    n_every = len(calls)
+    calls.clear()
+    sparse = acc.accentuate(tiny, seed_img, ["banana", 3], record_every=3, **FAST)
+    # Before, after steps 3 and 6, after the last step, and the result's own evaluation.
+    assert sorted(set(calls)) == [0, 3, 6, steps] and len(calls) < n_every
+    assert torch.equal(every.images, sparse.images) and torch.equal(every.masks, sparse.masks)
+    h = sparse.history
+    assert len(h) == steps and h.objective.shape == (steps, 1, 2) and not torch.isnan(h.objective).any()
+    recorded = ~torch.isnan(h.value[:, 0, 0])
+    assert recorded.nonzero().flatten().tolist() == [2, 5, steps - 1]  # records of steps 3, 6, 8
+    assert torch.equal(h.value[recorded], every.history.value[recorded])
+    rows = h.to_records()
+    assert "value" in rows[2] and "value" not in rows[0] and "objective" in rows[0]
+    with pytest.raises(ValueError, match="record_every"):
+        acc.accentuate(tiny, seed_img, 1, record_every=0, **FAST)
+
+
+def test_record_every_still_checks_until_on_its_steps():
+    """``until`` is checked every 5 steps whatever ``record_every`` is."""
+    seed = torch.full((3, 32, 32), 0.5)
+    res = acc.accentuate(ColorNet(), seed, 0, until="top1", record_every=7, steps=20, crops=2, canvas=32,
+                         lr=0.1, reg_layer="none", generator=0, input_size=32, normalize=None, labels=None)
+    assert res.after["rank"][0, 0] == 1
+    assert int(res.steps_used[0, 0]) in (5, 10, 15)
+
+
 def test_nan_in_one_pair_keeps_others(tiny, seed_img):
     class Poison(nn.Module):
         """Returns NaN logits for inputs whose mean is above a threshold after a few calls."""

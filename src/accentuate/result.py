@@ -25,27 +25,37 @@ class History:
     - ``weight``: the effective lambda (``lam * balance``; 0 until balance is measured);
     - ``value``: the target's value on the un-augmented image after the step;
     - ``rank``: the target class's rank there (1 = top-1), when targets are classes.
+
+    ``value``, ``rank`` and ``prob`` come from an evaluation of the un-augmented
+    images, which ``accentuate(record_every=k)`` makes every k steps: they are NaN in
+    the records without one (and absent from those records in :meth:`to_records`).
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, list[torch.Tensor]] = {}
+        self._rows: dict[str, list[torch.Tensor | None]] = {}  # aligned with steps; None: not recorded
         self.steps: list[int] = []
 
     def append(self, step: int, rec: dict[str, torch.Tensor], ev: dict[str, torch.Tensor] | None) -> None:
-        self.steps.append(step)
         merged = dict(rec)
         if ev is not None:
             merged["value"] = ev["value"]
             if "rank" in ev:
                 merged["rank"] = ev["rank"].float()
                 merged["prob"] = ev["prob"]
+        i = len(self.steps)
+        self.steps.append(step)
         for k, v in merged.items():
-            self._rows.setdefault(k, []).append(v.detach())
+            self._rows.setdefault(k, [None] * i).append(v.detach())
+        for col in self._rows.values():
+            if len(col) == i:
+                col.append(None)
 
     def __getattr__(self, name: str) -> torch.Tensor:
         rows = self.__dict__.get("_rows", {})
         if name in rows:
-            return torch.stack(rows[name]).cpu()
+            col = rows[name]
+            like = next(c for c in col if c is not None)
+            return torch.stack([c if c is not None else torch.full_like(like, float("nan")) for c in col]).cpu()
         raise AttributeError(name)
 
     def __len__(self) -> int:
@@ -55,14 +65,13 @@ class History:
         return list(self._rows)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One dict per record, tensors as nested lists ``[seed][target]``."""
-        stacked = {k: torch.stack(v).cpu() for k, v in self._rows.items()}
+        """One dict per record, tensors as nested lists ``[seed][target]`` (only what was recorded)."""
         out = []
         for i, step in enumerate(self.steps):
             row: dict[str, Any] = {"step": step}
-            for k, v in stacked.items():
-                if i < v.shape[0]:
-                    row[k] = v[i].tolist()
+            for k, col in self._rows.items():
+                if col[i] is not None:
+                    row[k] = col[i].cpu().tolist()
             out.append(row)
         return out
 
