@@ -719,10 +719,10 @@ def accentuate(
         for _ in range(steps):
             rec = acc.step()
             t = acc.t
-            check = stop is not None and t % stop.every == 0
-            ev = acc.evaluate() if (t % acc.record_every == 0 or t == steps or check) else None
+            check = stop is not None and (t % stop.every == 0 or t == steps)
+            ev = acc.evaluate() if (check or t % acc.record_every == 0 or t == steps) else None
             acc.history.append(t, rec, ev)
-            if stop is not None and ev is not None and "rank" in ev and (t % stop.every == 0 or t == steps):
+            if check and "rank" in ev:
                 hit = stop.reached(ev["rank"], ev["prob"]).flatten()
                 acc.deactivate(hit)
             if t in snap_steps:

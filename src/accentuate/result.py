@@ -66,12 +66,14 @@ class History:
 
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per record, tensors as nested lists ``[seed][target]`` (only what was recorded)."""
+        lists: dict[str, list[Any]] = {}
+        for k, col in self._rows.items():  # one stack and one device copy per key
+            have = iter(torch.stack([c for c in col if c is not None]).cpu().tolist())
+            lists[k] = [None if c is None else next(have) for c in col]
         out = []
         for i, step in enumerate(self.steps):
             row: dict[str, Any] = {"step": step}
-            for k, col in self._rows.items():
-                if col[i] is not None:
-                    row[k] = col[i].cpu().tolist()
+            row.update({k: v[i] for k, v in lists.items() if v[i] is not None})
             out.append(row)
         return out
 
