@@ -392,11 +392,14 @@ def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callab
 
     rows = {}
     for name in names[:-2]:
-        # The channels_last floor is timed several times a round: its row compares its
-        # first timing of each round with itself (ratio 1 when it is the reference).
-        num = near[cl] if name == cl else s[name]
-        rows[name] = {**s[name].summary(), "ratio": _paired(num, Series([w * scale for w in near[name].wall],
-                                                                         [c * scale for c in near[name].cpu]))}
+        if name == ref_name:  # the reference against itself: 1 by definition, in every round
+            own = _paired(s[name], s[name])
+        else:
+            # The channels_last floor is timed several times a round: its row compares its
+            # first timing of each round with the reference.
+            num = near[cl] if name == cl else s[name]
+            own = _paired(num, Series([w * scale for w in near[name].wall], [c * scale for c in near[name].cpu]))
+        rows[name] = {**s[name].summary(), "ratio": own}
     # What the reg-off step spends beyond the model (no model work but the floor's):
     # per round, the step minus the mean of its adjacent floors, in ms.
     beyond = [1e3 * (w - f * scale) for w, f in zip(s["step, reg off"].wall, near["step, reg off"].wall)]
