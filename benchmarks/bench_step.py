@@ -55,9 +55,10 @@ import torch
 from torch import nn
 
 import accentuate as acc
-from accentuate.engine import Accentuator, model_state
+from accentuate.engine import Accentuator
+from accentuate.hooks import model_state
+from accentuate.settings import Settings
 from accentuate.objectives import Logit
-from accentuate.regularize import NONE
 from accentuate.spec import ModelSpec, default_reg_layer, resolve_spec
 
 HERE = Path(__file__).resolve().parent
@@ -250,12 +251,11 @@ def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: in
         seeds = seeds_for(cfg, spec, n)
     classes = CLASSES if cfg.model != "tiny" else tuple(range(10))
     objectives = [Logit(classes[(offset + j) % len(classes)]).resolve(spec.labels) for j in range(m)]
-    reg_layer = (default_reg_layer(model, spec) or "pixel") if reg else NONE
+    base = Settings(reg_layer=None if reg else "none", crops=cfg.crops, autocast=_autocast(cfg),
+                    channels_last=channels_last, opacity=opacity)
+    settings = Settings.resolve(model, spec, base)  # the spec's calibrated lam, lr, param, reg layer
     gen = torch.Generator(device=cfg.device).manual_seed(0)
-    return Accentuator(model, spec, seeds.to(cfg.device), objectives, reg_layer=reg_layer,
-                       lam=float(spec.setting("lam")), balance=True, param=spec.setting("param"),
-                       lr=float(spec.setting("lr")), crops=cfg.crops, generator=gen,
-                       autocast=_autocast(cfg), channels_last=channels_last, opacity=opacity)
+    return Accentuator(model, spec, seeds.to(cfg.device), objectives, settings, generator=gen)
 
 
 def make_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, **kw: Any) -> Accentuator:
@@ -419,7 +419,7 @@ def run_timings(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callab
         "batch_over_single": _paired(s["batched run"], s["single runs"]),
     }
     return {"rows": rows, "reference_floor": ref_name, "batching": batching,
-            "reg_layer": a_reg.reg_layer, "lam": float(spec.setting("lam")), "param": spec.setting("param"),
+            "reg_layer": str(a_reg.reg), "lam": float(spec.setting("lam")), "param": spec.setting("param"),
             "canvas": list(a_reg.canvas), "input_size": list(spec.input_size)}
 
 

@@ -92,7 +92,7 @@ def main() -> None:
         t0 = time.time()
         res = acc.accentuate(model, acc.photo(name), classes, crops=args.crops, generator=args.seed,
                              snapshots=args.every, until=args.until, **overrides)
-        config = res.config
+        config = {**res.config.to_dict(), **res.run}
         seed = res.seeds[0]
         hist_rank = res.history.rank  # (records, 1, M); record i is after step i + 1
         for j, c in enumerate(classes):
@@ -154,7 +154,7 @@ def least_change_report(args: argparse.Namespace, model: torch.nn.Module, pairs:
         t0 = time.time()
         lc = acc.least_change(model, acc.photo(name), classes, rounds=args.least_change, until="top1",
                               crops=args.crops, generator=args.seed, **overrides)
-        config = lc.result.config
+        config = {**lc.result.config.to_dict(), **lc.result.run}
         first = lc.rounds[0]
         for j, c in enumerate(classes):
             row = {

@@ -343,7 +343,7 @@ def test_explain_top_k_with_label(work: Path, capsys: pytest.CaptureFixture) -> 
 def test_layers_lists_names_and_shapes(capsys: pytest.CaptureFixture) -> None:
     assert main(["layers", "--model", "cli_models:tiny"]) == 0
     out = capsys.readouterr().out
-    assert "conv2  1 x 16 x 16 x 16  <- default --reg-layer" in out
+    assert "conv2  1 x 16 x 16 x 16  nchw 16x16x16  <- default --reg-layer" in out
     assert "fc     1 x 6" in out
     assert main(["layers", "--model", "cli_models:tiny", "--grep", "conv3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

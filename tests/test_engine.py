@@ -52,7 +52,7 @@ def test_balance_measured_at_step_one(tiny, seed_img):
 def test_regularizer_choices_run_and_target_rises(tiny, seed_img, reg):
     res = acc.accentuate(tiny, seed_img, 3, reg_layer=reg, lam=0.5, **FAST)
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
-    assert res.config["reg_layer"] == reg
+    assert str(res.config.reg_layer) == reg
 
 
 def test_noise_seeded_feature_visualization(tiny):
@@ -206,7 +206,7 @@ def test_user_model_without_spec_warns_and_reads_tuple_and_dict_outputs(seed_img
         text = " ".join(str(w.message) for w in rec)
         assert "input_size" in text and "normalize" in text
         assert res.after["value"][0, 0] > res.before["value"][0, 0]
-        assert res.config["reg_layer"]  # chosen by the stated rule
+        assert str(res.config.reg_layer)  # chosen by the stated rule
 
 
 def test_default_reg_layer_rule(tiny):
@@ -220,7 +220,7 @@ def test_opacity_off_gives_the_same_images_and_no_masks(tiny, seed_img, tmp_path
     kw = dict(FAST, steps=4, lam=0.5)
     on = acc.accentuate(tiny, seed_img, [1, 2], **kw)
     off = acc.accentuate(tiny, seed_img, [1, 2], opacity=False, **kw)
-    assert on.has_opacity and not off.has_opacity and off.config["opacity"] is False
+    assert on.has_opacity and not off.has_opacity and off.config.opacity is False
     assert torch.allclose(on.images, off.images, atol=2e-3)
     assert float((on.images - on.seeds[:, None]).abs().mean()) > 0.01  # the images did move
     with pytest.raises(ValueError, match="no opacity masks .* opacity=False"):

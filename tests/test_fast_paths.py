@@ -8,6 +8,7 @@ import torch
 import accentuate as acc
 from accentuate.augment import CropOperator, Crops, apply_crops, sample_crops
 from accentuate.engine import Accentuator
+from accentuate.settings import Settings
 from accentuate.objectives import Logit
 
 from conftest import FAST, TINY_SPEC
@@ -72,7 +73,7 @@ def test_crop_operator_grid_backend_and_bad_input():
 
 
 def test_render_is_reused_between_evaluate_and_step_and_never_stale(tiny, seed_img, monkeypatch):
-    a = Accentuator(tiny, TINY_SPEC, seed_img[None], [Logit(1)], reg_layer="conv2", lam=0.5, crops=4,
+    a = Accentuator(tiny, TINY_SPEC, seed_img[None], [Logit(1)], Settings(reg_layer="conv2", lam=0.5, crops=4),
                     generator=torch.Generator().manual_seed(0))
     calls = []
     real = type(a.param).forward
@@ -101,7 +102,7 @@ def test_render_is_reused_between_evaluate_and_step_and_never_stale(tiny, seed_i
 def test_autocast_bfloat16_stays_close_to_float32(tiny, seed_img):
     ref = acc.accentuate(tiny, seed_img, 2, **FAST)
     bf = acc.accentuate(tiny, seed_img, 2, autocast="bfloat16", **FAST)
-    assert bf.config["autocast"] == "bfloat16" and ref.config["autocast"] is None
+    assert bf.config.autocast == "bfloat16" and ref.config.autocast is None
     moved = (ref.images - ref.seeds[:, None]).abs().mean()
     assert (bf.images - ref.images).abs().mean() < 0.25 * moved
     assert bf.after["value"][0, 0] > bf.before["value"][0, 0]
@@ -113,7 +114,7 @@ def test_autocast_bfloat16_stays_close_to_float32(tiny, seed_img):
 def test_channels_last_option_changes_rounding_only(tiny, seed_img):
     a = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], **FAST)
     b = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], channels_last=False, **FAST)
-    assert a.config["channels_last"] is True and b.config["channels_last"] is False
+    assert a.config.channels_last is True and b.config.channels_last is False
     assert torch.allclose(a.images, b.images, atol=1e-3)
     assert torch.allclose(a.masks, b.masks, rtol=1e-3, atol=1e-6 * float(a.masks.max()))
 
@@ -124,11 +125,13 @@ def test_accentuations_per_pass_change_rounding_only(tiny, seed_img, reg):
     targets = [Logit(1), acc.channel("conv2", 3).resolve(TINY_SPEC.labels)]
     runs = {}
     for per in (1, 3, None):
-        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets, reg_layer=reg, lam=0.5,
-                        crops=4, generator=torch.Generator().manual_seed(0), per_pass=per)
+        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets,
+                        Settings(reg_layer=reg, lam=0.5, crops=4, per_pass=per),
+                        generator=torch.Generator().manual_seed(0))
         recs = [a.step() for _ in range(3)]
         runs[per] = (a.param().detach(), a.opacity.clone(), recs[-1])
-    assert Accentuator(tiny, TINY_SPEC, seed_img[None], targets, crops=4)._per_pass() >= 4  # tiny: all at once
+    assert Accentuator(tiny, TINY_SPEC, seed_img[None], targets,
+                       Settings(reg_layer="none", crops=4))._per_pass() >= 4  # tiny: all at once
     ref_img, ref_op, ref_rec = runs[None]
     for per in (1, 3):
         img, op, rec = runs[per]
@@ -137,7 +140,7 @@ def test_accentuations_per_pass_change_rounding_only(tiny, seed_img, reg):
         for key in ("objective", "distance", "weight"):
             assert torch.allclose(rec[key], ref_rec[key], rtol=1e-4, atol=1e-6), (per, key)
     with pytest.raises(ValueError, match="per_pass"):
-        Accentuator(tiny, TINY_SPEC, seed_img[None], targets, per_pass=0)
+        Accentuator(tiny, TINY_SPEC, seed_img[None], targets, Settings(reg_layer="none", per_pass=0))
 
 
 @pytest.mark.parametrize("reg", ["conv2", "pixel"])
@@ -153,8 +156,9 @@ def test_without_opacity_one_backward_gives_the_same_update(tiny, seed_img, reg,
 
     runs = {}
     for opacity in (True, False):
-        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets, reg_layer=reg, lam=0.5,
-                        crops=4, generator=torch.Generator().manual_seed(0), opacity=opacity)
+        a = Accentuator(tiny, TINY_SPEC, torch.stack([seed_img, other]), targets,
+                        Settings(reg_layer=reg, lam=0.5, crops=4, opacity=opacity),
+                        generator=torch.Generator().manual_seed(0))
         a.step()
         a.step()  # the balance is measured here, with both gradients apart
         monkeypatch.setattr(torch.autograd, "grad", counting_grad)

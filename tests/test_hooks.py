@@ -93,7 +93,7 @@ def test_model_state_and_seed_unchanged(tiny, seed_img):
 
 
 def test_layers_lists_names_and_shapes(tiny):
-    rows = dict(acc.layers(tiny))
+    rows = {r.name: r.shape for r in acc.layers(tiny)}
     assert rows["conv1"] == (1, 8, 32, 32)
     assert rows["conv3"] == (1, 16, 8, 8)
     assert rows["fc"] == (1, 4)

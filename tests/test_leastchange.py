@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import accentuate as acc
-from accentuate.leastchange import least_change
+from accentuate.analysis.leastchange import least_change
 from accentuate.metrics import ssim
 
 from conftest import COLOR_OPTS, ColorNet, color_seed

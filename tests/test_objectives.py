@@ -20,19 +20,22 @@ def test_values_by_hand_conv_and_tokens():
     conv = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
     tokens = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)  # 1 class token + 2x2 grid
     acts = {"c": conv, "t": tokens, OUTPUT: torch.tensor([[1.0, 2.0], [3.0, 4.0]])}
-    assert acc.channel("c", 1)(acts).tolist() == conv[:, 1].mean((1, 2)).tolist()
-    assert acc.neuron("c", 2, y=1, x=0)(acts).tolist() == conv[:, 2, 1, 0].tolist()
-    assert acc.channel("t", 2)(acts).tolist() == tokens[:, :, 2].mean(1).tolist()
+    lay = {"c": acc.Layout("nchw", 3, (2, 2)), "t": acc.Layout("tokens", 3, (2, 2), prefix=1),
+           OUTPUT: acc.Layout("vector", 2)}
+    assert torch.allclose(acc.channel("c", 1)(acts, lay), conv[:, 1].mean((1, 2)))
+    assert acc.neuron("c", 2, y=1, x=0)(acts, lay).tolist() == conv[:, 2, 1, 0].tolist()
+    # a channel of a token layer is its mean over the patch tokens (the class token left out)
+    assert torch.allclose(acc.channel("t", 2)(acts, lay), tokens[:, 1:, 2].mean(1))
     # token neuron at grid (1, 1) is token 1 + 1*2 + 1 = 4
-    assert acc.neuron("t", 0, y=1, x=1)(acts).tolist() == tokens[:, 4, 0].tolist()
-    assert acc.logit(1)(acts).tolist() == [2.0, 4.0]
+    assert acc.neuron("t", 0, y=1, x=1)(acts, lay).tolist() == tokens[:, 4, 0].tolist()
+    assert acc.logit(1)(acts, lay).tolist() == [2.0, 4.0]
     v = torch.tensor([0.0, 3.0, 4.0])
-    d = acc.direction("c", v)(acts)
+    d = acc.direction("c", v)(acts, lay)
     expect = (conv * (v / 5).view(1, 3, 1, 1)).sum(1).mean((1, 2))
     assert torch.allclose(d, expect)
-    cos = acc.direction("t", v, kind="cosine")(acts)
+    cos = acc.direction("t", v, kind="cosine")(acts, lay)
     assert (cos.abs() <= 1).all()
-    combo = (acc.logit(0) - 2 * acc.logit(1))(acts)
+    combo = (acc.logit(0) - 2 * acc.logit(1))(acts, lay)
     assert combo.tolist() == [1 - 4, 3 - 8]
 
 

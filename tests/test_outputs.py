@@ -153,22 +153,29 @@ def test_settings_hash_is_canonical() -> None:
 
 
 def test_seed_distances(tiny: torch.nn.Module, seed_img: torch.Tensor) -> None:
-    seeds = seed_img[None]
-    images = torch.stack([seed_img, seed_img.flip(-1)])[None]
-    d = seed_distances(tiny, TINY_SPEC, seeds, images, "conv2")
-    assert d["pixel_rmse"][0, 0] == 0 and d["ssim"][0, 0] == pytest.approx(1, abs=1e-5)
-    assert d["reg_layer"][0, 0] == pytest.approx(0, abs=1e-5)
-    assert float(d["pixel_rmse"][0, 1]) == pytest.approx(
-        float((seed_img - seed_img.flip(-1)).pow(2).mean().sqrt()), rel=1e-5)
-    # The layer distance by hand: per-position L2 over channels, averaged.
-    with torch.no_grad(), acc.capture(tiny, ["conv2"]) as cap:
-        from accentuate.images import resize
+    from accentuate.images import resize
 
-        tiny(resize(torch.stack([seed_img, seed_img.flip(-1)]), (32, 32)))
+    res = acc.accentuate(tiny, seed_img, [acc.logit(0), acc.logit(1)], reg_layer="conv2", **FAST)
+    d = seed_distances(res)
+    images = res.images[0]
+    assert float(d["pixel_rmse"][0, 1]) == pytest.approx(
+        float((images[1] - res.seeds[0]).pow(2).mean().sqrt()), rel=1e-5)
+    # The engine measured the layer distance on the whole images; by hand: per-position L2
+    # over channels of the images' conv2 activations against the seed's, averaged.
+    with torch.no_grad(), acc.capture(tiny, ["conv2"]) as cap:
+        tiny(resize(torch.cat([res.seeds, images]), (32, 32)))
         a = cap["conv2"]
-    manual = (a[1] - a[0]).pow(2).sum(0).sqrt().mean()
-    assert float(d["reg_layer"][0, 1]) == pytest.approx(float(manual), rel=1e-3)
-    assert torch.isnan(seed_distances(tiny, TINY_SPEC, seeds, images, "none")["reg_layer"]).all()
+    for j in range(2):
+        manual = (a[1 + j] - a[0]).pow(2).sum(0).sqrt().mean()
+        assert float(d["reg_layer"][0, j]) == pytest.approx(float(manual), rel=1e-3)
+        assert float(manual) > 0
+    # A result equal to its seed is at distance 0 in every measure.
+    same = acc.accentuate(tiny, seed_img, 0, reg_layer="conv2", **{**FAST, "steps": 1, "lr": 1e-12})
+    d0 = seed_distances(same)
+    assert float(d0["reg_layer"][0, 0]) == pytest.approx(0, abs=1e-4)
+    assert float(d0["ssim"][0, 0]) == pytest.approx(1, abs=1e-4)
+    none = acc.accentuate(tiny, seed_img, 0, reg_layer="none", **FAST)
+    assert torch.isnan(seed_distances(none)["reg_layer"]).all()
 
 
 def _writer(tmp_path: Path, tiny: torch.nn.Module, seed_img: torch.Tensor, key: str = "k1") -> RunWriter:
@@ -176,7 +183,7 @@ def _writer(tmp_path: Path, tiny: torch.nn.Module, seed_img: torch.Tensor, key: 
                      tensor=seed_img)
     targets = [TargetInfo("apple", acc.logit(0).resolve(TINY_SPEC.labels)),
                TargetInfo("conv2:1", acc.channel("conv2", 1))]
-    return RunWriter(tmp_path, {"command": "test"}, key, [info], targets, tiny, TINY_SPEC)
+    return RunWriter(tmp_path, {"command": "test"}, key, [info], targets)
 
 
 def test_writer_records_files_with_hashes_and_verifies_them(tmp_path: Path, tiny: torch.nn.Module,

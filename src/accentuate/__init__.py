@@ -14,31 +14,40 @@ the feature; the accumulated gradient shows *where*.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
 from .augment import Crops, apply_crops, sample_crops
-from .engine import Accentuator, Until, accentuate, model_state
+from .engine import Accentuator, accentuate
 from .errors import (
-    AccentuateError, ClassNameError, ImageError, LayerError, ModelError, NumericalError, OutputError,
+    AccentuateError, ClassNameError, ImageError, LayerError, ModelError, ModelNameError, OutputError, UsageError,
 )
-from .hooks import OUTPUT, capture, layers
+from .hooks import OUTPUT, LayerInfo, ModelRunner, capture, layers, model_state
 from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
-from .leastchange import LeastChange, least_change
+from .layout import Layout
+from .analysis.leastchange import LeastChange, least_change
 from .models import load as load_model
 from .objectives import Objective, channel, direction, logit, neuron
 from .opacity import to_alpha
 from .photos import PHOTOS, photo
-from .params import FourierParam, PhaseParam, PixelParam, make_param
+from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
+from .regularize import Regularizer
 from .result import History, Result
+from .settings import Settings, Until
 from .spec import ModelSpec, default_reg_layer, resolve_spec
 
-__version__ = "0.1.0"
+try:
+    __version__ = _version("accentuate")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
-    "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History",
-    "ImageError", "LayerError", "LeastChange", "ModelError", "ModelSpec", "NumericalError", "OUTPUT", "OutputError",
-    "Objective", "PhaseParam", "PixelParam", "Result", "Until", "__version__", "accentuate",
+    "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History", "ImageError",
+    "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
+    "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PhaseParam",
+    "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class", "image_files",
     "imagenet_labels", "layers", "least_change", "load_image", "load_model", "logit", "make_param",
-    "PHOTOS", "model_state", "neuron", "photo", "prepare_seeds", "resolve_spec", "sample_crops",
+    "model_state", "neuron", "photo", "prepare_seeds", "register_param", "resolve_spec", "sample_crops",
     "search_classes", "to_alpha",
 ]

@@ -36,90 +36,28 @@ the cost of the model's own forward and backward pass.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .augment import CropOperator, Crops, sample_crops
-from .errors import ModelError
-from .hooks import OUTPUT, capture, check_layers
+from .hooks import OUTPUT, ModelRunner, check_layers, model_device, model_state
 from .images import SeedLike, prepare_seeds, resize
+from .layout import Layout
 from .objectives import Objective, as_objective
-from .params import ImageParam, make_param
-from .regularize import NONE, PIXEL, distance
+from .params import PARAMS, ImageParam, make_param
+from .regularize import Regularizer
 from .result import History, Result
-from .spec import ModelSpec, default_reg_layer, resolve_spec
+from .settings import SPEC_KEYS, Settings, Until
+from .spec import ModelSpec, resolve_spec
 
 __all__ = ["Accentuator", "Until", "accentuate", "model_state"]
-
-from .spec import _UNSET  # noqa: E402  (the one sentinel resolve_spec knows)
-
-
-@contextlib.contextmanager
-def model_state(model: nn.Module) -> Iterator[None]:
-    """Put ``model`` in eval mode with frozen parameters; restore both afterwards."""
-    training = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        for m, t in training:
-            m.training = t
-
-
-@dataclass(frozen=True)
-class Until:
-    """Least-change stopping: an accentuation stops once its target is seen.
-
-    Exactly one criterion: ``rank`` (e.g. 1 for top-1) or ``prob`` (softmax
-    probability of the target class). Checked every ``every`` steps on the
-    un-augmented image.
-    """
-
-    rank: int | None = None
-    prob: float | None = None
-    every: int = 5
-
-    @staticmethod
-    def parse(value: str | int | float | Until | None, every: int = 5) -> Until | None:
-        """``"top1"``/``"top5"`` or an int rank, or a float probability in (0, 1)."""
-        if value is None or isinstance(value, Until):
-            return value
-        if isinstance(value, str):
-            v = value.strip().lower()
-            if v.startswith("top") and v[3:].isdigit():
-                return Until(rank=int(v[3:]), every=every)
-            try:
-                num = float(v)
-            except ValueError:
-                raise ValueError(
-                    f"until must be 'topK', a rank or a probability; got {value!r}"
-                ) from None
-            value = int(num) if num >= 1 and num.is_integer() else num
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return Until(rank=value, every=every)
-        if isinstance(value, float) and 0 < value < 1:
-            return Until(prob=value, every=every)
-        raise ValueError(f"until must be 'topK', a rank >= 1 or a probability in (0, 1); got {value!r}")
-
-    def reached(self, rank: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
-        if self.rank is not None:
-            return rank <= self.rank
-        return prob >= float(self.prob)  # type: ignore[arg-type]
-
-    def __str__(self) -> str:
-        return f"top{self.rank}" if self.rank is not None else f"p>={self.prob}"
 
 
 def _generator(generator: torch.Generator | int | None, device: torch.device) -> tuple[torch.Generator, int | None]:
@@ -141,39 +79,6 @@ def _generator(generator: torch.Generator | int | None, device: torch.device) ->
     return g, seed
 
 
-def _check_noise(noise: Sequence[float]) -> None:
-    values = list(noise)
-    if len(values) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values):
-        raise ValueError(f"noise must be (gaussian sd, uniform width), two numbers >= 0; got {noise!r}")
-
-
-def _check_options(steps: int, lam: float | torch.Tensor, lr: float, crops: int, crop_range: Sequence[float],
-                   canvas: int | Sequence[int], input_size: tuple[int, int], noise: Sequence[float] = (0.0, 0.0)) -> None:
-    _check_noise(noise)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
-    lam_t = torch.as_tensor(lam, dtype=torch.float64)
-    if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
-        raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if not isinstance(crops, int) or crops < 1:
-        raise ValueError(f"crops must be a positive integer; got {crops!r}")
-    lo, hi = crop_range
-    if not (0 < lo <= hi <= 1):
-        raise ValueError(f"crop_range must satisfy 0 < min <= max <= 1; got ({lo}, {hi})")
-    sides = [canvas] if isinstance(canvas, int) else list(canvas)
-    if any(int(s) < min(input_size) for s in sides) and isinstance(canvas, int):
-        raise ValueError(
-            f"canvas {canvas} is smaller than the model input {input_size[0]} x {input_size[1]}; "
-            f"use canvas >= {max(input_size)}"
-        )
-    if not isinstance(canvas, int) and max(int(s) for s in sides) < min(input_size):
-        raise ValueError(
-            f"canvas {tuple(canvas)} is smaller than the model input {input_size}; enlarge it"
-        )
-
-
 class Accentuator:
     """State of one batched accentuation: N seeds x M targets.
 
@@ -184,26 +89,19 @@ class Accentuator:
         seeds: ``(N, 3, H, W)`` canvases in [0, 1], or ``None`` for noise-seeded
             feature visualization of shape ``canvas`` (then N = 1 and no regularizer).
         objectives: M resolved objectives.
-        reg_layer: a layer name, ``"pixel"`` or ``"none"``.
-        lam: regularization weight (before balancing).
-        balance: multiply ``lam`` by the gradient-ratio balance (see :mod:`accentuate.regularize`).
-        param: ``"fourier"``, ``"phase"`` or ``"pixel"``.
-        lr: learning rate; optimizer: ``"adam"`` or a callable ``(params, lr) -> Optimizer``.
-        crops, crop_range, noise: paired augmentation (see :func:`accentuate.augment.sample_crops`).
-        canvas: ``(H, W)`` when ``seeds`` is ``None``.
-        generator: all randomness.
-        opacity: accumulate ``|d objective / d image|`` (the masks).
-        record_every: :func:`accentuate` evaluates the un-augmented images every this many steps.
-        channels_last: feed the model ``channels_last`` tensors (faster for conv nets on CPU).
-        autocast: ``None`` (float32) or a lower precision for the model's forward and
-            backward (``"bfloat16"`` or ``"float16"``, via :func:`torch.autocast`); the
-            parameterization, crops, objectives, regularizer and optimizer stay float32.
-        per_pass: accentuations per forward/backward pass of the model (each brings its
-            K crops). ``None``: on CPU as many as fit in one default step's worth of
-            input (16 crops of 224 x 224), since larger passes only add memory traffic
-            there (a batch then costs per accentuation what its single runs cost, and
-            peak memory stays that of one pass); all at once on other devices. Results
-            depend on it only through rounding.
+        settings: the resolved :class:`~accentuate.settings.Settings` (regularizer, lambda,
+            optimization, augmentation, how the model is fed).
+        generator: all randomness (default: one seeded with ``settings.seed``).
+        param: an :class:`~accentuate.params.ImageParam` of shape ``(N * M, 3, H, W)`` to
+            optimize instead of a new one of ``settings.param`` (see its batch-first contract).
+        canvas: ``(H, W)`` when ``seeds`` is ``None`` (default: ``settings.canvas``).
+
+    ``settings.per_pass`` is the number of accentuations per forward/backward pass of the
+    model (each brings its K crops). ``None``: on CPU as many as fit in one default step's
+    worth of input (16 crops of 224 x 224), since larger passes only add memory traffic
+    there (a batch then costs per accentuation what its single runs cost, and peak memory
+    stays that of one pass); all at once on other devices. Results depend on it only
+    through rounding.
     """
 
     def __init__(
@@ -212,70 +110,63 @@ class Accentuator:
         spec: ModelSpec,
         seeds: torch.Tensor | None,
         objectives: Sequence[Objective],
+        settings: Settings,
         *,
-        reg_layer: str = NONE,
-        lam: float | torch.Tensor = 1.0,
-        balance: bool = True,
-        param: str = "fourier",
-        lr: float = 0.05,
-        optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
-        crops: int = 16,
-        crop_range: tuple[float, float] = (0.05, 0.99),
-        noise: tuple[float, float] = (0.02, 0.02),
-        canvas: tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
-        opacity: bool = True,
-        record_every: int = 1,
-        channels_last: bool = True,
-        autocast: str | torch.dtype | None = None,
-        per_pass: int | None = None,
+        param: ImageParam | None = None,
+        canvas: tuple[int, int] | None = None,
     ) -> None:
-        p = next(model.parameters(), None)
-        self.device = p.device if p is not None else torch.device("cpu")
+        self.settings = settings
+        self.runner = ModelRunner(model, spec, channels_last=settings.channels_last, autocast=settings.autocast)
+        self.device = self.runner.device
         self.model, self.spec = model, spec
         self.objectives = list(objectives)
         self.n = 1 if seeds is None else seeds.shape[0]
         self.m = len(self.objectives)
         self.seeds = None if seeds is None else seeds.to(self.device, torch.float32)
-        self.canvas = tuple(self.seeds.shape[-2:]) if self.seeds is not None else tuple(canvas)  # type: ignore[arg-type]
-        self.reg_layer = NONE if self.seeds is None else reg_layer
-        if self.reg_layer not in (NONE, PIXEL):
-            check_layers(model, [self.reg_layer])
-        check_layers(model, {layer for o in self.objectives for layer in o.layers})
-        self.balance = balance
-        _check_noise(noise)
-        self.crops, self.crop_range, self.noise = crops, tuple(crop_range), tuple(noise)
+        if self.seeds is not None:
+            self.canvas = tuple(self.seeds.shape[-2:])
+        else:
+            self.canvas = tuple(canvas) if canvas is not None else settings.canvas_size()
+        self.reg = Regularizer.none() if self.seeds is None else settings.regularizer
+        check_layers(model, self._layers())
+        self.balance = settings.balance
+        self.crops, self.crop_range, self.noise = settings.crops, settings.crop_range, settings.noise
+        if generator is None:
+            generator, _ = _generator(settings.seed, self.device)
         self.generator = generator
-        self.opacity_on, self.record_every = opacity, record_every
-        self.channels_last = channels_last
-        self.autocast = _autocast_dtype(autocast)
-        if per_pass is not None and (not isinstance(per_pass, int) or per_pass < 1):
-            raise ValueError(f"per_pass must be a positive integer or None; got {per_pass!r}")
-        self.per_pass = per_pass
+        self.opacity_on, self.record_every = settings.opacity, settings.record_every
+        self.per_pass = settings.per_pass
         self.input_size = spec.input_size
         # The rendering made for the last evaluation, keyed by the parameters' versions.
         self._rendered: tuple[tuple[int, ...], torch.Tensor] | None = None  # (key, images)
 
         shape = (self.n * self.m, 3, *self.canvas)
-        init = None if self.seeds is None else self.seeds.repeat_interleave(self.m, dim=0)
-        self.param: ImageParam = make_param(param, shape, seed=init, generator=generator, device=self.device)
-        self.param.to(self.device)
+        if param is not None:
+            if tuple(param.shape) != shape:
+                raise ValueError(f"param has shape {tuple(param.shape)}; this run needs {shape} "
+                                 "(seeds x targets, 3, H, W)")
+            self.param: ImageParam = param.to(self.device)
+        else:
+            init = None if self.seeds is None else self.seeds.repeat_interleave(self.m, dim=0)
+            self.param = make_param(settings.param, shape, seed=init, generator=generator, device=self.device)
+            self.param.to(self.device)
         params = [q for q in self.param.parameters() if q.requires_grad]
+        lr, optimizer = settings.lr, settings.optimizer
         if optimizer == "adam":
             # The fused kernel (one pass over the parameters) is ~7x faster than the
             # default foreach Adam on CPU; same update up to rounding.
             self.optimizer = torch.optim.Adam(params, lr=lr, fused=self.device.type in ("cpu", "cuda"))
-        elif callable(optimizer):
-            self.optimizer = optimizer(params, lr=lr)
         else:
-            raise ValueError(f"optimizer must be 'adam' or a callable (params, lr=...); got {optimizer!r}")
+            self.optimizer = optimizer(params, lr=lr)  # type: ignore[operator]
 
         p_count = self.n * self.m
         self.t = 0
         # lam: a scalar, or one value per accentuation (anything broadcastable to (N, M)).
-        self.lam = torch.as_tensor(lam, dtype=torch.float32, device=self.device).expand(self.n, self.m).reshape(-1)
+        self.lam = torch.as_tensor(settings.lam, dtype=torch.float32, device=self.device).expand(
+            self.n, self.m).reshape(-1)
         self.weight = (torch.full((p_count,), math.nan, device=self.device)
-                       if self.reg_layer != NONE and balance else self.lam.clone())
+                       if self.reg.active and self.balance else self.lam.clone())
         self.active = torch.ones(p_count, dtype=torch.bool, device=self.device)
         self.failed: dict[int, str] = {}
         self.steps_used = torch.full((p_count,), -1, dtype=torch.long, device=self.device)
@@ -284,54 +175,23 @@ class Accentuator:
         self.history = History()
         self.last_crops: Crops | None = None
 
-        # Validate objectives against the layers' real shapes before the first step.
+        # The layers' layouts from their real shapes, and the objectives checked against
+        # them, before the first step.
         with torch.no_grad():
             view = self._full_view(self.param().detach()[:1])
-            shapes = self._shapes(view)
+            acts = self.runner(view, self._layers() + [OUTPUT])
+        self.layouts: dict[str, Layout] = self.runner.layouts(
+            list(acts), {k: tuple(v.shape) for k, v in acts.items()})
         for o in self.objectives:
-            o.validate(shapes)
+            o.validate(self.layouts)
 
     # -- model calls ---------------------------------------------------------------------
     def _layers(self) -> list[str]:
-        names = {layer for o in self.objectives for layer in o.layers}
-        if self.reg_layer not in (NONE, PIXEL):
-            names.add(self.reg_layer)
-        return sorted(names)
+        return sorted({layer for o in self.objectives for layer in o.layers} | self.reg.layers)
 
     def _run(self, x: torch.Tensor, names: Sequence[str], stop_at: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        """Forward ``x`` in [0, 1] with the named layers captured; ``OUTPUT`` holds the logits.
-
-        Under ``autocast`` the captured tensors are returned in float32.
-        """
-        amp = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
-               else contextlib.nullcontext())
-        with capture(self.model, names, stop_at=stop_at) as cap, amp:
-            try:
-                if stop_at is None:
-                    out = self.spec.logits(self.model(self.spec.preprocess(x)))
-                else:
-                    cap.run(self.model, self.spec.preprocess(x))
-                    out = None
-            except (ModelError, KeyboardInterrupt):
-                raise
-            except Exception as e:  # the user's model failed inside its forward
-                raise ModelError(
-                    f"the model raised {type(e).__name__} in its forward pass: {e}"
-                ) from e
-            missing = cap.missing()
-            if missing:
-                cap[missing[0]]  # raises LayerError: never ran
-            acts = dict(cap.outputs)
-        if out is not None:
-            acts[OUTPUT] = out
-        if self.autocast is not None:
-            acts = {k: v.float() if v.is_floating_point() else v for k, v in acts.items()}
-        return acts
-
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        # channels_last input makes conv nets ~25% faster on CPU; the model is not touched.
-        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
-        return x.contiguous(memory_format=fmt)
+        """Forward ``x`` in [0, 1] with the named layers captured; ``OUTPUT`` holds the logits."""
+        return self.runner(x, names, stop_at=stop_at)
 
     def _per_pass(self) -> int:
         """Accentuations (or seeds) per model pass (see ``per_pass``)."""
@@ -357,11 +217,6 @@ class Accentuator:
         self._rendered = (key, images)
         return images
 
-    def _shapes(self, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-        with model_state(self.model):
-            acts = self._run(x, self._layers())
-        return {k: tuple(v.shape) for k, v in acts.items()}
-
     def _full_view(self, images: torch.Tensor) -> torch.Tensor:
         """The un-augmented view the model sees: the whole canvas resized to its input."""
         return resize(images, self.input_size)
@@ -380,31 +235,40 @@ class Accentuator:
                 rows = (torch.tensor(idx, device=self.device)[:, None] * k
                         + torch.arange(k, device=self.device)).flatten()
                 sub = {name: a.index_select(0, rows) for name, a in acts.items() if name in obj.layers}
-            parts.append(obj(sub).view(len(idx), k).mean(dim=1))
+            parts.append(obj(sub, self.layouts).view(len(idx), k).mean(dim=1))
             where += idx
         values = torch.cat(parts)
         return values[torch.argsort(torch.tensor(where, device=self.device))]
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def evaluate(self, images: torch.Tensor | None = None, distance: bool = False) -> dict[str, torch.Tensor]:
         """Objective, rank and probability of each accentuation on its un-augmented image.
 
         Args:
             images: ``(N * M, 3, H, W)``; defaults to the current images.
+            distance: also measure ``reg_distance``, the regularizer's distance of each
+                whole image (resized to the model input, as the model sees it) to its seed's.
 
         Returns:
             ``value`` ``(N, M)``, and when the targets are class logits ``rank``
-            (1 = top-1) and ``prob`` ``(N, M)``, plus ``logits`` ``(N, M, classes)``.
+            (1 = top-1) and ``prob`` ``(N, M)``, plus ``logits`` ``(N, M, classes)``;
+            ``reg_distance`` ``(N, M)`` if asked (NaN without a regularizer).
         """
+        reg_names = sorted(self.reg.layers) if distance else []
         with _phase("evaluate"):
             if images is None:
                 images = self._images().detach()
-            with model_state(self.model):
-                acts = self._run(self._layout(self._full_view(images)),
-                                 sorted({l for o in self.objectives for l in o.layers} | {OUTPUT}))
+            with self.runner.state():
+                views = self.runner.memory_format(self._full_view(images))
+                acts = self._run(views, sorted({l for o in self.objectives for l in o.layers} | {OUTPUT}
+                                               | set(reg_names)))
+                if distance:
+                    reg_distance = self._seed_distance(views, acts)
         value = self._pair_objective(acts, 0, self.n * self.m, 1).view(self.n, self.m)
         out = {"value": value}
+        if distance:
+            out["reg_distance"] = reg_distance
         logits = acts[OUTPUT]
         if logits.dim() == 2:
             logits = logits.view(self.n, self.m, -1)
@@ -416,6 +280,18 @@ class Accentuator:
                 out["rank"] = 1 + (logits > target).sum(dim=2)
                 out["prob"] = logits.softmax(dim=2).gather(2, c)[..., 0]
         return out
+
+    def _seed_distance(self, views: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The regularizer's distance of the whole images (``views``, their ``acts``) to the seeds'."""
+        n, m = self.n, self.m
+        if self.seeds is None or not self.reg.active:
+            return torch.full((n, m), math.nan, device=self.device)
+        seed_views = self.runner.memory_format(self._full_view(self.seeds))
+        if self.reg.kind == "pixel":
+            return self.reg.distance(views, seed_views, n, m)
+        name = str(self.reg.name)
+        seed_act = self.runner.activations(seed_views, [name], stop_at=[name])[name].to(self.device)
+        return self.reg.distance(acts[name], seed_act, n, m, self.layouts[name])
 
     # -- one step ------------------------------------------------------------------------
     def step(self) -> dict[str, torch.Tensor]:
@@ -430,11 +306,11 @@ class Accentuator:
             crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
                                  self.noise[1], generator=self.generator, device=self.device)
         self.last_crops = crops
-        reg = self.reg_layer
+        reg = self.reg
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
-        use_reg = reg != NONE and bool((self.lam > 0).any()) and self.t > 0
-        with model_state(self.model):
+        use_reg = reg.active and bool((self.lam > 0).any()) and self.t > 0
+        with self.runner.state():
             with _phase("render"):
                 images = self._images()
                 self._rendered = None  # its graph is consumed by this step's backward
@@ -442,16 +318,16 @@ class Accentuator:
                 op = CropOperator(crops)
                 # Graph boundary: the model's gradients are taken at the crops (leaves),
                 # and mapped to the canvas by the crop operator's adjoint.
-                crops_all = self._layout(op(images.detach()))  # (N * M * K, 3, h, w)
+                crops_all = self.runner.memory_format(op(images.detach()))  # (N * M * K, 3, h, w)
             seed_act: torch.Tensor | None = None
             if use_reg:
                 with _phase("seed_forward"), torch.no_grad():
-                    seed_x = self._layout(op(self.seeds))  # (N * K, 3, h, w)
-                    if reg == PIXEL:
+                    seed_x = self.runner.memory_format(op(self.seeds))  # (N * K, 3, h, w)
+                    if reg.kind == "pixel":
                         seed_act = seed_x
                     else:
-                        step_n = self._per_pass()
-                        seed_act = torch.cat([self._run(seed_x[i * k:(i + step_n) * k], [reg], stop_at=[reg])[reg]
+                        step_n, name = self._per_pass(), str(reg.name)
+                        seed_act = torch.cat([self._run(seed_x[i * k:(i + step_n) * k], [name], stop_at=[name])[name]
                                               for i in range(0, n, step_n)])
             obj_parts, dist_parts, g_obj_parts, g_reg_parts = [], [], [], []
             pairs, per = n * m, self._per_pass()
@@ -467,10 +343,10 @@ class Accentuator:
                     acts = self._run(x, self._layers())
                     obj_p = self._pair_objective(acts, p0, p1, k)
                 if seed_act is not None:
-                    img_act = x if reg == PIXEL else acts[reg]
+                    img_act = reg.activations(acts, x)
                     mine = torch.arange(p0, p1, device=self.device) // m  # each accentuation's seed
                     paired = seed_act.view(n, k, *seed_act.shape[1:])[mine].flatten(0, 1)
-                    dist_p = distance(img_act, paired, p1 - p0, 1).view(-1)
+                    dist_p = reg.distance(img_act, paired, p1 - p0, 1, self.layouts.get(str(reg.name))).view(-1)
                 if fused:
                     with _phase("backward"):
                         w_p = torch.nan_to_num(self.weight[p0:p1], nan=0.0).to(dist_p.dtype)
@@ -567,7 +443,7 @@ class Accentuator:
         """A :class:`~accentuate.result.Result` of the current state."""
         with torch.no_grad():
             images = self.param().detach()
-        after = self.evaluate(images)
+        after = self.evaluate(images, distance=True)
         steps_used = torch.where(self.steps_used < 0, torch.full_like(self.steps_used, self.t), self.steps_used)
         n, m = self.n, self.m
         return Result(
@@ -590,30 +466,12 @@ def accentuate(
     model: nn.Module,
     seeds: SeedLike | Sequence[SeedLike] | None,
     targets: int | str | Objective | Sequence[int | str | Objective],
+    settings: Settings | None = None,
     *,
-    reg_layer: str | None = None,
-    lam: float | Sequence[float] | torch.Tensor | None = None,
-    balance: bool = True,
-    steps: int | None = None,
-    lr: float | None = None,
-    param: str | None = None,
-    crops: int = 16,
-    crop_range: tuple[float, float] = (0.05, 0.99),
-    noise: tuple[float, float] = (0.02, 0.02),
-    canvas: int | tuple[int, int] | None = None,
     generator: torch.Generator | int | None = None,
-    optimizer: str | Callable[..., torch.optim.Optimizer] = "adam",
-    until: str | int | float | Until | None = None,
     snapshots: int | Sequence[int] = (),
-    input_size: int | tuple[int, int] | None = None,
-    normalize: Any = _UNSET,
-    labels: Sequence[str] | None = _UNSET,
-    output: Any = None,
     progress: bool | Callable[[int, int], None] = False,
-    channels_last: bool = True,
-    autocast: str | torch.dtype | None = None,
-    opacity: bool = True,
-    record_every: int = 1,
+    **overrides: Any,
 ) -> Result:
     """Accentuate each target in each seed image.
 
@@ -622,39 +480,33 @@ def accentuate(
         seeds: a path, PIL image, tensor ``(3, H, W)`` or ``(N, 3, H, W)`` in [0, 1],
             or a list of those; ``None`` gives noise-seeded feature visualization.
         targets: a class index, class name, :class:`Objective`, or a list of them.
-        reg_layer: layer whose activations are kept near the seed's, or ``"pixel"``
-            or ``"none"``. Default: the model spec's suggestion, else the rule of
-            :func:`accentuate.spec.default_reg_layer`.
-        lam: regularization weight (default: the spec's calibrated value, else 1); a
-            scalar, or one value per accentuation (broadcastable to ``(N, M)``).
-        balance: scale ``lam`` by the step-1 gradient ratio (see :mod:`accentuate.regularize`).
-        steps, lr, param, canvas: optimization settings (defaults: the spec's, else
-            the reference's 100, 0.05, ``"fourier"``, 512). ``canvas`` is the long
-            side (the seed's aspect ratio is kept) or ``(H, W)``.
-        crops, crop_range, noise: paired augmentation per step (16 crops of 5-99 % of
-            the short side; Gaussian sd and uniform width of the pixel noise).
-        generator: a ``torch.Generator`` on the model's device or an int seed; a run
-            with the same seed is reproducible.
-        until: least-change mode: stop each accentuation once its target class is
-            seen (``"top1"``, a rank, or a probability); see :class:`Until`.
+        settings: a resolved :class:`~accentuate.settings.Settings` (e.g. from
+            :meth:`Settings.resolve`); ``overrides`` change it. Default: resolved here.
+        generator: a ``torch.Generator`` on the model's device or an int seed (the
+            ``seed`` setting); a run with the same seed is reproducible. ``None``: the
+            settings' seed, else a drawn one (recorded in ``result.config.seed``).
         snapshots: keep the images every this many steps (int) or at these steps.
-        input_size, normalize, labels, output: the model's spec, for models that do
-            not carry one (see :func:`accentuate.spec.resolve_spec`).
         progress: show a progress bar (``True``) or call ``progress(step, steps)``.
-        channels_last: feed the model ``channels_last`` tensors (faster for conv nets on CPU).
-        autocast: run the model in mixed precision (``"bfloat16"`` or ``"float16"``);
-            default float32. ``benchmarks/RESULTS.md`` records how close the results stay.
-        opacity: accumulate the opacity masks (the "where"). ``False`` keeps none
-            (``result.alpha()`` raises; no RGBA files) and makes each regularized step
-            one backward pass instead of two: use it when only the images matter.
-        record_every: evaluate the un-augmented images for the history (objective, rank,
-            probability) every this many steps and at the last; each evaluation is one
-            more forward pass of the images (about 9 % of a default step on CPU). The
-            images do not depend on it; ``until`` is still checked at its own steps.
+        overrides: any field of :class:`~accentuate.settings.Settings` (``reg_layer``,
+            ``lam``, ``steps``, ``lr``, ``param``, ``crops``, ``crop_range``, ``noise``,
+            ``canvas``, ``until``, ``opacity``, ``record_every``, ``channels_last``,
+            ``autocast``, ...; see there), and for a model without a spec what it cannot
+            tell: ``input_size``, ``normalize``, ``labels``, ``output``, ``layouts`` (see
+            :func:`accentuate.spec.resolve_spec`). ``param`` may also be an
+            :class:`~accentuate.params.ImageParam` of shape ``(N * M, 3, H, W)``.
+
+    Defaults: the model spec's calibrated values (``lam``, ``steps``, ``lr``, ``param``,
+    ``canvas``, the regularization layer), else the reference recipe's (100 steps of Adam
+    at 0.05, Fourier, a 512 canvas, lambda 1, the regularization layer by the rule of
+    :func:`accentuate.spec.default_reg_layer`), 16 paired crops of 5-99 % of the short side.
+    ``until="top1"`` stops each accentuation once the model sees its class (least change);
+    ``opacity=False`` keeps no masks and makes each regularized step one backward pass;
+    ``record_every=k`` evaluates the history every k steps (the images do not change).
 
     Returns:
         A :class:`~accentuate.result.Result`; ``result.images`` has shape
-        ``(N, M, 3, H, W)``. Ctrl-C returns the partial result (``interrupted=True``).
+        ``(N, M, 3, H, W)``, ``result.config`` is the :class:`Settings` it ran with. Ctrl-C
+        returns the partial result (``interrupted=True``).
 
     Example:
         >>> import accentuate as acc                                  # doctest: +SKIP
@@ -663,51 +515,54 @@ def accentuate(
         >>> res.save("out/")                                          # doctest: +SKIP
     """
     started = time.perf_counter()
-    spec = resolve_spec(model, input_size=input_size, normalize=normalize, labels=labels, output=output)
+    unknown = [k for k in overrides if k not in _SETTING_KEYS and k not in SPEC_KEYS and k != "param"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [*_SETTING_KEYS, *SPEC_KEYS], n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise TypeError(f"accentuate() got an unknown setting {unknown[0]!r}{hint}")
+    spec_kw = {k: overrides.pop(k) for k in SPEC_KEYS if k in overrides}
+    spec = resolve_spec(model, **spec_kw)
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:
         raise ValueError("no targets given")
     objectives = [as_objective(t).resolve(spec.labels) for t in target_list]
-    lam = spec.setting("lam") if lam is None else lam
-    steps = spec.setting("steps") if steps is None else steps
-    lr = spec.setting("lr") if lr is None else lr
-    param = spec.setting("param") if param is None else param
-    canvas = spec.setting("canvas") if canvas is None else canvas
-    _check_options(steps, lam, float(lr), crops, crop_range, canvas, spec.input_size, noise)
-    if not isinstance(record_every, int) or record_every < 1:
-        raise ValueError(f"record_every must be a positive integer; got {record_every!r}")
-    stop = Until.parse(until)
+    param_obj = overrides.get("param")
+    if isinstance(param_obj, ImageParam):
+        if type(param_obj).name not in PARAMS or PARAMS[type(param_obj).name] is not type(param_obj):
+            raise TypeError(f"param is a {type(param_obj).__name__}, which is not registered; decorate its "
+                            "class with @accentuate.params.register_param('NAME')")
+        overrides["param"] = type(param_obj).name
+    else:
+        param_obj = None
+    device = model_device(model)
+    if isinstance(generator, torch.Generator):
+        gen, seed_value = _generator(generator, device)
+    else:
+        if generator is not None:
+            overrides["seed"] = generator
+        seed_value = None
+    if settings is None or not settings.resolved:
+        settings = Settings.resolve(model, spec, settings, seeded=seeds is not None, **overrides)
+    elif overrides:
+        settings = settings.replace(**overrides)
+    if not isinstance(generator, torch.Generator):
+        if settings.seed is None:
+            settings = settings.replace(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        gen, seed_value = _generator(settings.seed, device)
+    if seeds is None and settings.regularizer.active:
+        settings = settings.replace(reg_layer="none")  # nothing to stay near
+    settings.check_model(spec)
+    stop = settings.until_rule
     if stop is not None and any(o.class_index is None for o in objectives):
         raise ValueError("until= needs class targets (logits); it cannot judge neurons or directions")
-
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    gen, gen_seed = _generator(generator, device)
     if seeds is None:
-        seed_t, hw = None, (canvas, canvas) if isinstance(canvas, int) else tuple(canvas)
+        seed_t, hw = None, settings.canvas_size()
     else:
-        seed_t = prepare_seeds(seeds, canvas)
+        seed_t = prepare_seeds(seeds, settings.canvas)
         hw = tuple(seed_t.shape[-2:])
-    if reg_layer is None:
-        reg_layer = default_reg_layer(model, spec) or PIXEL
-    config = {
-        "model": spec.name, "reg_layer": reg_layer, "balance": balance,
-        "lam": float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam).tolist(),
-        "steps": steps, "lr": float(lr), "param": param, "crops": crops,
-        "crop_range": list(crop_range), "noise": list(noise), "canvas": list(hw),
-        "generator_seed": gen_seed, "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
-        "until": None if stop is None else str(stop), "check_every": None if stop is None else stop.every,
-        "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
-        "device": str(device), "channels_last": bool(channels_last), "opacity": bool(opacity),
-        "autocast": None if _autocast_dtype(autocast) is None else str(_autocast_dtype(autocast)).replace("torch.", ""),
-    }
-    acc = Accentuator(
-        model, spec, seed_t, objectives, reg_layer=reg_layer,
-        lam=float(lam) if isinstance(lam, (int, float)) else torch.as_tensor(lam), balance=balance,
-        param=param, lr=float(lr), optimizer=optimizer, crops=crops, crop_range=tuple(crop_range),
-        noise=tuple(noise), canvas=hw, generator=gen,  # type: ignore[arg-type]
-        channels_last=channels_last, autocast=autocast, opacity=opacity, record_every=record_every,
-    )
+    steps = settings.steps
+    acc = Accentuator(model, spec, seed_t, objectives, settings, generator=gen, param=param_obj,
+                      canvas=hw)  # type: ignore[arg-type]
     snap_steps = _snapshot_steps(snapshots, steps)
     snaps: dict[int, torch.Tensor] = {}
     before = acc.evaluate()
@@ -722,8 +577,8 @@ def accentuate(
             check = stop is not None and (t % stop.every == 0 or t == steps)
             ev = acc.evaluate() if (check or t % acc.record_every == 0 or t == steps) else None
             acc.history.append(t, rec, ev)
-            if check and "rank" in ev:
-                hit = stop.reached(ev["rank"], ev["prob"]).flatten()
+            if check and ev is not None and "rank" in ev:
+                hit = stop.reached(ev["rank"], ev["prob"]).flatten()  # type: ignore[union-attr]
                 acc.deactivate(hit)
             if t in snap_steps:
                 snaps[t] = _snap(acc)
@@ -735,9 +590,16 @@ def accentuate(
         warnings.warn(f"interrupted at step {acc.t} of {steps}; returning the partial result", stacklevel=2)
     finally:
         bar(None)
-    config["seconds"] = round(time.perf_counter() - started, 3)
-    return acc.result(before, config=config, snapshots={k: v.cpu() for k, v in snaps.items()},
+    run = {
+        "model": spec.name, "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
+        "canvas": list(hw), "device": str(device), "generator_seed": seed_value,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return acc.result(before, config=settings, run=run, snapshots={k: v.cpu() for k, v in snaps.items()},
                       interrupted=interrupted, steps_done=acc.t)
+
+
+_SETTING_KEYS = tuple(Settings.__dataclass_fields__)
 
 
 #: On CPU, model passes hold at most this many input pixels (16 crops of 224 x 224) unless
@@ -749,20 +611,6 @@ _CPU_PASS_PIXELS = 16 * 224 * 224
 def _phase(name: str) -> contextlib.AbstractContextManager[Any]:
     """Label a part of a step for :mod:`torch.profiler` (near free when no profiler runs)."""
     return torch.profiler.record_function(f"accentuate.{name}")
-
-
-_AUTOCAST = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def _autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
-    """``None``/``"float32"`` (off), or the lower-precision dtype for :func:`torch.autocast`."""
-    if value is None or value in ("float32", "fp32", torch.float32):
-        return None
-    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
-        return value
-    if isinstance(value, str) and value.lower() in _AUTOCAST:
-        return _AUTOCAST[value.lower()]
-    raise ValueError(f"autocast must be None, 'bfloat16' or 'float16'; got {value!r}")
 
 
 def _snapshot_steps(snapshots: int | Sequence[int], steps: int) -> set[int]:

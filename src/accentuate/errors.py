@@ -14,8 +14,9 @@ __all__ = [
     "ImageError",
     "LayerError",
     "ModelError",
-    "NumericalError",
+    "ModelNameError",
     "OutputError",
+    "UsageError",
 ]
 
 
@@ -49,14 +50,16 @@ class ModelError(AccentuateError, RuntimeError):
     usage = False
 
 
-class NumericalError(AccentuateError, FloatingPointError):
-    """A NaN or infinity appeared in the loss or the gradients."""
-
-    usage = False
-
-
 class OutputError(AccentuateError, OSError):
     """A folder or file that results cannot be written to (a failure of the run, such as a
     full disk; the command line checks its output folder before starting)."""
 
     usage = False
+
+
+class ModelNameError(AccentuateError, ValueError):
+    """A model name that :func:`accentuate.load_model` cannot load (unknown, or its package missing)."""
+
+
+class UsageError(AccentuateError, ValueError):
+    """A mistake in the command line (exit status 2)."""

@@ -1,31 +1,52 @@
-"""Capture of layer outputs by their ``named_modules()`` dotted path.
+"""Running the model: capture of layer outputs by dotted name, and the one model runner.
 
 :func:`capture` is a context manager that registers forward hooks on the named
 layers and removes exactly those hooks in ``finally`` (user hooks are never
-touched). Captured outputs are cloned, so a later in-place operation (an in-place
-ReLU, a residual ``+=``) cannot change what was read. With ``stop_at`` the forward
-pass is cut short once every requested layer has run.
+touched). It is the only place in accentuate that registers hooks. Captured outputs
+are cloned, so a later in-place operation (an in-place ReLU, a residual ``+=``)
+cannot change what was read. With ``stop_at`` the forward pass is cut short once
+every requested layer has run.
+
+:class:`ModelRunner` is the one way accentuate runs a model: it owns eval mode and
+frozen parameters (restored on every path, see :func:`model_state`), the model's
+preprocessing, capture with ``stop_at``, autocast and channels-last input, chunking
+into passes, the layer layouts (:mod:`accentuate.layout`), and the wrapping of the
+model's own errors into :class:`~accentuate.errors.ModelError`. The engine, the
+analyses, :func:`layers` and the default regularization layer rule all use it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
 
 from .errors import LayerError, ModelError
+from .layout import Layout, infer_layout, parse_layout
 
-__all__ = ["Capture", "OUTPUT", "capture", "check_layers", "first_tensor", "layers"]
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
+__all__ = [
+    "Capture", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor", "layers",
+    "model_state",
+]
 
 #: Pseudo layer name for the model's (extracted) output, read by logit objectives.
 OUTPUT = "@output"
 
 
 def first_tensor(value: object) -> torch.Tensor | None:
-    """The tensor a layer produced: itself, or the first tensor inside a tuple/list/dict."""
+    """The tensor a layer produced: itself, or the first tensor inside a tuple/list/dict.
+
+    Hugging Face blocks return tuples or ``ModelOutput`` s whose first element is the
+    hidden state; that is what is read.
+    """
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)):
@@ -60,17 +81,40 @@ def check_layers(model: nn.Module, names: Iterable[str]) -> None:
             )
 
 
+@contextlib.contextmanager
+def model_state(model: nn.Module) -> Iterator[None]:
+    """Put ``model`` in eval mode with frozen parameters; restore both afterwards."""
+    training = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        for m, t in training:
+            m.training = t
+
+
 class _Stop(Exception):
     """Raised inside a hook to end a forward pass early."""
 
 
 class Capture:
-    """Outputs captured during a forward pass: ``capture[name]`` is a tensor."""
+    """Outputs captured during a forward pass: ``capture[name]`` is a tensor.
 
-    def __init__(self, names: list[str], stop_at: set[str] | None) -> None:
+    With ``trace=True`` nothing is kept but ``events``: ``(name, shape)`` each time a
+    hooked module completes, in completion order (for :meth:`ModelRunner.trace`).
+    """
+
+    def __init__(self, names: list[str], stop_at: set[str] | None, trace: bool = False) -> None:
         self.names = names
         self.outputs: dict[str, torch.Tensor] = {}
+        self.events: list[tuple[str, tuple[int, ...]]] = []
         self._stop_at = stop_at
+        self._trace = trace
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -97,10 +141,13 @@ class Capture:
         except _Stop:
             return None
 
-    def _hook(self, name: str):
+    def _hook(self, name: str) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             t = first_tensor(output)
             if t is None:
+                return
+            if self._trace:
+                self.events.append((name, tuple(t.shape)))
                 return
             # Clone: a later in-place op on this tensor must not change what we read.
             self.outputs[name] = t.clone()
@@ -112,7 +159,7 @@ class Capture:
 
 @contextmanager
 def capture(
-    model: nn.Module, names: Iterable[str], stop_at: Iterable[str] | None = None
+    model: nn.Module, names: Iterable[str], stop_at: Iterable[str] | None = None, trace: bool = False
 ) -> Iterator[Capture]:
     """Hook the named layers of ``model`` for the duration of the block.
 
@@ -121,6 +168,7 @@ def capture(
         names: dotted ``named_modules()`` paths (``OUTPUT`` is ignored here).
         stop_at: if given, :meth:`Capture.run` stops the forward pass as soon as all
             these layers have produced output (their later layers never run).
+        trace: record only the completion order and shapes (``Capture.events``).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
@@ -132,7 +180,7 @@ def capture(
     names = [n for n in dict.fromkeys(names) if n != OUTPUT]
     check_layers(model, names)
     modules = dict(model.named_modules())
-    cap = Capture(names, set(stop_at) if stop_at is not None else None)
+    cap = Capture(names, set(stop_at) if stop_at is not None else None, trace=trace)
     handles = []
     try:
         for name in names:
@@ -143,60 +191,288 @@ def capture(
             h.remove()
 
 
+class LayerInfo(NamedTuple):
+    """A hookable layer: its dotted name, the output shape for one input, its layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    layout: Layout | None
+    weighted: bool = False  # has parameters of its own
+
+
+_AUTOCAST = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
+    """``None``/``"float32"`` (off), or the lower-precision dtype for :func:`torch.autocast`."""
+    if value is None or value in ("float32", "fp32", torch.float32):
+        return None
+    if isinstance(value, torch.dtype) and value in (torch.bfloat16, torch.float16):
+        return value
+    if isinstance(value, str) and value.lower() in _AUTOCAST:
+        return _AUTOCAST[value.lower()]
+    raise ValueError(f"autocast must be None, 'bfloat16' or 'float16'; got {value!r}")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+class ModelRunner:
+    """The one way accentuate runs a model.
+
+    Args:
+        model: the user's model; left as found on every path (mode, ``requires_grad``).
+        spec: its :class:`~accentuate.spec.ModelSpec` (preprocessing, logits, input size,
+            layout overrides).
+        channels_last: feed 4-d input in ``channels_last`` memory format (faster for
+            conv nets on CPU).
+        autocast: ``None`` (float32), ``"bfloat16"`` or ``"float16"``: the model runs under
+            :func:`torch.autocast`; captured tensors come back as float32.
+
+    Example:
+        >>> from accentuate.spec import ModelSpec
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+        >>> run = ModelRunner(net, ModelSpec(input_size=(8, 8), normalize=None))
+        >>> acts = run(torch.rand(2, 3, 8, 8), ["0"])
+        >>> sorted(acts), tuple(acts["0"].shape)
+        (['0', '@output'], (2, 4, 6, 6))
+        >>> run.layouts(["0"])["0"]
+        Layout('nchw', channels=4, grid=(6, 6))
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, *, channels_last: bool = False,
+                 autocast: str | torch.dtype | None = None) -> None:
+        self.model, self.spec = model, spec
+        self.device = model_device(model)
+        self.channels_last = channels_last
+        self.autocast = autocast_dtype(autocast)
+        self._depth = 0
+        self._trace: list[LayerInfo] | None = None
+
+    # -- state --------------------------------------------------------------------------------
+    @contextmanager
+    def state(self) -> Iterator[None]:
+        """Eval mode and frozen parameters for the block (nested blocks share the outer one)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with model_state(self.model):
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
+    def memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory format the model is fed (``channels_last`` if asked)."""
+        fmt = torch.channels_last if self.channels_last and x.dim() == 4 else torch.contiguous_format
+        return x.contiguous(memory_format=fmt)
+
+    def _wrap(self, e: Exception) -> ModelError:
+        return ModelError(f"the model raised {type(e).__name__} in its forward pass: {e}")
+
+    # -- one pass -------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, layers: Iterable[str] = (), *, logits: bool = True,
+                 stop_at: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Run ``x`` (``(B, 3, h, w)`` in [0, 1] at the model's input size) once.
+
+        Args:
+            layers: dotted names to capture (:data:`OUTPUT` is the logits).
+            logits: also return the logits as ``acts[OUTPUT]`` (ignored with ``stop_at``).
+            stop_at: end the pass once these layers ran (no logits then).
+
+        Returns:
+            ``{name: tensor}``, float32; autograd follows ``x`` when it is enabled.
+
+        Raises:
+            LayerError: a layer is not in the model or never ran.
+            ModelError: the model raised inside its forward pass (the cause is chained).
+        """
+        wanted = list(layers)
+        names = [n for n in dict.fromkeys(wanted) if n != OUTPUT]
+        amp = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+               else contextlib.nullcontext())
+        with self.state(), capture(self.model, names, stop_at=stop_at) as cap, amp:
+            x = self.memory_format(self.spec.preprocess(self.memory_format(x)))
+            try:
+                if stop_at is None:
+                    out = self.model(x)
+                    result = self.spec.logits(out) if logits or OUTPUT in wanted else None
+                else:
+                    cap.run(self.model, x)
+                    result = None
+            except (ModelError, LayerError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # the user's model failed inside its forward
+                raise self._wrap(e) from e
+            missing = cap.missing()
+            if missing:
+                cap[missing[0]]  # raises LayerError: never ran
+            acts = dict(cap.outputs)
+        if result is not None:
+            acts[OUTPUT] = result
+        if self.autocast is not None:
+            acts = {k: v.float() if v.is_floating_point() else v for k, v in acts.items()}
+        return acts
+
+    @torch.no_grad()
+    def activations(self, images: torch.Tensor, layers: Sequence[str], *, batch: int = 16,
+                    reduce: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
+                    stop_at: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """The named layers' outputs for many images, ``batch`` at a time, without autograd.
+
+        Args:
+            images: ``(N, 3, h, w)`` in [0, 1] at the model's input size (any device).
+            layers: dotted names; :data:`OUTPUT` is the logits.
+            reduce: ``reduce(name, tensor)`` applied to each captured batch before it is
+                kept (e.g. pooling, to save memory).
+            stop_at: end each pass once these layers ran (no logits then).
+
+        Returns:
+            ``{name: (N, ...)}`` on the CPU, float32.
+        """
+        out: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+        with self.state():
+            for start in range(0, images.shape[0], batch):
+                x = images[start : start + batch].to(self.device, torch.float32)
+                acts = self(x, layers, logits=OUTPUT in layers, stop_at=stop_at)
+                for n in layers:
+                    t = acts[n].float()
+                    out[n].append((reduce(n, t) if reduce is not None else t).cpu())
+        return {n: torch.cat(v) for n, v in out.items()}
+
+    # -- the model's layers -------------------------------------------------------------------------
+    def trace(self, example: torch.Tensor | None = None) -> list[LayerInfo]:
+        """Every hookable layer in the order its output completes, with shape and layout.
+
+        One pass on ``example`` (default: zeros of the model's input size), in eval mode
+        without autograd; cached when no example is given. Layers that did not run are
+        left out; a layer run twice is listed once, with its first shape.
+        """
+        cache = example is None
+        if cache and self._trace is not None:
+            return self._trace
+        if example is None:
+            p = next(self.model.parameters(), None)
+            dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+            example = torch.zeros((1, 3, *self.spec.input_size), device=self.device, dtype=dtype)
+        modules = dict(self.model.named_modules())
+        names = [n for n in modules if n]
+        with self.state(), torch.no_grad(), capture(self.model, names, trace=True) as cap:
+            try:
+                self.model(self.spec.preprocess(example))
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # the user's model failed inside its forward
+                raise self._wrap(e) from e
+        seen: dict[str, LayerInfo] = {}
+        for name, shape in cap.events:
+            if name not in seen:
+                weighted = any(True for _ in modules[name].parameters(recurse=False))
+                seen[name] = LayerInfo(name, shape, self._layout_of(name, shape), weighted)
+        rows = list(seen.values())
+        if cache:
+            self._trace = rows
+        return rows
+
+    def _layout_of(self, name: str, shape: tuple[int, ...]) -> Layout | None:
+        override = self.spec.layouts.get(name)
+        if override is not None:
+            return parse_layout(override, shape)
+        return infer_layout(shape, self.spec.input_size, self.spec.patch_size)
+
+    def layouts(self, names: Iterable[str], shapes: Mapping[str, tuple[int, ...]] | None = None
+                ) -> dict[str, Layout]:
+        """The layout of each named layer (:data:`OUTPUT` included), from ``shapes`` when given,
+        else from one traced pass.
+
+        Raises:
+            LayerError: a layer is not in the model or never runs.
+            ValueError: a layer whose shape has no layout (pass ``layouts=`` for it).
+        """
+        names = list(dict.fromkeys(names))
+        if shapes is None:
+            check_layers(self.model, names)
+            known = {r.name: r.shape for r in self.trace()}
+            if OUTPUT in names:
+                known[OUTPUT] = tuple(self(torch.zeros((1, 3, *self.spec.input_size), device=self.device),
+                                           logits=True)[OUTPUT].shape)
+            shapes = known
+        out: dict[str, Layout] = {}
+        for n in names:
+            if n not in shapes:
+                raise LayerError(
+                    f"layer {n!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
+                )
+            lay = self._layout_of(n, tuple(shapes[n])) if n != OUTPUT else infer_layout(
+                tuple(shapes[n]), self.spec.input_size)
+            if lay is None:
+                raise ValueError(
+                    f"layer {n!r} has output shape {tuple(shapes[n])}, which accentuate cannot read as "
+                    "channels and positions; pass layouts={name: 'nchw' | 'nhwc' | 'tokens:PREFIX:HxW'}"
+                )
+            out[n] = lay
+        return out
+
+    def default_reg_layer(self) -> str | None:
+        """The regularization layer when neither the call nor the spec names one.
+
+        Rule: walk the modules in the order their outputs complete (the pass of :meth:`trace`). Among modules with spatial output (a layout with more than one position),
+        take the outermost one that completes once a third of the model's weighted layers
+        (modules with their own parameters) have run. ``None`` if no layer is spatial.
+        """
+        if self.spec.reg_layer is not None:
+            return self.spec.reg_layer
+        events: list[tuple[str, bool, int]] = []  # (name, spatial, weighted layers run so far)
+        count = 0
+        for row in self.trace():
+            count += row.weighted
+            events.append((row.name, row.layout is not None and row.layout.spatial, count))
+        spatial = [(n, c) for n, s, c in events if s]
+        if not spatial:
+            return None
+        threshold = count / 3
+        chosen = next(((n, c) for n, c in spatial if c >= threshold), spatial[-1])
+        # Outermost module completing at the same point: the shortest name among same-count events.
+        same = [n for n, c in spatial if c == chosen[1] and chosen[0].startswith(n + ".")]
+        return min(same, key=len) if same else chosen[0]
+
+
 def layers(
     model: nn.Module,
     input_size: tuple[int, int] | int | None = None,
     example: torch.Tensor | None = None,
-) -> list[tuple[str, tuple[int, ...]]]:
-    """List hookable layers with the output shape each produces for an example input.
+    **spec_overrides: Any,
+) -> list[LayerInfo]:
+    """List hookable layers with the output shape and layout each has for an example input.
 
     Args:
-        model: any module (left in the mode it was in).
+        model: any module; left as found (its mode, flags and BatchNorm statistics: the
+            pass runs in eval mode without autograd).
         input_size: ``(h, w)`` of the example input; defaults to the model's spec or 224.
-        example: an explicit example batch instead of zeros of ``input_size``.
+        example: an explicit example batch in [0, 1] instead of zeros of ``input_size``.
+        spec_overrides: ``normalize=``, ``layouts=``, ... as for :func:`accentuate.spec.resolve_spec`.
 
     Returns:
-        ``[(name, shape), ...]`` in execution order; layers that did not run are omitted.
+        ``[LayerInfo(name, shape, layout, weighted), ...]`` in the order outputs complete;
+        layers that did not run are omitted. ``layout`` is ``None`` for shapes that have
+        none (e.g. 5-d).
 
     Raises:
         ModelError: the model raised inside its forward pass (the cause is chained).
     """
-    if example is None:
-        if input_size is None:
-            spec = getattr(model, "accentuate_spec", None)
-            input_size = spec.input_size if spec is not None else (224, 224)
-        if isinstance(input_size, int):
-            input_size = (input_size, input_size)
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else "cpu"
-        dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
-        example = torch.zeros((1, 3, *input_size), device=device, dtype=dtype)
-    order: list[tuple[str, tuple[int, ...]]] = []
-    handles = []
+    import warnings
 
-    def make(name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            t = first_tensor(output)
-            if t is not None:
-                order.append((name, tuple(t.shape)))
+    from .spec import resolve_spec
 
-        return hook
-
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(make(name)))
-        with torch.no_grad():
-            try:
-                model(example)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # the user's model failed inside its forward
-                raise ModelError(f"the model raised {type(e).__name__} in its forward pass: {e}") from e
-    finally:
-        for h in handles:
-            h.remove()
-    seen: dict[str, tuple[int, ...]] = {}
-    for name, shape in order:
-        seen.setdefault(name, shape)
-    return list(seen.items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
+        spec = resolve_spec(model, input_size=input_size, **spec_overrides)
+    return ModelRunner(model, spec).trace(example)

@@ -2,9 +2,14 @@
 
 An objective maps captured activations to one value per batch row (per crop).
 Layers are ``named_modules()`` dotted paths; the model's output is the pseudo
-layer :data:`accentuate.hooks.OUTPUT`. Layer outputs may be conv-shaped
-``(B, C, H, W)``, token-shaped ``(B, N, D)`` (the channel axis is the last one) or
-vectors ``(B, C)``.
+layer :data:`accentuate.hooks.OUTPUT`. Where a layer's channels and positions are
+is its :class:`~accentuate.layout.Layout` (conv ``nchw``, channels-last ``nhwc``,
+``tokens`` with leading class/register tokens, ``vector``), given with the
+activations: an objective never guesses it from the tensor.
+
+An objective also describes itself (:meth:`Objective.describe`: kind, label, layer,
+channel, position), which is what records and figures show; adding a kind of
+objective means adding one class here.
 
 Example:
     >>> obj = channel("blocks.5", 20) - 0.5 * logit(1)
@@ -16,12 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .hooks import OUTPUT
+from .layout import Layout
 
 __all__ = [
     "Channel",
@@ -36,6 +42,7 @@ __all__ = [
 ]
 
 Acts = Mapping[str, torch.Tensor]
+Layouts = Mapping[str, Layout]
 
 
 class Objective:
@@ -43,16 +50,22 @@ class Objective:
 
     layers: frozenset[str] = frozenset()
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
-        """Return the objective per batch row, shape ``(B,)``."""
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        """Return the objective per batch row, shape ``(B,)``, from the captured
+        activations and their layouts."""
         raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """How the objective is shown and recorded: ``kind``, ``label``, ``value_name`` and
+        what it reads (``layer``, ``channel``, ``y``, ``x``, ``class_index``, ...)."""
+        return {"kind": "objective", "label": repr(self), "value_name": "objective"}
 
     # -- resolution and validation -----------------------------------------------------
     def resolve(self, labels: Sequence[str] | None, num_outputs: int | None = None) -> Objective:
         """Return a copy with class names turned into indices (see :class:`Logit`)."""
         return self
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def validate(self, layouts: Layouts) -> None:
         """Raise ``ValueError`` if a channel, position or vector does not fit its layer."""
 
     @property
@@ -100,15 +113,20 @@ class Sum(Objective):
     def terms(self) -> list[tuple[float, Objective]]:
         return list(self._terms)
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
-        return sum(w * o(acts) for w, o in self._terms)  # type: ignore[return-value]
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        return sum(w * o(acts, layouts) for w, o in self._terms)  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        if len(self._terms) == 1 and self._terms[0][0] == 1.0:
+            return self._terms[0][1].describe()
+        return super().describe()
 
     def resolve(self, labels: Sequence[str] | None, num_outputs: int | None = None) -> Objective:
         return Sum([(w, o.resolve(labels, num_outputs)) for w, o in self._terms])
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    def validate(self, layouts: Layouts) -> None:
         for _, o in self._terms:
-            o.validate(shapes)
+            o.validate(layouts)
 
     @property
     def class_index(self) -> int | None:
@@ -129,32 +147,12 @@ class Sum(Objective):
         return "".join(parts)
 
 
-def _channel_axis(t: torch.Tensor) -> int:
-    return 1 if t.dim() == 4 else t.dim() - 1
-
-
-def _num_channels(shape: tuple[int, ...]) -> int:
-    return shape[1] if len(shape) == 4 else shape[-1]
-
-
-def _check_channel(layer: str, c: int, shape: tuple[int, ...]) -> None:
-    n = _num_channels(shape)
+def _check_channel(layer: str, c: int, layout: Layout) -> None:
+    n = layout.channels
     if not 0 <= c < n:
         raise ValueError(
             f"channel {c} is out of range for layer {layer!r}, which has {n} channels (0..{n - 1})"
         )
-
-
-def _token_grid(n: int) -> tuple[int, int, int]:
-    """(offset, side, side) of a square token grid, skipping a leading class token."""
-    for offset in (0, 1):
-        side = math.isqrt(n - offset)
-        if side * side == n - offset and side > 0:
-            return offset, side, side
-    raise ValueError(
-        f"cannot place a neuron in a token layer of {n} tokens (not a square grid, "
-        "with or without one class token)"
-    )
 
 
 class Logit(Objective):
@@ -190,24 +188,33 @@ class Logit(Objective):
         out.name = labels[self.c] if labels is not None and self.c < len(labels) else self.name
         return out
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        shape = shapes.get(OUTPUT)
-        if shape is not None and isinstance(self.c, int):
-            if len(shape) != 2:
+    def validate(self, layouts: Layouts) -> None:
+        lay = layouts.get(OUTPUT)
+        if lay is not None and isinstance(self.c, int):
+            if lay.kind != "vector":
                 raise ValueError(
-                    f"the model's output has shape {shape}; a logit needs (B, classes). "
+                    f"the model's output has shape {lay.shape()}; a logit needs (B, classes). "
                     "Pass output= to pick the logits from a tuple or dict output"
                 )
-            if not 0 <= self.c < shape[1]:
+            if not 0 <= self.c < lay.channels:
                 from .errors import ClassNameError
 
                 raise ClassNameError(
-                    f"class index {self.c} is out of range; the model has {shape[1]} outputs "
-                    f"(0..{shape[1] - 1})"
+                    f"class index {self.c} is out of range; the model has {lay.channels} outputs "
+                    f"(0..{lay.channels - 1})"
                 )
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         return acts[OUTPUT][:, self.c]
+
+    def describe(self) -> dict[str, Any]:
+        idx = self.class_index
+        if idx is None:
+            return {"kind": "class", "class_index": None, "class_name": self.c, "label": str(self.c),
+                    "value_name": "logit"}
+        label = f"{self.name} ({idx})" if self.name else f"class {idx}"
+        return {"kind": "class", "class_index": idx, "class_name": self.name, "label": label,
+                "slug_text": self.name or f"class-{idx}", "value_name": "logit"}
 
     def __repr__(self) -> str:
         if self.name is not None and isinstance(self.c, int):
@@ -222,16 +229,15 @@ class Channel(Objective):
         self.layer, self.c = layer, int(c)
         self.layers = frozenset({layer})
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        _check_channel(self.layer, self.c, shapes[self.layer])
+    def validate(self, layouts: Layouts) -> None:
+        _check_channel(self.layer, self.c, layouts[self.layer])
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
-        t = acts[self.layer]
-        if t.dim() == 4:
-            return t[:, self.c].mean(dim=(1, 2))
-        if t.dim() == 3:
-            return t[:, :, self.c].mean(dim=1)
-        return t.reshape(t.shape[0], -1)[:, self.c]
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        return layouts[self.layer].channel(acts[self.layer], self.c).mean(dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "channel", "layer": self.layer, "channel": self.c, "label": f"{self.layer}:{self.c}",
+                "slug_text": f"{self.layer}-c{self.c}", "value_name": "channel mean"}
 
     def __repr__(self) -> str:
         return f"Channel({self.layer}, {self.c})"
@@ -244,36 +250,32 @@ class Neuron(Objective):
         self.layer, self.c, self.y, self.x = layer, int(c), y, x
         self.layers = frozenset({layer})
 
-    def _grid(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
-        if len(shape) == 4:
-            return 0, shape[2], shape[3]
-        if len(shape) == 3:
-            return _token_grid(shape[1])
-        return 0, 1, 1
-
-    def _pos(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        _, h, w = self._grid(shape)
+    def _pos(self, layout: Layout) -> tuple[int, int]:
+        h, w = layout.grid
         return (h // 2 if self.y is None else self.y, w // 2 if self.x is None else self.x)
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        shape = shapes[self.layer]
-        _check_channel(self.layer, self.c, shape)
-        _, h, w = self._grid(shape)
-        y, x = self._pos(shape)
+    def validate(self, layouts: Layouts) -> None:
+        lay = layouts[self.layer]
+        _check_channel(self.layer, self.c, lay)
+        h, w = lay.grid
+        y, x = self._pos(lay)
         if not (0 <= y < h and 0 <= x < w):
             raise ValueError(
-                f"position (y={y}, x={x}) is outside layer {self.layer!r}, whose grid is {h} x {w}"
+                f"position (y={y}, x={x}) is outside layer {self.layer!r}, whose grid is {h} x {w} "
+                f"(y 0..{h - 1}, x 0..{w - 1})"
             )
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
-        t = acts[self.layer]
-        y, x = self._pos(tuple(t.shape))
-        if t.dim() == 4:
-            return t[:, self.c, y, x]
-        if t.dim() == 3:
-            offset, _, w = _token_grid(t.shape[1])
-            return t[:, offset + y * w + x, self.c]
-        return t.reshape(t.shape[0], -1)[:, self.c]
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        lay = layouts[self.layer]
+        y, x = self._pos(lay)
+        return lay.at(acts[self.layer], y, x)[:, self.c]
+
+    def describe(self) -> dict[str, Any]:
+        pos = "centre" if self.y is None and self.x is None else f"y={self.y}, x={self.x}"
+        return {"kind": "neuron", "layer": self.layer, "channel": self.c, "y": self.y, "x": self.x,
+                "label": f"{self.layer}:{self.c} at {pos}",
+                "slug_text": f"{self.layer}-c{self.c}" + ("" if self.y is None else f"-y{self.y}x{self.x}"),
+                "value_name": "activation"}
 
     def __repr__(self) -> str:
         pos = "" if self.y is None and self.x is None else f", y={self.y}, x={self.x}"
@@ -297,23 +299,24 @@ class Direction(Objective):
         self.vector = v / v.norm()
         self.layers = frozenset({layer})
 
-    def validate(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        n = _num_channels(shapes[self.layer])
+    def validate(self, layouts: Layouts) -> None:
+        n = layouts[self.layer].channels
         if self.vector.numel() != n:
             raise ValueError(
                 f"direction has {self.vector.numel()} entries but layer {self.layer!r} has {n} channels"
             )
 
-    def __call__(self, acts: Acts) -> torch.Tensor:
-        t = acts[self.layer]
-        ax = _channel_axis(t)
-        shape = [1] * t.dim()
-        shape[ax] = -1
-        v = self.vector.to(t).view(shape)
-        dots = (t * v).sum(dim=ax)
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        t = layouts[self.layer].positions(acts[self.layer])  # (B, P, C)
+        dots = t @ self.vector.to(t)
         if self.kind == "cosine":
-            dots = dots / t.norm(dim=ax).clamp(min=1e-8)
-        return dots.reshape(t.shape[0], -1).mean(dim=1)
+            dots = dots / t.norm(dim=-1).clamp(min=1e-8)
+        return dots.mean(dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "direction", "layer": self.layer, "channels": self.vector.numel(),
+                "measure": self.kind, "label": f"{self.layer} direction ({self.kind})",
+                "slug_text": f"{self.layer}-dir-{self.kind}", "value_name": self.kind}
 
     def __repr__(self) -> str:
         return f"Direction({self.layer}, {self.vector.numel()}-d, {self.kind})"

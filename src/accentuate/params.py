@@ -23,6 +23,7 @@ still about ``0.1``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,9 +33,11 @@ __all__ = [
     "FourierParam",
     "ImageParam",
     "PhaseParam",
+    "PARAMS",
     "PixelParam",
     "from_unit",
     "make_param",
+    "register_param",
     "to_unit",
 ]
 
@@ -96,11 +99,26 @@ def _freq_radius(h: int, w: int, device: torch.device | None = None) -> torch.Te
 class ImageParam(nn.Module):
     """Base class: ``forward()`` returns images ``(B, 3, H, W)`` in [0, 1].
 
-    Subclasses implement :meth:`latent_to_z` (representation to decorrelated colour
-    space) and are initialized from a seed by inverting it.
+    Subclasses implement :meth:`z` (their representation mapped to decorrelated colour
+    space, ``(B, 3, H, W)``) and take ``(shape, seed=None, generator=None, device=None)``;
+    with a seed ``(B, 3, H, W)`` in [0, 1] they start from it exactly (the photo in is the
+    photo out, to float32 precision).
+
+    The batch-first contract the engine relies on: row ``b`` of the batch is one
+    accentuation (seed-major, then target), and **every parameter and buffer that
+    differs between rows has the batch as its first dimension**, so that row ``b`` of
+    each parameter belongs to image ``b`` alone. The engine freezes a finished
+    accentuation by saving and restoring ``q[b]`` of each parameter, zeroes ``q.grad[b]``,
+    and measures the regularizer's balance per row from the parameters' gradients.
+
+    A new parameterization is one subclass decorated with :func:`register_param`; the
+    engine (``param="NAME"``) and the command line (``--param NAME``) then offer it. An
+    instance can also be passed as ``param=`` to :func:`accentuate.accentuate`.
     """
 
     shape: tuple[int, int, int, int]
+    #: The name it is registered under (see :func:`register_param`).
+    name: str = ""
 
     def z(self) -> torch.Tensor:
         raise NotImplementedError
@@ -235,11 +253,25 @@ class PhaseParam(ImageParam):
         return torch.fft.irfft2(torch.polar(mag, self.phase), s=self.shape[-2:], norm="ortho")
 
 
-_PARAMS: dict[str, type[ImageParam]] = {
-    "pixel": PixelParam,
-    "fourier": FourierParam,
-    "phase": PhaseParam,
-}
+#: Registered parameterizations by name (what ``param=`` and ``--param`` accept).
+PARAMS: dict[str, type[ImageParam]] = {}
+
+
+def register_param(name: str) -> Callable[[type[ImageParam]], type[ImageParam]]:
+    """Class decorator: register an :class:`ImageParam` subclass under ``name``."""
+
+    def add(cls: type[ImageParam]) -> type[ImageParam]:
+        if not (isinstance(cls, type) and issubclass(cls, ImageParam)):
+            raise TypeError(f"register_param needs an ImageParam subclass; got {cls!r}")
+        cls.name = name
+        PARAMS[name] = cls
+        return cls
+
+    return add
+
+
+for _name, _cls in (("pixel", PixelParam), ("fourier", FourierParam), ("phase", PhaseParam)):
+    register_param(_name)(_cls)
 
 
 def make_param(
@@ -249,11 +281,11 @@ def make_param(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> ImageParam:
-    """Build a parameterization by name (``"pixel"``, ``"fourier"`` or ``"phase"``)."""
+    """Build a registered parameterization by name (``"pixel"``, ``"fourier"``, ``"phase"``, ...)."""
     try:
-        cls = _PARAMS[name]
+        cls = PARAMS[name]
     except KeyError:
         raise ValueError(
-            f"unknown parameterization {name!r}; choose one of {', '.join(_PARAMS)}"
+            f"unknown parameterization {name!r}; choose one of {', '.join(PARAMS)}"
         ) from None
     return cls(shape, seed=seed, generator=generator, device=device)

@@ -12,6 +12,7 @@ import torch
 
 from .errors import OutputError
 from .objectives import Objective
+from .settings import Settings
 
 __all__ = ["History", "Result", "atomic_write"]
 
@@ -132,7 +133,9 @@ class Result:
         lam_effective: ``(N, M)`` the regularization weight after balancing.
         failed: ``{(seed, target): message}`` for accentuations stopped by a numerical fault.
         snapshots: ``{step: uint8 tensor (N, M, 3, H, W)}``.
-        config: every setting of the run.
+        config: the :class:`~accentuate.settings.Settings` the run used (every setting).
+        run: facts of the run: ``model``, ``input_size``, ``targets``, ``canvas`` ``(H, W)``,
+            ``device``, ``generator_seed``, ``seconds``.
         interrupted: the run was stopped by Ctrl-C; ``steps_done`` steps were taken.
     """
 
@@ -148,14 +151,15 @@ class Result:
     lam_effective: torch.Tensor
     failed: dict[tuple[int, int], str] = field(default_factory=dict)
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: Settings = field(default_factory=lambda: Settings())
+    run: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     steps_done: int = 0
 
     @property
     def has_opacity(self) -> bool:
         """Whether the run accumulated opacity masks (``accentuate(..., opacity=True)``)."""
-        return self.config.get("opacity", True) is not False
+        return self.config.opacity
 
     def alpha(self, collective: bool = False, percentile: float = 99.0, sigma: float = 2.0) -> torch.Tensor:
         """Alpha channels ``(N, M, H, W)`` in [0, 1] from the raw masks.
@@ -233,7 +237,7 @@ class Result:
                     tensor_to_pil(t).save(buf, format="PNG")
                     atomic_write(out / name, buf.getvalue())
                     written.append(out / name)
-        doc = {"config": self.config, "pairs": self.summary(), "interrupted": self.interrupted,
+        doc = {"config": self.config.to_dict(), "run": self.run, "pairs": self.summary(), "interrupted": self.interrupted,
                "steps_done": self.steps_done}
         atomic_write(out / f"{prefix}result.json", json.dumps(doc, indent=2, default=str).encode())
         written.append(out / f"{prefix}result.json")

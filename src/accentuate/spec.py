@@ -62,6 +62,10 @@ class ModelSpec:
         reg_layer: suggested regularization layer for class targets.
         defaults: calibrated settings (``lam``, ``steps``, ``lr``, ``param``, ``canvas``).
         pathway_layers: layers in depth order for pathway analyses.
+        layouts: per-layer layout overrides, ``{name: Layout or "nchw" | "nhwc" |
+            "tokens:PREFIX:HxW"}``, for layers whose shape does not say it (see
+            :mod:`accentuate.layout`); other layers' layouts are inferred.
+        patch_size: the patch side of a vision transformer (fixes its token grid).
     """
 
     name: str = "custom"
@@ -72,6 +76,8 @@ class ModelSpec:
     reg_layer: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     pathway_layers: tuple[str, ...] = ()
+    layouts: Mapping[str, Any] = field(default_factory=dict)
+    patch_size: int | None = None
 
     def setting(self, key: str) -> Any:
         """A default setting: the spec's calibrated one, else the reference recipe's."""
@@ -140,13 +146,15 @@ def resolve_spec(
     labels: Sequence[str] | None = _UNSET,
     output: str | int | Callable[[Any], torch.Tensor] | None = None,
     name: str | None = None,
+    layouts: Mapping[str, Any] | None = None,
 ) -> ModelSpec:
     """The spec of ``model``: its own (``model.accentuate_spec``) with overrides applied.
 
     For a model without a spec, a missing ``input_size`` defaults to 224 x 224 and a
     missing ``normalize`` to ImageNet mean/std, each with a warning saying so
     (pass ``normalize=None`` for a model that takes [0, 1] input). ``labels`` may be
-    omitted: class names then cannot be used, class indices can.
+    omitted: class names then cannot be used, class indices can. ``layouts`` adds
+    per-layer layout overrides (see :class:`ModelSpec`).
     """
     base: ModelSpec | None = getattr(model, "accentuate_spec", None)
     if base is None:
@@ -173,6 +181,8 @@ def resolve_spec(
         changes["output"] = output
     if name is not None:
         changes["name"] = name
+    if layouts:
+        changes["layouts"] = {**base.layouts, **layouts}
     return replace(base, **changes) if changes else base
 
 
@@ -180,53 +190,12 @@ def default_reg_layer(model: nn.Module, spec: ModelSpec) -> str | None:
     """The regularization layer used when neither the call nor the spec names one.
 
     Rule: run the model once on a zero input and walk the modules in the order their
-    outputs complete. Among modules with spatial output (4-D with H, W > 1, or 3-D
-    token output), take the outermost one that completes once a third of the
-    model's weighted layers (modules with their own parameters) have run.
-    Returns ``None`` if the model has no spatial layer.
+    outputs complete. Among modules with spatial output (a layout with more than one
+    position: conv maps, channels-last stages, token grids), take the outermost one
+    that completes once a third of the model's weighted layers (modules with their own
+    parameters) have run. Returns ``None`` if the model has no spatial layer. (See
+    :meth:`accentuate.hooks.ModelRunner.default_reg_layer`.)
     """
-    if spec.reg_layer is not None:
-        return spec.reg_layer
-    events: list[tuple[str, bool, int]] = []  # (name, spatial, weighted leaves run so far)
-    count = [0]
-    handles = []
+    from .hooks import ModelRunner
 
-    def make(name: str, weighted: bool):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            from .hooks import first_tensor
-
-            if weighted:
-                count[0] += 1
-            t = first_tensor(output)
-            spatial = t is not None and (
-                (t.dim() == 4 and t.shape[2] * t.shape[3] > 1) or (t.dim() == 3 and t.shape[1] > 1)
-            )
-            events.append((name, spatial, count[0]))
-
-        return hook
-
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else "cpu"
-    was_training = model.training
-    try:
-        for name, module in model.named_modules():
-            if not name:
-                continue
-            weighted = any(True for _ in module.parameters(recurse=False))
-            handles.append(module.register_forward_hook(make(name, weighted)))
-        model.eval()
-        with torch.no_grad():
-            model(spec.preprocess(torch.zeros((1, 3, *spec.input_size), device=device)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    total = count[0]
-    spatial = [(n, c) for n, s, c in events if s]
-    if not spatial:
-        return None
-    threshold = total / 3
-    chosen = next(((n, c) for n, c in spatial if c >= threshold), spatial[-1])
-    # Outermost module completing at the same point: the shortest name among same-count events.
-    same = [n for n, c in spatial if c == chosen[1] and chosen[0].startswith(n + ".")]
-    return min(same, key=len) if same else chosen[0]
+    return ModelRunner(model, spec).default_reg_layer()

@@ -5,6 +5,8 @@
 - :func:`lambda_sweep` and :func:`sensitive_region`: the regularization weight's
   effect, and the range of ``lam`` where it matters.
 - :func:`latent_features`: one neuron, channel or direction accentuated in many images.
+- :func:`least_change`: the smallest change that still makes the model see the target
+  (a per-pair search of the regularization weight).
 - :func:`cascading_randomization`: the sanity check (randomize the model from the top;
   the explanation must change).
 
@@ -14,12 +16,14 @@ Plots need matplotlib (``pip install accentuate[plot]``); image grids need only 
 from __future__ import annotations
 
 from .latent import Latent, latent_features
+from .leastchange import LeastChange, least_change
 from .pathway import Pathway, augmented_views, pathway_similarity
 from .sanity import Sanity, cascade_order, cascading_randomization, randomize
 from .sweep import SensitiveRegion, Sweep, lambda_sweep, sensitive_region
 
 __all__ = [
     "Latent",
+    "LeastChange",
     "Pathway",
     "Sanity",
     "SensitiveRegion",
@@ -29,6 +33,7 @@ __all__ = [
     "cascading_randomization",
     "lambda_sweep",
     "latent_features",
+    "least_change",
     "pathway_similarity",
     "randomize",
     "sensitive_region",

@@ -16,11 +16,12 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..engine import model_state
 from ..errors import ImageError
-from ..hooks import OUTPUT, capture, layers as list_layers
+from ..hooks import OUTPUT, ModelRunner
+from ..layout import Layout
 from ..images import SeedLike, image_files, load_image, resize
 from ..result import atomic_write, output_folder
+from ..settings import SPEC_KEYS, Settings
 from ..spec import ModelSpec, resolve_spec
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
@@ -93,53 +94,30 @@ def model_view(images: Sequence[torch.Tensor] | torch.Tensor, size: tuple[int, i
 
 
 # -- activations ----------------------------------------------------------------------------
-def pooled(t: torch.Tensor) -> torch.Tensor:
-    """Spatial mean: ``(N, C, H, W)`` to ``(N, C)``, tokens ``(N, T, D)`` to ``(N, D)``, else flat."""
-    if t.dim() == 4:
-        return t.mean(dim=(2, 3))
-    if t.dim() == 3:
-        return t.mean(dim=1)
-    return t.reshape(t.shape[0], -1)
-
-
-@torch.no_grad()
 def layer_activations(
     model: nn.Module,
     images: torch.Tensor,
     layer_names: Sequence[str],
     spec: ModelSpec | None = None,
-    batch_size: int = 16,
-    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch: int = 16,
 ) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers for ``images``, in batches, without autograd.
+    """Outputs of the named layers for ``images``, ``batch`` at a time, without autograd.
 
     Args:
         model: any model (left as found).
         images: ``(N, 3, h, w)`` in [0, 1] at the model's input size.
         layer_names: dotted layer names; :data:`accentuate.hooks.OUTPUT` is the logits.
         spec: the model's spec (default: :func:`accentuate.spec.resolve_spec`).
-        batch_size: images per forward pass.
-        reduce: applied to each captured batch before it is kept (to save memory).
 
     Returns:
-        ``{layer: (N, ...)}`` on the CPU, float32.
+        ``{layer: (N, ...)}`` on the CPU, float32 (see :meth:`ModelRunner.activations`).
     """
-    spec = spec or resolve_spec(model)
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    names = [n for n in layer_names if n != OUTPUT]
-    out: dict[str, list[torch.Tensor]] = {n: [] for n in layer_names}
-    keep = reduce or (lambda t: t)
-    with model_state(model):
-        for start in range(0, images.shape[0], batch_size):
-            x = images[start : start + batch_size].to(device, torch.float32)
-            with capture(model, names) as cap:
-                logits = spec.logits(model(spec.preprocess(x)))
-                for n in names:
-                    out[n].append(keep(cap[n].float()).cpu())
-            if OUTPUT in out:
-                out[OUTPUT].append(keep(logits.float()).cpu())
-    return {n: torch.cat(v) for n, v in out.items()}
+    return ModelRunner(model, spec or resolve_spec(model)).activations(images, list(layer_names), batch=batch)
+
+
+def layouts_of(model: nn.Module, spec: ModelSpec, layer_names: Sequence[str]) -> dict[str, Layout]:
+    """The layout of each named layer (:data:`accentuate.hooks.OUTPUT` included)."""
+    return ModelRunner(model, spec).layouts(layer_names)
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -202,7 +180,7 @@ def units(model: nn.Module, spec: ModelSpec) -> list[str]:
                 names += inner
                 continue
         names.append(name)
-    order = {n: i for i, (n, _) in enumerate(list_layers(model, spec.input_size))}
+    order = {row.name: i for i, row in enumerate(ModelRunner(model, spec).trace())}
     ran = [n for n in names if n in order]
     # A module's hook fires when it completes; sort by the completion of its first run.
     return sorted(ran, key=lambda n: order[n])
@@ -386,12 +364,24 @@ def save_image(img: Any, path: str | os.PathLike, max_bytes: int = 300_000) -> P
     return path
 
 
-_SPEC_KEYS = ("input_size", "normalize", "labels", "output")
-
-
 def spec_of(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
     """The model's spec with the spec overrides found among an analysis's accentuate kwargs."""
-    return resolve_spec(model, **{k: kwargs[k] for k in _SPEC_KEYS if k in kwargs})
+    return resolve_spec(model, **{k: kwargs[k] for k in SPEC_KEYS if k in kwargs})
+
+
+#: Keywords of :func:`accentuate.accentuate` that are not settings.
+RUN_KEYS = ("generator", "snapshots", "progress")
+
+
+def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | None,
+                      kwargs: dict[str, Any], seeded: bool = True) -> Settings:
+    """The settings of an analysis, resolved once: ``settings`` (or the model's defaults) with the
+    settings found among ``kwargs`` applied (they are taken out of ``kwargs``; what stays are
+    :data:`RUN_KEYS`). Every accentuation of the analysis then runs from this one value."""
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k not in RUN_KEYS}
+    if isinstance(own.get("generator"), int):
+        own["seed"] = own.pop("generator")
+    return Settings.resolve(model, spec, settings, seeded=seeded, **own)
 
 
 def stack_with_title(title: str, blocks: Sequence[Any]) -> Any:

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import accentuate, model_state
+from ..engine import accentuate
+from ..hooks import OUTPUT, ModelRunner
 from ..errors import ClassNameError
 from ..images import SeedLike, prepare_seeds, resize
 from ..labels import find_class
@@ -49,12 +50,8 @@ class Explanation:
     alpha: torch.Tensor
 
 
-@torch.no_grad()
 def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    with model_state(model):
-        logits = spec.forward(model, resize(seed, spec.input_size).to(device))
+    logits = ModelRunner(model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]
     if logits.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}; explain needs (1, classes)")
     return logits[0].float().softmax(-1).cpu()

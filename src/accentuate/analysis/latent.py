@@ -178,7 +178,7 @@ def latent_features(
     after = torch.cat([r.after["value"][:, 0] for r in outs])
     gain = after - before
     order = torch.argsort(gain, descending=True, stable=True)
-    config = dict(outs[0].config)
+    config = outs[0].config.to_dict()
     config.update({"seeds": names, "batch_size": batch_size, "batches": len(outs), "canvas": [side, side]})
     failed: dict[str, str] = {}
     for r, first in zip(outs, range(0, len(names), batch_size)):

@@ -54,7 +54,7 @@ from ._shared import (
     markdown_table,
     model_view,
     pearson,
-    pooled,
+    layouts_of,
     require_matplotlib,
     save_figure,
     save_image,
@@ -352,7 +352,7 @@ def pathway_similarity(
         res = accentuate(model, seeds, objective, generator=generator, progress=progress, **accentuate_kwargs)
         acc_images = [t for t in res.images[:, 0]]
         seed_images = [t for t in res.seeds] if res.seeds is not None else []
-        config["accentuation"] = res.config
+        config["accentuation"] = res.config.to_dict()
     else:
         if isinstance(accentuations, Result) and accentuations.images.shape[1] != 1:
             raise ValueError(
@@ -399,6 +399,7 @@ def pathway_similarity(
     order = [k for k in KINDS[:-1] if k in kinds] + [k for k in kinds if k not in KINDS] + ["natural"]
     views = {k: model_view(kinds[k], spec.input_size) for k in order}
     acts = {k: layer_activations(model, views[k], layer_list, spec, batch_size) for k in order}
+    lays = layouts_of(model, spec, layer_list)
 
     pooled_r: dict[str, list[float]] = {k: [] for k in order}
     unpooled_r: dict[str, list[float]] = {k: [] for k in order}
@@ -408,6 +409,7 @@ def pathway_similarity(
     n_nat = len(naturals)
     for layer in layer_list:
         nat = acts["natural"][layer]
+        pooled = lays[layer].pool
         for k in order:
             a = acts[k][layer]
             for fn, store, store_sd in ((pooled, pooled_r, pooled_sd),

@@ -367,7 +367,7 @@ def cascading_randomization(
         rep["gain"] = float(again.after["value"][0, 0] - again.before["value"][0, 0])
         if "rank" in again.after:
             rep["rank"] = int(again.after["rank"][0, 0])
-    config = dict(results[0].config)
+    config = results[0].config.to_dict()
     config.update({"cascade": order, "weights_seed": weights_seed, "bn_stats": bn_stats, "repeat": repeat,
                    "every": every})
     return Sanity(

@@ -449,7 +449,7 @@ def lambda_sweep(
         free.update({"pixel_rmse": float(pixel_rmse(img, seed_canvas)),
                      "ssim_seed": float(ssim(img, seed_canvas)),
                      "reg_distance": free_rec["reg_distance"], "image": img})
-    config = dict(first.config)
+    config = first.config.to_dict()
     config.pop("lam", None)
     config.update({"lams": values.tolist(), "reference": reference, "upper": upper, "lower": lower,
                    "batch": batch})

@@ -165,7 +165,7 @@ def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str,
     for opt in forbid:
         if opt in kw:
             raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")
-    kw.pop("generator", None)
+    kw.pop("seed", None)  # passed as generator=
     kw["progress"] = not args.quiet
     return kw
 

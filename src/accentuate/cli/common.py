@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AccentuateError, ClassNameError, LayerError
+from ..errors import ClassNameError, LayerError, UsageError
 from ..hooks import check_layers
 from ..objectives import Objective, channel, logit, neuron
 
@@ -53,12 +53,6 @@ __all__ = [
 DEFAULT_MODEL = "efficientnet_lite0"
 #: Parent folder of the default output folders (relative to the working directory).
 RUNS_DIR = "accentuate-runs"
-
-
-class UsageError(AccentuateError, ValueError):
-    """A mistake in the command line (exit status 2)."""
-
-    usage = True
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -168,8 +162,9 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
                    help="regularization weight (larger stays closer to the seed)")
     g.add_argument("--steps", type=_positive_int("--steps"), metavar="N", help="optimization steps")
     g.add_argument("--lr", type=_number("--lr", 0.0, False), metavar="LR", help="learning rate")
-    g.add_argument("--param", choices=("fourier", "phase", "pixel"),
-                   help="image parameterization")
+    from ..params import PARAMS
+
+    g.add_argument("--param", choices=tuple(PARAMS), help="image parameterization")
     g.add_argument("--crops", type=_positive_int("--crops"), metavar="K",
                    help="augmented crops per step (default 16)")
     g.add_argument("--crop-range", nargs=2, type=_fraction, metavar=("MIN", "MAX"),
@@ -187,7 +182,7 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
 
 
 def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments of :func:`accentuate.accentuate` from the parsed options.
+    """Settings (fields of :class:`accentuate.settings.Settings`) from the parsed options.
 
     Options that were not given are left out (the model's defaults apply).
     ``progress``, ``snapshots`` and the like are the caller's to add.
@@ -211,7 +206,7 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["crop_range"] = (float(lo), float(hi))
     until = getattr(args, "until", None)
     if until is not None:
-        from ..engine import Until
+        from ..settings import Until
 
         try:
             Until.parse(until)
@@ -220,7 +215,7 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["until"] = until
     seed = getattr(args, "seed", None)
     if seed is not None:
-        kw["generator"] = int(seed)
+        kw["seed"] = int(seed)
     return kw
 
 
@@ -261,33 +256,37 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
 _CHANNEL = re.compile(r"^(?P<layer>[^:@\s]+):(?P<c>-?\d+)(?:@(?P<y>-?\d+),(?P<x>-?\d+))?$")
 
 
-_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-def _layer_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Output shape of every layer for one input of the model's size (cached per model)."""
-    if model not in _SHAPES:
+def _layer_layouts(model: nn.Module) -> dict[str, Any]:
+    """Layout of every layer for one input of the model's size (cached per model)."""
+    if model not in _LAYOUTS:
         from ..hooks import layers
 
-        _SHAPES[model] = dict(layers(model))
-    return _SHAPES[model]
+        _LAYOUTS[model] = {r.name: r.layout for r in layers(model)}
+    return _LAYOUTS[model]
 
 
-def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[int, ...]]:
-    """Check that every layer in ``names`` exists and runs in the forward pass; returns all shapes.
+def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, Any]:
+    """Check that every layer in ``names`` exists and runs in the forward pass; returns all layouts.
 
     Raises:
         LayerError: a name is not in the model (with the closest names), or the layer never
             runs in the model's forward pass.
+        UsageError: the layer's output has no layout accentuate can read.
     """
     check_layers(model, list(names))
-    shapes = _layer_shapes(model)
+    layouts = _layer_layouts(model)
     for layer in names:
-        if layer not in shapes:
+        if layer not in layouts:
             raise LayerError(
                 f"layer {layer!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
             )
-    return shapes
+        if layouts[layer] is None:
+            raise UsageError(f"layer {layer!r} has an output accentuate cannot read as channels and positions; "
+                             "pick another layer (`accentuate layers` shows each layout)")
+    return layouts
 
 
 def _labels(model: nn.Module):
@@ -314,7 +313,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     m = _CHANNEL.match(t)
     if m:
         layer, c = m.group("layer"), int(m.group("c"))
-        shapes = check_layers_run(model, [layer])
+        layouts = check_layers_run(model, [layer])
         if c < 0:
             raise UsageError(f"target {t!r}: the channel must be >= 0")
         if m.group("y") is None:
@@ -324,7 +323,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
             if y < 0 or x < 0:
                 raise UsageError(f"target {t!r}: the position y,x must be >= 0")
             obj = neuron(layer, c, y, x)
-        obj.validate(shapes)  # channel and position in range
+        obj.validate(layouts)  # channel and position in range
         return obj
     labels = _labels(model)
     if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):

@@ -23,8 +23,7 @@ from .runner import (
     check_run_options,
     execute,
     load_images,
-    resolve_settings,
-    validate,
+    build_settings,
 )
 
 #: The bundled photo and the classes the demo accentuates in it.
@@ -66,13 +65,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in DEMO_TARGETS]
-    canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
-    images = load_images([photo(DEMO_PHOTO)], canvas)
     spec = resolve_spec(model)
-    validate(model, spec, resolve_settings(model, spec, kw, args.frames), targets)
+    settings = build_settings(model, spec, kw, targets)
+    images = load_images([photo(DEMO_PHOTO)], settings.canvas)
     out = output_dir(args)
     plan = Plan(subcommand="demo", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch, frames=args.frames,
+                targets=targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch, frames=args.frames,
                 model_load_s=load_s)
     status = execute(plan)
     if status == 0 and not args.quiet:

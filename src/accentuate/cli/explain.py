@@ -29,10 +29,9 @@ from .runner import (
     header,
     key_settings,
     load_images,
-    resolve_settings,
+    build_settings,
     say,
     steps_bar,
-    validate,
 )
 
 EXAMPLE = """\
@@ -81,38 +80,33 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     load_s = time.perf_counter() - t0
     spec = resolve_spec(model)
-    canvas = kw.get("canvas") or spec.setting("canvas")
-    images = load_images([args.image], canvas)
-    settings = resolve_settings(model, spec, kw, args.frames)
-    validate(model, spec, settings)
+    settings = build_settings(model, spec, kw)
+    images = load_images([args.image], settings.canvas)
     if spec.labels is not None and args.label is not None:  # fail on a bad label before running
         from ..labels import find_class
 
         find_class(args.label, spec.labels)
     out = output_dir(args)
 
-    steps = int(settings["steps"])
+    steps = settings.steps
     k = args.top + args.bottom + (1 if args.label is not None else 0)
     say(args.quiet, f"accentuate: explaining {images[0].name} with {spec.name} on {k} class(es) at most; "
         f"output: {out}")
     update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
-    canvas = settings["canvas"]
-    kw["canvas"] = tuple(canvas) if isinstance(canvas, list) else canvas
     started = time.perf_counter()
     try:
         ex = explain(model, images[0].tensor, top=args.top, bottom=args.bottom, label=args.label,
-                     progress=update,
-                     snapshots=snapshot_interval(steps, args.frames) if args.frames else (), **kw)
+                     settings=settings, progress=update,
+                     snapshots=snapshot_interval(steps, args.frames) if args.frames else ())
     finally:
         close()
     seconds = time.perf_counter() - started
     res = ex.result
     targets = [TargetInfo(str(c), o) for c, o in zip(ex.classes, res.targets)]
     plan = Plan(subcommand="explain", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, kwargs=kw, out=out, quiet=args.quiet, frames=args.frames,
+                targets=targets, spec=spec, settings=res.config, out=out, quiet=args.quiet, frames=args.frames,
                 model_load_s=load_s)
-    writer = RunWriter(out, header(plan, settings), key_settings(plan, settings), images, targets,
-                       model, spec)
+    writer = RunWriter(out, header(plan), key_settings(plan), images, targets)
     entries = writer.write_batch(res, [0], list(range(len(targets))), seconds, alpha=ex.alpha)
 
     seed_cap = ", ".join(f"{n or c} {float(ex.probs[c]):.2f}" for c, n in

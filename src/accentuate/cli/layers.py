@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "layers", help="list layer names and output shapes",
         description=fill(
-            "List the model's hookable layers (named_modules() paths) in execution order, "
-            "with the output shape of each for one input of the model's size.",
+            "List the model's hookable layers (named_modules() paths) in the order their outputs "
+            "complete, with the output shape of each for one input of the model's size and its "
+            "layout: nchw CxHxW (conv), nhwc (channels-last stage), tokens P+HxW xC (P leading "
+            "class/register tokens before an HxW patch grid), or vector C.",
             88,
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,17 +44,20 @@ def run(args: argparse.Namespace) -> int:
     spec = getattr(model, "accentuate_spec", None)
     rows = layers(model)
     if args.grep:
-        rows = [(n, s) for n, s in rows if args.grep in n]
+        rows = [r for r in rows if args.grep in r.name]
     if args.depth is not None:
-        rows = [(n, s) for n, s in rows if n.count(".") < max(1, args.depth)]
-    width = max((len(n) for n, _ in rows), default=5)
+        rows = [r for r in rows if r.name.count(".") < max(1, args.depth)]
+    width = max((len(r.name) for r in rows), default=5)
     reg = spec.reg_layer if spec is not None else None
     out = sys.stdout
     size = spec.input_size if spec is not None else (224, 224)
-    print(f"{'layer':<{width}}  output shape (input 1 x 3 x {size[0]} x {size[1]})", file=out)
-    for name, shape in rows:
-        mark = "  <- default --reg-layer" if name == reg else ""
-        print(f"{name:<{width}}  {' x '.join(map(str, shape))}{mark}", file=out)
+    shapes = [" x ".join(map(str, r.shape)) for r in rows]
+    sw = max((len(s) for s in shapes), default=12)
+    print(f"{'layer':<{width}}  {'output shape':<{sw}}  layout (input 1 x 3 x {size[0]} x {size[1]})", file=out)
+    for r, shape in zip(rows, shapes):
+        mark = "  <- default --reg-layer" if r.name == reg else ""
+        lay = str(r.layout) if r.layout is not None else "-"
+        print(f"{r.name:<{width}}  {shape:<{sw}}  {lay}{mark}", file=out)
     if not rows:
         print("(no layers match)", file=sys.stderr)
     return 0

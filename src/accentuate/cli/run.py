@@ -19,16 +19,7 @@ from .common import (
     output_dir,
     parse_target,
 )
-from .runner import (
-    Plan,
-    add_run_options,
-    expand_paths,
-    check_run_options,
-    execute,
-    load_images,
-    resolve_settings,
-    validate,
-)
+from .runner import Plan, add_run_options, build_settings, check_run_options, execute, expand_paths, load_images
 
 EXAMPLE = """\
 examples:
@@ -81,14 +72,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
-    canvas = kw.get("canvas") or resolve_spec(model).setting("canvas")
-    skipped: list[dict[str, str]] = []
-    images = load_images(paths, canvas, skipped)
     spec = resolve_spec(model)
-    validate(model, spec, resolve_settings(model, spec, kw, args.frames), targets)
+    settings = build_settings(model, spec, kw, targets)
+    skipped: list[dict[str, str]] = []
+    images = load_images(paths, settings.canvas, skipped)
     out = output_dir(args)
-    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model,
-                images=images, targets=targets, kwargs=kw, out=out, quiet=args.quiet, batch=args.batch,
+    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model, images=images,
+                targets=targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch,
                 frames=args.frames, model_load_s=load_s,
                 extra={"skipped_images": skipped} if skipped else {})
     return execute(plan)

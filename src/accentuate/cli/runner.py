@@ -20,7 +20,6 @@ SIGTERM was the cause).
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import platform
 import shlex
@@ -35,16 +34,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine import _check_options, accentuate
-from ..errors import ImageError
+from ..engine import accentuate
+from ..errors import AccentuateError, ImageError, UsageError
 from ..images import image_files, load_image, prepare_seeds
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, settings_hash, versions
-from ..regularize import NONE, PIXEL
-from ..spec import ModelSpec, default_reg_layer, resolve_spec
-from .common import UsageError, check_layers_run
+from ..settings import Settings
+from ..spec import ModelSpec
 
-__all__ = ["Plan", "check_paths", "execute", "expand_paths", "load_images", "resolve_settings", "steps_bar"]
+__all__ = ["Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images", "settings_record",
+           "steps_bar"]
 
 #: Default number of pairs (seeds x targets) optimized together in one call.
 DEFAULT_BATCH = 4
@@ -120,40 +119,23 @@ def load_images(
     return infos
 
 
-def resolve_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any], frames: int) -> dict[str, Any]:
-    """Every setting of the run, defaults filled in (what ``run.json`` records)."""
-    from .. import engine
-
-    sig = inspect.signature(engine.accentuate).parameters
-    reg = kw.get("reg_layer") or default_reg_layer(model, spec) or PIXEL
-    s: dict[str, Any] = {"reg_layer": reg}
-    for k in ("lam", "steps", "lr", "param", "canvas"):
-        s[k] = kw[k] if kw.get(k) is not None else spec.setting(k)
-    for k in ("crops", "crop_range", "noise", "balance", "optimizer"):
-        s[k] = kw.get(k, sig[k].default)
-    s["crop_range"], s["noise"] = list(s["crop_range"]), list(s["noise"])
-    if isinstance(s["canvas"], tuple):
-        s["canvas"] = list(s["canvas"])
-    s["seed"] = kw.get("generator")
-    s["until"] = kw.get("until")
-    s["animation_frames"] = frames
-    return s
-
-
-def validate(model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
-             targets: Sequence[TargetInfo] = ()) -> None:
-    """Check the settings against the model before anything runs (errors exit with 2)."""
-    if settings.get("until") is not None and any(t.objective.class_index is None for t in targets):
+def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
+                   targets: Sequence[TargetInfo] = ()) -> Settings:
+    """The run's :class:`~accentuate.settings.Settings`, resolved and checked once, before
+    anything runs (mistakes are :class:`UsageError`: exit status 2)."""
+    if kw.get("until") is not None and any(t.objective.class_index is None for t in targets):
         raise UsageError("--until needs class targets; it cannot judge channels or neurons")
-    if settings["reg_layer"] not in (NONE, PIXEL):
-        check_layers_run(model, [settings["reg_layer"]])
-    canvas = settings["canvas"]
-    canvas = tuple(canvas) if isinstance(canvas, list) else canvas
     try:
-        _check_options(settings["steps"], float(settings["lam"]), float(settings["lr"]), settings["crops"],
-                       settings["crop_range"], canvas, spec.input_size)
-    except ValueError as e:
+        return Settings.resolve(model, spec, **kw)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, AccentuateError):
+            raise
         raise UsageError(str(e)) from None
+
+
+def settings_record(settings: Settings, frames: int) -> dict[str, Any]:
+    """What ``run.json`` records as ``settings``: every setting, and the animation frames."""
+    return {**settings.to_dict(), "animation_frames": frames}
 
 
 def steps_bar(
@@ -196,7 +178,8 @@ class Plan:
     model: nn.Module
     images: list[ImageInfo]
     targets: list[TargetInfo]
-    kwargs: dict[str, Any]
+    spec: ModelSpec
+    settings: Settings
     out: Path
     quiet: bool = False
     batch: int = DEFAULT_BATCH
@@ -204,12 +187,8 @@ class Plan:
     model_load_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def spec(self) -> ModelSpec:
-        return resolve_spec(self.model)
 
-
-def header(plan: Plan, settings: dict[str, Any]) -> dict[str, Any]:
+def header(plan: Plan) -> dict[str, Any]:
     """The part of ``run.json`` that describes the run itself."""
     spec = plan.spec
     return {
@@ -220,17 +199,16 @@ def header(plan: Plan, settings: dict[str, Any]) -> dict[str, Any]:
         "model": {"arg": plan.model_arg, "name": spec.name, "input_size": list(spec.input_size),
                   "classes": len(spec.labels) if spec.labels is not None else None},
         **device_record(plan.model),
-        "settings": settings,
+        "settings": settings_record(plan.settings, plan.frames),
         "versions": versions(),
         **plan.extra,
     }
 
 
-def key_settings(plan: Plan, settings: dict[str, Any]) -> str:
-    """Hash of what changes a pair's result (settings, model, library version)."""
-    spec = plan.spec
-    return settings_hash({"settings": settings, "model": plan.model_arg, "model_name": spec.name,
-                          "accentuate": versions()["accentuate"]})
+def key_settings(plan: Plan) -> str:
+    """Hash of what changes a pair's result (settings, animation frames, model, library version)."""
+    return settings_hash({"settings": plan.settings.hash(), "frames": plan.frames, "model": plan.model_arg,
+                          "model_name": plan.spec.name, "accentuate": versions()["accentuate"]})
 
 
 def _batches(
@@ -267,30 +245,22 @@ def _pair_line(e: dict[str, Any]) -> str:
 def execute(plan: Plan) -> int:
     """Run the plan; write files and ``run.json`` as batches finish. Returns the exit status."""
     started = time.perf_counter()
-    spec = plan.spec
-    settings = resolve_settings(plan.model, spec, plan.kwargs, plan.frames)
-    validate(plan.model, spec, settings, plan.targets)
-    writer = RunWriter(plan.out, header(plan, settings), key_settings(plan, settings), plan.images,
-                       plan.targets, plan.model, spec)
+    spec, settings = plan.spec, plan.settings
+    writer = RunWriter(plan.out, header(plan), key_settings(plan), plan.images, plan.targets)
     pairs = [(i, j) for i in range(len(plan.images)) for j in range(len(plan.targets))]
     done = {p for p in pairs if writer.verified(*p)}
     todo = [p for p in pairs if p not in done]
     batches = _batches(todo, plan.images, plan.batch)
-    steps = int(settings["steps"])
+    steps = settings.steps
     say(plan.quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s) = {len(pairs)} "
-        f"pair(s) with {spec.name} on {writer.doc['device']} (reg layer {settings['reg_layer']}, "
-        f"lambda {settings['lam']:g}, {steps} steps); output: {plan.out}")
+        f"pair(s) with {spec.name} on {writer.doc['device']} (reg layer {settings.regularizer}, "
+        f"lambda {settings.lam:g}, {steps} steps); output: {plan.out}")
     if done:
         say(plan.quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
             f"{len(todo)} to do")
     writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
     writer.save("running")
 
-    kw = dict(plan.kwargs)
-    # The seeds are already on their canvas; passing the canvas setting (not the fitted shape)
-    # keeps the engine's checks and record as for the user's own call.
-    canvas = settings["canvas"]
-    kw["canvas"] = tuple(canvas) if isinstance(canvas, list) else canvas
     pair_bar = None
     if not plan.quiet and len(batches) > 1:
         from tqdm.auto import tqdm
@@ -315,7 +285,7 @@ def execute(plan: Plan) -> int:
             update, close = steps_bar(plan.quiet, desc, steps, position=1 if pair_bar else 0)
             t0 = time.perf_counter()
             try:
-                res = accentuate(plan.model, seeds, objectives, snapshots=snaps, progress=update, **kw)
+                res = accentuate(plan.model, seeds, objectives, settings, snapshots=snaps, progress=update)
             finally:
                 close()
             skip = {(i, j) for i in ss for j in tt if (i, j) in done}
@@ -342,8 +312,8 @@ def execute(plan: Plan) -> int:
             pair_bar.close()
 
     writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-    title = f"{spec.name}: rows are seeds, columns are targets (reg layer {settings['reg_layer']}, " \
-        f"lambda {settings['lam']:g}, {steps} steps)"
+    title = f"{spec.name}: rows are seeds, columns are targets (reg layer {settings.regularizer}, " \
+        f"lambda {settings.lam:g}, {steps} steps)"
     sheet = writer.contact_sheet(title)
     entries = sorted(writer.entries.values(), key=lambda e: (e["seed"], e["target"]))
     failed = [e for e in entries if e["status"] == "failed"]

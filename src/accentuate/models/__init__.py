@@ -22,17 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AccentuateError, ModelError
+from ..errors import ModelError, ModelNameError
 from ..hooks import OUTPUT
 from ..labels import imagenet_labels
 from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
 
 __all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite"]
-
-
-class ModelNameError(AccentuateError, ValueError):
-    """An unknown model name, or an integration that is not installed."""
 
 
 #: Settings of the embedded default, chosen by benchmarks/calibrate.py (see

@@ -32,16 +32,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch import nn
 
-from ..engine import model_state
-from ..hooks import capture
-from ..images import resize
 from ..metrics import pixel_rmse, ssim
-from ..objectives import Channel, Neuron, Objective
-from ..regularize import NONE, PIXEL, distance
+from ..objectives import Objective
 from ..result import Result, atomic_write
-from ..spec import ModelSpec
 from . import animation, figures
 
 __all__ = [
@@ -85,29 +79,12 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
-    """How a target is shown and recorded: ``label``, ``slug``, ``kind`` and its parts."""
-    d: dict[str, Any] = {"arg": text, "objective": repr(obj)}
-    idx = obj.class_index
-    if idx is not None:
-        name = getattr(obj, "name", None)
-        if name is None and hasattr(obj, "terms"):
-            terms = obj.terms()
-            name = getattr(terms[0][1], "name", None) if len(terms) == 1 else None
-        d.update(kind="class", class_index=idx, class_name=name,
-                 label=f"{name} ({idx})" if name else f"class {idx}",
-                 slug=slug(name or f"class-{idx}"), value_name="logit")
-    elif isinstance(obj, Neuron):
-        pos = "centre" if obj.y is None and obj.x is None else f"y={obj.y}, x={obj.x}"
-        d.update(kind="neuron", layer=obj.layer, channel=obj.c, y=obj.y, x=obj.x,
-                 label=f"{obj.layer}:{obj.c} at {pos}",
-                 slug=slug(f"{obj.layer}-c{obj.c}" + ("" if obj.y is None else f"-y{obj.y}x{obj.x}")),
-                 value_name="activation")
-    elif isinstance(obj, Channel):
-        d.update(kind="channel", layer=obj.layer, channel=obj.c, label=f"{obj.layer}:{obj.c}",
-                 slug=slug(f"{obj.layer}-c{obj.c}"), value_name="channel mean")
-    else:
-        d.update(kind="objective", label=repr(obj), slug=slug(repr(obj)), value_name="objective")
-    return d
+    """How a target is shown and recorded: the objective's own :meth:`~Objective.describe`
+    (``kind``, ``label``, ``value_name``, what it reads) with ``arg`` (what was typed),
+    ``objective`` (its repr) and ``slug`` (for file names)."""
+    d = dict(obj.describe())
+    slug_text = d.pop("slug_text", None) or d["label"]
+    return {"arg": text, "objective": repr(obj), **d, "slug": slug(slug_text)}
 
 
 @dataclass
@@ -137,49 +114,24 @@ class TargetInfo:
         return describe_target(self.objective, self.text)
 
 
-@torch.no_grad()
-def seed_distances(
-    model: nn.Module, spec: ModelSpec, seeds: torch.Tensor, images: torch.Tensor, reg_layer: str
-) -> dict[str, torch.Tensor]:
-    """Distances of each accentuation to its seed, on the un-augmented views.
-
-    Args:
-        seeds: ``(N, 3, H, W)`` in [0, 1].
-        images: ``(N, M, 3, H, W)`` in [0, 1].
-        reg_layer: the regularization layer (``"pixel"`` and ``"none"`` allowed).
-
-    Returns:
-        ``pixel_rmse``, ``ssim`` and ``reg_layer`` (the per-position L2 distance of the
-        layer's activations on the whole image resized to the model input, as the
-        regularizer measures it on crops; ``NaN`` for ``"none"``), each ``(N, M)``.
-    """
-    n, m = images.shape[:2]
-    out = {
-        "pixel_rmse": pixel_rmse(images, seeds[:, None]),
-        "ssim": ssim(images, seeds[:, None].expand_as(images)),
+def seed_distances(res: Result) -> dict[str, torch.Tensor]:
+    """Distances of each accentuation of ``res`` to its seed: ``pixel_rmse``, ``ssim`` and
+    ``reg_layer`` (the regularizer's distance on the whole images as the model sees them,
+    measured by the engine: ``res.after["reg_distance"]``; NaN without one), each ``(N, M)``."""
+    n, m = res.images.shape[:2]
+    seeds = res.seeds if res.seeds is not None else torch.zeros_like(res.images[:, 0])
+    return {
+        "pixel_rmse": pixel_rmse(res.images, seeds[:, None]),
+        "ssim": ssim(res.images, seeds[:, None].expand_as(res.images)),
+        "reg_layer": res.after.get("reg_distance", torch.full((n, m), float("nan"))),
     }
-    if reg_layer == NONE:
-        out["reg_layer"] = torch.full((n, m), float("nan"))
-        return out
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    views_s = resize(seeds.float(), spec.input_size).to(device)
-    views_i = resize(images.reshape(n * m, *images.shape[2:]).float(), spec.input_size).to(device)
-    if reg_layer == PIXEL:
-        out["reg_layer"] = distance(views_i, views_s, n, m).cpu()
-        return out
 
-    def act(x: torch.Tensor) -> torch.Tensor:
-        parts = []
-        with model_state(model), capture(model, [reg_layer], stop_at=[reg_layer]) as cap:
-            for chunk in x.split(16):
-                cap.run(model, spec.preprocess(chunk))
-                parts.append(cap[reg_layer])
-                cap.clear()
-        return torch.cat(parts)
 
-    out["reg_layer"] = distance(act(views_i), act(views_s), n, m).cpu()
-    return out
+def _lam_text(lam: Any, shape: Sequence[int], a: int, b: int) -> str:
+    """Pair ``(a, b)``'s lambda: the number, or its entry of a per-accentuation lambda."""
+    if isinstance(lam, float):
+        return f"{lam:g}"
+    return f"{float(torch.as_tensor(lam, dtype=torch.float64).expand(*shape)[a, b]):g}"
 
 
 def _num(x: Any) -> float | None:
@@ -223,7 +175,6 @@ class RunWriter:
             (everything but ``pairs``, ``status`` and timings).
         settings_key: the hash of everything that changes a pair's result.
         images, targets: the run's seeds and targets (rows and columns of the sheet).
-        model, spec: used to measure the regularization-layer distance.
     """
 
     def __init__(
@@ -233,8 +184,6 @@ class RunWriter:
         settings_key: str,
         images: Sequence[ImageInfo],
         targets: Sequence[TargetInfo],
-        model: nn.Module,
-        spec: ModelSpec,
         video: bool = True,
     ) -> None:
         self.out = Path(out)
@@ -245,7 +194,6 @@ class RunWriter:
         for im in self.images:
             self._nth.append(seen.get(im.sha256, 0))
             seen[im.sha256] = self._nth[-1] + 1
-        self.model, self.spec = model, spec
         self.key = settings_key
         self.path = self.out / "run.json"
         self.previous = self._load_previous()
@@ -353,11 +301,10 @@ class RunWriter:
         self.doc["outputs"]["opacity"] = "per pair" if alpha is None else "collective"
         alpha = res.alpha() if alpha is None else alpha
         rgba = torch.cat([res.images, alpha[:, :, None]], dim=2)
-        reg_layer = str(res.config.get("reg_layer", NONE))
-        seeds = res.seeds if res.seeds is not None else torch.zeros_like(res.images[:, 0])
-        dist = seed_distances(self.model, self.spec, seeds, res.images, reg_layer)
+        reg_layer = str(res.config.regularizer)
+        dist = seed_distances(res)
         top_b, top_a = res.top("before", 5), res.top("after", 5)
-        steps = int(res.config.get("steps", 0))
+        steps = res.config.steps
         hist_dist = res.history.distance if "distance" in res.history.keys() else None
         batch_no = len(self.doc["timings"]["batches"])
         snaps = dict(res.snapshots)
@@ -437,7 +384,8 @@ class RunWriter:
             "pairs": len(written), "steps_done": int(res.steps_done), "seconds": round(seconds, 3),
             "interrupted": bool(res.interrupted),
         })
-        self.doc.setdefault("engine_config", {k: v for k, v in res.config.items() if k != "targets"})
+        self.doc.setdefault("engine_config", {**res.config.to_dict(),
+                                              **{k: v for k, v in res.run.items() if k != "targets"}})
         return written
 
     def _caption(self, t: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
@@ -454,14 +402,14 @@ class RunWriter:
                          f"  after {ta['name'] or ta['index']} ({ta['prob']:.2f})")
         reg = dist["reg_layer_name"]
         parts = [f"pixel RMSE {_fmt(dist['pixel_rmse'])}", f"SSIM {_fmt(dist['ssim'])}"]
-        if dist["reg_layer"] is not None and reg not in (NONE, PIXEL):
+        if dist["reg_layer"] is not None and reg not in ("none", "pixel"):
             parts.append(f"{reg} distance {_fmt(dist['reg_layer'])}")
         lines.append("distance to the seed: " + ",  ".join(parts))
         cfg = res.config
         lines.append(
-            f"{cfg.get('model')}, reg layer {reg}, lambda {cfg.get('lam'):g} (balanced "
+            f"{res.run.get('model')}, reg layer {reg}, lambda {_lam_text(cfg.lam, res.images.shape[:2], a, b)} (balanced "
             f"{float(res.lam_effective[a, b]):.3g}), {int(res.steps_used[a, b])}/{steps} steps, "
-            f"{cfg.get('param')}, {cfg.get('crops')} crops, seed {cfg.get('generator_seed')}"
+            f"{cfg.param}, {cfg.crops} crops, seed {cfg.seed}"
         )
         if res.failed.get((a, b)):
             lines.append(f"FAILED: {res.failed[(a, b)]}")

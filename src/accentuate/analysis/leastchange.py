@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .engine import Until, accentuate
-from .images import SeedLike
-from .metrics import ssim
-from .objectives import Objective
-from .result import Result
+from ..engine import accentuate
+from ..images import SeedLike
+from ..metrics import ssim
+from ..objectives import Objective
+from ..result import Result
+from ..settings import Until
 
 __all__ = ["LeastChange", "least_change"]
 
@@ -113,7 +114,7 @@ def least_change(
                          **kwargs)
         n, m = res.images.shape[:2]
         if current is None:
-            current = torch.full((n, m), float(res.config["lam"]))
+            current = torch.full((n, m), float(res.config.lam))  # type: ignore[arg-type]
             good = torch.full((n, m), math.nan)
             bad = torch.full((n, m), math.nan)
             best = {"images": res.images.clone(), "reached": torch.zeros(n, m, dtype=torch.bool),
