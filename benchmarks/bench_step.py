@@ -57,8 +57,8 @@ from torch import nn
 import accentuate as acc
 from accentuate.engine import Accentuator
 from accentuate.hooks import model_state
-from accentuate.settings import Settings
 from accentuate.objectives import Logit
+from accentuate.settings import Settings
 from accentuate.spec import ModelSpec, default_reg_layer, resolve_spec
 
 HERE = Path(__file__).resolve().parent

@@ -97,3 +97,13 @@ def photo_tensor() -> torch.Tensor:
 
 def save_png(path, arr: np.ndarray, mode: str | None = None) -> None:
     Image.fromarray(arr, mode).save(path)
+
+
+#: Doctests that load the pretrained weights (marked ``slow`` like the tests that do).
+WEIGHT_DOCTESTS = {"accentuate.models.load"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name in WEIGHT_DOCTESTS:
+            item.add_marker(pytest.mark.slow)

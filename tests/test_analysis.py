@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, TINY_SPEC, TinyNet, save_png
 from torch import nn
 
 import accentuate as acc
@@ -23,8 +24,6 @@ from accentuate.analysis import (
 )
 from accentuate.analysis._shared import markdown_table, pearson, spearman, units
 from accentuate.cli import main
-
-from conftest import FAST, TINY_SPEC, TinyNet, save_png
 
 QUICK = dict(steps=6, crops=2, canvas=48, lr=0.1)
 
@@ -229,7 +228,7 @@ def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp
         save_png(tmp_path / f"img{i}.png", (s * 255).round().byte().permute(1, 2, 0).numpy())
     target = acc.channel("conv2", 3)
     opts = {k: v for k, v in FAST.items() if k not in ("canvas", "generator")}
-    lat = latent_features(tiny, tmp_path, target, canvas=48, batch_size=2, **opts)
+    lat = latent_features(tiny, tmp_path, target, canvas=48, batch=2, **opts)
     assert lat.names == ["img0", "img1", "img2"]
     g = lat.gain[lat.order]
     assert torch.all(g[1:] <= g[:-1])

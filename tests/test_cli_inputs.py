@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_reliability import photo_array, png_header_only
 
 from accentuate.cli import main
-
-from test_reliability import photo_array, png_header_only
 
 FAST = ["--model", "cli_models:tiny", "--steps", "2", "--crops", "2", "--canvas", "48", "--frames", "2"]
 

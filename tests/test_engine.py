@@ -2,11 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import FAST, ColorNet
 from torch import nn
 
 import accentuate as acc
-
-from conftest import FAST, ColorNet
 
 
 def test_same_seed_bit_identical(tiny, seed_img):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import FAST, TINY_SPEC
 
 import accentuate as acc
 from accentuate.augment import CropOperator, Crops, apply_crops, sample_crops
 from accentuate.engine import Accentuator
-from accentuate.settings import Settings
 from accentuate.objectives import Logit
-
-from conftest import FAST, TINY_SPEC
+from accentuate.settings import Settings
 
 
 @pytest.mark.parametrize("canvas,out,k,b", [((64, 96), (16, 16), 5, 1), ((48, 48), (32, 32), 4, 3),

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import FAST
 from torch import nn
 
 import accentuate as acc
 from accentuate.hooks import capture
-
-from conftest import FAST
 
 
 def hook_count(model: nn.Module) -> int:

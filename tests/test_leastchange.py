@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import COLOR_OPTS, ColorNet, color_seed
 
 import accentuate as acc
 from accentuate.analysis.leastchange import least_change
 from accentuate.metrics import ssim
-
-from conftest import COLOR_OPTS, ColorNet, color_seed
 
 
 def test_least_change_reaches_top1_with_no_more_change_than_fixed_lambda():

@@ -6,13 +6,12 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TinyNet
 
 import accentuate as acc
 from accentuate.models import ModelNameError, load
 from accentuate.models.efficientnet_lite import Conv2dSame, EfficientNetLite, convert_state_dict
 from accentuate.spec import IMAGENET_MEAN, IMAGENET_STD
-
-from conftest import TinyNet
 
 
 def top1(model, path, size=224):

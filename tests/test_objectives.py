@@ -1,11 +1,10 @@
 import pytest
 import torch
+from conftest import FAST
 from torch import nn
 
 import accentuate as acc
 from accentuate.hooks import OUTPUT
-
-from conftest import FAST
 
 
 def test_repr_and_algebra():

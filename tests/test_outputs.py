@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, TINY_SPEC
 from PIL import Image
 
 import accentuate as acc
@@ -24,7 +25,6 @@ from accentuate.outputs.record import (
     settings_hash,
     slug,
 )
-from conftest import FAST, TINY_SPEC
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ def test_round_trip_real_photo(name, photo_tensor):
     p = make_param(name, tuple(seed.shape), seed=seed)
     out = p()
     assert out.shape == seed.shape
-    assert (out - seed).abs().max() < 1e-3
+    assert (out - seed).abs().max() < 2e-6  # float32 rounding (measured 1e-7 to 4e-7)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -23,7 +23,7 @@ def test_round_trip_with_black_and_white_pixels(name):
     seed[:, :, :10] = 0.0
     seed[:, :, -10:] = 1.0
     out = make_param(name, tuple(seed.shape), seed=seed)()
-    assert (out - seed).abs().max() < 1e-3
+    assert (out - seed).abs().max() < 2e-6  # float32 rounding (measured 1e-7 to 4e-7)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -10,14 +10,13 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, TINY_SPEC, TinyNet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import accentuate as acc
 from accentuate.errors import ImageError
-
-from conftest import FAST, TinyNet, TINY_SPEC
 
 
 def png_header_only(path, width: int, height: int) -> None:

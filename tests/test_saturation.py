@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import ColorNet
 
 import accentuate as acc
 import accentuate.params as params
-
-from conftest import ColorNet
 
 
 def black_and_white(size: int = 48) -> torch.Tensor:

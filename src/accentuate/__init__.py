@@ -14,23 +14,31 @@ the feature; the accumulated gradient shows *where*.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
+from .analysis.leastchange import LeastChange, least_change
 from .augment import Crops, apply_crops, sample_crops
 from .engine import Accentuator, accentuate
 from .errors import (
-    AccentuateError, ClassNameError, ImageError, LayerError, ModelError, ModelNameError, OutputError, UsageError,
+    AccentuateError,
+    ClassNameError,
+    ImageError,
+    LayerError,
+    ModelError,
+    ModelNameError,
+    OutputError,
+    UsageError,
 )
 from .hooks import OUTPUT, LayerInfo, ModelRunner, capture, layers, model_state
 from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
-from .analysis.leastchange import LeastChange, least_change
 from .models import load as load_model
 from .objectives import Objective, channel, direction, logit, neuron
 from .opacity import to_alpha
-from .photos import PHOTOS, photo
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
+from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
 from .settings import Settings, Until

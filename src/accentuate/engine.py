@@ -125,9 +125,9 @@ class Accentuator:
         self.m = len(self.objectives)
         self.seeds = None if seeds is None else seeds.to(self.device, torch.float32)
         if self.seeds is not None:
-            self.canvas = tuple(self.seeds.shape[-2:])
+            self.canvas: tuple[int, int] = (int(self.seeds.shape[-2]), int(self.seeds.shape[-1]))
         else:
-            self.canvas = tuple(canvas) if canvas is not None else settings.canvas_size()
+            self.canvas = (int(canvas[0]), int(canvas[1])) if canvas is not None else settings.canvas_size()
         self.reg = Regularizer.none() if self.seeds is None else settings.regularizer
         check_layers(model, self._layers())
         self.balance = settings.balance
@@ -141,7 +141,7 @@ class Accentuator:
         # The rendering made for the last evaluation, keyed by the parameters' versions.
         self._rendered: tuple[tuple[int, ...], torch.Tensor] | None = None  # (key, images)
 
-        shape = (self.n * self.m, 3, *self.canvas)
+        shape = (self.n * self.m, 3, self.canvas[0], self.canvas[1])
         if param is not None:
             if tuple(param.shape) != shape:
                 raise ValueError(f"param has shape {tuple(param.shape)}; this run needs {shape} "
@@ -153,6 +153,7 @@ class Accentuator:
             self.param.to(self.device)
         params = [q for q in self.param.parameters() if q.requires_grad]
         lr, optimizer = settings.lr, settings.optimizer
+        self.optimizer: torch.optim.Optimizer
         if optimizer == "adam":
             # The fused kernel (one pass over the parameters) is ~7x faster than the
             # default foreach Adam on CPU; same update up to rounding.
@@ -322,6 +323,7 @@ class Accentuator:
             seed_act: torch.Tensor | None = None
             if use_reg:
                 with _phase("seed_forward"), torch.no_grad():
+                    assert self.seeds is not None  # use_reg needs seeds
                     seed_x = self.runner.memory_format(op(self.seeds))  # (N * K, 3, h, w)
                     if reg.kind == "pixel":
                         seed_act = seed_x
@@ -398,8 +400,8 @@ class Accentuator:
         params = [q for q in self.param.parameters() if q.requires_grad]
         go = torch.autograd.grad(images, params, g_obj, retain_graph=True)
         gr = torch.autograd.grad(images, params, g_reg, retain_graph=True)
-        num = sum(g.abs().reshape(g.shape[0], -1).sum(1) for g in go)
-        den = sum(g.abs().reshape(g.shape[0], -1).sum(1) for g in gr)
+        num = torch.stack([g.abs().reshape(g.shape[0], -1).sum(1) for g in go]).sum(0)
+        den = torch.stack([g.abs().reshape(g.shape[0], -1).sum(1) for g in gr]).sum(0)
         ratio = num / den
         ready = torch.isnan(self.weight) & (den > 0) & torch.isfinite(ratio)
         self.weight = torch.where(ready, self.lam * ratio, self.weight)
@@ -559,7 +561,7 @@ def accentuate(
         seed_t, hw = None, settings.canvas_size()
     else:
         seed_t = prepare_seeds(seeds, settings.canvas)
-        hw = tuple(seed_t.shape[-2:])
+        hw = (int(seed_t.shape[-2]), int(seed_t.shape[-1]))
     steps = settings.steps
     acc = Accentuator(model, spec, seed_t, objectives, settings, generator=gen, param=param_obj,
                       canvas=hw)  # type: ignore[arg-type]

@@ -13,7 +13,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from .errors import ImageError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "as_tensors",
     "MAX_PIXELS",
     "SeedLike",
     "canvas_shape",
@@ -35,7 +35,7 @@ __all__ = [
     "tensor_to_pil",
 ]
 
-SeedLike = Union[str, os.PathLike, Image.Image, torch.Tensor, np.ndarray]
+SeedLike = str | os.PathLike | Image.Image | torch.Tensor | np.ndarray
 
 #: Images with more pixels than this are refused (decompression-bomb guard; PIL's own limit).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
@@ -125,7 +125,7 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torc
             img.load()
             if max(img.size) > max_side:
                 s = max_side / max(img.size)
-                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
+                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),  # type: ignore[assignment]
                                  Image.Resampling.LANCZOS)
             t = pil_to_tensor(img)
     except ImageError:
@@ -175,7 +175,9 @@ def _check_tensor(t: torch.Tensor, what: str) -> torch.Tensor:
     return t.float().clamp(0, 1)
 
 
-def _as_tensors(seed: SeedLike, index: int) -> list[torch.Tensor]:
+def as_tensors(seed: SeedLike, index: int) -> list[torch.Tensor]:
+    """One seed (path, PIL image or tensor ``(3, H, W)``/``(N, 3, H, W)`` in [0, 1]) as a list
+    of ``(3, H, W)`` tensors; ``index`` names it in error messages."""
     if isinstance(seed, (str, os.PathLike)):
         return [load_image(seed)]
     if isinstance(seed, Image.Image):
@@ -243,9 +245,9 @@ def prepare_seeds(
         raise ImageError("no seed images given")
     tensors: list[torch.Tensor] = []
     for i, s in enumerate(items):
-        tensors.extend(_as_tensors(s, i))
+        tensors.extend(as_tensors(s, i))  # type: ignore[arg-type]
     if isinstance(canvas, int):
-        shapes = {canvas_shape(tuple(t.shape[-2:]), canvas) for t in tensors}
+        shapes = {canvas_shape((int(t.shape[-2]), int(t.shape[-1])), canvas) for t in tensors}
         if len(shapes) > 1:
             raise ImageError(
                 f"seeds of different aspect ratios give different canvases {sorted(shapes)}; "

@@ -9,7 +9,7 @@ from importlib import resources
 
 from .errors import ClassNameError
 
-__all__ = ["find_class", "imagenet_labels", "imagenet_synonyms", "search_classes"]
+__all__ = ["find_class", "imagenet_labels", "imagenet_synonyms", "search_classes", "synonyms_for"]
 
 
 @lru_cache(maxsize=1)
@@ -34,7 +34,8 @@ def imagenet_synonyms() -> tuple[tuple[str, ...], ...]:
     return tuple(names for _, names in _imagenet_rows())
 
 
-def _synonyms_for(labels: Sequence[str]) -> Sequence[Sequence[str]]:
+def synonyms_for(labels: Sequence[str]) -> Sequence[Sequence[str]]:
+    """The names each class answers to: WordNet synonyms for the ImageNet labels, else the label."""
     if tuple(labels) == imagenet_labels():
         return imagenet_synonyms()
     return [(name,) for name in labels]
@@ -61,7 +62,7 @@ def find_class(name: str, labels: Sequence[str] | None) -> int:
     short = [i for i, n in enumerate(labels) if n.lower() == key]
     if len(short) == 1:
         return short[0]
-    syn = _synonyms_for(labels)
+    syn = synonyms_for(labels)
     hits = short or [i for i, names in enumerate(syn) if key in (n.lower() for n in names)]
     if len(hits) == 1:
         return hits[0]
@@ -79,7 +80,7 @@ def find_class(name: str, labels: Sequence[str] | None) -> int:
 def search_classes(query: str, labels: Sequence[str]) -> list[tuple[int, str]]:
     """Classes whose names contain ``query`` (case-insensitive), as ``(index, names)``."""
     key = query.strip().lower()
-    syn = _synonyms_for(labels)
+    syn = synonyms_for(labels)
     return [
         (i, ", ".join(names)) for i, names in enumerate(syn) if any(key in n.lower() for n in names)
     ]

@@ -205,7 +205,7 @@ class Logit(Objective):
                 )
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
-        return acts[OUTPUT][:, self.c]
+        return acts[OUTPUT][:, self.c]  # type: ignore[index]
 
     def describe(self) -> dict[str, Any]:
         idx = self.class_index

@@ -89,7 +89,7 @@ def _decorrelate(y: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,bjhw->bihw", _COLOR_INV.to(y), y)
 
 
-def _freq_radius(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+def _freq_radius(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Spatial frequency magnitude of each rfft2 bin, shape (h, w // 2 + 1), in cycles/pixel."""
     fy = torch.fft.fftfreq(h, device=device)[:, None]
     fx = torch.fft.rfftfreq(w, device=device)[None, :]
@@ -175,6 +175,8 @@ class FourierParam(ImageParam):
     frequencies small ones, which favours natural-looking changes.
     """
 
+    scale: torch.Tensor
+
     def __init__(
         self,
         shape: tuple[int, int, int, int],
@@ -213,6 +215,8 @@ class PhaseParam(ImageParam):
     learnable attenuation ``sigmoid(a) / sigmoid(a0)`` per frequency lets
     magnitudes shrink (not grow beyond ``1 / sigmoid(a0)``, about 1.007).
     """
+
+    magnitude: torch.Tensor
 
     def __init__(
         self,

@@ -9,23 +9,23 @@ import io
 import math
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ImageError
-from ..hooks import OUTPUT, ModelRunner
-from ..layout import Layout
+from ..hooks import ModelRunner
 from ..images import SeedLike, image_files, load_image, resize
+from ..layout import Layout
 from ..result import atomic_write, output_folder
 from ..settings import SPEC_KEYS, Settings
 from ..spec import ModelSpec, resolve_spec
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
-ImageSet = Union[str, os.PathLike, torch.Tensor, Sequence[SeedLike]]
+ImageSet = str | os.PathLike | torch.Tensor | Sequence[SeedLike]
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -41,7 +41,7 @@ def load_image_set(images: ImageSet, what: str = "images") -> tuple[list[torch.T
     Returns:
         ``(tensors, names)``; names are file stems, or ``"{what}[i]"``.
     """
-    from ..images import _as_tensors  # the same reading rules as seeds
+    from ..images import as_tensors  # the same reading rules as seeds
 
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
@@ -67,7 +67,7 @@ def load_image_set(images: ImageSet, what: str = "images") -> tuple[list[torch.T
             tensors += [load_image(f) for f in files]
             names += [f.stem for f in files]
             continue
-        got = _as_tensors(item, i)
+        got = as_tensors(item, i)
         tensors += got
         if isinstance(item, (str, os.PathLike)):
             names.append(Path(item).stem)
@@ -235,135 +235,6 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def font(size: int = 14) -> Any:
-    """A TrueType font of ``size`` pixels if Pillow has one, else its bitmap default."""
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # old Pillow or no FreeType
-        return ImageFont.load_default()
-
-
-def to_pil(t: torch.Tensor, side: int | None = None) -> Any:
-    """``(3, H, W)`` in [0, 1] to a PIL image, its long side scaled to ``side``."""
-    from ..images import tensor_to_pil
-
-    img = tensor_to_pil(t)
-    if side is not None:
-        s = side / max(img.size)
-        img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))), 3)
-    return img
-
-
-def over_white(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Composite ``(3, H, W)`` with alpha ``(H, W)`` onto white."""
-    return image * alpha[None] + (1 - alpha[None])
-
-
-def labelled_grid(
-    cells: Sequence[Sequence[Any]],
-    col_labels: Sequence[str] | None = None,
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    pad: int = 6,
-    font_size: int = 13,
-) -> Any:
-    """Lay PIL images out in a grid with labels above the columns and left of the rows.
-
-    Args:
-        cells: ``cells[r][c]`` a PIL image (or ``None`` for an empty cell).
-        col_labels: one label per column (may contain newlines).
-        row_labels: one label per row.
-        title: a line above everything.
-
-    Returns:
-        The grid as a PIL RGB image on white.
-    """
-    from PIL import Image, ImageDraw
-
-    f = font(font_size)
-    ft = font(font_size + 3)
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text: str, fnt: Any) -> tuple[int, int]:
-        box = probe.multiline_textbbox((0, 0), text, font=fnt, spacing=2)
-        return box[2] - box[0], box[3] - box[1]
-
-    nrows = len(cells)
-    ncols = max(len(r) for r in cells)
-    col_w = [max((cells[r][c].size[0] for r in range(nrows) if c < len(cells[r]) and cells[r][c] is not None),
-                 default=0) for c in range(ncols)]
-    row_h = [max((im.size[1] for im in cells[r] if im is not None), default=0) for r in range(nrows)]
-    left = max((text_size(t, f)[0] for t in row_labels), default=0) + pad if row_labels else 0
-    top_label = max((text_size(t, f)[1] for t in col_labels), default=0) + pad if col_labels else 0
-    title_h = text_size(title, ft)[1] + 2 * pad if title else 0
-    width = max(pad + left + sum(col_w) + pad * ncols, (text_size(title, ft)[0] + 2 * pad) if title else 0)
-    height = pad + title_h + top_label + sum(row_h) + pad * nrows
-    grid = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(grid)
-    if title:
-        draw.text((pad, pad), title, fill="black", font=ft)
-    y0 = pad + title_h
-    if col_labels:
-        x = pad + left
-        for c, label in enumerate(col_labels):
-            tw, _ = text_size(label, f)
-            draw.multiline_text((x + max(0, (col_w[c] - tw) // 2), y0), label, fill="black", font=f,
-                                spacing=2, align="center")
-            x += col_w[c] + pad
-        y0 += top_label
-    y = y0
-    for r in range(nrows):
-        if row_labels:
-            _, th = text_size(row_labels[r], f)
-            draw.multiline_text((pad, y + max(0, (row_h[r] - th) // 2)), row_labels[r], fill="black", font=f,
-                                spacing=2)
-        x = pad + left
-        for c in range(ncols):
-            im = cells[r][c] if c < len(cells[r]) else None
-            if im is not None:
-                grid.paste(im.convert("RGB"), (x, y))
-            x += col_w[c] + pad
-        y += row_h[r] + pad
-    return grid
-
-
-def save_image(img: Any, path: str | os.PathLike, max_bytes: int = 300_000) -> Path:
-    """Save a PIL image as PNG of at most about ``max_bytes``.
-
-    Too large as it is, the image is reduced to an adaptive palette of 256, then 128
-    colours (dithered); still too large, it is also scaled down in steps of 15 % (at
-    most 8 times).
-    """
-    from PIL import Image
-
-    def encode(im: Any) -> bytes:
-        buf = io.BytesIO()
-        im.save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
-
-    def palette(im: Any, colors: int) -> Any:
-        return im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
-                                          dither=Image.Dither.FLOYDSTEINBERG)
-
-    data = encode(img)
-    for colors in (256, 128):
-        if len(data) > max_bytes:
-            data = encode(palette(img, colors))
-    scaled = img
-    for _ in range(8):
-        if len(data) <= max_bytes:
-            break
-        scaled = scaled.resize((max(1, round(scaled.size[0] * 0.85)), max(1, round(scaled.size[1] * 0.85))),
-                               Image.Resampling.LANCZOS)
-        data = encode(palette(scaled, 128))
-    path = Path(path)
-    output_folder(path.parent)
-    atomic_write(path, data)
-    return path
-
-
 def spec_of(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
     """The model's spec with the spec overrides found among an analysis's accentuate kwargs."""
     return resolve_spec(model, **{k: kwargs[k] for k in SPEC_KEYS if k in kwargs})
@@ -376,23 +247,12 @@ RUN_KEYS = ("generator", "snapshots", "progress")
 def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | None,
                       kwargs: dict[str, Any], seeded: bool = True) -> Settings:
     """The settings of an analysis, resolved once: ``settings`` (or the model's defaults) with the
-    settings found among ``kwargs`` applied (they are taken out of ``kwargs``; what stays are
-    :data:`RUN_KEYS`). Every accentuation of the analysis then runs from this one value."""
-    own = {k: kwargs.pop(k) for k in list(kwargs) if k not in RUN_KEYS}
-    if isinstance(own.get("generator"), int):
-        own["seed"] = own.pop("generator")
+    settings found among ``kwargs`` applied (they are taken out of ``kwargs``; what stays are the
+    model-spec keys and :data:`RUN_KEYS`, for :func:`accentuate.accentuate`). Every
+    accentuation of the analysis then runs from this one value.
+
+    Raises:
+        TypeError: an unknown keyword (with the closest setting names).
+    """
+    own = {k: kwargs.pop(k) for k in list(kwargs) if k not in RUN_KEYS and k not in SPEC_KEYS}
     return Settings.resolve(model, spec, settings, seeded=seeded, **own)
-
-
-def stack_with_title(title: str, blocks: Sequence[Any]) -> Any:
-    """PIL images stacked top to bottom under a title line, on white."""
-    from PIL import Image
-
-    head = labelled_grid([[Image.new("RGB", (1, 1), "white")]], title=title)
-    parts = [head, *blocks]
-    out = Image.new("RGB", (max(b.size[0] for b in parts), sum(b.size[1] for b in parts)), "white")
-    y = 0
-    for b in parts:
-        out.paste(b, (0, y))
-        y += b.size[1]
-    return out

@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from ..engine import accentuate
-from ..hooks import OUTPUT, ModelRunner
 from ..errors import ClassNameError
+from ..hooks import OUTPUT, ModelRunner
 from ..images import SeedLike, prepare_seeds, resize
 from ..labels import find_class
 from ..result import Result
-from ..spec import ModelSpec, resolve_spec
+from ..settings import Settings
+from ..spec import ModelSpec
+from ._shared import analysis_settings, spec_of
 
 __all__ = ["Explanation", "choose_classes", "explain"]
 
@@ -117,6 +119,7 @@ def explain(
     top: int = 3,
     bottom: int = 0,
     label: int | str | None = None,
+    settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Explanation:
     """Accentuate the model's top-``top`` classes (and optionally a true ``label`` and
@@ -128,6 +131,8 @@ def explain(
         top: how many of the most likely classes.
         bottom: how many of the least likely classes.
         label: the image's true class (index or name); added when not in the top.
+        settings: the :class:`~accentuate.settings.Settings` to run with (default: the
+            model's); settings among ``accentuate_kwargs`` override it.
         **accentuate_kwargs: passed to :func:`accentuate.accentuate` (``steps``,
             ``lam``, ``canvas``, ``generator``, ``snapshots``, ``progress`` ...).
 
@@ -140,18 +145,15 @@ def explain(
         >>> ex = explain(acc.load_model(), acc.photo("chelsea"), top=3)  # doctest: +SKIP
         >>> ex.names, ex.result.after["rank"]                           # doctest: +SKIP
     """
-    spec_kw = {k: accentuate_kwargs[k] for k in ("input_size", "normalize", "labels", "output")
-               if k in accentuate_kwargs}
-    spec = resolve_spec(model, **spec_kw)
-    canvas = accentuate_kwargs.get("canvas") or spec.setting("canvas")
-    seed = prepare_seeds(image, canvas)
+    kw = dict(accentuate_kwargs)
+    spec = spec_of(model, kw)
+    settings = analysis_settings(model, spec, settings, kw)
+    seed = prepare_seeds(image, settings.canvas)
     if seed.shape[0] != 1:
         raise ValueError(f"explain takes one image; got {seed.shape[0]}")
     probs = _probabilities(model, seed, spec)
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
-    kw = dict(accentuate_kwargs)
-    kw["canvas"] = canvas  # the seed is already fitted to it; the engine refits nothing
-    res = accentuate(model, seed, classes, **kw)
+    res = accentuate(model, seed, classes, settings, **kw)
     names = [spec.labels[c] if spec.labels is not None and c < len(spec.labels) else None for c in classes]
     return Explanation(result=res, classes=classes, names=names, reasons=reasons, probs=probs,
                        alpha=res.alpha(collective=True))

@@ -26,17 +26,15 @@ from torch import nn
 from ..engine import accentuate
 from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
+from ..outputs.figures import labelled_grid, over_white, save_image, stack_with_title, to_pil
+from ..settings import Settings
 from ._shared import (
     ImageSet,
-    labelled_grid,
-    stack_with_title,
+    analysis_settings,
     load_image_set,
     markdown_table,
-    over_white,
-    save_image,
     spec_of,
     square_crop,
-    to_pil,
 )
 
 __all__ = ["Latent", "latent_features"]
@@ -121,9 +119,10 @@ def latent_features(
     target: int | str | Objective,
     *,
     canvas: int | None = None,
-    batch_size: int = 8,
+    batch: int = 8,
     generator: int = 0,
     progress: bool | Callable[[int, int], None] = False,
+    settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Latent:
     """Accentuate one feature in every seed of a set, batched; sort by how much it rose.
@@ -136,10 +135,12 @@ def latent_features(
             ``acc.direction(...)``), or a class.
         canvas: side of the square canvas every seed is centre-cropped and resized to
             (default: the model's calibrated canvas).
-        batch_size: seeds per :func:`accentuate.accentuate` call.
+        batch: seeds per :func:`accentuate.accentuate` call.
         generator: int seed; batch ``b`` uses ``generator + b`` (results do not depend
             on which other seeds share the batch, only on the batch's crops).
         progress: passed to each call.
+        settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
+            (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``lam``, ...).
 
     Returns:
@@ -157,9 +158,10 @@ def latent_features(
     """
     if "targets" in accentuate_kwargs or "seeds" in accentuate_kwargs:
         raise TypeError("latent_features takes one target and one set of seeds")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer; got {batch!r}")
     spec = spec_of(model, accentuate_kwargs)
+    settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     images, names = load_image_set(seeds, "seeds")
     side = int(canvas if canvas is not None else spec.setting("canvas"))
@@ -169,8 +171,8 @@ def latent_features(
         )
     square = torch.stack([square_crop(t, side) for t in images])
     outs = []
-    for b, start in enumerate(range(0, square.shape[0], batch_size)):
-        outs.append(accentuate(model, square[start : start + batch_size], objective, canvas=(side, side),
+    for b, start in enumerate(range(0, square.shape[0], batch)):
+        outs.append(accentuate(model, square[start : start + batch], objective, settings, canvas=(side, side),
                                generator=generator + b, progress=progress, **accentuate_kwargs))
     res_images = torch.cat([r.images[:, 0] for r in outs])
     masks = torch.cat([r.masks[:, 0] for r in outs])
@@ -179,9 +181,9 @@ def latent_features(
     gain = after - before
     order = torch.argsort(gain, descending=True, stable=True)
     config = outs[0].config.to_dict()
-    config.update({"seeds": names, "batch_size": batch_size, "batches": len(outs), "canvas": [side, side]})
+    config.update({"seeds": names, "batch": batch, "batches": len(outs), "canvas": [side, side]})
     failed: dict[str, str] = {}
-    for r, first in zip(outs, range(0, len(names), batch_size)):
+    for r, first in zip(outs, range(0, len(names), batch)):
         for (i, _), msg in r.failed.items():
             failed[names[first + i]] = msg
     if failed:

@@ -24,7 +24,8 @@ from ..images import SeedLike
 from ..metrics import ssim
 from ..objectives import Objective
 from ..result import Result
-from ..settings import Until
+from ..settings import Settings, Until
+from ._shared import analysis_settings, spec_of
 
 __all__ = ["LeastChange", "least_change"]
 
@@ -74,6 +75,7 @@ def least_change(
     lam: float | None = None,
     lam_range: tuple[float, float] = (1e-2, 1e2),
     rounds: int = 4,
+    settings: Settings | None = None,
     **kwargs: Any,
 ) -> LeastChange:
     """Find, per pair, the least change to the seed that makes the model see the target.
@@ -90,6 +92,8 @@ def least_change(
         lam: the starting lambda (default: the model's default).
         lam_range: the lowest and highest lambda the search may try.
         rounds: number of batched runs (1 = least-change stopping at ``lam`` only).
+        settings: the :class:`~accentuate.settings.Settings` every round runs from (default:
+            the model's), resolved once; settings among ``kwargs`` override it.
         **kwargs: passed to :func:`accentuate.accentuate` (``steps``, ``generator``, ...).
 
     Returns:
@@ -103,6 +107,8 @@ def least_change(
     if "generator" not in kwargs or kwargs["generator"] is None:
         kwargs["generator"] = 0  # every round must see the same crops to be comparable
     kwargs.setdefault("opacity", False)  # only images are kept: one backward per step
+    spec = spec_of(model, kwargs)
+    settings = analysis_settings(model, spec, settings, kwargs)
     current: torch.Tensor | None = None
     best: dict[str, torch.Tensor] = {}
     history: list[dict[str, torch.Tensor]] = []
@@ -110,8 +116,8 @@ def least_change(
     good: torch.Tensor | None = None  # largest lambda known to reach the target (or nan)
     bad: torch.Tensor | None = None  # smallest lambda known to fail (or nan)
     for _ in range(rounds):
-        res = accentuate(model, seeds, targets, until=until, lam=current if current is not None else lam,
-                         **kwargs)
+        res = accentuate(model, seeds, targets, settings, until=until,
+                         lam=current if current is not None else (settings.lam if lam is None else lam), **kwargs)
         n, m = res.images.shape[:2]
         if current is None:
             current = torch.full((n, m), float(res.config.lam))  # type: ignore[arg-type]

@@ -44,21 +44,21 @@ from torch import nn
 from ..engine import accentuate
 from ..hooks import OUTPUT, check_layers
 from ..objectives import Objective, as_objective
+from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..result import Result, output_folder
+from ..settings import Settings
 from ._shared import (
-    spec_of,
     ImageSet,
-    labelled_grid,
+    analysis_settings,
     layer_activations,
+    layouts_of,
     load_image_set,
     markdown_table,
     model_view,
     pearson,
-    layouts_of,
     require_matplotlib,
     save_figure,
-    save_image,
-    to_pil,
+    spec_of,
     units,
 )
 
@@ -287,8 +287,9 @@ def pathway_similarity(
     extra: Mapping[str, ImageSet] | None = None,
     layers: Sequence[str] | None = None,
     generator: int = 0,
-    batch_size: int = 16,
+    batch: int = 16,
     progress: bool | Callable[[int, int], None] = False,
+    settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Pathway:
     """Compare how accentuations, their seeds and feature visualizations travel through the model.
@@ -312,8 +313,10 @@ def pathway_similarity(
             ``pathway_layers``, else the model's top-level units and the logits.
         generator: int seed of the accentuations; feature visualization ``i`` uses
             ``generator + 1 + i``.
-        batch_size: images per forward pass when reading activations.
+        batch: images per forward pass when reading activations.
         progress: passed to :func:`accentuate.accentuate`.
+        settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
+            (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: settings of the accentuations (``steps``, ``crops``,
             ``canvas``, ``lam``, ...).
 
@@ -344,12 +347,14 @@ def pathway_similarity(
     # The accentuations and their seeds (only their images are compared: no opacity,
     # which lets each step take one backward pass).
     accentuate_kwargs.setdefault("opacity", False)
+    settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     config: dict[str, Any] = {"target": repr(objective), "generator": generator,
-                              "accentuate": {k: v for k, v in accentuate_kwargs.items()}}
+                              "accentuate": settings.to_dict()}
     if accentuations is None:
         if seeds is None:
             raise ValueError("give seeds to accentuate, or ready-made accentuations=")
-        res = accentuate(model, seeds, objective, generator=generator, progress=progress, **accentuate_kwargs)
+        res = accentuate(model, seeds, objective, settings, generator=generator, progress=progress,
+                         **accentuate_kwargs)
         acc_images = [t for t in res.images[:, 0]]
         seed_images = [t for t in res.seeds] if res.seeds is not None else []
         config["accentuation"] = res.config.to_dict()
@@ -372,13 +377,12 @@ def pathway_similarity(
     # Feature visualizations: the same optimization without a seed or a regularizer.
     if isinstance(feature_vis, int):
         if feature_vis > 0:
-            fv_kwargs = {k: v for k, v in accentuate_kwargs.items()
-                         if k not in ("reg_layer", "lam", "balance", "until", "canvas")}
             canvas = tuple(acc_images[0].shape[-2:])
+            fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
             fvs = []
             for i in range(feature_vis):
-                r = accentuate(model, None, objective, reg_layer="none", canvas=canvas,
-                               generator=generator + 1 + i, progress=progress, **fv_kwargs)
+                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
+                               **accentuate_kwargs)
                 fvs.append(r.images[0, 0])
             kinds["feature_vis"] = fvs
     elif feature_vis is not None:
@@ -398,7 +402,7 @@ def pathway_similarity(
     # Built-in kinds, then the extra ones, then the natural images (the reference) last.
     order = [k for k in KINDS[:-1] if k in kinds] + [k for k in kinds if k not in KINDS] + ["natural"]
     views = {k: model_view(kinds[k], spec.input_size) for k in order}
-    acts = {k: layer_activations(model, views[k], layer_list, spec, batch_size) for k in order}
+    acts = {k: layer_activations(model, views[k], layer_list, spec, batch) for k in order}
     lays = layouts_of(model, spec, layer_list)
 
     pooled_r: dict[str, list[float]] = {k: [] for k in order}
@@ -414,12 +418,12 @@ def pathway_similarity(
             a = acts[k][layer]
             for fn, store, store_sd in ((pooled, pooled_r, pooled_sd),
                                         (lambda t: t, unpooled_r, unpooled_sd)):
-                r = pearson(fn(a), fn(nat))
+                corr = pearson(fn(a), fn(nat))
                 if k == "natural":  # each pair of distinct natural images once
                     iu = torch.triu_indices(n_nat, n_nat, offset=1)
-                    vals = r[iu[0], iu[1]]
+                    vals = corr[iu[0], iu[1]]
                 else:
-                    vals = r.flatten()
+                    vals = corr.flatten()
                 vals = vals[~torch.isnan(vals)]
                 store[k].append(float(vals.mean()) if vals.numel() else float("nan"))
                 store_sd[k].append(float(vals.std(unbiased=False)) if vals.numel() else float("nan"))

@@ -49,18 +49,17 @@ from ..hooks import check_layers
 from ..images import SeedLike
 from ..metrics import gray, ssim
 from ..objectives import Objective, as_objective
+from ..outputs.figures import labelled_grid, save_image, stack_with_title, to_pil
+from ..settings import Settings
 from ._shared import (
-    labelled_grid,
-    stack_with_title,
+    analysis_settings,
     load_image_set,
     markdown_table,
     name_seed,
     require_matplotlib,
     save_figure,
-    save_image,
     spearman,
     spec_of,
-    to_pil,
     units,
 )
 
@@ -290,6 +289,7 @@ def cascading_randomization(
     repeat: bool = True,
     generator: int = 0,
     progress: bool | Callable[[int, int], None] = False,
+    settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Sanity:
     """Accentuate the same target on the model randomized cumulatively from the top.
@@ -307,6 +307,8 @@ def cascading_randomization(
         repeat: also rerun the original model with ``generator + 1`` (the noise level).
         generator: int seed of the accentuation's crops; the same at every depth.
         progress: passed to each :func:`accentuate.accentuate` call.
+        settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
+            (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``canvas``, ``lam``, ...).
 
     Returns:
@@ -331,6 +333,7 @@ def cascading_randomization(
     if len(seeds) != 1:
         raise ValueError(f"cascading_randomization takes one seed image; got {len(seeds)}")
     spec = spec_of(model, accentuate_kwargs)
+    settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     order = list(cascade) if cascade is not None else units(model, spec)[::-1]
     if not order:
@@ -341,7 +344,7 @@ def cascading_randomization(
     check_layers(model, order)
 
     def run(m: nn.Module, gen: int) -> Any:
-        return accentuate(m, seeds[0], objective, generator=gen, progress=progress, **accentuate_kwargs)
+        return accentuate(m, seeds[0], objective, settings, generator=gen, progress=progress, **accentuate_kwargs)
 
     results = [run(model, generator)]
     work = copy.deepcopy(model)

@@ -45,15 +45,15 @@ from ..engine import accentuate
 from ..images import SeedLike
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective, as_objective
+from ..outputs.figures import labelled_grid, save_image, to_pil
+from ..settings import Settings
 from ._shared import (
-    labelled_grid,
+    analysis_settings,
     load_image_set,
     markdown_table,
     require_matplotlib,
     save_figure,
-    save_image,
     spec_of,
-    to_pil,
 )
 
 __all__ = ["SensitiveRegion", "Sweep", "lambda_sweep", "sensitive_region"]
@@ -354,6 +354,7 @@ def lambda_sweep(
     batch: int = 4,
     generator: int = 0,
     progress: bool | Callable[[int, int], None] = False,
+    settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Sweep:
     """Accentuate one seed toward one target at each ``lam``; find the sensitive region.
@@ -372,6 +373,8 @@ def lambda_sweep(
         generator: int seed shared by every run (the same crops in each, so that
             only ``lam`` differs).
         progress: passed to each :func:`accentuate.accentuate` call.
+        settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
+            (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``canvas``,
             ``reg_layer``, ``balance``, ...); not ``lam`` or ``until``.
 
@@ -395,6 +398,7 @@ def lambda_sweep(
     if len(seeds) != 1:
         raise ValueError(f"lambda_sweep takes one seed image; got {len(seeds)}")
     spec = spec_of(model, accentuate_kwargs)
+    settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     values = torch.as_tensor(lams, dtype=torch.float64) if lams is not None else default_lams(num, *lam_range)
     if values.dim() != 1 or values.numel() < 2:
@@ -411,7 +415,7 @@ def lambda_sweep(
     first: Any = None
     for start in range(0, len(all_lams), batch):
         chunk = all_lams[start : start + batch]
-        res = accentuate(model, [seeds[0]] * len(chunk), objective, lam=torch.tensor(chunk).view(-1, 1),
+        res = accentuate(model, [seeds[0]] * len(chunk), objective, settings, lam=torch.tensor(chunk).view(-1, 1),
                          generator=generator, progress=progress, **accentuate_kwargs)
         first = first if first is not None else res
         dist = res.history.distance if len(res.history) and "distance" in res.history.keys() else None

@@ -56,7 +56,7 @@ printed (extend the sweep downward or upward)."""
 _LATENT_EXAMPLE = """\
 examples:
   accentuate latent photos/ --target blocks.10:7
-  accentuate latent a.jpg b.jpg c.jpg --target blocks.12:100@3,3 --batch-size 4 --canvas 256
+  accentuate latent a.jpg b.jpg c.jpg --target blocks.12:100@3,3 --batch 4 --canvas 256
 
 Every image is centre-cropped to a square canvas, the feature is accentuated in
 each (in batches), and the grid is sorted by how much the feature rose. Opacity
@@ -131,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
     p.add_argument("--target", "-t", required=True, metavar="T",
                    help="LAYER:CHANNEL, LAYER:CHANNEL@Y,X, a class name or a class index")
-    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="images per batch (default 8)")
+    p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
     add_model_options(p)
@@ -252,14 +252,14 @@ def run_latent(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     kw = _kwargs(args, forbid=("until",))
     _paths(args.seeds, "PATH")
-    _positive(args.batch_size, "--batch-size")
+    _positive(args.batch, "--batch")
     _positive(args.columns, "--columns")
     canvas = kw.pop("canvas", None)
     if canvas is not None and not isinstance(canvas, int):
         raise UsageError("latent uses a square canvas: give --canvas as one number (the side)")
     model = load_model_from_args(args)
     target = parse_target(args.target, model)
-    result = latent_features(model, args.seeds, target, canvas=canvas, batch_size=args.batch_size,
+    result = latent_features(model, args.seeds, target, canvas=canvas, batch=args.batch,
                              generator=args.seed, **kw)
     return _finish(result, args, started, columns=args.columns)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from textwrap import fill
 import sys
+from textwrap import fill
 
 from .common import add_model_options, load_model_from_args
 
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     if not hits:
         import difflib
 
-        from ..labels import _synonyms_for
+        from ..labels import synonyms_for
 
-        names = [n for syn in _synonyms_for(labels) for n in syn]
-        close = difflib.get_close_matches(query.lower(), [n.lower() for n in names], n=5, cutoff=0.6)
+        every = [n for syn in synonyms_for(labels) for n in syn]
+        close = difflib.get_close_matches(query.lower(), [n.lower() for n in every], n=5, cutoff=0.6)
         hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
         print(f"no class name contains {query!r}{hint}", file=sys.stderr)
         return 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from textwrap import fill
 import time
+from textwrap import fill
 
 from ..outputs.record import TargetInfo
 from ..photos import photo
@@ -20,10 +20,10 @@ from .common import (
 from .runner import (
     Plan,
     add_run_options,
+    build_settings,
     check_run_options,
     execute,
     load_images,
-    build_settings,
 )
 
 #: The bundled photo and the classes the demo accentuates in it.

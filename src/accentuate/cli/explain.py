@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from textwrap import fill
 import shlex
 import sys
 import time
+from textwrap import fill
 
 from ..analysis.explain import explain
 from ..outputs import figures
@@ -24,12 +24,12 @@ from .common import (
 from .runner import (
     Plan,
     add_run_options,
+    build_settings,
     check_paths,
     check_run_options,
     header,
     key_settings,
     load_images,
-    build_settings,
     say,
     steps_bar,
 )
@@ -94,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
         f"output: {out}")
     update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
     started = time.perf_counter()
+    seed = images[0].tensor
+    assert seed is not None  # load_images keeps the fitted tensor
     try:
-        ex = explain(model, images[0].tensor, top=args.top, bottom=args.bottom, label=args.label,
+        ex = explain(model, seed, top=args.top, bottom=args.bottom, label=args.label,
                      settings=settings, progress=update,
                      snapshots=snapshot_interval(steps, args.frames) if args.frames else ())
     finally:
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         items.append((img, heading, caption))
     title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
              f"{res.steps_done} steps)")
-    panel = figures.panel((figures.to_pil(images[0].tensor), f"model: {seed_cap}"), items, title=title)
+    panel = figures.panel((figures.to_pil(seed), f"model: {seed_cap}"), items, title=title)
     from ..result import atomic_write
 
     atomic_write(out / "explain_panel.png", figures.png_bytes(panel))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from textwrap import fill
 import sys
+from textwrap import fill
 
 from .common import add_model_options, load_model_from_args
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from textwrap import fill
 import time
 from pathlib import Path
+from textwrap import fill
 
 from ..images import IMAGE_SUFFIXES
 from ..outputs.record import TargetInfo

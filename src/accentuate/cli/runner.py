@@ -112,7 +112,8 @@ def load_images(
             skipped.append({"path": str(p), "error": str(e)})
             continue
         infos.append(ImageInfo(path=str(p), name=Path(p).name, sha256=file_sha256(p) or "",
-                               size=(int(t.shape[-1]), int(t.shape[-2])), canvas=tuple(seed.shape[-2:]),
+                               size=(int(t.shape[-1]), int(t.shape[-2])),
+                               canvas=(int(seed.shape[-2]), int(seed.shape[-1])),
                                tensor=seed))
     if not infos and first is not None:
         raise ImageError(f"no image could be read; the first error: {first}")
@@ -328,12 +329,12 @@ def execute(plan: Plan) -> int:
     writer.save("complete")
     if not plan.quiet:
         print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
-        for e in entries:
-            print(_pair_line(e))
+        for entry in entries:
+            print(_pair_line(entry))
         print(f"results in {plan.out}/")
         if sheet is not None:
             print(f"  contact sheet: {sheet}")
-        print(f"  per pair: NAME.png, NAME_rgba.png (alpha = opacity), NAME_figure.png, NAME.gif")
+        print("  per pair: NAME.png, NAME_rgba.png (alpha = opacity), NAME_figure.png, NAME.gif")
         print(f"  record:   {writer.path}")
     if failed:
         print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "

@@ -38,8 +38,8 @@ LITE_VARIANTS = {
 def _round_channels(c: int, width: float, divisor: int = 8) -> int:
     if width == 1.0:
         return c
-    c = c * width
-    new = max(divisor, int(c + divisor / 2) // divisor * divisor)
+    scaled = c * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
     if new < 0.9 * c:
         new += divisor
     return int(new)
@@ -82,6 +82,9 @@ class ConvBNAct(nn.Sequential):
     the two run separately so the hook sees their real outputs.
     """
 
+    conv: Conv2dSame
+    bn: nn.BatchNorm2d
+
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True):
         layers: list[tuple[str, nn.Module]] = [
             ("conv", Conv2dSame(cin, cout, k, stride=stride, groups=groups, bias=False)),
@@ -95,8 +98,8 @@ class ConvBNAct(nn.Sequential):
         conv, bn = self.conv, self.bn
         if self.training or not bn.track_running_stats or bn.running_var is None or _hooked(conv, bn):
             return super().forward(x)
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        bias = bn.bias - bn.running_mean * scale
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+        bias = bn.bias - bn.running_mean * scale  # type: ignore[operator]
         y = conv.conv_with(x, conv.weight * scale.view(-1, 1, 1, 1), bias)
         act = self._modules.get("act")
         return act(y) if act is not None else y

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .animation import frames, gif_bytes, mp4_available, mp4_bytes, snapshot_interval
-from .figures import composite, contact_sheet, heatmap, panel, pair_figure, png_bytes
+from .figures import composite, contact_sheet, heatmap, pair_figure, panel, png_bytes
 from .record import FORMAT, RunWriter, describe_target, seed_distances, settings_hash
 
 __all__ = [

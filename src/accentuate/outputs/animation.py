@@ -112,7 +112,7 @@ def mp4_bytes(images: Sequence[Image.Image], fps: int = 8, hold_s: float = 1.5) 
     fd, tmp = tempfile.mkstemp(suffix=".mp4")
     os.close(fd)
     try:
-        imageio.mimwrite(tmp, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)
+        imageio.mimwrite(tmp, arrays, fps=fps, codec="libx264", quality=8, macro_block_size=1)  # type: ignore[arg-type]
         with open(tmp, "rb") as fh:
             return fh.read()
     finally:

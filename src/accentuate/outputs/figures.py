@@ -12,12 +12,17 @@ PIL images, and return PIL images; :func:`png_bytes` encodes one for an atomic w
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from ..result import atomic_write, output_folder
 
 __all__ = [
     "BACKGROUND",
@@ -27,7 +32,11 @@ __all__ = [
     "fit",
     "font",
     "heatmap",
+    "labelled_grid",
+    "over_white",
     "panel",
+    "save_image",
+    "stack_with_title",
     "pair_figure",
     "png_bytes",
     "to_pil",
@@ -65,14 +74,21 @@ def font(size: int = 16) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def to_pil(x: torch.Tensor | Image.Image) -> Image.Image:
-    """``(3, H, W)`` in [0, 1] (or uint8) to a PIL RGB image; PIL images pass through."""
+def to_pil(x: torch.Tensor | Image.Image, side: int | None = None) -> Image.Image:
+    """``(3, H, W)`` in [0, 1] (or uint8) to a PIL RGB image (PIL images pass through), its
+    long side scaled to ``side`` when given."""
     if isinstance(x, Image.Image):
-        return x.convert("RGB")
-    t = x.detach().cpu()
-    if t.dtype != torch.uint8:
-        t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
-    return Image.fromarray(t.permute(1, 2, 0).numpy(), "RGB")
+        img = x.convert("RGB")
+    else:
+        t = x.detach().cpu()
+        if t.dtype != torch.uint8:
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        img = Image.fromarray(t.permute(1, 2, 0).numpy(), "RGB")
+    if side is not None:
+        s = side / max(img.size)
+        img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
+                         Image.Resampling.BICUBIC)
+    return img
 
 
 def heatmap(alpha: torch.Tensor) -> Image.Image:
@@ -323,3 +339,119 @@ def panel(
         for i, line in enumerate(caps[k]):
             d.text((x + cell // 2, y + head_h + img_h + 4 + i * lc), line, fill=_MUTED, font=fc, anchor="ma")
     return fig
+
+
+def over_white(image: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Composite ``(3, H, W)`` with alpha ``(H, W)`` onto white."""
+    return image * alpha[None] + (1 - alpha[None])
+
+
+def labelled_grid(
+    cells: Sequence[Sequence[Any]],
+    col_labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    pad: int = 6,
+    font_size: int = 13,
+) -> Any:
+    """Lay PIL images out in a grid with labels above the columns and left of the rows.
+
+    Args:
+        cells: ``cells[r][c]`` a PIL image (or ``None`` for an empty cell).
+        col_labels: one label per column (may contain newlines).
+        row_labels: one label per row.
+        title: a line above everything.
+
+    Returns:
+        The grid as a PIL RGB image on white.
+    """
+    f = font(font_size)
+    ft = font(font_size + 3)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text: str, fnt: Any) -> tuple[int, int]:
+        box = probe.multiline_textbbox((0, 0), text, font=fnt, spacing=2)
+        return int(box[2] - box[0]), int(box[3] - box[1])
+
+    nrows = len(cells)
+    ncols = max(len(r) for r in cells)
+    col_w = [max((cells[r][c].size[0] for r in range(nrows) if c < len(cells[r]) and cells[r][c] is not None),
+                 default=0) for c in range(ncols)]
+    row_h = [max((im.size[1] for im in cells[r] if im is not None), default=0) for r in range(nrows)]
+    left = max((text_size(t, f)[0] for t in row_labels), default=0) + pad if row_labels else 0
+    top_label = max((text_size(t, f)[1] for t in col_labels), default=0) + pad if col_labels else 0
+    title_h = text_size(title, ft)[1] + 2 * pad if title else 0
+    width = max(pad + left + sum(col_w) + pad * ncols, (text_size(title, ft)[0] + 2 * pad) if title else 0)
+    height = pad + title_h + top_label + sum(row_h) + pad * nrows
+    grid = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((pad, pad), title, fill="black", font=ft)
+    y0 = pad + title_h
+    if col_labels:
+        x = pad + left
+        for c, label in enumerate(col_labels):
+            tw, _ = text_size(label, f)
+            draw.multiline_text((x + max(0, (col_w[c] - tw) // 2), y0), label, fill="black", font=f,
+                                spacing=2, align="center")
+            x += col_w[c] + pad
+        y0 += top_label
+    y = y0
+    for r in range(nrows):
+        if row_labels:
+            _, th = text_size(row_labels[r], f)
+            draw.multiline_text((pad, y + max(0, (row_h[r] - th) // 2)), row_labels[r], fill="black", font=f,
+                                spacing=2)
+        x = pad + left
+        for c in range(ncols):
+            im = cells[r][c] if c < len(cells[r]) else None
+            if im is not None:
+                grid.paste(im.convert("RGB"), (x, y))
+            x += col_w[c] + pad
+        y += row_h[r] + pad
+    return grid
+
+
+def save_image(img: Any, path: str | os.PathLike, max_bytes: int = 300_000) -> Path:
+    """Save a PIL image as PNG of at most about ``max_bytes``.
+
+    Too large as it is, the image is reduced to an adaptive palette of 256, then 128
+    colours (dithered); still too large, it is also scaled down in steps of 15 % (at
+    most 8 times).
+    """
+    def encode(im: Any) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
+        return buf.getvalue()
+
+    def palette(im: Any, colors: int) -> Any:
+        return im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT,
+                                          dither=Image.Dither.FLOYDSTEINBERG)
+
+    data = encode(img)
+    for colors in (256, 128):
+        if len(data) > max_bytes:
+            data = encode(palette(img, colors))
+    scaled = img
+    for _ in range(8):
+        if len(data) <= max_bytes:
+            break
+        scaled = scaled.resize((max(1, round(scaled.size[0] * 0.85)), max(1, round(scaled.size[1] * 0.85))),
+                               Image.Resampling.LANCZOS)
+        data = encode(palette(scaled, 128))
+    path = Path(path)
+    output_folder(path.parent)
+    atomic_write(path, data)
+    return path
+
+
+def stack_with_title(title: str, blocks: Sequence[Any]) -> Any:
+    """PIL images stacked top to bottom under a title line, on white."""
+    head = labelled_grid([[Image.new("RGB", (1, 1), "white")]], title=title)
+    parts = [head, *blocks]
+    out = Image.new("RGB", (max(b.size[0] for b in parts), sum(b.size[1] for b in parts)), "white")
+    y = 0
+    for b in parts:
+        out.paste(b, (0, y))
+        y += b.size[1]
+    return out

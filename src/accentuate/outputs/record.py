@@ -22,6 +22,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 import platform
 import re
 import warnings
@@ -60,7 +61,7 @@ def slug(text: str, limit: int = 40) -> str:
     return (s[:limit].rstrip("-.") or "x")
 
 
-def file_sha256(path: str | Path) -> str | None:
+def file_sha256(path: str | os.PathLike) -> str | None:
     """SHA-256 of a file's bytes, or ``None`` if it cannot be read."""
     h = hashlib.sha256()
     try:
@@ -218,11 +219,11 @@ class RunWriter:
         self._stems: dict[tuple[int, int], str] = {}
         used: set[str] = set()
         img_slugs: list[str] = []
-        seen: dict[str, int] = {}
+        slug_count: dict[str, int] = {}
         for im in self.images:
             s = slug(Path(im.name).stem)
-            seen[s] = seen.get(s, 0) + 1
-            img_slugs.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+            slug_count[s] = slug_count.get(s, 0) + 1
+            img_slugs.append(s if slug_count[s] == 1 else f"{s}-{slug_count[s]}")
         for i, s in enumerate(img_slugs):
             for j, t in enumerate(self.targets):
                 stem = f"{s}__{describe_target(t.objective)['slug']}"

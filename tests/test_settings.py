@@ -1,0 +1,149 @@
+"""One settings value: resolved once, validated once, recorded and hashed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import accentuate as acc
+from accentuate.params import PARAMS, PixelParam, register_param
+from accentuate.settings import Settings
+
+from conftest import FAST
+
+
+def test_round_trip_and_stable_hash():
+    s = Settings(reg_layer="conv2", lam=((0.1,), (0.3,)), steps=12, canvas=(40, 60), until="top2", seed=3)
+    d = s.to_dict()
+    assert json.loads(json.dumps(d)) == d  # plain JSON
+    assert d["reg_layer"] == "conv2" and d["lam"] == [[0.1], [0.3]] and d["canvas"] == [40, 60]
+    back = Settings.from_dict(d)
+    assert back == s and back.hash() == s.hash()
+    assert Settings.from_dict(json.loads(json.dumps(d))).hash() == s.hash()  # through a file
+    assert s.replace(steps=13).hash() != s.hash()
+    assert Settings(reg_layer="pixel").regularizer == acc.Regularizer.pixel()
+    assert str(Settings(reg_layer="blocks.4").regularizer) == "blocks.4"
+    assert Settings(until=1).until == "top1" and Settings(until=0.5).until_rule == acc.Until(prob=0.5)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(steps=0), "steps must be a positive integer; got 0"),
+    (dict(lam=-1), "lam must be a finite number >= 0"),
+    (dict(lam=float("nan")), "lam must be a finite number >= 0"),
+    (dict(lr=0), "lr must be a positive number"),
+    (dict(crops=0), "crops must be a positive integer"),
+    (dict(crop_range=(0.5, 0.2)), "crop_range must satisfy 0 < min <= max <= 1"),
+    (dict(noise=(0.1, -1)), "noise must be"),
+    (dict(param="wavelet"), "unknown parameterization 'wavelet'; choose one of pixel, fourier, phase"),
+    (dict(until="sometimes"), "until must be 'topK'"),
+    (dict(canvas=0), "canvas must be a positive int or"),
+    (dict(autocast="int8"), "autocast must be None, 'bfloat16' or 'float16'"),
+    (dict(record_every=0), "record_every must be a positive integer"),
+    (dict(reg_layer=""), "reg_layer is empty"),
+])
+def test_one_validation_with_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message) as e:
+        Settings(**kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_resolve_fills_every_default_once(tiny, monkeypatch):
+    calls = []
+    real = type(tiny).forward
+
+    def counting(self, x):
+        calls.append(1)
+        return real(self, x)
+
+    monkeypatch.setattr(type(tiny), "forward", counting)
+    spec = acc.resolve_spec(tiny).__class__(**{**acc.resolve_spec(tiny).__dict__, "reg_layer": None,
+                                               "defaults": {"lam": 0.3, "steps": 7}})
+    s = Settings.resolve(tiny, spec)
+    assert s.lam == 0.3 and s.steps == 7 and s.lr == 0.05 and s.param == "fourier"  # spec, then reference
+    assert str(s.regularizer) == "conv2"  # by the stated rule
+    assert len(calls) == 1  # one forward pass finds the rule's layer and checks that it runs
+    assert Settings.resolve(tiny, spec, seeded=False).regularizer == acc.Regularizer.none()
+    # A base and overrides: the overrides win, the rest of the base stays.
+    t = Settings.resolve(tiny, spec, s, steps=9, reg_layer="pixel")
+    assert t.steps == 9 and t.lam == 0.3 and str(t.regularizer) == "pixel"
+    with pytest.raises(TypeError, match=r"unknown setting 'stpes' \(did you mean steps\?\)"):
+        Settings.resolve(tiny, spec, stpes=3)
+    with pytest.raises(acc.LayerError, match="not in the model"):
+        Settings.resolve(tiny, spec, reg_layer="conv9")
+    with pytest.raises(ValueError, match="canvas 16 is smaller than the model input 32 x 32"):
+        Settings.resolve(tiny, spec, canvas=16)
+
+
+def test_accentuate_records_the_settings_and_takes_them(tiny, seed_img):
+    res = acc.accentuate(tiny, seed_img, 1, **FAST)
+    assert isinstance(res.config, Settings) and res.config.resolved
+    assert res.config.steps == FAST["steps"] and res.config.seed == FAST["generator"]
+    assert res.run["canvas"] == [48, 48] and res.run["model"] == "tiny"
+    again = acc.accentuate(tiny, seed_img, 1, res.config)  # the same settings, the same pictures
+    assert torch.equal(again.images, res.images) and again.config == res.config
+    changed = acc.accentuate(tiny, seed_img, 1, res.config, steps=2)
+    assert changed.config.steps == 2 and changed.config.crops == FAST["crops"]
+    drawn = acc.accentuate(tiny, seed_img, 1, **{k: v for k, v in FAST.items() if k != "generator"})
+    assert isinstance(drawn.config.seed, int)  # a drawn seed is recorded, so the run can be repeated
+    with pytest.raises(TypeError, match=r"unknown setting 'lamda' \(did you mean lam\?\)"):
+        acc.accentuate(tiny, seed_img, 1, lamda=0.1)
+
+
+def test_a_new_parameterization_is_one_registered_class(tiny, seed_img):
+    @register_param("pixel-test")
+    class Pixel2(PixelParam):
+        """Pixels, registered under another name (what a user's own class does)."""
+
+    try:
+        assert "pixel-test" in PARAMS
+        res = acc.accentuate(tiny, seed_img, 1, param="pixel-test", **FAST)
+        assert res.config.param == "pixel-test" and res.after["value"][0, 0] > res.before["value"][0, 0]
+        # An instance is optimized as given (its batch-first contract: one row per accentuation).
+        seeds = acc.prepare_seeds(seed_img, 48)
+        inst = Pixel2((2, 3, 48, 48), seed=seeds.repeat(2, 1, 1, 1))
+        two = acc.accentuate(tiny, seeds, [1, 2], param=inst, **FAST)
+        assert two.config.param == "pixel-test" and two.images.shape == (1, 2, 3, 48, 48)
+        assert torch.allclose(inst().detach().view(1, 2, 3, 48, 48), two.images)
+        with pytest.raises(ValueError, match=r"param has shape \(2, 3, 48, 48\); this run needs \(1, 3, 48, 48\)"):
+            acc.accentuate(tiny, seeds, 1, param=inst, **FAST)
+
+        class Unregistered(PixelParam):
+            pass
+
+        with pytest.raises(TypeError, match="not registered; decorate its class with"):
+            acc.accentuate(tiny, seeds, 1, param=Unregistered((1, 3, 48, 48), seed=seeds), **FAST)
+    finally:
+        PARAMS.pop("pixel-test", None)
+
+
+def test_objectives_describe_themselves():
+    labels = acc.imagenet_labels()
+    assert acc.logit(1).resolve(labels).describe() == {
+        "kind": "class", "class_index": 1, "class_name": "goldfish", "label": "goldfish (1)",
+        "slug_text": "goldfish", "value_name": "logit"}
+    n = acc.neuron("blocks.5", 20, 3, 4).describe()
+    assert (n["kind"], n["layer"], n["channel"], n["y"], n["x"]) == ("neuron", "blocks.5", 20, 3, 4)
+    assert acc.channel("blocks.5", 20).describe()["label"] == "blocks.5:20"
+    d = acc.direction("blocks.5", [1.0, 2.0], kind="cosine").describe()
+    assert d["kind"] == "direction" and d["measure"] == "cosine" and d["channels"] == 2
+    assert (acc.channel("a", 1) - acc.channel("a", 2)).describe()["kind"] == "objective"
+
+
+def test_cli_builds_the_settings_once_and_records_them(tmp_path, seed_img):
+    from PIL import Image
+
+    from accentuate.cli import main
+
+    path = tmp_path / "seed.png"
+    Image.fromarray((seed_img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
+    out = tmp_path / "o"
+    args = ["run", str(path), "-t", "cherry", "--steps", "3", "--crops", "2", "--canvas", "48", "--out", str(out),
+            "--frames", "0", "--model", "cli_models:tiny", "-q"]
+    assert main(args) == 0
+    doc = json.loads((out / "run.json").read_text())
+    recorded = {k: v for k, v in doc["settings"].items() if k != "animation_frames"}
+    s = Settings.from_dict(recorded)
+    assert s.steps == 3 and s.crops == 2 and s.canvas == 48 and s.seed == 0 and str(s.regularizer) == "conv2"
+    assert doc["engine_config"]["steps"] == 3  # what the engine ran with is the same value
