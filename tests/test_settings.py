@@ -147,3 +147,26 @@ def test_cli_builds_the_settings_once_and_records_them(tmp_path, seed_img):
     s = Settings.from_dict(recorded)
     assert s.steps == 3 and s.crops == 2 and s.canvas == 48 and s.seed == 0 and str(s.regularizer) == "conv2"
     assert doc["engine_config"]["steps"] == 3  # what the engine ran with is the same value
+
+
+def test_preview_preset_on_the_command_line(tmp_path, seed_img):
+    from PIL import Image
+
+    from accentuate.cli import main
+    from accentuate.settings import PRESETS
+
+    path = tmp_path / "seed.png"
+    Image.fromarray((seed_img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
+    common = [str(path), "--steps", "4", "--frames", "0", "--model", "cli_models:tiny", "-q", "--preview"]
+    out = tmp_path / "cls"
+    assert main(["run", *common, "-t", "cherry", "--out", str(out)]) == 0
+    s = json.loads((out / "run.json").read_text())["settings"]
+    assert (s["canvas"], s["crops"], s["until"], s["check_every"]) == (256, 8, "top1", 2) == tuple(
+        PRESETS["preview"][k] for k in ("canvas", "crops", "until", "check_every"))
+    # A channel target cannot be judged by top-1: the preview then runs its steps, no error.
+    out = tmp_path / "chan"
+    assert main(["run", *common, "-t", "conv2:3", "--canvas", "48", "--out", str(out)]) == 0
+    s = json.loads((out / "run.json").read_text())["settings"]
+    assert s["until"] is None and s["crops"] == 8 and s["canvas"] == 48  # given options win
+    # An explicit --until with a channel target is still the user's mistake.
+    assert main(["run", *common, "-t", "conv2:3", "--until", "top1", "--out", str(tmp_path / "bad")]) == 2

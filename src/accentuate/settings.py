@@ -44,11 +44,19 @@ if TYPE_CHECKING:
 
     from .spec import ModelSpec
 
-__all__ = ["SPEC_KEYS", "Settings", "Until"]
+__all__ = ["PRESETS", "SPEC_KEYS", "Settings", "Until"]
 
 #: Keywords of :func:`accentuate.accentuate` that describe the model (they go to its
 #: :class:`~accentuate.spec.ModelSpec`, see :func:`accentuate.spec.resolve_spec`), not the run.
 SPEC_KEYS = ("input_size", "normalize", "labels", "output", "layouts")
+
+#: Named groups of settings. ``preview``: a quick first look (a 256-pixel canvas, 8 crops a step,
+#: and, for class targets, stopping as soon as the target is the model's top-1, checked every 2
+#: steps); ``accentuate run --preview`` and ``accentuate(..., **PRESETS["preview"])`` use it. Its
+#: measured effect on the calibration pairs is in the README and ``benchmarks/CALIBRATION.md``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "preview": {"canvas": 256, "crops": 8, "until": "top1", "check_every": 2},
+}
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # -- shared steps ---------------------------------------------------------------------------
 def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str, Any]:
     kw = accentuation_kwargs(args)
+    if getattr(args, "preview", False) and getattr(args, "until", None) is None:
+        kw.pop("until", None)  # the analyses compare fixed-length runs
     for opt in forbid:
         if opt in kw:
             raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")

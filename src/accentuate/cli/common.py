@@ -176,6 +176,9 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
+    g.add_argument("--preview", action="store_true",
+                   help="a quick first look: 256-pixel canvas, 8 crops, and for class targets stop at "
+                   "top-1 (options given explicitly still win)")
     g.add_argument("--out", metavar="DIR",
                    help=f"output folder (default: a new {RUNS_DIR}/YYYYmmdd-HHMMSS)")
     add_global_options(p)
@@ -191,6 +194,10 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         UsageError: a value argparse could not check alone (``--crop-range``, ``--until``).
     """
     kw: dict[str, Any] = {}
+    if getattr(args, "preview", False):
+        from ..settings import PRESETS
+
+        kw.update(PRESETS["preview"])
     for opt in ("reg_layer", "lam", "steps", "lr", "param", "crops", "canvas"):
         v = getattr(args, opt, None)
         if v is not None:

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in DEMO_TARGETS]
     spec = resolve_spec(model)
-    settings = build_settings(model, spec, kw, targets)
+    settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
     images = load_images([photo(DEMO_PHOTO)], settings.canvas)
     out = output_dir(args)
     plan = Plan(subcommand="demo", argv=list(args.argv), model_arg=args.model, model=model, images=images,

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
     spec = resolve_spec(model)
-    settings = build_settings(model, spec, kw, targets)
+    settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
     skipped: list[dict[str, str]] = []
     images = load_images(paths, settings.canvas, skipped)
     out = output_dir(args)

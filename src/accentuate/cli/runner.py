@@ -121,11 +121,17 @@ def load_images(
 
 
 def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
-                   targets: Sequence[TargetInfo] = ()) -> Settings:
+                   targets: Sequence[TargetInfo] = (), preview_until: bool = False) -> Settings:
     """The run's :class:`~accentuate.settings.Settings`, resolved and checked once, before
-    anything runs (mistakes are :class:`UsageError`: exit status 2)."""
+    anything runs (mistakes are :class:`UsageError`: exit status 2).
+
+    ``preview_until``: ``until`` came from ``--preview``, not from ``--until``; it is dropped
+    when a target is not a class (it cannot be judged) instead of being an error.
+    """
     if kw.get("until") is not None and any(t.objective.class_index is None for t in targets):
-        raise UsageError("--until needs class targets; it cannot judge channels or neurons")
+        if not preview_until:
+            raise UsageError("--until needs class targets; it cannot judge channels or neurons")
+        kw = {k: v for k, v in kw.items() if k != "until"}  # --preview stops early only on classes
     try:
         return Settings.resolve(model, spec, **kw)
     except (ValueError, TypeError) as e:
