@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import FAST
 
 import accentuate as acc
 from accentuate.params import PARAMS, PixelParam, register_param
 from accentuate.settings import Settings
-
-from conftest import FAST
 
 
 def test_round_trip_and_stable_hash():
