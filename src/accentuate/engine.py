@@ -54,7 +54,7 @@ from .objectives import Objective, as_objective
 from .params import ImageParam, make_param
 from .regularize import NONE, PIXEL, distance
 from .result import History, Result
-from .spec import ModelSpec, default_reg_layer, resolve_spec
+from .spec import ModelSpec, default_reg_layer, forward_error, resolve_spec
 
 __all__ = ["Accentuator", "Until", "accentuate", "model_state"]
 
@@ -315,9 +315,7 @@ class Accentuator:
             except (ModelError, KeyboardInterrupt):
                 raise
             except Exception as e:  # the user's model failed inside its forward
-                raise ModelError(
-                    f"the model raised {type(e).__name__} in its forward pass: {e}"
-                ) from e
+                raise forward_error(e, self.spec) from e
             missing = cap.missing()
             if missing:
                 cap[missing[0]]  # raises LayerError: never ran

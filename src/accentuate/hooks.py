@@ -16,7 +16,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import LayerError, ModelError
+from .errors import LayerError
+from .spec import forward_error, spec_of
 
 __all__ = ["Capture", "OUTPUT", "capture", "check_layers", "first_tensor", "layers"]
 
@@ -152,7 +153,8 @@ def layers(
 
     Args:
         model: any module (left in the mode it was in).
-        input_size: ``(h, w)`` of the example input; defaults to the model's spec or 224.
+        input_size: ``(h, w)`` of the example input; default: the model's spec, else the
+            size it declares (:func:`accentuate.spec.declared`), else 224.
         example: an explicit example batch instead of zeros of ``input_size``.
 
     Returns:
@@ -161,10 +163,11 @@ def layers(
     Raises:
         ModelError: the model raised inside its forward pass (the cause is chained).
     """
+    spec = None
     if example is None:
         if input_size is None:
-            spec = getattr(model, "accentuate_spec", None)
-            input_size = spec.input_size if spec is not None else (224, 224)
+            spec = spec_of(model)  # its own, else what it declares (a Hugging Face or timm config), else 224
+            input_size = spec.input_size
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
         p = next(model.parameters(), None)
@@ -192,7 +195,7 @@ def layers(
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # the user's model failed inside its forward
-                raise ModelError(f"the model raised {type(e).__name__} in its forward pass: {e}") from e
+                raise forward_error(e, spec) from e
     finally:
         for h in handles:
             h.remove()

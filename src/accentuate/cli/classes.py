@@ -38,8 +38,9 @@ def _labels(args: argparse.Namespace):
 
     if args.model == DEFAULT_MODEL:  # the embedded model's labels; no need to load its weights
         return imagenet_labels()
-    spec = getattr(load_model_from_args(args), "accentuate_spec", None)
-    return None if spec is None else spec.labels
+    from ..spec import spec_of
+
+    return spec_of(load_model_from_args(args)).labels
 
 
 def run(args: argparse.Namespace) -> int:

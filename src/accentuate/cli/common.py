@@ -290,9 +290,10 @@ def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, tuple[
     return shapes
 
 
-def _labels(model: nn.Module):
-    spec = getattr(model, "accentuate_spec", None)
-    return None if spec is None else spec.labels
+def _labels(model: nn.Module) -> tuple[str, ...] | None:
+    from ..spec import spec_of
+
+    return spec_of(model).labels  # its own spec's, else the class names the model declares
 
 
 def parse_target(text: str, model: nn.Module) -> Objective:

@@ -37,18 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..hooks import layers
+    from ..spec import spec_of
 
     model = load_model_from_args(args)
-    spec = getattr(model, "accentuate_spec", None)
+    spec = spec_of(model)  # its own, else what the model declares (Hugging Face / timm config)
     rows = layers(model)
     if args.grep:
         rows = [(n, s) for n, s in rows if args.grep in n]
     if args.depth is not None:
         rows = [(n, s) for n, s in rows if n.count(".") < max(1, args.depth)]
     width = max((len(n) for n, _ in rows), default=5)
-    reg = spec.reg_layer if spec is not None else None
+    reg = spec.reg_layer
     out = sys.stdout
-    size = spec.input_size if spec is not None else (224, 224)
+    size = spec.input_size
     print(f"{'layer':<{width}}  output shape (input 1 x 3 x {size[0]} x {size[1]})", file=out)
     for name, shape in rows:
         mark = "  <- default --reg-layer" if name == reg else ""
