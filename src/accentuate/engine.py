@@ -49,7 +49,7 @@ from torch import nn
 from .augment import CropOperator, Crops, sample_crops
 from .errors import ModelError
 from .hooks import OUTPUT, capture, check_layers
-from .images import SeedLike, prepare_seeds, resize
+from .images import SeedLike, prepare_seeds, resize, seed_names
 from .objectives import Objective, as_objective
 from .params import ImageParam, make_param
 from .regularize import NONE, PIXEL, distance
@@ -696,6 +696,7 @@ def accentuate(
         "generator_seed": gen_seed, "optimizer": optimizer if isinstance(optimizer, str) else repr(optimizer),
         "until": None if stop is None else str(stop), "check_every": None if stop is None else stop.every,
         "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
+        "seed_names": seed_names(seeds),  # for file names (Result.save)
         "device": str(device), "channels_last": bool(channels_last), "opacity": bool(opacity),
         "autocast": None if _autocast_dtype(autocast) is None else str(_autocast_dtype(autocast)).replace("torch.", ""),
     }

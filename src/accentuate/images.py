@@ -36,6 +36,7 @@ __all__ = [
     "pil_to_tensor",
     "prepare_seeds",
     "resize",
+    "seed_names",
     "tensor_to_pil",
 ]
 
@@ -270,6 +271,34 @@ def _as_tensors(seed: SeedLike, index: int) -> list[torch.Tensor]:
     raise ImageError(
         f"seed {index} has type {type(seed).__name__}; expected a path, PIL image, tensor or array"
     )
+
+
+def seed_names(seeds: SeedLike | Sequence[SeedLike] | None) -> list[str]:
+    """A name for each seed :func:`prepare_seeds` makes of ``seeds``, for file names and records.
+
+    A path gives its file name, a PIL image read from a file its file name; other seeds
+    (tensors, arrays, PIL images made in memory) are ``seed{i}`` by their position in
+    the batch. ``None`` (noise-seeded) is ``["noise"]``.
+
+    Example:
+        >>> seed_names(["photos/cat.jpg", torch.zeros(2, 3, 8, 8)])
+        ['cat.jpg', 'seed1', 'seed2']
+    """
+    if seeds is None:
+        return ["noise"]
+    items = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+    names: list[str] = []
+    for s in items:
+        if isinstance(s, (str, os.PathLike)):
+            names.append(Path(s).name)
+        elif isinstance(s, Image.Image) and getattr(s, "filename", ""):
+            names.append(Path(s.filename).name)  # type: ignore[attr-defined]
+        elif isinstance(s, (torch.Tensor, np.ndarray)) and s.ndim == 4:
+            base = len(names)
+            names.extend(f"seed{base + k}" for k in range(s.shape[0]))
+        else:
+            names.append(f"seed{len(names)}")
+    return names
 
 
 def canvas_shape(hw: tuple[int, int], canvas: int | Sequence[int]) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from ..engine import model_state
 from ..errors import ImageError
 from ..hooks import OUTPUT, capture, layers as list_layers
 from ..images import SeedLike, image_files, load_image, resize
-from ..result import atomic_write, output_folder
+from ..outputs.io import atomic_write, output_folder
 from ..spec import ModelSpec, resolve_spec
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.

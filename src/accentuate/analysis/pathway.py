@@ -44,7 +44,8 @@ from torch import nn
 from ..engine import accentuate
 from ..hooks import OUTPUT, check_layers
 from ..objectives import Objective, as_objective
-from ..result import Result, output_folder
+from ..outputs.io import output_folder
+from ..result import Result
 from ._shared import (
     spec_of,
     ImageSet,
@@ -204,7 +205,7 @@ class Pathway:
         """Write ``pathway.md`` (the table), ``pathway.json``, ``pathway.png`` and ``pathway_images.png``."""
         import json
 
-        from ..result import atomic_write
+        from ..outputs.io import atomic_write
 
         out = output_folder(directory)
         written = []

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
              f"{res.steps_done} steps)")
     panel = figures.panel((figures.to_pil(images[0].tensor), f"model: {seed_cap}"), items, title=title)
-    from ..result import atomic_write
+    from ..outputs.io import atomic_write
 
     atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
     writer.doc["outputs"]["explain_panel"] = "explain_panel.png"

@@ -40,9 +40,10 @@ from ..images import resize
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Channel, Neuron, Objective
 from ..regularize import NONE, PIXEL, distance
-from ..result import Result, atomic_write
+from ..result import Result
 from ..spec import ModelSpec
 from . import animation, figures
+from .io import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -51,6 +52,7 @@ __all__ = [
     "TargetInfo",
     "describe_target",
     "file_sha256",
+    "pair_stems",
     "seed_distances",
     "settings_hash",
     "slug",
@@ -110,6 +112,37 @@ def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
     return d
 
 
+def pair_stems(image_names: Sequence[str], objectives: Sequence[Objective]) -> dict[tuple[int, int], str]:
+    """The file-name stem of each pair ``(i, j)``: ``{image}__{target}``.
+
+    ``image`` is the slug of the file name without its ending (``cat.jpg`` -> ``cat``; a
+    name given twice gets ``-2``, ``-3``, ...) and ``target`` the target's slug
+    (``goldfish``, ``blocks.5-c20``); a stem that would repeat gets ``-2``, ``-3``, ...
+
+    Example:
+        >>> from accentuate.objectives import channel, logit
+        >>> pair_stems(["cat.jpg", "cat.png"], [logit(1).resolve(["tench", "goldfish"]), channel("blocks.5", 20)])
+        {(0, 0): 'cat__goldfish', (0, 1): 'cat__blocks.5-c20', (1, 0): 'cat-2__goldfish', (1, 1): 'cat-2__blocks.5-c20'}
+    """
+    stems: dict[tuple[int, int], str] = {}
+    used: set[str] = set()
+    img_slugs: list[str] = []
+    seen: dict[str, int] = {}
+    for name in image_names:
+        s = slug(Path(name).stem)
+        seen[s] = seen.get(s, 0) + 1
+        img_slugs.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    for i, s in enumerate(img_slugs):
+        for j, obj in enumerate(objectives):
+            stem = f"{s}__{describe_target(obj)['slug']}"
+            base, k = stem, 2
+            while stem in used:
+                stem, k = f"{base}-{k}", k + 1
+            used.add(stem)
+            stems[(i, j)] = stem
+    return stems
+
+
 @dataclass
 class ImageInfo:
     """A seed image of the run."""
@@ -139,7 +172,7 @@ class TargetInfo:
 
 @torch.no_grad()
 def seed_distances(
-    model: nn.Module, spec: ModelSpec, seeds: torch.Tensor, images: torch.Tensor, reg_layer: str
+    model: nn.Module | None, spec: ModelSpec, seeds: torch.Tensor, images: torch.Tensor, reg_layer: str
 ) -> dict[str, torch.Tensor]:
     """Distances of each accentuation to its seed, on the un-augmented views.
 
@@ -147,6 +180,7 @@ def seed_distances(
         seeds: ``(N, 3, H, W)`` in [0, 1].
         images: ``(N, M, 3, H, W)`` in [0, 1].
         reg_layer: the regularization layer (``"pixel"`` and ``"none"`` allowed).
+        model: ``None`` leaves a layer's distance unmeasured (``NaN``).
 
     Returns:
         ``pixel_rmse``, ``ssim`` and ``reg_layer`` (the per-position L2 distance of the
@@ -158,10 +192,10 @@ def seed_distances(
         "pixel_rmse": pixel_rmse(images, seeds[:, None]),
         "ssim": ssim(images, seeds[:, None].expand_as(images)),
     }
-    if reg_layer == NONE:
+    if reg_layer == NONE or (model is None and reg_layer != PIXEL):  # no model: not measurable
         out["reg_layer"] = torch.full((n, m), float("nan"))
         return out
-    p = next(model.parameters(), None)
+    p = next(model.parameters(), None) if model is not None else None
     device = p.device if p is not None else torch.device("cpu")
     views_s = resize(seeds.float(), spec.input_size).to(device)
     views_i = resize(images.reshape(n * m, *images.shape[2:]).float(), spec.input_size).to(device)
@@ -223,7 +257,8 @@ class RunWriter:
             (everything but ``pairs``, ``status`` and timings).
         settings_key: the hash of everything that changes a pair's result.
         images, targets: the run's seeds and targets (rows and columns of the sheet).
-        model, spec: used to measure the regularization-layer distance.
+        model, spec: used to measure the regularization-layer distance (``model=None``:
+            not measured, recorded as ``null``).
     """
 
     def __init__(
@@ -233,7 +268,7 @@ class RunWriter:
         settings_key: str,
         images: Sequence[ImageInfo],
         targets: Sequence[TargetInfo],
-        model: nn.Module,
+        model: nn.Module | None,
         spec: ModelSpec,
         video: bool = True,
     ) -> None:
@@ -267,22 +302,7 @@ class RunWriter:
             "counts": {},
             "pairs": [],
         }
-        self._stems: dict[tuple[int, int], str] = {}
-        used: set[str] = set()
-        img_slugs: list[str] = []
-        seen: dict[str, int] = {}
-        for im in self.images:
-            s = slug(Path(im.name).stem)
-            seen[s] = seen.get(s, 0) + 1
-            img_slugs.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-        for i, s in enumerate(img_slugs):
-            for j, t in enumerate(self.targets):
-                stem = f"{s}__{describe_target(t.objective)['slug']}"
-                base, k = stem, 2
-                while stem in used:
-                    stem, k = f"{base}-{k}", k + 1
-                used.add(stem)
-                self._stems[(i, j)] = stem
+        self._stems = pair_stems([im.name for im in self.images], [t.objective for t in self.targets])
 
     # -- identity and resume ---------------------------------------------------------
     def pair_key(self, i: int, j: int) -> str:
@@ -350,8 +370,9 @@ class RunWriter:
             skip: run indices ``(i, j)`` not to write (already complete).
         """
         n, m = res.images.shape[:2]
-        self.doc["outputs"]["opacity"] = "per pair" if alpha is None else "collective"
-        alpha = res.alpha() if alpha is None else alpha
+        self.doc["outputs"]["opacity"] = ("per pair" if alpha is None else "collective") if res.has_opacity else None
+        if alpha is None:  # a result without opacity (opacity=False): no RGBA file, blank opacity panels
+            alpha = res.alpha() if res.has_opacity else torch.zeros_like(res.images[:, :, 0])
         rgba = torch.cat([res.images, alpha[:, :, None]], dim=2)
         reg_layer = str(res.config.get("reg_layer", NONE))
         seeds = res.seeds if res.seeds is not None else torch.zeros_like(res.images[:, 0])
@@ -391,7 +412,8 @@ class RunWriter:
                             "image")
                 rgba_img = Image.fromarray(
                     (rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
-                self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
+                if res.has_opacity:
+                    self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
                 title = f"{self.images[i].name}  accentuated toward  {tinfo['label']}"
                 if status != "complete":
                     title += f"   [{status.upper()}]"
