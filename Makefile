@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test bench calibrate
+.PHONY: demo test bench calibrate docs
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,3 +26,8 @@ bench: $(PY)
 calibrate: $(PY)
 	$(PIP) -e ".[test]"
 	$(PY) benchmarks/calibrate.py --markdown benchmarks/calibration/defaults.md
+
+# The API reference from the docstrings (pdoc) in build/api; fails on any pdoc warning.
+docs: $(PY)
+	$(PIP) -e ".[docs]"
+	$(PY) docs/api.py build/api

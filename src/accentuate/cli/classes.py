@@ -14,7 +14,9 @@ examples:
   accentuate classes "tiger cat"
   accentuate classes            (all of them)
 
-Use the index or the name as a target: accentuate run cat.jpg --target 207"""
+Use the index or the name as a target: accentuate run cat.jpg --target 207
+No match is not an error: nothing is printed on stdout, a message with the closest
+names goes to stderr, and the exit status is 0."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         names = [n for syn in _synonyms_for(labels) for n in syn]
         close = difflib.get_close_matches(query.lower(), [n.lower() for n in names], n=5, cutoff=0.6)
         hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
+        # A search that finds nothing is an answer, not a failure (1) or a usage mistake (2):
+        # exit 0 with nothing on stdout, and say so on stderr with the closest names.
         print(f"no class name contains {query!r}{hint}", file=sys.stderr)
-        return 1
+        return 0
     for i, names in hits:
         print(f"{i:>5}  {names}")
     return 0
