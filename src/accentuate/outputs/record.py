@@ -38,7 +38,7 @@ from ..engine import model_state
 from ..hooks import capture
 from ..images import resize
 from ..metrics import pixel_rmse, ssim
-from ..objectives import Channel, Neuron, Objective
+from ..objectives import Channel, Direction, Neuron, Objective
 from ..regularize import NONE, PIXEL, distance
 from ..result import Result
 from ..spec import ModelSpec
@@ -107,6 +107,12 @@ def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
     elif isinstance(obj, Channel):
         d.update(kind="channel", layer=obj.layer, channel=obj.c, label=f"{obj.layer}:{obj.c}",
                  slug=slug(f"{obj.layer}-c{obj.c}"), value_name="channel mean")
+    elif isinstance(obj, Direction):
+        source = getattr(obj, "source", None)  # the vector's file, when the command line read one
+        d.update(kind="direction", layer=obj.layer, channels=int(obj.vector.numel()), source=source,
+                 label=f"{obj.layer} along {source or f'a {obj.vector.numel()}-d direction'}",
+                 slug=slug(f"{obj.layer}-{Path(source).stem if source else 'direction'}"),
+                 value_name="direction (dot product)" if obj.kind == "dot" else "direction (cosine)")
     else:
         d.update(kind="objective", label=repr(obj), slug=slug(repr(obj)), value_name="objective")
     return d

@@ -108,8 +108,13 @@ def objective_from_record(rec: dict[str, Any]) -> Objective:
     raise ValueError(f"unknown objective type {kind!r} in the record")
 
 
-def _target_from_run(t: dict[str, Any]) -> Objective:
-    """A target from a ``run.json`` ``targets[]`` entry (the command line's kinds)."""
+def _target_from_run(t: dict[str, Any], cwd: str | None = None) -> Objective:
+    """A target from a ``run.json`` ``targets[]`` entry (the command line's kinds).
+
+    A direction read from a file (``LAYER:FILE.npy``) is rebuilt when the file is still
+    there (relative to ``cwd``, the run's working directory); else, as for objectives
+    the record does not define, a :class:`RecordedObjective` keeps its ``repr``.
+    """
     if t.get("definition"):
         return objective_from_record(t["definition"])
     kind = t.get("kind")
@@ -121,6 +126,20 @@ def _target_from_run(t: dict[str, Any]) -> Objective:
         return Channel(t["layer"], int(t["channel"]))
     if kind == "neuron":
         return Neuron(t["layer"], int(t["channel"]), t.get("y"), t.get("x"))
+    if kind == "direction" and cwd is not None and t.get("arg") and ":" in str(t["arg"]):
+        # the command line's LAYER:FILE.npy: read the vector again if the file is still there
+        from ..cli.common import read_vector
+
+        path = Path(str(t["arg"]).split(":", 1)[1])
+        path = path if path.is_absolute() else Path(cwd) / path
+        try:
+            obj = Direction(t["layer"], read_vector(path))
+        except ValueError:
+            pass
+        else:
+            if obj.vector.numel() == t.get("channels") and repr(obj) == t.get("objective"):
+                obj.source = t.get("source")  # type: ignore[attr-defined]
+                return obj
     return RecordedObjective(str(t.get("objective")), t.get("class_index"))
 
 
@@ -318,7 +337,7 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
                          "load the images of one size with seeds=[...] (indices or names)")
     meta = doc.get("result") or {}
     config = dict(doc.get("engine_config") or {})
-    targets = [_target_from_run(t) for t in doc["targets"]]
+    targets = [_target_from_run(t, doc.get("cwd")) for t in doc["targets"]]
     config["targets"] = [repr(o) for o in targets]
     labels = tuple(meta["labels"]) if meta.get("labels") is not None else None
     sidecar = folder / str(meta.get("file", SIDECAR)) if meta else None
