@@ -158,3 +158,10 @@ def test_cli_layers_read_a_declared_size(capsys: pytest.CaptureFixture) -> None:
     assert main(["layers", "--model", "test_model_configs:timm_like"]) == 0
     out = capsys.readouterr().out
     assert "input 1 x 3 x 40 x 40" in out and "conv  1 x 4 x 40 x 40" in out
+
+
+def test_explain_on_an_assumed_size_says_to_pass_input_size() -> None:
+    from accentuate.analysis.explain import explain
+
+    with pytest.warns(UserWarning, match="assuming 224 x 224"), pytest.raises(ModelError, match="pass input_size="):
+        explain(fixed32(), torch.rand(3, 32, 32), top=1, normalize=None, steps=1, crops=1)

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ..engine import accentuate, model_state
-from ..errors import ClassNameError
+from ..errors import ClassNameError, ModelError
 from ..images import SeedLike, prepare_seeds, resize
 from ..labels import find_class
 from ..result import Result
-from ..spec import ModelSpec, resolve_spec
+from ..spec import ModelSpec, forward_error, resolve_spec
 
 __all__ = ["Explanation", "choose_classes", "explain"]
 
@@ -85,7 +85,12 @@ def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec) -> tor
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
     with model_state(model):
-        logits = spec.forward(model, resize(seed, spec.input_size).to(device))
+        try:
+            logits = spec.forward(model, resize(seed, spec.input_size).to(device))
+        except (ModelError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # the user's model failed inside its forward
+            raise forward_error(e, spec) from e
     if logits.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}; explain needs (1, classes)")
     return logits[0].float().softmax(-1).cpu()
