@@ -96,3 +96,19 @@ def test_bad_direction_files_exit_2_with_one_line(work: Path, capsys: pytest.Cap
     assert len(err) == 1 and err[0].startswith("accentuate: error: "), err
     assert message in err[0]
     assert not (work / "o").exists()
+
+
+def test_two_vector_files_for_one_layer_are_two_targets(work: Path) -> None:
+    np.save(work / "other.npy", np.random.default_rng(1).standard_normal(16).astype(np.float32))
+    assert main(["run", "p.png", "--target", "conv2:vec.npy", "conv2:other.npy", "--out", "o", "--quiet",
+                 *FAST]) == 0
+    doc = json.loads((work / "o" / "run.json").read_text())
+    assert [p["id"] for p in doc["pairs"]] == ["p__conv2-vec", "p__conv2-other"]
+    assert doc["pairs"][0]["key"] != doc["pairs"][1]["key"]  # same repr, different vectors
+    assert doc["pairs"][0]["after"]["value"] != doc["pairs"][1]["after"]["value"]
+    # an edited vector file is a new target: the rerun redoes that pair only
+    np.save(work / "other.npy", np.random.default_rng(2).standard_normal(16).astype(np.float32))
+    assert main(["run", "p.png", "--target", "conv2:vec.npy", "conv2:other.npy", "--out", "o", "--quiet",
+                 *FAST]) == 0
+    again = json.loads((work / "o" / "run.json").read_text())
+    assert [p["resumed"] for p in again["pairs"]] == [True, False]

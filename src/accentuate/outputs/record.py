@@ -38,7 +38,7 @@ from ..engine import model_state
 from ..hooks import capture
 from ..images import resize
 from ..metrics import pixel_rmse, ssim
-from ..objectives import Channel, Direction, Neuron, Objective
+from ..objectives import Channel, Direction, Neuron, Objective, Sum
 from ..regularize import NONE, PIXEL, distance
 from ..result import Result
 from ..spec import ModelSpec
@@ -56,6 +56,7 @@ __all__ = [
     "seed_distances",
     "settings_hash",
     "slug",
+    "target_identity",
 ]
 
 #: Identifies the layout of ``run.json``; bumped when a field changes meaning.
@@ -116,6 +117,23 @@ def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
     else:
         d.update(kind="objective", label=repr(obj), slug=slug(repr(obj)), value_name="objective")
     return d
+
+
+def target_identity(obj: Objective) -> str:
+    """What identifies a target in a pair's key: its ``repr``, and for a direction (alone or in
+    a sum) also a hash of its vector, which the ``repr`` does not show (two vector files for
+    one layer are two targets, and an edited file is a new one)."""
+    text = repr(obj)
+    stack, vectors = [obj], []
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Direction):
+            vectors.append(o.vector.detach().cpu().float().numpy().tobytes())
+        elif isinstance(o, Sum):
+            stack.extend(t for _, t in o.terms())
+    if vectors:
+        text += "#" + hashlib.sha256(b"".join(vectors)).hexdigest()[:16]
+    return text
 
 
 def pair_stems(image_names: Sequence[str], objectives: Sequence[Objective]) -> dict[tuple[int, int], str]:
@@ -316,7 +334,7 @@ class RunWriter:
 
         The same file given twice counts its occurrences, so both copies are kept.
         """
-        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{self.targets[j].objective!r}"
+        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{target_identity(self.targets[j].objective)}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
