@@ -145,7 +145,7 @@ def test_forward_error_is_one_line_and_hints_only_for_an_assumed_size() -> None:
         "the model raised RuntimeError in its forward pass: mat1 and mat2 shapes cannot be multiplied")
     assert str(forward_error(err, assumed)).endswith(
         "(the input size 224 x 224 was assumed, the model declares none; pass input_size= with the size "
-        "the model takes)")
+        "the model takes, or set model.accentuate_spec)")
 
 
 def test_cli_layers_of_an_undeclared_model_exit_1_with_the_hint(capsys: pytest.CaptureFixture) -> None:

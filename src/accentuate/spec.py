@@ -278,7 +278,7 @@ def forward_error(error: BaseException, spec: ModelSpec | None = None) -> ModelE
     if spec is not None and "input_size" in spec.assumed:
         h, w = spec.input_size
         msg += (f" (the input size {h} x {w} was assumed, the model declares none; "
-                "pass input_size= with the size the model takes)")
+                "pass input_size= with the size the model takes, or set model.accentuate_spec)")
     return ModelError(msg)
 
 

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "layers", help="list layer names and output shapes",
         description=fill(
             "List the model's hookable layers (named_modules() paths) in execution order, "
-            "with the output shape of each for one input of the model's size.",
+            "with the output shape of each for one input of the model's size (its spec's, else the "
+            "size its Hugging Face or timm config declares, else 224 x 224).",
             88,
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
