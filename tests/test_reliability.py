@@ -241,5 +241,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path, seed_img):
         res.save(tmp_path / "afile" / "sub")
     with pytest.raises(OSError):  # also an OSError for callers catching that
         res.save(tmp_path / "afile")
-    assert sorted(p.name for p in res.save(tmp_path / "ok")) == ["result.json", "s0_t0.png", "s0_t0_rgba.png"]
+    assert sorted(p.name for p in res.save(tmp_path / "ok")) == [
+        "contact_sheet.png", "result.npz", "run.json", "seed0__banana.png", "seed0__banana_figure.png",
+        "seed0__banana_rgba.png"]
     assert not list(tmp_path.glob("**/.*.tmp*"))  # no temporary files left behind
