@@ -165,3 +165,11 @@ def test_explain_on_an_assumed_size_says_to_pass_input_size() -> None:
 
     with pytest.warns(UserWarning, match="assuming 224 x 224"), pytest.raises(ModelError, match="pass input_size="):
         explain(fixed32(), torch.rand(3, 32, 32), top=1, normalize=None, steps=1, crops=1)
+
+
+def test_cli_uses_declared_class_names(capsys: pytest.CaptureFixture) -> None:
+    assert main(["classes", "gree", "--model", "test_model_configs:timm_like"]) == 0
+    assert capsys.readouterr().out.split() == ["1", "green"]
+    from accentuate.cli.common import parse_target
+
+    assert repr(parse_target("green", timm_like())) == "Logit(1 'green')"
