@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all lint bench calibrate
+.PHONY: demo test test-slow test-all lint docs bench calibrate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -42,3 +42,8 @@ bench: $(PY)
 calibrate: $(PY)
 	$(PIP) -e ".[test]"
 	$(PY) benchmarks/calibrate.py --markdown benchmarks/calibration/defaults.md
+
+# The API reference from the docstrings (pdoc) in build/api; fails on any pdoc warning.
+docs: $(PY)
+	$(PIP) -e ".[docs]"
+	$(PY) docs/api.py build/api

@@ -356,8 +356,12 @@ def test_classes_search(capsys: pytest.CaptureFixture) -> None:
     assert "  207  golden retriever" in out and "208" in out
     assert main(["classes", "crane", "--model", "cli_models:tiny"]) == 0
     assert capsys.readouterr().out.split() == ["4", "crane", "5", "crane"]
-    assert main(["classes", "zzzzzz"]) == 1
-    assert "no class name contains 'zzzzzz'" in capsys.readouterr().err
+    assert main(["classes", "zzzzzz"]) == 0  # no match is an answer: empty stdout, a message on stderr
+    got = capsys.readouterr()
+    assert got.out == "" and got.err.strip() == "no class name contains 'zzzzzz'"
+    assert main(["classes", "retreiver"]) == 0
+    got = capsys.readouterr()
+    assert got.out == "" and "closest: " in got.err and "'golden retriever'" in got.err
 
 
 # -- the installed entry point, as a real process ------------------------------------------

@@ -56,7 +56,7 @@ BAD = {
     "empty file": "is empty (0 bytes)",
     "truncated JPEG": "(truncated or corrupt?)",
     "text named .png": "is not an image file PIL can read",
-    "huge image": "pixels (the limit); downscale it first",
+    "huge image": "refused as a likely decompression bomb",
     "tiny image": "3 x 3 pixels; seeds need at least 8",
 }
 

@@ -103,10 +103,10 @@ def test_history_and_result_fields(tiny, seed_img, tmp_path):
     assert res.snapshots[0].dtype == torch.uint8
     assert torch.allclose(res.snapshots[0][0, 0].float() / 255, res.seeds[0], atol=1 / 255 + 1e-3)
     files = res.save(tmp_path)
-    assert (tmp_path / "s0_t1_rgba.png").exists() and len(files) == 5
-    doc = json.loads((tmp_path / "result.json").read_text())
-    assert doc["pairs"][0]["target"] == "Logit(1 'banana')"
-    assert doc["config"]["steps"] == FAST["steps"]
+    assert (tmp_path / "seed0__date_rgba.png").exists() and len(files) == 2 * 4 + 3  # png rgba figure gif
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["pairs"][0]["objective"] == "Logit(1 'banana')" and doc["pairs"][0]["id"] == "seed0__banana"
+    assert doc["engine_config"]["steps"] == FAST["steps"]
 
 
 def test_record_every_skips_evaluations_not_results(tiny, seed_img, monkeypatch):
@@ -225,4 +225,5 @@ def test_opacity_off_gives_the_same_images_and_no_masks(tiny, seed_img, tmp_path
     with pytest.raises(ValueError, match="no opacity masks .* opacity=False"):
         off.alpha()
     names = sorted(p.name for p in off.save(tmp_path))
-    assert names == ["result.json", "s0_t0.png", "s0_t1.png"]
+    assert names == ["contact_sheet.png", "result.npz", "run.json", "seed0__banana.png", "seed0__banana_figure.png",
+                     "seed0__cherry.png", "seed0__cherry_figure.png"]  # no RGBA files

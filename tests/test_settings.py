@@ -79,7 +79,7 @@ def test_accentuate_records_the_settings_and_takes_them(tiny, seed_img):
     res = acc.accentuate(tiny, seed_img, 1, **FAST)
     assert isinstance(res.config, Settings) and res.config.resolved
     assert res.config.steps == FAST["steps"] and res.config.seed == FAST["generator"]
-    assert res.run["canvas"] == [48, 48] and res.run["model"] == "tiny"
+    assert res.run["canvas_used"] == [48, 48] and res.run["model"] == "tiny"
     again = acc.accentuate(tiny, seed_img, 1, res.config)  # the same settings, the same pictures
     assert torch.equal(again.images, res.images) and again.config == res.config
     changed = acc.accentuate(tiny, seed_img, 1, res.config, steps=2)

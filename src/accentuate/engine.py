@@ -48,7 +48,7 @@ from torch import nn
 
 from .augment import CropOperator, Crops, sample_crops
 from .hooks import OUTPUT, ModelRunner, check_layers, model_device, model_state
-from .images import SeedLike, prepare_seeds, resize
+from .images import SeedLike, prepare_seeds, resize, seed_names
 from .layout import Layout
 from .objectives import Objective, as_objective
 from .params import PARAMS, ImageParam, make_param
@@ -594,7 +594,8 @@ def accentuate(
         bar(None)
     run = {
         "model": spec.name, "input_size": list(spec.input_size), "targets": [repr(o) for o in objectives],
-        "canvas": list(hw), "device": str(device), "generator_seed": seed_value,
+        "canvas_used": list(hw), "device": str(device), "generator_seed": seed_value,
+        "seed_names": seed_names(seeds),  # for file names (Result.save)
         "seconds": round(time.perf_counter() - started, 3),
     }
     return acc.result(before, config=settings, run=run, snapshots={k: v.cpu() for k, v in snaps.items()},

@@ -16,6 +16,7 @@ __all__ = [
     "ModelError",
     "ModelNameError",
     "OutputError",
+    "SpecError",
     "UsageError",
 ]
 
@@ -42,6 +43,10 @@ class ClassNameError(AccentuateError, _PlainKeyError):
 
 class ImageError(AccentuateError, ValueError):
     """An image that cannot be read or used as a seed."""
+
+
+class SpecError(AccentuateError, ValueError):
+    """A model description that cannot work as given (e.g. an input accentuate cannot feed)."""
 
 
 class ModelError(AccentuateError, RuntimeError):

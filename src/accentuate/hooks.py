@@ -21,13 +21,14 @@ import contextlib
 import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import torch
 from torch import nn
 
 from .errors import LayerError, ModelError
 from .layout import Layout, infer_layout, parse_layout
+from .spec import forward_error
 
 if TYPE_CHECKING:
     from .spec import ModelSpec
@@ -191,13 +192,11 @@ def capture(
             h.remove()
 
 
-class LayerInfo(NamedTuple):
-    """A hookable layer: its dotted name, the output shape for one input, its layout."""
-
-    name: str
-    shape: tuple[int, ...]
-    layout: Layout | None
-    weighted: bool = False  # has parameters of its own
+# Built from objects, not string annotations, so that documentation tools can read its fields.
+LayerInfo = NamedTuple("LayerInfo", [("name", str), ("shape", tuple[int, ...]),  # noqa: UP014
+                                     ("layout", Optional[Layout]), ("weighted", bool)])  # noqa: UP045
+LayerInfo.__doc__ = """A hookable layer: its dotted name, the output shape for one input, its layout
+(``None`` for shapes that have none), and whether it has parameters of its own."""
 
 
 _AUTOCAST = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -276,7 +275,8 @@ class ModelRunner:
         return x.contiguous(memory_format=fmt)
 
     def _wrap(self, e: Exception) -> ModelError:
-        return ModelError(f"the model raised {type(e).__name__} in its forward pass: {e}")
+        """The model's own exception as one line (with a hint when the input size was assumed)."""
+        return forward_error(e, self.spec)
 
     # -- one pass -------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, layers: Iterable[str] = (), *, logits: bool = True,
@@ -456,7 +456,8 @@ def layers(
     Args:
         model: any module; left as found (its mode, flags and BatchNorm statistics: the
             pass runs in eval mode without autograd).
-        input_size: ``(h, w)`` of the example input; defaults to the model's spec or 224.
+        input_size: ``(h, w)`` of the example input; default: the model spec's, else the size
+            it declares (:func:`accentuate.spec.declared`), else 224.
         example: an explicit example batch in [0, 1] instead of zeros of ``input_size``.
         spec_overrides: ``normalize=``, ``layouts=``, ... as for :func:`accentuate.spec.resolve_spec`.
 

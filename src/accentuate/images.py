@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ from .errors import ImageError
 __all__ = [
     "IMAGE_SUFFIXES",
     "as_tensors",
+    "MAX_DECODE_PIXELS",
+    "MAX_DECODE_SIDE",
     "MAX_PIXELS",
+    "MAX_PIXELS_PER_BYTE",
     "SeedLike",
     "canvas_shape",
     "image_files",
@@ -32,13 +36,25 @@ __all__ = [
     "pil_to_tensor",
     "prepare_seeds",
     "resize",
+    "seed_names",
     "tensor_to_pil",
 ]
 
 SeedLike = str | os.PathLike | Image.Image | torch.Tensor | np.ndarray
 
-#: Images with more pixels than this are refused (decompression-bomb guard; PIL's own limit).
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 178_956_970
+#: Pillow's decompression-bomb limit (at import). Images with more pixels are "very large": they
+#: are decoded reduced, with a warning, after a check that they are not decompression bombs.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+#: At most this many pixels are ever decoded (Pillow's own hard limit). JPEG can be decoded
+#: reduced (at 1/2, 1/4 or 1/8 scale), so any JPEG whose reduced decode fits is read; other
+#: formats are decoded in full before they are reduced, so larger ones are refused.
+MAX_DECODE_PIXELS = 2 * MAX_PIXELS
+#: A very large image claiming more pixels per byte of file than this is refused as a
+#: decompression bomb. No valid file of the formats read comes near it: deflate (PNG)
+#: compresses at most about 1032:1, so a flat 1-bit PNG holds at most about 8,256 pixels per
+#: byte; a JPEG spends at least a bit per 8 x 8 block and channel (at most 512 per byte). A
+#: header claiming a huge size over a few bytes of data is far above.
+MAX_PIXELS_PER_BYTE = 10_000
 #: Images are decoded at most this large along the longer side (larger ones are reduced on load).
 MAX_DECODE_SIDE = 4096
 #: The smallest seed side accepted.
@@ -93,51 +109,115 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
 
 
+def _is_jpeg(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
+def _refuse_bomb(path: Path, pixels: int, nbytes: int, dims: str = "") -> None:
+    """Raise :class:`ImageError` when an image claims too many pixels for its file size."""
+    ratio = pixels / max(1, nbytes)
+    if ratio > MAX_PIXELS_PER_BYTE:
+        raise ImageError(
+            f"image {str(path)!r} claims {dims}{pixels:,} pixels in a {nbytes:,}-byte file ({ratio:,.0f} "
+            f"pixels per byte; real images have under {MAX_PIXELS_PER_BYTE:,}): refused as a likely "
+            "decompression bomb; if it is genuine, save it smaller"
+        )
+
+
+def _too_large(path: Path, pixels: str, fmt: str | None) -> ImageError:
+    return ImageError(
+        f"image {str(path)!r} is {pixels} pixels, more than the {MAX_DECODE_PIXELS:,} that can be decoded "
+        f"({fmt or 'its format'} cannot be decoded reduced; JPEG can); downscale it first"
+    )
+
+
+def _open(path: Path, nbytes: int) -> Image.Image:
+    """``Image.open``, but a JPEG over Pillow's hard decompression-bomb limit is opened too.
+
+    Pillow refuses, at open time, any image over twice ``Image.MAX_IMAGE_PIXELS``: before
+    it could be decoded reduced. Such a JPEG is opened here through its plugin class,
+    which reads only the header; :func:`load_image` then judges it (pixels per byte,
+    reduced size). Pillow's global limit is never changed, so code in other threads
+    keeps its check. Other formats over the limit cannot be decoded reduced: refused.
+    """
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as e:
+        if _is_jpeg(path):
+            from PIL import JpegImagePlugin
+
+            return JpegImagePlugin.JpegImageFile(path)
+        m = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        if m is None:
+            raise _too_large(path, f"over {MAX_DECODE_PIXELS:,}", None) from None
+        _refuse_bomb(path, int(m.group(1)), nbytes)
+        raise _too_large(path, f"{int(m.group(1)):,}", None) from None
+
+
 def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torch.Tensor:
-    """Read an image file as ``(3, H, W)`` in [0, 1].
+    """Read an image file as ``(3, H, W)`` in [0, 1], at most ``max_side`` on the longer side.
+
+    Larger images are reduced on load. A JPEG is decoded reduced (Pillow's ``draft``:
+    1/2, 1/4 or 1/8 scale, without building the full image), other formats are
+    decoded and then reduced (``Image.reduce``, then a Lanczos resize). An image over
+    Pillow's decompression-bomb limit (:data:`MAX_PIXELS`) is read the same way with a
+    one-line warning, unless it is hostile: more pixels per byte of file than
+    :data:`MAX_PIXELS_PER_BYTE` (a decompression bomb), or more than
+    :data:`MAX_DECODE_PIXELS` to decode even reduced.
 
     Raises:
         ImageError: the path is missing, a folder, empty, not an image, truncated,
-            too large, or too small; the message names the file and the problem.
+            a decompression bomb, too large to decode, or too small; the message
+            names the file and the problem.
     """
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image not found: {str(p)!r}; check the path")
     if p.is_dir():
         raise ImageError(f"{str(p)!r} is a folder, not an image file; pass the image files inside it")
-    if p.stat().st_size == 0:
+    nbytes = p.stat().st_size
+    if nbytes == 0:
         raise ImageError(f"image file {str(p)!r} is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size below
-            img_ctx = Image.open(p)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below
+            img_ctx = _open(p, nbytes)
         with img_ctx as img:
             w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(
-                    f"image {str(p)!r} is {w} x {h} = {w * h:,} pixels, over the limit of "
-                    f"{MAX_PIXELS:,}; downscale it first"
-                )
+            very_large = w * h > MAX_PIXELS
+            if very_large:
+                _refuse_bomb(p, w * h, nbytes, f"{w} x {h} = ")
             if max(w, h) > max_side:
-                # JPEG can decode at 1/2, 1/4, 1/8 scale without building the full image.
+                # JPEG decodes at 1/2, 1/4, 1/8 scale without building the full image; others: no-op.
                 img.draft("RGB", (max(1, w * max_side // max(w, h)), max(1, h * max_side // max(w, h))))
+            dw, dh = img.size  # what will be decoded
+            if dw * dh > MAX_DECODE_PIXELS:
+                raise _too_large(p, f"{w} x {h} = {w * h:,}", img.format)
             ImageFile.LOAD_TRUNCATED_IMAGES = False
             img.load()
             if max(img.size) > max_side:
+                factor = max(img.size) // max_side
+                if factor >= 2 and img.mode not in ("1", "P", "I;16", "I;16B", "I;16L"):
+                    # a box reduction by an integer factor first (fast on huge images; not for palettes)
+                    img = img.reduce(factor)
                 s = max_side / max(img.size)
-                img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),  # type: ignore[assignment]
-                                 Image.Resampling.LANCZOS)
+                if s < 1:
+                    img = img.resize((max(1, round(img.size[0] * s)), max(1, round(img.size[1] * s))),
+                                     Image.Resampling.LANCZOS)
             t = pil_to_tensor(img)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{str(p)!r} is not an image file PIL can read") from None
-    except Image.DecompressionBombError:
-        raise ImageError(
-            f"image {str(p)!r} has more than {MAX_PIXELS:,} pixels (the limit); downscale it first"
-        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {str(p)!r}: {e} (truncated or corrupt?)") from None
+    if very_large:
+        warnings.warn(
+            f"image {str(p)!r} is {w} x {h} = {w * h:,} pixels (over Pillow's limit of {MAX_PIXELS:,}); "
+            f"decoded it reduced to {t.shape[-1]} x {t.shape[-2]}, more than the canvas needs",
+            stacklevel=2,
+        )
     if min(t.shape[-2:]) < MIN_SIDE:
         raise ImageError(
             f"image {str(p)!r} is {t.shape[-1]} x {t.shape[-2]} pixels; seeds need at least "
@@ -193,6 +273,34 @@ def as_tensors(seed: SeedLike, index: int) -> list[torch.Tensor]:
     raise ImageError(
         f"seed {index} has type {type(seed).__name__}; expected a path, PIL image, tensor or array"
     )
+
+
+def seed_names(seeds: SeedLike | Sequence[SeedLike] | None) -> list[str]:
+    """A name for each seed :func:`prepare_seeds` makes of ``seeds``, for file names and records.
+
+    A path gives its file name, a PIL image read from a file its file name; other seeds
+    (tensors, arrays, PIL images made in memory) are ``seed{i}`` by their position in
+    the batch. ``None`` (noise-seeded) is ``["noise"]``.
+
+    Example:
+        >>> seed_names(["photos/cat.jpg", torch.zeros(2, 3, 8, 8)])
+        ['cat.jpg', 'seed1', 'seed2']
+    """
+    if seeds is None:
+        return ["noise"]
+    items = list(seeds) if isinstance(seeds, (list, tuple)) else [seeds]
+    names: list[str] = []
+    for s in items:
+        if isinstance(s, (str, os.PathLike)):
+            names.append(Path(s).name)
+        elif isinstance(s, Image.Image) and (fname := str(getattr(s, "filename", None) or "")):
+            names.append(Path(fname).name)
+        elif isinstance(s, (torch.Tensor, np.ndarray)) and s.ndim == 4:
+            base = len(names)
+            names.extend(f"seed{base + k}" for k in range(s.shape[0]))
+        else:
+            names.append(f"seed{len(names)}")
+    return names
 
 
 def canvas_shape(hw: tuple[int, int], canvas: int | Sequence[int]) -> tuple[int, int]:

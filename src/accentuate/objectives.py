@@ -35,8 +35,10 @@ __all__ = [
     "Logit",
     "Neuron",
     "Objective",
+    "Recorded",
     "channel",
     "direction",
+    "from_record",
     "logit",
     "neuron",
 ]
@@ -59,6 +61,16 @@ class Objective:
         """How the objective is shown and recorded: ``kind``, ``label``, ``value_name`` and
         what it reads (``layer``, ``channel``, ``y``, ``x``, ``class_index``, ...)."""
         return {"kind": "objective", "label": repr(self), "value_name": "objective"}
+
+    def identity(self) -> str:
+        """What tells this objective apart from others in a run's pair keys: its ``repr``, and
+        whatever the ``repr`` does not show (a direction's vector)."""
+        return repr(self)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able definition that :func:`from_record` rebuilds (``{"type": ...}``). Objectives
+        that do not define one are kept as their ``repr`` (``{"type": "recorded"}``)."""
+        return {"type": "recorded", "repr": repr(self), "class_index": self.class_index}
 
     # -- resolution and validation -----------------------------------------------------
     def resolve(self, labels: Sequence[str] | None, num_outputs: int | None = None) -> Objective:
@@ -120,6 +132,13 @@ class Sum(Objective):
         if len(self._terms) == 1 and self._terms[0][0] == 1.0:
             return self._terms[0][1].describe()
         return super().describe()
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "sum", "terms": [[float(w), o.to_record()] for w, o in self._terms]}
+
+    def identity(self) -> str:
+        parts = [o.identity() for _, o in self._terms]
+        return repr(self) if parts == [repr(o) for _, o in self._terms] else repr(self) + "|" + "|".join(parts)
 
     def resolve(self, labels: Sequence[str] | None, num_outputs: int | None = None) -> Objective:
         return Sum([(w, o.resolve(labels, num_outputs)) for w, o in self._terms])
@@ -207,6 +226,9 @@ class Logit(Objective):
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         return acts[OUTPUT][:, self.c]  # type: ignore[index]
 
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "logit", "c": self.c, "name": self.name}
+
     def describe(self) -> dict[str, Any]:
         idx = self.class_index
         if idx is None:
@@ -234,6 +256,9 @@ class Channel(Objective):
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         return layouts[self.layer].channel(acts[self.layer], self.c).mean(dim=1)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "channel", "layer": self.layer, "c": self.c}
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "channel", "layer": self.layer, "channel": self.c, "label": f"{self.layer}:{self.c}",
@@ -270,6 +295,9 @@ class Neuron(Objective):
         y, x = self._pos(lay)
         return lay.at(acts[self.layer], y, x)[:, self.c]
 
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "neuron", "layer": self.layer, "c": self.c, "y": self.y, "x": self.x}
+
     def describe(self) -> dict[str, Any]:
         pos = "centre" if self.y is None and self.x is None else f"y={self.y}, x={self.x}"
         return {"kind": "neuron", "layer": self.layer, "channel": self.c, "y": self.y, "x": self.x,
@@ -298,6 +326,8 @@ class Direction(Objective):
         self.layer, self.kind = layer, kind
         self.vector = v / v.norm()
         self.layers = frozenset({layer})
+        #: Where the vector came from (a file the command line read), for labels and records.
+        self.source: str | None = None
 
     def validate(self, layouts: Layouts) -> None:
         n = layouts[self.layer].channels
@@ -314,12 +344,81 @@ class Direction(Objective):
         return dots.mean(dim=1)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "direction", "layer": self.layer, "channels": self.vector.numel(),
-                "measure": self.kind, "label": f"{self.layer} direction ({self.kind})",
-                "slug_text": f"{self.layer}-dir-{self.kind}", "value_name": self.kind}
+        from pathlib import Path
+
+        src = self.source
+        return {"kind": "direction", "layer": self.layer, "channels": int(self.vector.numel()),
+                "measure": self.kind, "source": src,
+                "label": f"{self.layer} along {src or f'a {self.vector.numel()}-d direction'}"
+                         + ("" if self.kind == "dot" else " (cosine)"),
+                "slug_text": f"{self.layer}-{Path(src).stem if src else 'direction'}",
+                "value_name": "direction (dot product)" if self.kind == "dot" else "direction (cosine)"}
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "direction", "layer": self.layer, "kind": self.kind, "vector": self.vector.tolist(),
+                "source": self.source}
+
+    def identity(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(self.vector.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
+        return f"{self!r}#{digest}"
 
     def __repr__(self) -> str:
         return f"Direction({self.layer}, {self.vector.numel()}-d, {self.kind})"
+
+
+class Recorded(Objective):
+    """A target read back from a record that does not define it (an objective of your own).
+
+    It keeps the objective's ``repr`` and class index for display and records; it cannot be
+    optimized again (calling it raises ``TypeError``).
+    """
+
+    def __init__(self, text: str, class_index: int | None = None) -> None:
+        self.text = text
+        self._class_index = class_index
+        self.layers = frozenset()
+
+    @property
+    def class_index(self) -> int | None:
+        return self._class_index
+
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        raise TypeError(f"the target {self.text} was read from a record that does not define it; "
+                        "build the objective again to optimize it")
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "recorded", "repr": self.text, "class_index": self._class_index}
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def from_record(rec: Mapping[str, Any]) -> Objective:
+    """The objective a :meth:`Objective.to_record` definition describes.
+
+    Raises:
+        ValueError: an unknown ``type``.
+    """
+    kind = rec.get("type")
+    if kind == "logit":
+        out = Logit(rec["c"])
+        out.name = rec.get("name")
+        return out
+    if kind == "neuron":
+        return Neuron(rec["layer"], int(rec["c"]), rec.get("y"), rec.get("x"))
+    if kind == "channel":
+        return Channel(rec["layer"], int(rec["c"]))
+    if kind == "direction":
+        d = Direction(rec["layer"], rec["vector"], rec.get("kind", "dot"))
+        d.source = rec.get("source")
+        return d
+    if kind == "sum":
+        return Sum([(float(w), from_record(r)) for w, r in rec["terms"]])
+    if kind == "recorded":
+        return Recorded(str(rec.get("repr")), rec.get("class_index"))
+    raise ValueError(f"unknown objective type {kind!r} in the record")
 
 
 def logit(c: int | str) -> Logit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +9,11 @@ from typing import Any
 
 import torch
 
-from .errors import OutputError
 from .objectives import Objective
+from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
 from .settings import Settings
 
-__all__ = ["History", "Result", "atomic_write"]
+__all__ = ["History", "Result"]
 
 
 class History:
@@ -63,7 +62,33 @@ class History:
         return len(self.steps)
 
     def keys(self) -> list[str]:
+        """The recorded quantities (``objective``, ``distance``, ``weight``, ``value``, ...)."""
         return list(self._rows)
+
+    def recorded(self, name: str) -> list[bool]:
+        """For each record, whether ``name`` was recorded there (see ``record_every``)."""
+        return [c is not None for c in self._rows[name]]
+
+    @classmethod
+    def from_columns(
+        cls, steps: list[int], columns: dict[str, torch.Tensor], recorded: dict[str, list[bool]] | None = None
+    ) -> History:
+        """A history from stacked columns ``(records, N, M)`` (what :meth:`Result.load` reads).
+
+        Args:
+            steps: the step of each record.
+            columns: each quantity stacked over the records, as the attributes give them.
+            recorded: per quantity, which records hold it (default: all).
+        """
+        h = cls()
+        h.steps = [int(t) for t in steps]
+        for k, col in columns.items():
+            flags = recorded.get(k) if recorded else None
+            flags = [True] * len(h.steps) if flags is None else list(flags)
+            if len(flags) != len(h.steps) or col.shape[0] != len(h.steps):
+                raise ValueError(f"history column {k!r} has {col.shape[0]} records for {len(h.steps)} steps")
+            h._rows[k] = [col[i].clone() if f else None for i, f in enumerate(flags)]
+        return h
 
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per record, tensors as nested lists ``[seed][target]`` (only what was recorded)."""
@@ -77,42 +102,6 @@ class History:
             row.update({k: v[i] for k, v in lists.items() if v[i] is not None})
             out.append(row)
         return out
-
-
-def output_folder(directory: str | os.PathLike) -> Path:
-    """``directory``, created with its parents.
-
-    Raises:
-        OutputError: it cannot be created (a file is in the way, no permission, ...).
-    """
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(
-            f"cannot write to folder {str(out)!r} ({e.strerror or type(e).__name__}); choose another folder"
-        ) from None
-    return out
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename (never half-written).
-
-    Raises:
-        OutputError: the file cannot be written (the temporary file is removed).
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {str(path)!r} ({e.strerror or type(e).__name__}); "
-                          "check the folder and the free space") from None
 
 
 @dataclass
@@ -134,7 +123,7 @@ class Result:
         failed: ``{(seed, target): message}`` for accentuations stopped by a numerical fault.
         snapshots: ``{step: uint8 tensor (N, M, 3, H, W)}``.
         config: the :class:`~accentuate.settings.Settings` the run used (every setting).
-        run: facts of the run: ``model``, ``input_size``, ``targets``, ``canvas`` ``(H, W)``,
+        run: facts of the run: ``model``, ``input_size``, ``targets``, ``canvas_used`` ``(H, W)``,
             ``device``, ``generator_seed``, ``seconds``.
         interrupted: the run was stopped by Ctrl-C; ``steps_done`` steps were taken.
     """
@@ -211,34 +200,50 @@ class Result:
                 rows.append(row)
         return rows
 
-    def save(self, directory: str | os.PathLike, prefix: str = "") -> list[Path]:
-        """Write each accentuation as PNG, its RGBA (alpha = opacity), and ``result.json``.
+    def save(self, directory: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
+        """Write the result as the command line writes a run, and a lossless copy.
 
-        Files: ``{prefix}s{i}_t{j}.png``, ``{prefix}s{i}_t{j}_rgba.png`` (not when the
-        run kept no opacity) and ``{prefix}result.json`` (the config and :meth:`summary`).
-        Writes are atomic.
-        Returns the paths written.
+        Per seed x target, with ``NAME`` = ``{image}__{target}`` (the command line's names,
+        e.g. ``cat__goldfish``): ``NAME.png``, ``NAME_rgba.png`` (alpha = opacity; not when
+        the run kept no opacity), ``NAME_figure.png`` and, with snapshots, ``NAME.gif``;
+        then ``contact_sheet.png``, ``run.json`` in the command line's format
+        (``docs/run-json.md``) and ``result.npz``, every tensor of the result as float32
+        (images, masks, seeds, history, before/after with the logits), so that
+        :meth:`load` gives them back exactly. Writes are atomic.
+
+        Args:
+            directory: the folder (created if needed).
+            names: a name per seed for the file names (default: the file names of the
+                seeds as given to :func:`accentuate.accentuate`, else ``seed0``, ``seed1``, ...).
+
+        Returns:
+            The paths written.
         """
-        import io
+        from .outputs.saved import save_result
 
-        from .images import tensor_to_pil
+        return save_result(self, directory, names=names)
 
-        out = output_folder(directory)
-        written = []
-        rgba = self.rgba() if self.has_opacity else None
-        n, m = self.images.shape[:2]
-        for i in range(n):
-            for j in range(m):
-                files = [(f"{prefix}s{i}_t{j}.png", self.images[i, j])]
-                if rgba is not None:
-                    files.append((f"{prefix}s{i}_t{j}_rgba.png", rgba[i, j]))
-                for name, t in files:
-                    buf = io.BytesIO()
-                    tensor_to_pil(t).save(buf, format="PNG")
-                    atomic_write(out / name, buf.getvalue())
-                    written.append(out / name)
-        doc = {"config": self.config.to_dict(), "run": self.run, "pairs": self.summary(), "interrupted": self.interrupted,
-               "steps_done": self.steps_done}
-        atomic_write(out / f"{prefix}result.json", json.dumps(doc, indent=2, default=str).encode())
-        written.append(out / f"{prefix}result.json")
-        return written
+    @classmethod
+    def load(cls, path: str | os.PathLike, seeds: list[int | str] | None = None) -> Result:
+        """Read a result written by :meth:`save` or by ``accentuate run`` / ``explain`` / ``demo``.
+
+        From a folder with ``result.npz`` (what :meth:`save` writes) everything comes back
+        exactly except ``snapshots`` (the GIFs hold them). From a command-line folder
+        (``run.json`` and the PNGs), images are the 8-bit PNGs (within 1/255), masks the
+        saved alpha channels (already normalized, not the raw accumulation), before/after
+        the ``value``, ``rank`` and ``prob`` of ``run.json`` (no logits), the history is
+        empty, and the seeds are read from their recorded paths when the files are still
+        there unchanged (else ``None``).
+
+        Args:
+            path: the folder, or its ``run.json``.
+            seeds: which images to load (indices or file names), e.g. those of one canvas
+                size when a command-line run had photos of several aspect ratios.
+
+        Raises:
+            FileNotFoundError: no ``run.json`` there, or a file it lists is missing.
+            ValueError: not a run record, pairs missing, or images of several canvas sizes.
+        """
+        from .outputs.saved import load_result
+
+        return load_result(path, seeds=seeds)

@@ -4,12 +4,15 @@ A :class:`ModelSpec` holds the input size, the normalization the model was train
 with, class labels, how to find the logits in the forward's return value, and
 suggested defaults (regularization layer, lambda, ...). Models built by
 :func:`accentuate.load_model` carry one as ``model.accentuate_spec``; for any other
-module, :func:`resolve_spec` builds one from keyword arguments and fills what is
-missing with stated defaults and a warning.
+module, :func:`resolve_spec` builds one from keyword arguments, then from what the
+model declares about itself (:func:`declared`: a Hugging Face ``config``, a timm
+``pretrained_cfg``), and fills what is still missing with stated defaults and a
+warning; the spec lists those fields in ``assumed``.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,16 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, SpecError
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelSpec",
     "REFERENCE_DEFAULTS",
+    "declared",
     "default_reg_layer",
     "extract_logits",
+    "forward_error",
     "resolve_spec",
+    "spec_of",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,6 +72,9 @@ class ModelSpec:
             "tokens:PREFIX:HxW"}``, for layers whose shape does not say it (see
             :mod:`accentuate.layout`); other layers' layouts are inferred.
         patch_size: the patch side of a vision transformer (fixes its token grid).
+        assumed: the fields filled with a stated default because neither the caller nor
+            the model said (``"input_size"``, ``"normalize"``); a forward pass that fails
+            on an assumed input size says to pass ``input_size=`` (:func:`forward_error`).
     """
 
     name: str = "custom"
@@ -78,6 +87,7 @@ class ModelSpec:
     pathway_layers: tuple[str, ...] = ()
     layouts: Mapping[str, Any] = field(default_factory=dict)
     patch_size: int | None = None
+    assumed: tuple[str, ...] = ()
 
     def setting(self, key: str) -> Any:
         """A default setting: the spec's calibrated one, else the reference recipe's."""
@@ -139,6 +149,145 @@ def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return (int(h), int(w))
 
 
+#: Hugging Face's placeholder class names (``LABEL_0``, ``LABEL_1``, ...): not real labels.
+_GENERIC_LABEL = re.compile(r"LABEL_\d+")
+
+
+def _field(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _declared_size(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return (value, value) if value > 0 else None
+    if isinstance(value, (tuple, list)) and len(value) in (2, 3) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    ):
+        return (int(value[-2]), int(value[-1]))
+    return None
+
+
+def _declared_triple(value: Any) -> tuple[float, float, float] | None:
+    if isinstance(value, (tuple, list)) and len(value) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    ):
+        return (float(value[0]), float(value[1]), float(value[2]))
+    return None
+
+
+def _declared_labels(id2label: Any) -> tuple[str, ...] | None:
+    """Class names in index order from ``{index: name}``, unless they are placeholders."""
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    try:
+        by_index = {int(k): str(v) for k, v in id2label.items()}
+    except (TypeError, ValueError):
+        return None
+    if sorted(by_index) != list(range(len(by_index))):
+        return None
+    labels = tuple(by_index[i] for i in range(len(by_index)))
+    if all(_GENERIC_LABEL.fullmatch(name) for name in labels):
+        return None
+    return labels
+
+
+def declared(model: nn.Module) -> dict[str, Any]:
+    """What ``model`` declares about its input and classes.
+
+    Read, when present:
+
+    - a Hugging Face ``model.config``: ``image_size`` (an int, or ``[h, w]``),
+      ``id2label`` (class names in index order; not the placeholders ``LABEL_0``,
+      ``LABEL_1``, ...), ``num_channels``;
+    - a timm ``model.pretrained_cfg`` (or ``default_cfg``): ``input_size``
+      ``(C, H, W)``, ``mean`` and ``std``, ``label_names``.
+
+    The Hugging Face config comes first; timm's fills what it leaves open. A processor's
+    mean and std are not part of the model and are not read.
+
+    Returns:
+        Any of ``input_size`` ``(h, w)``, ``normalize`` ``(mean, std)``, ``labels``
+        (a tuple of names) and ``num_channels``; keys that nothing declares are absent.
+
+    Example:
+        >>> net = nn.Conv2d(3, 4, 3)
+        >>> net.pretrained_cfg = {"input_size": (3, 96, 128), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+        >>> declared(net)["input_size"], declared(net)["normalize"][1]
+        ((96, 128), (0.25, 0.25, 0.25))
+    """
+    out: dict[str, Any] = {}
+    cfg = getattr(model, "config", None)
+    if cfg is not None:
+        size = _declared_size(_field(cfg, "image_size"))
+        if size is not None:
+            out["input_size"] = size
+        labels = _declared_labels(_field(cfg, "id2label"))
+        if labels is not None:
+            out["labels"] = labels
+        channels = _field(cfg, "num_channels")
+        if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0:
+            out["num_channels"] = channels
+    tcfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    if isinstance(tcfg, Mapping):
+        size = _declared_size(tcfg.get("input_size"))
+        if size is not None:
+            out.setdefault("input_size", size)
+            shape = tcfg.get("input_size")
+            if isinstance(shape, (tuple, list)) and len(shape) == 3:
+                out.setdefault("num_channels", int(shape[0]))
+        mean, std = _declared_triple(tcfg.get("mean")), _declared_triple(tcfg.get("std"))
+        if mean is not None and std is not None and all(v > 0 for v in std):
+            out.setdefault("normalize", (mean, std))
+        names = tcfg.get("label_names")
+        if isinstance(names, (tuple, list)) and names and all(isinstance(n, str) for n in names):
+            out.setdefault("labels", tuple(names))
+    return out
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The spec of ``model`` as it stands, without warnings: its own
+    (``model.accentuate_spec``), else one built from what it :func:`declared`, with
+    stated defaults (224 x 224, ImageNet mean/std) for the rest, listed in ``assumed``.
+
+    Example:
+        >>> spec_of(nn.Conv2d(3, 4, 3)).assumed
+        ('input_size', 'normalize')
+    """
+    own: ModelSpec | None = getattr(model, "accentuate_spec", None)
+    if own is not None:
+        return own
+    found = declared(model)
+    fields = {k: found[k] for k in ("input_size", "normalize", "labels") if k in found}
+    assumed = tuple(k for k in ("input_size", "normalize") if k not in found)
+    return ModelSpec(name=type(model).__name__, assumed=assumed, **fields)
+
+
+def forward_error(error: BaseException, spec: ModelSpec | None = None) -> ModelError:
+    """The one-line :class:`ModelError` for ``error``, raised inside the model's forward pass.
+
+    When the spec's input size was assumed (neither given nor declared by the model), the
+    likeliest cause, the message says so and to pass ``input_size=``. Raise the result
+    ``from error``, so ``--debug`` and ``__cause__`` keep the model's own traceback.
+
+    Example:
+        >>> forward_error(RuntimeError("shape mismatch"), spec_of(nn.Identity()))  # doctest: +ELLIPSIS
+        ModelError('the model raised RuntimeError in its forward pass: shape mismatch (the input size 224 x 224 was assumed...
+    """
+    text = str(error).strip().splitlines()
+    msg = f"the model raised {type(error).__name__} in its forward pass: {text[0] if text else ''}".rstrip(": ")
+    if spec is not None and "input_size" in spec.assumed:
+        h, w = spec.input_size
+        msg += (f" (the input size {h} x {w} was assumed, the model declares none; "
+                "pass input_size= with the size the model takes, or set model.accentuate_spec)")
+    return ModelError(msg)
+
+
 def resolve_spec(
     model: nn.Module,
     input_size: int | Sequence[int] | None = None,
@@ -150,21 +299,34 @@ def resolve_spec(
 ) -> ModelSpec:
     """The spec of ``model``: its own (``model.accentuate_spec``) with overrides applied.
 
-    For a model without a spec, a missing ``input_size`` defaults to 224 x 224 and a
-    missing ``normalize`` to ImageNet mean/std, each with a warning saying so
-    (pass ``normalize=None`` for a model that takes [0, 1] input). ``labels`` may be
-    omitted: class names then cannot be used, class indices can. ``layouts`` adds
-    per-layer layout overrides (see :class:`ModelSpec`).
+    For a model without a spec, what the keyword arguments leave open is read from what
+    the model declares (:func:`declared`: a Hugging Face ``config``'s ``image_size`` and
+    ``id2label``, a timm ``pretrained_cfg``'s ``input_size``, ``mean`` and ``std``). A
+    size still missing defaults to 224 x 224 and a normalization to ImageNet mean/std,
+    each with a warning saying so (pass ``normalize=None`` for a model that takes [0, 1]
+    input); the spec lists them in ``assumed``. ``labels`` may be omitted: class names
+    then cannot be used, class indices can.
+
+    Raises:
+        SpecError: the model declares a number of input channels other than 3 and
+            ``normalize`` is not a callable that could map RGB to it.
+    ``layouts`` adds per-layer layout overrides (see :class:`ModelSpec`).
     """
     base: ModelSpec | None = getattr(model, "accentuate_spec", None)
     if base is None:
-        base = ModelSpec(name=name or type(model).__name__)
-        if input_size is None:
+        base = spec_of(model)
+        channels = declared(model).get("num_channels", 3)
+        if channels != 3 and not callable(normalize):
+            raise SpecError(
+                f"the model declares {channels} input channels but accentuate feeds RGB (3 channels); "
+                f"pass normalize= a callable mapping (N, 3, H, W) in [0, 1] to its (N, {channels}, H, W) input"
+            )
+        if input_size is None and "input_size" in base.assumed:
             warnings.warn(
                 "no input_size given for this model; assuming 224 x 224 (pass input_size=)",
                 stacklevel=3,
             )
-        if normalize is _UNSET:
+        if normalize is _UNSET and "normalize" in base.assumed:
             warnings.warn(
                 "no normalize given for this model; assuming ImageNet mean/std "
                 "(pass normalize=(mean, std), a callable, or None for [0, 1] input)",
@@ -179,10 +341,13 @@ def resolve_spec(
         changes["labels"] = tuple(labels) if labels is not None else None
     if output is not None:
         changes["output"] = output
-    if name is not None:
+    if name is not None and name != base.name:
         changes["name"] = name
     if layouts:
         changes["layouts"] = {**base.layouts, **layouts}
+    given = {k for k in ("input_size", "normalize") if k in changes}
+    if given & set(base.assumed):
+        changes["assumed"] = tuple(k for k in base.assumed if k not in given)
     return replace(base, **changes) if changes else base
 
 

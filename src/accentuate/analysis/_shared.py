@@ -20,7 +20,7 @@ from ..errors import ImageError
 from ..hooks import ModelRunner
 from ..images import SeedLike, image_files, load_image, resize
 from ..layout import Layout
-from ..result import atomic_write, output_folder
+from ..outputs.io import atomic_write, output_folder
 from ..settings import SPEC_KEYS, Settings
 from ..spec import ModelSpec, resolve_spec
 

@@ -51,6 +51,37 @@ class Explanation:
     probs: torch.Tensor
     alpha: torch.Tensor
 
+    def overtaken_by(self, j: int) -> list[int]:
+        """Classes that were not above class ``classes[j]`` on the seed and are above it on its
+        accentuation (why its rank fell, e.g. 1 -> 2), most likely first; ``[]`` if none."""
+        before, after = self.result.before.get("logits"), self.result.after.get("logits")
+        if before is None or after is None:
+            return []
+        c = self.classes[j]
+        b, a = before[0, j].float(), after[0, j].float()
+        above = (b <= b[c]) & (a > a[c])
+        above[c] = False
+        idx = above.nonzero().flatten()
+        return idx[a[idx].argsort(descending=True)].tolist()
+
+    def rank_change(self, j: int) -> str:
+        """``"rank 1 -> 2 (overtaken by tabby)"``: class ``classes[j]``'s rank on the seed and on its
+        accentuation, naming the classes that overtook it (at most three)."""
+        before, after = self.result.before.get("logits"), self.result.after.get("logits")
+        if before is None or after is None:
+            return ""
+        c = self.classes[j]
+        rb = int(1 + (before[0, j] > before[0, j, c]).sum())
+        ra = int(1 + (after[0, j] > after[0, j, c]).sum())
+        text = f"rank {rb} -> {ra}"
+        over = self.overtaken_by(j)
+        if over:
+            labels = self.result.labels
+            names = [labels[k] if labels is not None and k < len(labels) else str(k) for k in over[:3]]
+            more = f" and {len(over) - 3} more" if len(over) > 3 else ""
+            text += f" (overtaken by {', '.join(names)}{more})"
+        return text
+
 
 def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     logits = ModelRunner(model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]

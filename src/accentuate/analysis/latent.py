@@ -103,7 +103,7 @@ class Latent:
         """Write ``latent.md``, ``latent.json`` and ``latent.png`` (the grid, ``columns`` images wide)."""
         import json
 
-        from ..result import atomic_write, output_folder
+        from ..outputs.io import atomic_write, output_folder
 
         out = output_folder(directory)
         atomic_write(out / "latent.md", (self.to_markdown() + "\n").encode())

@@ -45,7 +45,8 @@ from ..engine import accentuate
 from ..hooks import OUTPUT, check_layers
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, save_image, to_pil
-from ..result import Result, output_folder
+from ..outputs.io import output_folder
+from ..result import Result
 from ..settings import Settings
 from ._shared import (
     ImageSet,
@@ -204,7 +205,7 @@ class Pathway:
         """Write ``pathway.md`` (the table), ``pathway.json``, ``pathway.png`` and ``pathway_images.png``."""
         import json
 
-        from ..result import atomic_write
+        from ..outputs.io import atomic_write
 
         out = output_folder(directory)
         written = []

@@ -264,7 +264,7 @@ class Sanity:
         """Write ``sanity.md``, ``sanity.json``, ``sanity_images.png`` and ``sanity.png`` (matplotlib)."""
         import json
 
-        from ..result import atomic_write, output_folder
+        from ..outputs.io import atomic_write, output_folder
 
         out = output_folder(directory)
         atomic_write(out / "sanity.md", (self.to_markdown() + "\n").encode())

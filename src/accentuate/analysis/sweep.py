@@ -317,7 +317,7 @@ class Sweep:
         """Write ``sweep.md``, ``sweep.json``, ``sweep_images.png`` and (with matplotlib) ``sweep.png``."""
         import json
 
-        from ..result import atomic_write, output_folder
+        from ..outputs.io import atomic_write, output_folder
 
         out = output_folder(directory)
         atomic_write(out / "sweep.md", self.to_markdown().encode())

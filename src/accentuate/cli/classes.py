@@ -14,7 +14,9 @@ examples:
   accentuate classes "tiger cat"
   accentuate classes            (all of them)
 
-Use the index or the name as a target: accentuate run cat.jpg --target 207"""
+Use the index or the name as a target: accentuate run cat.jpg --target 207
+No match is not an error: nothing is printed on stdout, a message with the closest
+names goes to stderr, and the exit status is 0."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +40,9 @@ def _labels(args: argparse.Namespace):
 
     if args.model == DEFAULT_MODEL:  # the embedded model's labels; no need to load its weights
         return imagenet_labels()
-    spec = getattr(load_model_from_args(args), "accentuate_spec", None)
-    return None if spec is None else spec.labels
+    from ..spec import spec_of
+
+    return spec_of(load_model_from_args(args)).labels
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         every = [n for syn in synonyms_for(labels) for n in syn]
         close = difflib.get_close_matches(query.lower(), [n.lower() for n in every], n=5, cutoff=0.6)
         hint = f"; closest: {', '.join(repr(c) for c in close)}" if close else ""
+        # A search that finds nothing is an answer, not a failure (1) or a usage mistake (2):
+        # exit 0 with nothing on stdout, and say so on stderr with the closest names.
         print(f"no class name contains {query!r}{hint}", file=sys.stderr)
-        return 1
+        return 0
     for i, names in hits:
         print(f"{i:>5}  {names}")
     return 0

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ClassNameError, LayerError, UsageError
 from ..hooks import check_layers
-from ..objectives import Objective, channel, logit, neuron
+from ..objectives import Objective, channel, direction, logit, neuron
 
 __all__ = [
     "ArgumentParser",
@@ -47,6 +47,7 @@ __all__ = [
     "output_dir",
     "parse_canvas",
     "parse_target",
+    "read_vector",
 ]
 
 #: The model used when ``--model`` is not given.
@@ -261,6 +262,10 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
 
 
 _CHANNEL = re.compile(r"^(?P<layer>[^:@\s]+):(?P<c>-?\d+)(?:@(?P<y>-?\d+),(?P<x>-?\d+))?$")
+#: ``LAYER:FILE.npy`` or ``LAYER:FILE.pt``: a direction in the layer's channel space, read from a file.
+_DIRECTION = re.compile(r"^(?P<layer>[^:@\s]+):(?P<path>.+\.(?:npy|pt|pth))$", re.IGNORECASE)
+#: Direction files larger than this are refused before reading (a vector has one entry per channel).
+_MAX_VECTOR_BYTES = 64 << 20
 
 
 _LAYOUTS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -296,27 +301,87 @@ def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, Any]:
     return layouts
 
 
-def _labels(model: nn.Module):
-    spec = getattr(model, "accentuate_spec", None)
-    return None if spec is None else spec.labels
+def _labels(model: nn.Module) -> tuple[str, ...] | None:
+    from ..spec import spec_of
+
+    return spec_of(model).labels  # its own spec's, else the class names the model declares
+
+
+def read_vector(path: str | os.PathLike, target: str = "") -> torch.Tensor:
+    """A 1-D float vector from a ``.npy`` file (NumPy, no pickles) or a ``.pt`` file (a tensor).
+
+    Raises:
+        UsageError: the file is missing, unreadable, not one vector (shape ``(C,)``, or
+            ``(1, C)``), or has NaN, infinite or only zero entries; one line naming the file.
+    """
+    import numpy as np
+
+    p = Path(path).expanduser()
+    where = f"target {target!r}: " if target else ""
+    if not p.is_file():
+        raise UsageError(f"{where}direction file {str(p)!r} not found; give the path of a .npy or .pt vector "
+                         "with one entry per channel of the layer")
+    if p.stat().st_size > _MAX_VECTOR_BYTES:
+        raise UsageError(f"{where}direction file {str(p)!r} is {p.stat().st_size:,} bytes; a vector of one "
+                         "entry per channel is far smaller")
+    try:
+        if p.suffix.lower() == ".npy":
+            v = torch.from_numpy(np.array(np.load(p, allow_pickle=False), dtype=np.float32))
+        else:
+            v = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 (any reading failure is one line)
+        raise UsageError(f"{where}cannot read {str(p)!r} as a vector ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'}); save it with "
+                         "numpy.save or torch.save") from None
+    if not isinstance(v, torch.Tensor):
+        raise UsageError(f"{where}{str(p)!r} holds a {type(v).__name__}, not a tensor; torch.save the vector itself")
+    if v.dim() == 2 and 1 in v.shape:
+        v = v.flatten()
+    if v.dim() != 1 or v.numel() == 0:
+        raise UsageError(f"{where}{str(p)!r} holds an array of shape {tuple(v.shape)}; a direction is one vector "
+                         "(C,) with an entry per channel")
+    v = v.float()
+    if not torch.isfinite(v).all():
+        bad = int((~torch.isfinite(v)).sum())
+        raise UsageError(f"{where}the vector in {str(p)!r} has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; "
+                         "a direction must be finite")
+    if float(v.abs().max()) == 0:
+        raise UsageError(f"{where}the vector in {str(p)!r} is all zeros; a direction needs a non-zero vector")
+    return v
 
 
 def parse_target(text: str, model: nn.Module) -> Objective:
     """A target from the command line, resolved against ``model``.
 
     Forms: a class name (``goldfish``, case-insensitive; ``"golden retriever"``), a
-    class index (``1``), ``layer:channel`` (the channel's spatial mean), or
-    ``layer:channel@y,x`` (one neuron).
+    class index (``1``), ``layer:channel`` (the channel's spatial mean),
+    ``layer:channel@y,x`` (one neuron), or ``layer:FILE.npy`` / ``layer:FILE.pt`` (a
+    direction: the dot product of the layer's activations with the unit vector read
+    from the file, averaged over positions; see :func:`read_vector`).
 
     Raises:
         ClassNameError: unknown (with the closest names) or ambiguous class name, or an
             index out of range.
         LayerError: a layer not in the model (with the closest names).
-        UsageError: an empty target or a negative channel or position.
+        UsageError: an empty target, a negative channel or position, or a direction file
+            that is missing, unreadable, of the wrong length or not finite.
     """
     t = str(text).strip()
     if not t:
         raise UsageError("empty target; give a class name, a class index, layer:channel or layer:channel@y,x")
+    d = _DIRECTION.match(t)
+    if d:
+        layer = d.group("layer")
+        vector = read_vector(d.group("path"), t)
+        shapes = check_layers_run(model, [layer])
+        obj_d = direction(layer, vector)
+        obj_d.source = Path(d.group("path")).name  # for labels and file names
+        try:
+            obj_d.validate(shapes)
+        except ValueError as e:
+            raise UsageError(f"target {t!r}: {e}; the vector needs one entry per channel "
+                             f"(`accentuate layers` shows the layer's shape)") from None
+        return obj_d
     m = _CHANNEL.match(t)
     if m:
         layer, c = m.group("layer"), int(m.group("c"))
@@ -336,7 +401,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):
         raise UsageError(
             f"cannot read target {t!r}; use a class name, a class index, layer:channel "
-            "(e.g. blocks.5:20) or layer:channel@y,x (e.g. blocks.5:20@3,4)"
+            "(e.g. blocks.5:20), layer:channel@y,x (e.g. blocks.5:20@3,4) or layer:FILE.npy (a direction)"
         )
     if re.fullmatch(r"-?\d+", t):
         idx = int(t)

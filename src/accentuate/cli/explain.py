@@ -119,13 +119,12 @@ def run(args: argparse.Namespace) -> int:
     for j, e in enumerate(entries):
         img = figures.composite(res.images[0, j], ex.alpha[0, j])
         heading = f"{ex.names[j] or ex.classes[j]} [{ex.reasons[j]}]"
-        caption = (f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f},  "
-                   f"rank {e['before']['rank']} -> {e['after']['rank']}")
+        caption = f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f},  {ex.rank_change(j)}"
         items.append((img, heading, caption))
     title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
              f"{res.steps_done} steps)")
     panel = figures.panel((figures.to_pil(seed), f"model: {seed_cap}"), items, title=title)
-    from ..result import atomic_write
+    from ..outputs.io import atomic_write
 
     atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
     writer.doc["outputs"]["explain_panel"] = "explain_panel.png"
@@ -134,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
         "opacity": "collective (normalized over all classes of the panel)",
         "top": args.top, "bottom": args.bottom, "label": args.label,
+        "overtaken_by": [[{"index": k, "name": spec.labels[k] if spec.labels else None} for k in ex.overtaken_by(j)]
+                         for j in range(len(ex.classes))],
     }
     writer.doc["timings"]["model_load_s"] = round(load_s, 3)
     writer.doc["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
@@ -148,10 +149,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"accentuate: warning: {e['target_label']} failed: {e['failed']}", file=sys.stderr)
     if not args.quiet:
         print(f"explained {images[0].name} in {seconds:.0f} s:")
-        for e, reason in zip(entries, ex.reasons):
+        for j, (e, reason) in enumerate(zip(entries, ex.reasons)):
             print(f"  {e['target_label']} [{reason}]: "
-                  f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, "
-                  f"rank {e['before']['rank']} -> {e['after']['rank']}")
+                  f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, {ex.rank_change(j)}")
         print(f"results in {out}/")
         print(f"  panel:  {out / 'explain_panel.png'}")
         print(f"  record: {writer.path}")

@@ -23,9 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "layers", help="list layer names and output shapes",
         description=fill(
             "List the model's hookable layers (named_modules() paths) in the order their outputs "
-            "complete, with the output shape of each for one input of the model's size and its "
-            "layout: nchw CxHxW (conv), nhwc (channels-last stage), tokens P+HxW xC (P leading "
-            "class/register tokens before an HxW patch grid), or vector C.",
+            "complete, with the output shape of each for one input of the model's size (its spec's, else "
+            "the size its Hugging Face or timm config declares, else 224 x 224) and its layout: nchw "
+            "CxHxW (conv), nhwc (channels-last stage), tokens P+HxW xC (P leading class/register tokens "
+            "before an HxW patch grid), or vector C.",
             88,
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -39,18 +40,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..hooks import layers
+    from ..spec import spec_of
 
     model = load_model_from_args(args)
-    spec = getattr(model, "accentuate_spec", None)
+    spec = spec_of(model)  # its own, else what the model declares (Hugging Face / timm config)
     rows = layers(model)
     if args.grep:
         rows = [r for r in rows if args.grep in r.name]
     if args.depth is not None:
         rows = [r for r in rows if r.name.count(".") < max(1, args.depth)]
     width = max((len(r.name) for r in rows), default=5)
-    reg = spec.reg_layer if spec is not None else None
+    reg = spec.reg_layer
     out = sys.stdout
-    size = spec.input_size if spec is not None else (224, 224)
+    size = spec.input_size
     shapes = [" x ".join(map(str, r.shape)) for r in rows]
     sw = max((len(s) for s in shapes), default=12)
     print(f"{'layer':<{width}}  {'output shape':<{sw}}  layout (input 1 x 3 x {size[0]} x {size[1]})", file=out)

@@ -27,10 +27,12 @@ examples:
   accentuate run photos/ --target goldfish --out runs/fish      (every image in a folder)
   accentuate run cat.jpg dog.jpg --target "tiger cat" 207 --steps 80 --out runs/pets
   accentuate run cat.jpg --target blocks.5:20 blocks.5:20@7,7     (a channel, a neuron)
+  accentuate run cat.jpg --target blocks.5:vec.npy                (a direction, from a file)
   accentuate run cat.jpg --target goldfish --model mymodels:build  (your factory)
 
 Targets: a class name (case-insensitive; `accentuate classes QUERY` searches them), a
-class index, LAYER:CHANNEL, or LAYER:CHANNEL@Y,X (`accentuate layers` lists layers).
+class index, LAYER:CHANNEL, LAYER:CHANNEL@Y,X, or LAYER:FILE.npy / LAYER:FILE.pt (a
+direction: a vector with one entry per channel; `accentuate layers` lists layers).
 A file in a folder that cannot be read is skipped with a warning (listed in run.json).
 Rerunning with the same --out skips pairs that are complete. Exit status: 0 done,
 1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished; 143 for SIGTERM)."""
@@ -41,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="accentuate images toward targets",
         description=fill(
             "Accentuate each IMAGE toward each target: change the photo so the target "
-            "(a class logit, a channel or a neuron) rises while the model's activations at the "
+            "(a class logit, a channel, a neuron or a direction) rises while the model's activations at the "
             "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
-            "(alpha = where the target's gradient went), a figure and an animation, plus a "
+            "(alpha = where the target's gradient went), a figure and (unless --frames 0) an animation, plus a "
             "contact sheet and run.json.",
             88,
         ),
@@ -51,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files or folders of them (one or more)")
     p.add_argument("--target", "-t", nargs="+", action="extend", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X (several allowed)")
+                   help="class name, class index, LAYER:CHANNEL, LAYER:CHANNEL@Y,X or LAYER:FILE.npy|.pt "
+                   "(a direction) (several allowed)")
     add_model_options(p)
     add_accentuation_options(p)
     add_run_options(p)

@@ -42,8 +42,8 @@ from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, sett
 from ..settings import Settings
 from ..spec import ModelSpec
 
-__all__ = ["Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images", "settings_record",
-           "steps_bar"]
+__all__ = ["Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images", "per_pair_files",
+           "settings_record", "steps_bar"]
 
 #: Default number of pairs (seeds x targets) optimized together in one call.
 DEFAULT_BATCH = 4
@@ -266,6 +266,8 @@ def execute(plan: Plan) -> int:
         say(plan.quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
             f"{len(todo)} to do")
     writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
+    if plan.frames == 0:  # no snapshots: no animation files
+        writer.doc["outputs"].update(gif=False, mp4=False, mp4_note="no animation (--frames 0)")
     writer.save("running")
 
     pair_bar = None
@@ -340,13 +342,28 @@ def execute(plan: Plan) -> int:
         print(f"results in {plan.out}/")
         if sheet is not None:
             print(f"  contact sheet: {sheet}")
-        print("  per pair: NAME.png, NAME_rgba.png (alpha = opacity), NAME_figure.png, NAME.gif")
+        print(f"  per pair: {per_pair_files(plan.frames, writer.doc['outputs'].get('mp4', False))}")
         print(f"  record:   {writer.path}")
     if failed:
         print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
               "see \"failed\" in run.json", file=sys.stderr)
         return 1
     return 0
+
+
+def per_pair_files(frames: int, mp4: bool = False) -> str:
+    """The files written per pair, as the end-of-run listing names them.
+
+    Example:
+        >>> per_pair_files(0)
+        'NAME.png, NAME_rgba.png (alpha = opacity), NAME_figure.png'
+    """
+    names = ["NAME.png", "NAME_rgba.png (alpha = opacity)", "NAME_figure.png"]
+    if frames > 0:
+        names.append("NAME.gif")
+        if mp4:
+            names.append("NAME.mp4")
+    return ", ".join(names)
 
 
 def add_run_options(p: argparse.ArgumentParser, batch: bool = True) -> None:

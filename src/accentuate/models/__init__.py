@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import ModelError, ModelNameError
 from ..hooks import OUTPUT
 from ..labels import imagenet_labels
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, declared
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
 
 __all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite"]
@@ -151,8 +151,7 @@ def _huggingface(name: str) -> nn.Module:
     size = getattr(processor, "size", None) or {}
     h = size.get("height") or size.get("shortest_edge") or 224
     w = size.get("width") or size.get("shortest_edge") or 224
-    id2label = getattr(model.config, "id2label", None) or {}
-    labels = tuple(id2label[i] for i in sorted(id2label)) if id2label else None
+    labels = declared(model).get("labels")  # id2label in order, unless LABEL_0, LABEL_1, ...
     mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
     std = getattr(processor, "image_std", None) or IMAGENET_STD
     model.accentuate_spec = ModelSpec(  # type: ignore[assignment]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..result import atomic_write, output_folder
+from .io import atomic_write, output_folder
 
 __all__ = [
     "BACKGROUND",

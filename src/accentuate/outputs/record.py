@@ -36,8 +36,9 @@ from PIL import Image
 
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective
-from ..result import Result, atomic_write
+from ..result import Result
 from . import animation, figures
+from .io import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -46,9 +47,11 @@ __all__ = [
     "TargetInfo",
     "describe_target",
     "file_sha256",
+    "pair_stems",
     "seed_distances",
     "settings_hash",
     "slug",
+    "target_identity",
 ]
 
 #: Identifies the layout of ``run.json``; bumped when a field changes meaning.
@@ -86,6 +89,44 @@ def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
     d = dict(obj.describe())
     slug_text = d.pop("slug_text", None) or d["label"]
     return {"arg": text, "objective": repr(obj), **d, "slug": slug(slug_text)}
+
+
+def target_identity(obj: Objective) -> str:
+    """What identifies a target in a pair's key (:meth:`Objective.identity`: its ``repr``, and for a
+    direction also a hash of its vector, so two vector files for one layer are two targets, and an
+    edited file is a new one)."""
+    return obj.identity()
+
+
+def pair_stems(image_names: Sequence[str], objectives: Sequence[Objective]) -> dict[tuple[int, int], str]:
+    """The file-name stem of each pair ``(i, j)``: ``{image}__{target}``.
+
+    ``image`` is the slug of the file name without its ending (``cat.jpg`` -> ``cat``; a
+    name given twice gets ``-2``, ``-3``, ...) and ``target`` the target's slug
+    (``goldfish``, ``blocks.5-c20``); a stem that would repeat gets ``-2``, ``-3``, ...
+
+    Example:
+        >>> from accentuate.objectives import channel, logit
+        >>> pair_stems(["cat.jpg", "cat.png"], [logit(1).resolve(["tench", "goldfish"]), channel("blocks.5", 20)])
+        {(0, 0): 'cat__goldfish', (0, 1): 'cat__blocks.5-c20', (1, 0): 'cat-2__goldfish', (1, 1): 'cat-2__blocks.5-c20'}
+    """
+    stems: dict[tuple[int, int], str] = {}
+    used: set[str] = set()
+    img_slugs: list[str] = []
+    seen: dict[str, int] = {}
+    for name in image_names:
+        s = slug(Path(name).stem)
+        seen[s] = seen.get(s, 0) + 1
+        img_slugs.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    for i, s in enumerate(img_slugs):
+        for j, obj in enumerate(objectives):
+            stem = f"{s}__{describe_target(obj)['slug']}"
+            base, k = stem, 2
+            while stem in used:
+                stem, k = f"{base}-{k}", k + 1
+            used.add(stem)
+            stems[(i, j)] = stem
+    return stems
 
 
 @dataclass
@@ -216,22 +257,7 @@ class RunWriter:
             "counts": {},
             "pairs": [],
         }
-        self._stems: dict[tuple[int, int], str] = {}
-        used: set[str] = set()
-        img_slugs: list[str] = []
-        slug_count: dict[str, int] = {}
-        for im in self.images:
-            s = slug(Path(im.name).stem)
-            slug_count[s] = slug_count.get(s, 0) + 1
-            img_slugs.append(s if slug_count[s] == 1 else f"{s}-{slug_count[s]}")
-        for i, s in enumerate(img_slugs):
-            for j, t in enumerate(self.targets):
-                stem = f"{s}__{describe_target(t.objective)['slug']}"
-                base, k = stem, 2
-                while stem in used:
-                    stem, k = f"{base}-{k}", k + 1
-                used.add(stem)
-                self._stems[(i, j)] = stem
+        self._stems = pair_stems([im.name for im in self.images], [t.objective for t in self.targets])
 
     # -- identity and resume ---------------------------------------------------------
     def pair_key(self, i: int, j: int) -> str:
@@ -239,7 +265,7 @@ class RunWriter:
 
         The same file given twice counts its occurrences, so both copies are kept.
         """
-        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{self.targets[j].objective!r}"
+        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{target_identity(self.targets[j].objective)}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
@@ -299,8 +325,9 @@ class RunWriter:
             skip: run indices ``(i, j)`` not to write (already complete).
         """
         n, m = res.images.shape[:2]
-        self.doc["outputs"]["opacity"] = "per pair" if alpha is None else "collective"
-        alpha = res.alpha() if alpha is None else alpha
+        self.doc["outputs"]["opacity"] = ("per pair" if alpha is None else "collective") if res.has_opacity else None
+        if alpha is None:  # a result without opacity (opacity=False): no RGBA file, blank opacity panels
+            alpha = res.alpha() if res.has_opacity else torch.zeros_like(res.images[:, :, 0])
         rgba = torch.cat([res.images, alpha[:, :, None]], dim=2)
         reg_layer = str(res.config.regularizer)
         dist = seed_distances(res)
@@ -339,7 +366,8 @@ class RunWriter:
                             "image")
                 rgba_img = Image.fromarray(
                     (rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
-                self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
+                if res.has_opacity:
+                    self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
                 title = f"{self.images[i].name}  accentuated toward  {tinfo['label']}"
                 if status != "complete":
                     title += f"   [{status.upper()}]"

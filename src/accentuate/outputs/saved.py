@@ -1,0 +1,357 @@
+"""Saving a :class:`~accentuate.result.Result` as the command line saves a run, and reading it back.
+
+:func:`save_result` (what :meth:`Result.save <accentuate.result.Result.save>` calls)
+writes a folder through :class:`~accentuate.outputs.record.RunWriter`, the command
+line's writer: the same per-pair files named ``{image}__{target}``, the same contact
+sheet and the same ``run.json`` (``docs/run-json.md``), plus ``result.npz``, every
+tensor of the result in float32, and in ``run.json`` a ``result`` entry that names it
+(with its SHA-256), the class names and the targets' definitions.
+
+:func:`load_result` (what :meth:`Result.load <accentuate.result.Result.load>` calls)
+reads such a folder exactly, and a command-line output folder (which has no
+``result.npz``) from its PNGs and ``run.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..objectives import Channel, Direction, Logit, Neuron, Objective, Recorded, from_record
+from ..result import History, Result
+from ..settings import Settings
+from ..spec import ModelSpec
+from .io import atomic_write, output_folder
+
+__all__ = ["SIDECAR", "RecordedObjective", "load_result", "objective_from_record", "objective_record",
+           "save_result"]
+
+#: The lossless copy of a saved result, next to ``run.json``.
+SIDECAR = "result.npz"
+
+
+# -- targets ---------------------------------------------------------------------------------
+#: A target read back without a definition (see :class:`accentuate.objectives.Recorded`).
+RecordedObjective = Recorded
+
+
+def objective_record(obj: Objective) -> dict[str, Any]:
+    """A JSON-able definition of ``obj`` (:meth:`~accentuate.objectives.Objective.to_record`)."""
+    return obj.to_record()
+
+
+def objective_from_record(rec: dict[str, Any]) -> Objective:
+    """The objective :func:`objective_record` described (:func:`accentuate.objectives.from_record`)."""
+    return from_record(rec)
+
+
+def _target_from_run(t: dict[str, Any], cwd: str | None = None) -> Objective:
+    """A target from a ``run.json`` ``targets[]`` entry (the command line's kinds).
+
+    A direction read from a file (``LAYER:FILE.npy``) is rebuilt when the file is still
+    there (relative to ``cwd``, the run's working directory); else, as for objectives
+    the record does not define, a :class:`RecordedObjective` keeps its ``repr``.
+    """
+    if t.get("definition"):
+        return objective_from_record(t["definition"])
+    kind = t.get("kind")
+    if kind == "class":
+        out = Logit(int(t["class_index"]))
+        out.name = t.get("class_name")
+        return out
+    if kind == "channel":
+        return Channel(t["layer"], int(t["channel"]))
+    if kind == "neuron":
+        return Neuron(t["layer"], int(t["channel"]), t.get("y"), t.get("x"))
+    if kind == "direction" and cwd is not None and t.get("arg") and ":" in str(t["arg"]):
+        # the command line's LAYER:FILE.npy: read the vector again if the file is still there
+        from ..cli.common import read_vector
+
+        path = Path(str(t["arg"]).split(":", 1)[1])
+        path = path if path.is_absolute() else Path(cwd) / path
+        try:
+            obj = Direction(t["layer"], read_vector(path))
+        except ValueError:
+            pass
+        else:
+            if obj.vector.numel() == t.get("channels") and repr(obj) == t.get("objective"):
+                obj.source = t.get("source")
+                return obj
+    return Recorded(str(t.get("objective")), t.get("class_index"))
+
+
+# -- saving ----------------------------------------------------------------------------------
+def _device_record(device: str) -> dict[str, Any]:
+    """``device``, ``device_name`` and (on CPU) ``threads``, as the command line records them."""
+    import platform
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return {"device": device, "device_name": torch.cuda.get_device_name(dev)}
+    return {"device": device, "device_name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
+def _arrays(res: Result) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {
+        "images": res.images.detach().float().cpu().numpy(),
+        "masks": res.masks.detach().float().cpu().numpy(),
+        "steps_used": res.steps_used.cpu().numpy(),
+        "lam_effective": res.lam_effective.detach().float().cpu().numpy(),
+        "history.steps": np.asarray(res.history.steps, dtype=np.int64),
+    }
+    if res.seeds is not None:
+        out["seeds"] = res.seeds.detach().float().cpu().numpy()
+    for which in ("before", "after"):
+        for k, v in getattr(res, which).items():
+            out[f"{which}.{k}"] = v.detach().cpu().numpy()
+    for k in res.history.keys():
+        out[f"history.{k}"] = getattr(res.history, k).numpy()
+        out[f"history.{k}.recorded"] = np.asarray(res.history.recorded(k), dtype=bool)
+    return out
+
+
+def save_result(
+    res: Result,
+    directory: str | os.PathLike,
+    names: Sequence[str] | None = None,
+) -> list[Path]:
+    """Write ``res`` to ``directory`` as the command line writes a run, plus ``result.npz``.
+
+    See :meth:`accentuate.result.Result.save`.
+
+    Raises:
+        ValueError: ``names`` does not give one name per seed.
+        OutputError: the folder or a file cannot be written.
+    """
+    from .. import __version__
+    from .record import ImageInfo, RunWriter, TargetInfo, settings_hash, versions
+
+    out = output_folder(directory)
+    n, m = res.images.shape[:2]
+    if names is not None:
+        names = [str(x) for x in names]
+        if len(names) != n:
+            raise ValueError(f"names has {len(names)} entries for {n} seed(s); give one name per seed")
+    else:
+        names = [str(x) for x in res.run.get("seed_names") or ()]
+        if len(names) != n:
+            names = [f"seed{i}" for i in range(n)]
+    run = res.run
+    hw = tuple(res.images.shape[-2:])
+    infos = []
+    for i in range(n):
+        seed = res.seeds[i] if res.seeds is not None else None
+        content = (seed.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes() if seed is not None else b""
+        infos.append(ImageInfo(path=names[i], name=names[i], sha256=hashlib.sha256(content).hexdigest(),
+                               size=(int(hw[1]), int(hw[0])), canvas=hw, tensor=seed))  # type: ignore[arg-type]
+    targets = [TargetInfo(repr(o), o) for o in res.targets]
+    settings = {**res.config.to_dict(), "animation_frames": len(res.snapshots)}
+    input_size = tuple(run.get("input_size") or (224, 224))
+    spec = ModelSpec(name=str(run.get("model", "custom")), input_size=input_size, labels=res.labels)  # type: ignore[arg-type]
+    header = {
+        "command": None, "argv": [], "subcommand": "Result.save", "cwd": os.getcwd(),
+        "model": {"arg": None, "name": spec.name, "input_size": list(input_size),
+                  "classes": len(res.labels) if res.labels is not None else None},
+        **_device_record(str(run.get("device") or "cpu")), "settings": settings, "versions": versions(),
+    }
+    key = settings_hash({"settings": res.config.hash(), "frames": len(res.snapshots), "model_name": spec.name,
+                         "accentuate": __version__})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unreadable run.json already there is simply replaced
+        writer = RunWriter(out, header, key, infos, targets)
+    writer.previous = {}
+    entries = writer.write_batch(res, list(range(n)), list(range(m)), float(run.get("seconds") or 0.0))
+    writer.doc["timings"]["total_s"] = run.get("seconds")
+    sheet = writer.contact_sheet(f"{spec.name}: rows are seeds, columns are targets")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **_arrays(res))  # type: ignore[arg-type]
+    data = buf.getvalue()
+    atomic_write(out / SIDECAR, data)
+    for t, rec in zip(writer.doc["targets"], res.targets):
+        t["definition"] = objective_record(rec)
+    extra = {"result": {"file": SIDECAR, "sha256": hashlib.sha256(data).hexdigest(),
+                        "labels": list(res.labels) if res.labels is not None else None,
+                        "failed": [[a, b, msg] for (a, b), msg in sorted(res.failed.items())],
+                        "interrupted": bool(res.interrupted), "steps_done": int(res.steps_done)}}
+    path = writer.save("interrupted" if res.interrupted else "complete", **extra)
+    written = [out / name for e in entries for name in e["files"].values()]
+    written += ([sheet] if sheet is not None else []) + [out / SIDECAR, path]
+    return written
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _read_png(path: Path, mode: str) -> torch.Tensor:
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} is listed in run.json but missing; rerun the command to redo it")
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert(mode), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).float().div_(255)
+
+
+def _pick(doc: dict[str, Any], seeds: Sequence[int | str] | None) -> list[int]:
+    n = len(doc.get("images", []))
+    if seeds is None:
+        return list(range(n))
+    names = [im.get("name") for im in doc["images"]]
+    picked = []
+    for s in seeds:
+        if isinstance(s, int) and 0 <= s < n:
+            picked.append(s)
+        elif isinstance(s, str) and s in names:
+            picked.append(names.index(s))
+        else:
+            raise ValueError(f"seeds: {s!r} is not an image of this run (indices 0..{n - 1} or names "
+                             f"{', '.join(map(repr, names[:5]))}{', ...' if n > 5 else ''})")
+    return picked
+
+
+def _seeds_from_files(doc: dict[str, Any], idx: list[int], hw: tuple[int, int]) -> torch.Tensor | None:
+    """The seed images from their recorded paths, if every file is there with its SHA-256."""
+    from ..images import load_image, prepare_seeds
+    from .record import file_sha256
+
+    out = []
+    for i in idx:
+        im = doc["images"][i]
+        p = Path(im.get("path", ""))
+        if not p.is_absolute():
+            p = Path(doc.get("cwd") or ".") / p
+        if not p.is_file() or file_sha256(p) != im.get("sha256"):
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(prepare_seeds(load_image(p), hw)[0])
+        except ValueError:
+            return None
+    return torch.stack(out)
+
+
+def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = None) -> Result:
+    """Read a folder written by :func:`save_result` or by the command line.
+
+    See :meth:`accentuate.result.Result.load`.
+    """
+    from .record import FORMAT
+
+    p = Path(path)
+    folder = p.parent if p.is_file() else p
+    run = folder / "run.json"
+    if not run.is_file():
+        raise FileNotFoundError(f"no run.json in {str(folder)!r}; Result.load reads folders written by "
+                                "Result.save or `accentuate run`")
+    try:
+        doc = json.loads(run.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {str(run)!r} ({e}); it is not a run record") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else None
+        raise ValueError(f"{str(run)!r} has format {got!r}, not {FORMAT!r}; it was not written by this "
+                         "version's Result.save or command line")
+    idx = _pick(doc, seeds)
+    n_all, m = len(doc["images"]), len(doc["targets"])
+    pairs = {(e["seed"], e["target"]): e for e in doc.get("pairs", [])}
+    missing = [(i, j) for i in idx for j in range(m) if (i, j) not in pairs]
+    if missing:
+        raise ValueError(f"run.json in {str(folder)!r} records {len(pairs)} of {n_all * m} pairs "
+                         f"(e.g. image {missing[0][0]} x target {missing[0][1]} is missing); rerun "
+                         f"its command with the same --out to finish it")
+    canvases = sorted({tuple(doc["images"][i]["canvas"]) for i in idx})
+    if len(canvases) > 1:
+        raise ValueError(f"the images of {str(folder)!r} have {len(canvases)} canvas sizes {canvases}; "
+                         "load the images of one size with seeds=[...] (indices or names)")
+    meta = doc.get("result") or {}
+    recorded = dict(doc.get("engine_config") or doc.get("settings") or {})
+    fields = set(Settings.__dataclass_fields__)
+    config = Settings.from_dict({k: v for k, v in recorded.items() if k in fields})
+    run_info = {k: v for k, v in recorded.items() if k not in fields and k != "animation_frames"}
+    targets = [_target_from_run(t, doc.get("cwd")) for t in doc["targets"]]
+    run_info["targets"] = [repr(o) for o in targets]
+    labels = tuple(meta["labels"]) if meta.get("labels") is not None else None
+    sidecar = folder / str(meta.get("file", SIDECAR)) if meta else None
+    if sidecar is not None and sidecar.is_file():
+        data = sidecar.read_bytes()
+        if hashlib.sha256(data).hexdigest() == meta.get("sha256"):
+            return _from_sidecar(data, idx, targets, labels, config, run_info, meta)
+        warnings.warn(f"{str(sidecar)!r} does not match its SHA-256 in run.json; reading the PNGs instead",
+                      stacklevel=3)
+    return _from_pngs(folder, doc, idx, pairs, targets, labels, config, run_info)
+
+
+def _from_sidecar(data: bytes, idx: list[int], targets: list[Objective], labels: tuple[str, ...] | None,
+                  config: Settings, run: dict[str, Any], meta: dict[str, Any]) -> Result:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        arr = {k: torch.from_numpy(z[k].copy()) for k in z.files}
+    sel = torch.tensor(idx, dtype=torch.long)
+
+    def rows(t: torch.Tensor, axis: int = 0) -> torch.Tensor:
+        return t.index_select(axis, sel)
+
+    history_cols = {k[len("history."):]: rows(v, 1) for k, v in arr.items()
+                    if k.startswith("history.") and k != "history.steps" and not k.endswith(".recorded")}
+    recorded = {k: arr[f"history.{k}.recorded"].tolist() for k in history_cols}
+    history = History.from_columns(arr["history.steps"].tolist(), history_cols, recorded)
+    pos = {i: a for a, i in enumerate(idx)}
+    failed = {(pos[a], b): str(msg) for a, b, msg in meta.get("failed", []) if a in pos}
+    return Result(
+        images=rows(arr["images"]), masks=rows(arr["masks"]),
+        seeds=rows(arr["seeds"]) if "seeds" in arr else None, targets=targets, labels=labels, history=history,
+        before={k[len("before."):]: rows(v) for k, v in arr.items() if k.startswith("before.")},
+        after={k[len("after."):]: rows(v) for k, v in arr.items() if k.startswith("after.")},
+        steps_used=rows(arr["steps_used"]), lam_effective=rows(arr["lam_effective"]), failed=failed,
+        config=config, run=run, interrupted=bool(meta.get("interrupted", False)),
+        steps_done=int(meta.get("steps_done", 0)),
+    )
+
+
+def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], pairs: dict[tuple[int, int], dict[str, Any]],
+               targets: list[Objective], labels: tuple[str, ...] | None, config: Settings,
+               run: dict[str, Any]) -> Result:
+    m = len(targets)
+    images, masks = [], []
+    for i in idx:
+        row_i, row_m = [], []
+        for j in range(m):
+            files = pairs[(i, j)].get("files") or {}
+            img = _read_png(folder / files["image"], "RGB")
+            row_i.append(img.permute(2, 0, 1))
+            if "rgba" in files:
+                row_m.append(_read_png(folder / files["rgba"], "RGBA")[..., 3])
+            else:
+                row_m.append(torch.zeros(img.shape[:2]))
+        images.append(torch.stack(row_i))
+        masks.append(torch.stack(row_m))
+    img_t, mask_t = torch.stack(images), torch.stack(masks)
+    entries = [[pairs[(i, j)] for j in range(m)] for i in idx]
+
+    def grid(get: Any) -> torch.Tensor:
+        return torch.tensor([[float("nan") if get(e) is None else float(get(e)) for e in row] for row in entries])
+
+    before: dict[str, torch.Tensor] = {}
+    after: dict[str, torch.Tensor] = {}
+    for which, d in (("before", before), ("after", after)):
+        d["value"] = grid(lambda e, w=which: e[w].get("value"))
+        if all(e[which].get("rank") is not None for row in entries for e in row):
+            d["rank"] = grid(lambda e, w=which: e[w]["rank"]).long()
+            d["prob"] = grid(lambda e, w=which: e[w]["prob"])
+    failed = {(a, b): str(e["failed"] or "failed") for a, row in enumerate(entries) for b, e in enumerate(row)
+              if e.get("status") == "failed"}
+    interrupted = doc.get("status") == "interrupted" or any(e.get("status") == "partial" for row in entries for e in row)
+    return Result(
+        images=img_t, masks=mask_t, seeds=_seeds_from_files(doc, idx, tuple(img_t.shape[-2:])),  # type: ignore[arg-type]
+        targets=targets, labels=labels, history=History(), before=before, after=after,
+        steps_used=grid(lambda e: e.get("steps_used")).long(), lam_effective=grid(lambda e: e.get("lam_effective")),
+        failed=failed, config=config, run=run, interrupted=interrupted,
+        steps_done=max(int(e.get("steps_done") or 0) for row in entries for e in row),
+    )
