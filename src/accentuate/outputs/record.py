@@ -43,6 +43,7 @@ from ..regularize import NONE, PIXEL, distance
 from ..result import Result, atomic_write
 from ..spec import ModelSpec
 from . import animation, figures
+from .history import pair_history
 
 __all__ = [
     "FORMAT",
@@ -425,6 +426,7 @@ class RunWriter:
                     "steps_done": int(res.steps_done),
                     "lam_effective": _num(res.lam_effective[a, b].item()),
                     "batch": batch_no,
+                    "history": pair_history(res.history, a, b),
                     "files": files,
                     "sha256": sums,
                     "settings_hash": self.key,
