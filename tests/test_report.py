@@ -20,14 +20,13 @@ import pytest
 from PIL import Image
 
 from accentuate.cli import main
+from browser import Page
 from accentuate.report import REPORT, build_report, write_report
 from accentuate.report.build import file_url, script_json
 
 XSS_IMAGE = "<img src=x onerror=alert(1)>.png"
 XSS_LABEL = "<script>alert(2)</script>"
 FAST = ["--steps", "4", "--crops", "2", "--canvas", "48", "--frames", "3", "-q"]
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "")
-                 if p and Path(p).exists()), None)
 
 
 def _photo(path: Path, w: int, h: int, phase: float) -> Path:
@@ -161,45 +160,6 @@ def test_build_report_names_the_problem_for_an_empty_folder(tmp_path: Path) -> N
 
 
 # -- in the browser -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-class Page:
-    """A page opened from file:// with its console messages, errors, requests and dialogs recorded."""
-
-    def __init__(self, browser: Any, path: Path, width: int = 1200) -> None:
-        self.page = browser.new_page(viewport={"width": width, "height": 900})
-        self.console: list[str] = []
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.url = path.resolve().as_uri()
-        self.page.goto(self.url)
-        self.page.wait_for_load_state("load")
-
-    def js(self, code: str) -> Any:
-        return self.page.evaluate(code)
-
-    def broken_images(self) -> list[str]:
-        """Images that are displayed (outside the closed detail view) but did not load."""
-        return self.js("""[...document.images].filter(i => !i.closest('[hidden]') && !i.hidden)
-            .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))""")
-
-    def close(self) -> None:
-        self.page.close()
-
-
 @pytest.fixture
 def run_page(browser: Any, folders: dict[str, Path]) -> Iterator[Page]:
     page = Page(browser, folders["run"] / REPORT)

@@ -23,13 +23,14 @@ from .engine import Until, accentuate
 from .images import SeedLike
 from .metrics import ssim
 from .objectives import Objective
+from .display import Display
 from .result import Result
 
 __all__ = ["LeastChange", "least_change"]
 
 
 @dataclass
-class LeastChange:
+class LeastChange(Display):
     """What :func:`least_change` returns.
 
     Attributes:

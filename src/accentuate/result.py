@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .display import Display
 from .errors import OutputError
 from .objectives import Objective
 
@@ -115,7 +116,7 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 
 @dataclass
-class Result:
+class Result(Display):
     """What :func:`accentuate.accentuate` returns.
 
     Attributes:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate, model_state
 from ..errors import ClassNameError
 from ..images import SeedLike, prepare_seeds, resize
@@ -27,7 +28,7 @@ __all__ = ["Explanation", "choose_classes", "explain"]
 
 
 @dataclass
-class Explanation:
+class Explanation(Display):
     """What :func:`explain` returns.
 
     Attributes:

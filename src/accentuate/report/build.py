@@ -31,7 +31,7 @@ from urllib.parse import quote
 from ..errors import AccentuateError
 from ..result import atomic_write
 from .svg import Series, line_plot
-from .thumbs import ASSETS, image_copy
+from .thumbs import image_copy
 
 __all__ = [
     "ANALYSES",
