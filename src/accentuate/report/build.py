@@ -50,7 +50,7 @@ REPORT = "report.html"
 #: The analyses' records, in the order their sections appear.
 ANALYSES = ("sweep", "pathway", "latent", "sanity")
 #: History records per pair embedded in the page (the full history stays in run.json).
-PAGE_HISTORY = 60
+PAGE_HISTORY = 40
 
 INSTALL_HINT = 'pip install "accentuate[report]"'
 
@@ -165,14 +165,23 @@ def _num(d: dict[str, Any] | None, k: str) -> float | None:
 
 
 # -- the run (run.json) -------------------------------------------------------------------------
+def _round3(v: Any) -> Any:
+    return float(f"{v:.3g}") if isinstance(v, float) and math.isfinite(v) else v
+
+
 def _thin(h: dict[str, Any], limit: int = PAGE_HISTORY) -> dict[str, Any]:
+    """The history the page plots: at most ``limit`` records, 3 significant digits, and the
+    steps as ``[first, stride]`` when evenly spaced (else the list)."""
     steps = h.get("step") or []
     n = len(steps)
     keep = list(range(n)) if n <= limit else sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
-    out = {"s": [steps[i] for i in keep]}
+    kept = [steps[i] for i in keep]
+    stride = kept[1] - kept[0] if len(kept) > 1 else 1
+    even = all(b - a == stride for a, b in zip(kept, kept[1:]))
+    out: dict[str, Any] = {"s": [kept[0], stride, len(kept)] if even and kept else kept, "even": even}
     for src, dst in (("objective", "o"), ("distance", "d"), ("rank", "r")):
         if src in h:
-            out[dst] = [h[src][i] for i in keep]
+            out[dst] = [_round3(h[src][i]) for i in keep]
     return out
 
 
@@ -192,7 +201,7 @@ def _seed_views(folder: Path, doc: dict[str, Any]) -> list[dict[str, Any] | None
         try:
             seed = prepare_seeds(load_image(path), tuple(canvas))[0]
             full_name, _ = image_copy(folder, tensor_to_pil(seed), key, "seed", side=None)
-            thumb, tsize = image_copy(folder, folder / full_name, key, "seed-thumb")
+            thumb, tsize = image_copy(folder, folder / full_name, key, "s")
             out.append({"full": file_url(full_name), "thumb": file_url(thumb), "w": tsize[0], "h": tsize[1]})
         except (ImageError, OSError, ValueError):
             out.append(None)
@@ -207,7 +216,7 @@ def _pair_views(folder: Path, p: dict[str, Any]) -> dict[str, Any]:
         if not name or not (folder / name).exists():
             continue
         try:
-            thumb, size = image_copy(folder, folder / name, sums.get(kind) or name, f"{kind}-thumb", alpha=alpha)
+            thumb, size = image_copy(folder, folder / name, sums.get(kind) or name, kind[0], alpha=alpha)
         except OSError:
             continue
         views[kind] = {"full": file_url(name), "thumb": file_url(thumb), "w": size[0], "h": size[1]}
@@ -229,8 +238,9 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
         dist = p.get("distance") or {}
         views = _pair_views(folder, p)
         tinfo = targets[j] if j < len(targets) else {}
-        files = [{"kind": k, "name": n, "href": file_url(n), "sha256": (p.get("sha256") or {}).get(k, ""),
-                  "present": (folder / n).exists()} for k, n in (p.get("files") or {}).items()]
+        # [kind, name, first 12 hex digits of the SHA-256, present]; the page makes the link.
+        files = [[k, n, (p.get("sha256") or {}).get(k, "")[:12], 1 if (folder / n).exists() else 0]
+                 for k, n in (p.get("files") or {}).items()]
         card = {
             "k": len(cards), "id": str(p.get("id", "")), "i": i, "j": j,
             "image": str(p.get("image", "")), "target": str(p.get("target_label", "")),
@@ -250,12 +260,13 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "regname": dist.get("reg_layer_name"),
             "steps": p.get("steps_used"), "done": p.get("steps_done"), "lam": p.get("lam_effective"),
             "batch": p.get("batch"), "resumed": card["resumed"], "obj": p.get("objective"),
-            "t5b": [[t.get("name") or str(t.get("index")), t.get("prob")] for t in b.get("top5") or []],
-            "t5a": [[t.get("name") or str(t.get("index")), t.get("prob")] for t in a.get("top5") or []],
+            "t5b": [[t.get("name") or str(t.get("index")), _round3(t.get("prob"))] for t in b.get("top5") or []],
+            "t5a": [[t.get("name") or str(t.get("index")), _round3(t.get("prob"))] for t in a.get("top5") or []],
             "h": _thin(p.get("history") or {}), "files": files,
             "seed": card["seed"]["full"] if card["seed"] else None,
             "acc": views.get("image", {}).get("full"), "rgba": views.get("rgba", {}).get("full"),
             "gif": file_url((p.get("files") or {})["gif"]) if (p.get("files") or {}).get("gif") else None,
+            "fig": file_url((p.get("files") or {})["figure"]) if (p.get("files") or {}).get("figure") else None,
         }))
     missing = [{"image": images[i].get("name", "") if i < len(images) else str(i),
                 "target": targets[j].get("label", "") if j < len(targets) else str(j)}

@@ -54,7 +54,7 @@ def image_copy(folder: Path, source: Image.Image | Path, key: str, tag: str, sid
     Raises:
         OSError: the source cannot be read.
     """
-    base = hashlib.sha256(f"{key}|{tag}|{side}|{alpha}".encode()).hexdigest()[:20]
+    base = hashlib.sha256(f"{key}|{tag}|{side}|{alpha}".encode()).hexdigest()[:16]
     assets = folder / ASSETS
     for ext in ("webp", "png", "jpg"):
         p = assets / f"{tag}-{base}.{ext}"

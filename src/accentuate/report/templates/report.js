@@ -26,6 +26,8 @@
     return a >= 1 ? String(Number(v.toPrecision(3))) : String(Number(v.toFixed(3)));
   }
   function arrow(b, a) { return fmt(b) + " \u2192 " + fmt(a); }
+  // A relative link to a file of the folder: every part percent-encoded (":" too, so no name is a scheme).
+  function href(name) { return String(name).split("/").map(encodeURIComponent).join("/"); }
 
   // -- blend and mask ------------------------------------------------------------------------
   var blend = $("blend"), mask = $("mask");
@@ -54,6 +56,7 @@
     return 0;
   }
   var order = cards.map(function (c) { return Number(c.dataset.k); });
+  var current_order = order.join(",");  // the order of the cards in the document
   function update() {
     if (!grid) return;
     var s = $("sort").value, key = keys[s] || keys.order;
@@ -61,15 +64,20 @@
     var fs = $("f-status").value, fg = parseFloat($("f-gain").value);
     order = cards.map(function (c) { return Number(c.dataset.k); });
     order.sort(function (a, b) { return cmp(key(P[a], a), key(P[b], b)); });
-    var shown = 0;
+    var moved = order.join(",") !== current_order, shown = 0;
     order.forEach(function (k) {
-      var p = P[k], c = $("card-" + k);
+      var p = P[k], c = cards[k];
       var ok = (!fi || p.img.toLowerCase().indexOf(fi) >= 0) && (!ft || p.tgt.toLowerCase().indexOf(ft) >= 0) &&
         (!fs || p.st === fs) && (isNaN(fg) || (typeof p.gain === "number" && p.gain >= fg));
-      c.hidden = !ok;
+      if (c.hidden === ok) c.hidden = !ok;
       if (ok) shown++;
-      grid.appendChild(c);
     });
+    if (moved) {  // reorder the DOM only when the order changed (one fragment, one layout)
+      var frag = document.createDocumentFragment();
+      order.forEach(function (k) { frag.appendChild(cards[k]); });
+      grid.appendChild(frag);
+      current_order = order.join(",");
+    }
     var cols = Number(grid.dataset.columns || 0);
     grid.style.gridTemplateColumns = (s === "order" && cols > 1 && window.innerWidth > 220 * cols)
       ? "repeat(" + cols + ", minmax(180px, 280px))" : "";
@@ -144,10 +152,11 @@
     $("d-stack").classList.toggle("noseed", !p.seed);
     setImg($("d-gif"), p.gif); $("d-nogif").hidden = !!p.gif;
     var h = $("d-history"); h.textContent = "";
-    var hist = p.h || { s: [] };
-    h.appendChild(linePlot("objective (mean over the step's crops)", hist.s, hist.o || [], "#d62728", "objective"));
-    h.appendChild(linePlot("distance to the seed (" + (p.regname || "regularizer") + ")", hist.s, hist.d || [], "#1f77b4", "distance"));
-    if (hist.r && hist.r.some(function (v) { return typeof v === "number"; })) h.appendChild(linePlot("rank of the class (1 = top-1)", hist.s, hist.r, "#2ca02c", "rank"));
+    var hist = p.h || { s: [] }, xs = hist.s || [];
+    if (hist.even && xs.length === 3) { var st = []; for (var q = 0; q < xs[2]; q++) st.push(xs[0] + q * xs[1]); xs = st; }
+    h.appendChild(linePlot("objective (mean over the step's crops)", xs, hist.o || [], "#d62728", "objective"));
+    h.appendChild(linePlot("distance to the seed (" + (p.regname || "regularizer") + ")", xs, hist.d || [], "#1f77b4", "distance"));
+    if (hist.r && hist.r.some(function (v) { return typeof v === "number"; })) h.appendChild(linePlot("rank of the class (1 = top-1)", xs, hist.r, "#2ca02c", "rank"));
     var n = $("d-numbers"); n.textContent = "";
     row(n, [p.vn || "value", arrow(p.b[0], p.a[0])]);
     if (p.a[1] !== null) { row(n, ["rank", arrow(p.b[1], p.a[1])]); row(n, ["probability", arrow(p.b[2], p.a[2])]); }
@@ -170,11 +179,11 @@
     } else { row(t, ["not a class target"]); }
     var f = $("d-files"); f.textContent = "";
     row(f, ["kind", "file", "SHA-256"], "th");
-    p.files.forEach(function (x) {
+    p.files.forEach(function (x) {  // [kind, name, sha256 prefix, present]
       var tr = el("tr"), td = el("td");
-      tr.appendChild(el("td", x.kind));
-      if (x.present) { var a = el("a", x.name); a.href = x.href; td.appendChild(a); } else { td.textContent = x.name + " (missing)"; }
-      tr.appendChild(td); tr.appendChild(el("td", x.sha256.slice(0, 16) + "\u2026"));
+      tr.appendChild(el("td", x[0]));
+      if (x[3]) { var a = el("a", x[1]); a.href = href(x[1]); td.appendChild(a); } else { td.textContent = x[1] + " (missing)"; }
+      tr.appendChild(td); tr.appendChild(el("td", x[2] + "\u2026"));
       f.appendChild(tr);
     });
     if (detail.hidden) opener = document.activeElement;
@@ -197,7 +206,7 @@
   }
   if (grid) grid.addEventListener("click", function (e) {
     var b = e.target.closest ? e.target.closest("button.open") : null;
-    if (b) open(Number(b.dataset.k));
+    if (b) open(Number(b.closest(".card").dataset.k));
   });
   if (detail) {
     $("d-close").addEventListener("click", close);
