@@ -424,7 +424,7 @@ def build_report(folder: str | os.PathLike) -> str:
     css, js = _asset("report.css"), _asset("report.js")
     csp = ("default-src 'none'; "
            f"script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; "
-           "img-src 'self'; media-src 'self'; base-uri 'none'; form-action 'none'")
+           "img-src 'self'; base-uri 'none'; form-action 'none'")
     data = {"pairs": ctx["run"]["data"] if ctx["run"] else [], "history_limit": PAGE_HISTORY}
     from markupsafe import Markup
 
