@@ -300,3 +300,44 @@ def test_rewriting_the_report_reuses_thumbnails(folders: dict[str, Path]) -> Non
     before = sorted(p.name for p in (folders["run"] / "report-files").iterdir())
     write_report(folders["run"])
     assert sorted(p.name for p in (folders["run"] / "report-files").iterdir()) == before
+
+
+@pytest.fixture(scope="module")
+def analysis_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders written by ``save()`` of a pathway, latent and sanity result on the tiny model."""
+    import torch
+
+    import accentuate as acc
+    from accentuate.analysis import cascading_randomization, latent_features, pathway_similarity
+    from cli_models import tiny
+
+    model = tiny()
+    quick = dict(steps=3, crops=2, canvas=32, generator=0)
+    seeds = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    root = tmp_path_factory.mktemp("analyses")
+    results = {
+        "pathway": pathway_similarity(model, 2, list(seeds[:2]), seeds[2:], feature_vis=0, **quick),
+        "latent": latent_features(model, list(seeds), acc.channel("conv2", 3), **quick),
+        "sanity": cascading_randomization(model, seeds[0], 0, every=2, **quick),
+    }
+    out = {}
+    for kind, res in results.items():
+        res.save(root / kind)
+        write_report(root / kind)
+        out[kind] = root / kind
+    return out
+
+
+@pytest.mark.parametrize("kind", ["pathway", "latent", "sanity"])
+def test_analysis_pages_show_plots_images_and_numbers(kind: str, browser: Any,
+                                                      analysis_folders: dict[str, Path]) -> None:
+    folder = analysis_folders[kind]
+    rows = json.loads((folder / f"{kind}.json").read_text())["rows"]
+    page = Page(browser, folder / REPORT)
+    section = f"#analysis-{kind}"
+    assert page.js(f"document.querySelectorAll('{section} svg.plot polyline').length") >= 1
+    assert page.js(f"document.querySelectorAll('{section} table.numbers tbody tr').length") == len(rows)
+    assert page.js(f"document.querySelector('{section} img.figure').naturalWidth") > 0
+    assert page.broken_images() == [] and page.console == []
+    _folder_requests(page, folder)
+    page.close()

@@ -318,10 +318,11 @@ def _sweep(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     gain = line_plot([Series("target gain / max gain", lams, [r.get("gain_norm") for r in swept], notes=notes)],
                      title="Target gain (normalized)" + (" with the class's rank" if notes else ""),
                      xlabel="lam (log scale)", ylabel="gain / max gain", xlog=True, band=band, hlines=hl)
-    dist_hl = [(free.get("pixel_rmse"), "#1f77b4", "lam = 0")] if free is not None else []
-    dist = line_plot([Series("pixel RMSE to the seed", lams, [r.get("pixel_rmse") for r in swept]),
+    dist_hl = [(free.get("pixel_rmse"), "#1f77b4", "pixel RMSE at lam = 0")] if free is not None else []
+    dist = line_plot([Series("pixel RMSE to the seed", lams, [r.get("pixel_rmse") for r in swept], colour="#1f77b4"),
                       Series("1 - SSIM to the seed", lams,
-                             [None if r.get("ssim_seed") is None else 1 - r["ssim_seed"] for r in swept])],
+                             [None if r.get("ssim_seed") is None else 1 - r["ssim_seed"] for r in swept],
+                             colour="#9467bd")],
                      title="Distance to the seed", xlabel="lam (log scale)", ylabel="distance", xlog=True,
                      band=band, hlines=dist_hl, ylim=(0, None))
     cols = [c for c in ("lam", "lam_effective", "value_after", "gain", "gain_norm", "rank", "prob", "pixel_rmse",
