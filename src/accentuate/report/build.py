@@ -199,7 +199,9 @@ def _seed_views(folder: Path, doc: dict[str, Any]) -> list[dict[str, Any] | None
         key = img.get("sha256") or str(path)
         canvas = img.get("canvas") or [512, 512]
         try:
-            seed = prepare_seeds(load_image(path), tuple(canvas))[0]
+            with warnings.catch_warnings():  # the run already said what reading the file needed
+                warnings.simplefilter("ignore")
+                seed = prepare_seeds(load_image(path), tuple(canvas))[0]
             full_name, _ = image_copy(folder, tensor_to_pil(seed), key, "seed", side=None)
             thumb, tsize = image_copy(folder, folder / full_name, key, "s")
             out.append({"full": file_url(full_name), "thumb": file_url(thumb), "w": tsize[0], "h": tsize[1]})
