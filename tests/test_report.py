@@ -341,3 +341,15 @@ def test_analysis_pages_show_plots_images_and_numbers(kind: str, browser: Any,
     assert page.broken_images() == [] and page.console == []
     _folder_requests(page, folder)
     page.close()
+
+
+def test_the_details_have_their_own_slider_in_step_with_the_grid(run_page: Page) -> None:
+    run_page.page.click("#card-0 button.open")
+    run_page.page.fill("#d-blend", "30")
+    run_page.page.dispatch_event("#d-blend", "input")
+    assert run_page.js("getComputedStyle(document.querySelector('#d-stack .over')).opacity") == "0.3"
+    assert run_page.js("document.getElementById('blend').value") == "30"
+    run_page.page.check("#d-mask")
+    assert run_page.js("document.getElementById('mask').checked") is True
+    assert run_page.js("getComputedStyle(document.querySelector('#d-rgba')).opacity") == "1"
+    assert run_page.broken_images() == [] and run_page.console == []

@@ -30,12 +30,20 @@
   function href(name) { return String(name).split("/").map(encodeURIComponent).join("/"); }
 
   // -- blend and mask ------------------------------------------------------------------------
-  var blend = $("blend"), mask = $("mask");
-  function applyBlend() { if (blend) root.style.setProperty("--blend", String(blend.value / 100)); }
-  function applyMask() { if (mask) document.body.classList.toggle("masked", mask.checked); }
-  if (blend) blend.addEventListener("input", applyBlend);
-  if (mask) mask.addEventListener("change", applyMask);
-  applyBlend(); applyMask();
+  // Two copies of each control (above the grid, and in the details); they stay in step.
+  var blends = [$("blend"), $("d-blend")].filter(Boolean), masks = [$("mask"), $("d-mask")].filter(Boolean);
+  function applyBlend(src) {
+    blends.forEach(function (b) { if (b !== src) b.value = src.value; });
+    root.style.setProperty("--blend", String(src.value / 100));
+  }
+  function applyMask(src) {
+    masks.forEach(function (m) { if (m !== src) m.checked = src.checked; });
+    document.body.classList.toggle("masked", src.checked);
+  }
+  blends.forEach(function (b) { b.addEventListener("input", function () { applyBlend(b); }); });
+  masks.forEach(function (m) { m.addEventListener("change", function () { applyMask(m); }); });
+  if (blends.length) applyBlend(blends[0]);
+  if (masks.length) applyMask(masks[0]);
 
   // -- sort and filter -----------------------------------------------------------------------
   var cards = grid ? Array.prototype.slice.call(grid.querySelectorAll(".card")) : [];
