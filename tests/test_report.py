@@ -125,6 +125,7 @@ def test_report_command_rebuilds_and_shows_what_is_missing(folders: dict[str, Pa
     html = (copy / REPORT).read_text("utf-8")
     assert "NaN in the gradient at step 3" in html and 'class="badge st-failed"' in html
     assert "not run" in html and dropped["image"].replace("<", "&lt;").replace(">", "&gt;") in html
+    assert "complete 2, failed 1, not run 1, total 4, resumed 0" in html  # counted from the pairs
 
 
 def test_report_command_errors_are_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,

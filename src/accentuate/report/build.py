@@ -287,7 +287,15 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
         explain = {"rows": rows, "panel": panel if panel and (folder / panel).exists() else None,
                    "opacity": ex.get("opacity")}
     sheet = (doc.get("outputs") or {}).get("contact_sheet")
+    statuses = [c["status"] for c in cards]
+    counts = {st: statuses.count(st) for st in ("complete", "partial", "failed") if st in statuses}
+    counts.update({st: statuses.count(st) for st in sorted(set(statuses)) if st not in counts})
+    if missing:
+        counts["not run"] = len(missing)
+    counts["total"] = len(images) * len(targets)
+    counts["resumed"] = sum(1 for c in cards if c["resumed"])
     return {
+        "counts": counts,
         "doc": doc, "cards": cards, "data": data, "missing": missing,
         "skipped": doc.get("skipped_images") or [], "images": images, "targets": targets,
         "failed": [c for c in cards if c["status"] == "failed"],
