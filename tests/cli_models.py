@@ -80,3 +80,16 @@ def with_unused() -> nn.Module:
     model = WithUnused()
     model.accentuate_spec = tiny().accentuate_spec
     return model.eval()
+
+
+#: Class names with markup in them, to test that reports show them as text.
+XSS_LABELS = ("apple", "<script>alert(2)</script>", "cherry", "date", "crane", "fig")
+
+
+def xss() -> nn.Module:
+    """:func:`tiny` whose class 1 is named ``<script>alert(2)</script>``."""
+    model = tiny()
+    spec = model.accentuate_spec
+    model.accentuate_spec = ModelSpec(name="tiny", input_size=spec.input_size, normalize=None, labels=XSS_LABELS,
+                                      reg_layer="conv2", defaults=dict(spec.defaults))
+    return model

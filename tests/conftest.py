@@ -11,6 +11,9 @@ from torch import nn
 import accentuate as acc
 from accentuate.spec import ModelSpec
 
+#: The headless-Chromium fixture of the report tests (tests/browser.py).
+pytest_plugins = ["browser"]
+
 
 class TinyNet(nn.Module):
     """Conv net with an in-place ReLU (to test clone-on-capture) and a 4-class head."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .display import Display
 from .objectives import Objective
 from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
 from .settings import Settings
@@ -105,7 +106,7 @@ class History:
 
 
 @dataclass
-class Result:
+class Result(Display):
     """What :func:`accentuate.accentuate` returns.
 
     Attributes:

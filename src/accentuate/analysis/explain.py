@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..errors import ClassNameError
 from ..hooks import OUTPUT, ModelRunner
@@ -30,7 +31,7 @@ __all__ = ["Explanation", "choose_classes", "explain"]
 
 
 @dataclass
-class Explanation:
+class Explanation(Display):
     """What :func:`explain` returns.
 
     Attributes:

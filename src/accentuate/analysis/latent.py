@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
@@ -41,7 +42,7 @@ __all__ = ["Latent", "latent_features"]
 
 
 @dataclass
-class Latent:
+class Latent(Display):
     """One feature accentuated in a set of seeds.
 
     Attributes:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..images import SeedLike
 from ..metrics import ssim
@@ -31,7 +32,7 @@ __all__ = ["LeastChange", "least_change"]
 
 
 @dataclass
-class LeastChange:
+class LeastChange(Display):
     """What :func:`least_change` returns.
 
     Attributes:

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..hooks import OUTPUT, check_layers
 from ..objectives import Objective, as_objective
@@ -83,7 +84,7 @@ _LABEL = {
 
 
 @dataclass
-class Pathway:
+class Pathway(Display):
     """Per-layer correlations of each image kind with the natural images of a class.
 
     Attributes:

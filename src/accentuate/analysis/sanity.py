@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..hooks import check_layers
 from ..images import SeedLike
@@ -138,7 +139,7 @@ def _similarity(image: torch.Tensor, mask: torch.Tensor, ref_image: torch.Tensor
 
 
 @dataclass
-class Sanity:
+class Sanity(Display):
     """Result of cascading randomization.
 
     Attributes:

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..display import Display
 from ..engine import accentuate
 from ..images import SeedLike
 from ..metrics import pixel_rmse, ssim
@@ -158,7 +159,7 @@ def sensitive_region(
 
 
 @dataclass
-class Sweep:
+class Sweep(Display):
     """The record of a lambda sweep (one seed, one target).
 
     Attributes:

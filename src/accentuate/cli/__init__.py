@@ -41,7 +41,7 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "run", "explain", "layers", "classes")
+_COMMANDS = ("demo", "run", "explain", "layers", "classes", "report")
 
 _DESCRIPTION = """\
 Feature accentuation: change a photo so a chosen feature of a vision model rises,
@@ -54,6 +54,7 @@ examples:
   accentuate explain cat.jpg --top 3
   accentuate classes retriever
   accentuate layers
+  accentuate report accentuate-runs/20250101-120000
 
 `accentuate COMMAND --help` describes each command."""
 

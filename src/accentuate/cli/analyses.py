@@ -185,13 +185,20 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
-def _finish(result: Any, args: argparse.Namespace, started: float, **save_kw: Any) -> int:
+def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = None, **save_kw: Any) -> int:
+    from ..report import maybe_write_report, write_command_record
+    from .runner import device_record
+
     out = output_dir(args)
     try:
         written = result.save(out, **save_kw)
     except ImportError as e:  # no matplotlib: write the rest
         warnings.warn(f"{e}; the line plot was skipped", stacklevel=2)
         written = result.save(out, plot=False)
+    written.append(write_command_record(out, args.argv, args.command, time.perf_counter() - started,
+                                        device_record(model) if model is not None else None))
+    page = maybe_write_report(out)
+    written += [page] if page is not None else []
     print(result.to_markdown())
     if not args.quiet:
         names = ", ".join(p.name for p in written)
@@ -217,7 +224,7 @@ def run_pathway(args: argparse.Namespace) -> int:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
                                 layers=args.layers, generator=args.seed, **kw)
-    return _finish(result, args, started)
+    return _finish(result, args, started, model)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -241,7 +248,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     target = parse_target(args.target, model)
     result = lambda_sweep(model, args.seed_image, target, args.lams, num=args.num, lam_range=(lo, hi),
                           reference=not args.no_reference, batch=args.batch, generator=args.seed, **kw)
-    code = _finish(result, args, started)
+    code = _finish(result, args, started, model)
     if not result.region.found:
         print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
     return code
@@ -263,7 +270,7 @@ def run_latent(args: argparse.Namespace) -> int:
     target = parse_target(args.target, model)
     result = latent_features(model, args.seeds, target, canvas=canvas, batch=args.batch,
                              generator=args.seed, **kw)
-    return _finish(result, args, started, columns=args.columns)
+    return _finish(result, args, started, model, columns=args.columns)
 
 
 def run_sanity(args: argparse.Namespace) -> int:
@@ -279,4 +286,4 @@ def run_sanity(args: argparse.Namespace) -> int:
     result = cascading_randomization(model, args.seed_image, target, cascade=args.cascade, every=args.every,
                                      bn_stats=args.bn_stats, weights_seed=args.weights_seed,
                                      repeat=not args.no_repeat, generator=args.seed, **kw)
-    return _finish(result, args, started)
+    return _finish(result, args, started, model)

@@ -12,6 +12,7 @@ from ..analysis.explain import explain
 from ..outputs import figures
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import RunWriter, TargetInfo
+from ..report import maybe_write_report
 from ..spec import resolve_spec
 from .common import (
     UsageError,
@@ -140,10 +141,12 @@ def run(args: argparse.Namespace) -> int:
     writer.doc["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     if res.interrupted:
         writer.save("interrupted")
+        maybe_write_report(out)
         print(f"accentuate: interrupted at step {res.steps_done} of {steps}; wrote the partial state of "
               f"{len(entries)} pair(s) (marked \"partial\" in run.json) to {out}", file=sys.stderr)
         return 130
     writer.save("complete")
+    page = maybe_write_report(out)
     failed = [e for e in entries if e["status"] == "failed"]
     for e in failed:
         print(f"accentuate: warning: {e['target_label']} failed: {e['failed']}", file=sys.stderr)
@@ -155,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"results in {out}/")
         print(f"  panel:  {out / 'explain_panel.png'}")
         print(f"  record: {writer.path}")
+        if page is not None:
+            print(f"  report: {page}")
     if failed:
         print(f"accentuate: error: {len(failed)} of {len(entries)} class(es) failed (numerical trouble); "
               f"see run.json; rerun with another --seed or a lower --lr, e.g. "

@@ -328,6 +328,7 @@ def execute(plan: Plan) -> int:
     failed = [e for e in entries if e["status"] == "failed"]
     if interrupted:
         writer.save("interrupted")
+        _report(plan)
         finished = sum(1 for e in entries if e["status"] == "complete")
         print(f"accentuate: interrupted; wrote {finished} finished pair(s)"
               + (f" and the partial state of {partial} (marked \"partial\" in run.json)" if partial else "")
@@ -335,6 +336,7 @@ def execute(plan: Plan) -> int:
               file=sys.stderr)
         return 130
     writer.save("complete")
+    page = _report(plan)
     if not plan.quiet:
         print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
         for entry in entries:
@@ -344,6 +346,8 @@ def execute(plan: Plan) -> int:
             print(f"  contact sheet: {sheet}")
         print(f"  per pair: {per_pair_files(plan.frames, writer.doc['outputs'].get('mp4', False))}")
         print(f"  record:   {writer.path}")
+        if page is not None:
+            print(f"  report:   {page}")
     if failed:
         print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
               "see \"failed\" in run.json", file=sys.stderr)
@@ -364,6 +368,11 @@ def per_pair_files(frames: int, mp4: bool = False) -> str:
         if mp4:
             names.append("NAME.mp4")
     return ", ".join(names)
+def _report(plan: Plan) -> Path | None:
+    """``report.html`` in the output folder (skipped with a warning without Jinja2)."""
+    from ..report import maybe_write_report
+
+    return maybe_write_report(plan.out)
 
 
 def add_run_options(p: argparse.ArgumentParser, batch: bool = True) -> None:

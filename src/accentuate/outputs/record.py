@@ -38,6 +38,7 @@ from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective
 from ..result import Result
 from . import animation, figures
+from .history import pair_history
 from .io import atomic_write
 
 __all__ = [
@@ -401,6 +402,7 @@ class RunWriter:
                     "steps_done": int(res.steps_done),
                     "lam_effective": _num(res.lam_effective[a, b].item()),
                     "batch": batch_no,
+                    "history": pair_history(res.history, a, b),
                     "files": files,
                     "sha256": sums,
                     "settings_hash": self.key,

@@ -1,0 +1,488 @@
+"""Build ``report.html`` for an output folder of accentuate.
+
+The folder is read as it is on disk: ``run.json`` (``accentuate run``, ``demo`` and
+``explain``), the analyses' records (``sweep.json``, ``pathway.json``, ``latent.json``,
+``sanity.json``) and ``command.json`` (the command line of an analysis). The page is
+rendered by Jinja2 with autoescaping from the templates of this package; its CSS and
+JavaScript are inlined and allowed by their SHA-256 in a Content-Security-Policy
+that forbids every other script, style, connection and load from outside the
+page's own location (``'self'``; for ``file://`` pages Chromium counts every local
+file as ``'self'``; the page itself only ever names files inside its folder).
+Images are linked, not embedded: thumbnails and the seeds on their canvas are
+written to ``report-files/`` (see :mod:`accentuate.report.thumbs`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import warnings
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import AccentuateError
+from ..result import atomic_write
+from .svg import Series, line_plot
+from .thumbs import image_copy
+
+__all__ = [
+    "ANALYSES",
+    "REPORT",
+    "ReportError",
+    "ReportUnavailable",
+    "build_report",
+    "maybe_write_report",
+    "script_json",
+    "write_command_record",
+    "write_report",
+]
+
+#: The page's file name in an output folder.
+REPORT = "report.html"
+#: The analyses' records, in the order their sections appear.
+ANALYSES = ("sweep", "pathway", "latent", "sanity")
+#: History records per pair embedded in the page (the full history stays in run.json).
+PAGE_HISTORY = 40
+
+INSTALL_HINT = 'pip install "accentuate[report]"'
+
+
+class ReportUnavailable(AccentuateError, ImportError):
+    """Jinja2, which renders the report, is not installed."""
+
+
+class ReportError(AccentuateError, ValueError):
+    """The folder holds nothing a report can be made of."""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _environment() -> Any:
+    try:
+        import jinja2
+    except ImportError:
+        raise ReportUnavailable(f"report.html needs Jinja2, which is not installed; {INSTALL_HINT}") from None
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("accentuate.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2", "svg"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = fmt_num
+    env.filters["url"] = file_url
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f} %"
+    return env
+
+
+def _asset(name: str) -> str:
+    return resources.files("accentuate.report").joinpath("templates", name).read_text("utf-8")
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    """A number for a table cell: ``3.14``, ``0.00123``, ``1.2e+05``; ``""`` for ``None``.
+
+    Example:
+        >>> fmt_num(3.14159), fmt_num(None), fmt_num(12), fmt_num(float("nan"))
+        ('3.14', '', '12', 'nan')
+    """
+    if v is None or isinstance(v, bool):
+        return "" if v is None else str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e5 or abs(v) < 1e-3:
+            return f"{v:.{digits - 1}e}"
+        return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def file_url(name: str) -> str:
+    """A relative URL for a file name in the folder (every character that could end or
+    change the URL, such as ``:``, ``#``, ``?`` or a quote, percent-encoded).
+
+    Example:
+        >>> file_url("javascript:alert(1)"), file_url("a b/c#d.png")
+        ('javascript%3Aalert%281%29', 'a%20b/c%23d.png')
+    """
+    return quote(str(name).replace(os.sep, "/"), safe="/")
+
+
+def script_json(obj: Any) -> str:
+    """JSON for a ``<script type="application/json">`` block: ``<``, ``>``, ``&`` and the
+    line separators escaped, so no string inside can close the block (``</script>``).
+
+    Example:
+        >>> script_json({"a": "</script><b>"})
+        '{"a": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
+    """
+    text = json.dumps(obj, allow_nan=False, default=str)
+    for a, b in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                 ("\u2029", "\\u2029")):
+        text = text.replace(a, b)
+    return text
+
+
+def _clean(obj: Any) -> Any:
+    """``obj`` with non-finite floats as ``None`` (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise ReportError(f"cannot read {str(path)!r} ({e}); rerun the command that wrote it") from None
+    if not isinstance(doc, dict):
+        raise ReportError(f"{str(path)!r} is not an accentuate record (not a JSON object)")
+    return doc
+
+
+def _num(d: dict[str, Any] | None, k: str) -> float | None:
+    v = (d or {}).get(k)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+# -- the run (run.json) -------------------------------------------------------------------------
+def _round3(v: Any) -> Any:
+    return float(f"{v:.3g}") if isinstance(v, float) and math.isfinite(v) else v
+
+
+def _thin(h: dict[str, Any], limit: int = PAGE_HISTORY) -> dict[str, Any]:
+    """The history the page plots: at most ``limit`` records, 3 significant digits, and the
+    steps as ``[first, stride]`` when evenly spaced (else the list)."""
+    steps = h.get("step") or []
+    n = len(steps)
+    keep = list(range(n)) if n <= limit else sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    kept = [steps[i] for i in keep]
+    stride = kept[1] - kept[0] if len(kept) > 1 else 1
+    even = all(b - a == stride for a, b in zip(kept, kept[1:]))
+    out: dict[str, Any] = {"s": [kept[0], stride, len(kept)] if even and kept else kept, "even": even}
+    for src, dst in (("objective", "o"), ("distance", "d"), ("rank", "r")):
+        if src in h:
+            out[dst] = [_round3(h[src][i]) for i in keep]
+    return out
+
+
+def _seed_views(folder: Path, doc: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """Per seed image: a thumbnail and the seed on its canvas, copied into the report's folder."""
+    from ..errors import ImageError
+    from ..images import load_image, prepare_seeds, tensor_to_pil
+
+    out: list[dict[str, Any] | None] = []
+    cwd = Path(doc.get("cwd") or ".")
+    for img in doc.get("images", []):
+        path = Path(img.get("path", ""))
+        if not path.is_absolute():
+            path = cwd / path
+        key = img.get("sha256") or str(path)
+        canvas = img.get("canvas") or [512, 512]
+        try:
+            with warnings.catch_warnings():  # the run already said what reading the file needed
+                warnings.simplefilter("ignore")
+                seed = prepare_seeds(load_image(path), tuple(canvas))[0]
+            full_name, _ = image_copy(folder, tensor_to_pil(seed), key, "seed", side=None)
+            thumb, tsize = image_copy(folder, folder / full_name, key, "s")
+            out.append({"full": file_url(full_name), "thumb": file_url(thumb), "w": tsize[0], "h": tsize[1]})
+        except (ImageError, OSError, ValueError):
+            out.append(None)
+    return out
+
+
+def _pair_views(folder: Path, p: dict[str, Any]) -> dict[str, Any]:
+    files, sums = p.get("files") or {}, p.get("sha256") or {}
+    views: dict[str, Any] = {}
+    for kind, alpha in (("image", False), ("rgba", True)):
+        name = files.get(kind)
+        if not name or not (folder / name).exists():
+            continue
+        try:
+            thumb, size = image_copy(folder, folder / name, sums.get(kind) or name, kind[0], alpha=alpha)
+        except OSError:
+            continue
+        views[kind] = {"full": file_url(name), "thumb": file_url(thumb), "w": size[0], "h": size[1]}
+    return views
+
+
+def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    images = doc.get("images") or []
+    targets = doc.get("targets") or []
+    seeds = _seed_views(folder, doc)
+    cards: list[dict[str, Any]] = []
+    data: list[dict[str, Any]] = []
+    seen = set()
+    for p in doc.get("pairs") or []:
+        i, j = int(p.get("seed", 0)), int(p.get("target", 0))
+        seen.add((i, j))
+        b, a = p.get("before") or {}, p.get("after") or {}
+        vb, va = _num(b, "value"), _num(a, "value")
+        gain = va - vb if va is not None and vb is not None else None
+        dist = p.get("distance") or {}
+        views = _pair_views(folder, p)
+        tinfo = targets[j] if j < len(targets) else {}
+        # [kind, name, first 12 hex digits of the SHA-256, present]; the page makes the link.
+        files = [[k, n, (p.get("sha256") or {}).get(k, "")[:12], 1 if (folder / n).exists() else 0]
+                 for k, n in (p.get("files") or {}).items()]
+        card = {
+            "k": len(cards), "id": str(p.get("id", "")), "i": i, "j": j,
+            "image": str(p.get("image", "")), "target": str(p.get("target_label", "")),
+            "status": str(p.get("status", "")), "failed": p.get("failed"),
+            "value_name": tinfo.get("value_name", "value"),
+            "before": {"value": vb, "rank": b.get("rank"), "prob": _num(b, "prob")},
+            "after": {"value": va, "rank": a.get("rank"), "prob": _num(a, "prob")},
+            "gain": gain, "ssim": _num(dist, "ssim"), "rmse": _num(dist, "pixel_rmse"),
+            "seed": seeds[i] if i < len(seeds) else None, "views": views, "resumed": bool(p.get("resumed")),
+        }
+        cards.append(card)
+        data.append(_clean({
+            "id": card["id"], "i": i, "j": j, "img": card["image"], "tgt": card["target"],
+            "st": card["status"], "fail": card["failed"], "gain": gain, "vn": card["value_name"],
+            "b": [vb, b.get("rank"), _num(b, "prob")], "a": [va, a.get("rank"), _num(a, "prob")],
+            "ssim": card["ssim"], "rmse": card["rmse"], "reg": _num(dist, "reg_layer"),
+            "regname": dist.get("reg_layer_name"),
+            "steps": p.get("steps_used"), "done": p.get("steps_done"), "lam": p.get("lam_effective"),
+            "batch": p.get("batch"), "resumed": card["resumed"], "obj": p.get("objective"),
+            "t5b": [[t.get("name") or str(t.get("index")), _round3(t.get("prob"))] for t in b.get("top5") or []],
+            "t5a": [[t.get("name") or str(t.get("index")), _round3(t.get("prob"))] for t in a.get("top5") or []],
+            "h": _thin(p.get("history") or {}), "files": files,
+            "seed": card["seed"]["full"] if card["seed"] else None,
+            "acc": views.get("image", {}).get("full"), "rgba": views.get("rgba", {}).get("full"),
+            "gif": file_url((p.get("files") or {})["gif"]) if (p.get("files") or {}).get("gif") else None,
+            "fig": file_url((p.get("files") or {})["figure"]) if (p.get("files") or {}).get("figure") else None,
+        }))
+    missing = [{"image": images[i].get("name", "") if i < len(images) else str(i),
+                "target": targets[j].get("label", "") if j < len(targets) else str(j)}
+               for i in range(len(images)) for j in range(len(targets)) if (i, j) not in seen]
+    timings = doc.get("timings") or {}
+    explain = None
+    if doc.get("explain"):
+        ex = doc["explain"]
+        rows = []
+        for k, c in enumerate(ex.get("classes") or []):
+            hit: dict[str, Any] | None = next((cd for cd in cards if cd["j"] == k), None)
+            rows.append({"class": c, "name": (ex.get("names") or [None] * (k + 1))[k],
+                         "reason": (ex.get("reasons") or [""] * (k + 1))[k],
+                         "before": hit["before"] if hit else {}, "after": hit["after"] if hit else {}})
+        panel = (doc.get("outputs") or {}).get("explain_panel")
+        explain = {"rows": rows, "panel": panel if panel and (folder / panel).exists() else None,
+                   "opacity": ex.get("opacity")}
+    sheet = (doc.get("outputs") or {}).get("contact_sheet")
+    statuses = [c["status"] for c in cards]
+    counts = {st: statuses.count(st) for st in ("complete", "partial", "failed") if st in statuses}
+    counts.update({st: statuses.count(st) for st in sorted(set(statuses)) if st not in counts})
+    if missing:
+        counts["not run"] = len(missing)
+    counts["total"] = len(images) * len(targets)
+    counts["resumed"] = sum(1 for c in cards if c["resumed"])
+    return {
+        "counts": counts,
+        "doc": doc, "cards": cards, "data": data, "missing": missing,
+        "skipped": doc.get("skipped_images") or [], "images": images, "targets": targets,
+        "failed": [c for c in cards if c["status"] == "failed"],
+        "partial": [c for c in cards if c["status"] == "partial"],
+        "batches": timings.get("batches") or [], "timings": timings, "explain": explain,
+        "contact_sheet": sheet if sheet and (folder / sheet).exists() else None,
+        "columns": min(max(1, len(targets)), 6),
+    }
+
+
+# -- the analyses -------------------------------------------------------------------------------
+def _image_if(folder: Path, name: str) -> str | None:
+    return name if (folder / name).exists() else None
+
+
+def _sweep(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    rows = doc.get("rows") or []
+    region = doc.get("region") or {}
+    swept = [r for r in rows if (r.get("lam") or 0) > 0]
+    free = next((r for r in rows if r.get("lam") == 0), None)
+    lams = [r["lam"] for r in swept]
+    band = None
+    if region.get("low") is not None and region.get("high") is not None:
+        band = (region["low"], region["high"], f"sensitive region [{fmt_num(region['low'])}, {fmt_num(region['high'])}]")
+    hl = [(region.get("upper", 0.9), "#555555", f"{region.get('upper', 0.9):g}"),
+          (region.get("lower", 0.1), "#555555", f"{region.get('lower', 0.1):g}")]
+    if free is not None:
+        hl.append((free.get("gain_norm"), "#d62728", "lam = 0 (no regularizer)"))
+    notes = [f"#{r['rank']}" for r in swept] if swept and "rank" in swept[0] else None
+    gain = line_plot([Series("target gain / max gain", lams, [r.get("gain_norm") for r in swept], notes=notes)],
+                     title="Target gain (normalized)" + (" with the class's rank" if notes else ""),
+                     xlabel="lam (log scale)", ylabel="gain / max gain", xlog=True, band=band, hlines=hl)
+    dist_hl = [(free.get("pixel_rmse"), "#1f77b4", "pixel RMSE at lam = 0")] if free is not None else []
+    dist = line_plot([Series("pixel RMSE to the seed", lams, [r.get("pixel_rmse") for r in swept], colour="#1f77b4"),
+                      Series("1 - SSIM to the seed", lams,
+                             [None if r.get("ssim_seed") is None else 1 - r["ssim_seed"] for r in swept],
+                             colour="#9467bd")],
+                     title="Distance to the seed", xlabel="lam (log scale)", ylabel="distance", xlog=True,
+                     band=band, hlines=dist_hl, ylim=(0, None))
+    cols = [c for c in ("lam", "lam_effective", "value_after", "gain", "gain_norm", "rank", "prob", "pixel_rmse",
+                        "ssim_seed", "reg_distance") if any(c in r for r in rows)]
+    inside = [band is not None and r.get("lam", 0) > 0 and band[0] <= r["lam"] <= band[1] for r in rows]
+    return {"kind": "sweep", "title": f"Lambda sweep: {doc.get('target', '')}", "doc": doc, "plots": [gain, dist],
+            "columns": cols, "rows": rows, "highlight": inside, "region": region,
+            "image": _image_if(folder, "sweep_images.png"), "figure": _image_if(folder, "sweep.png")}
+
+
+def _pathway(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    rows = doc.get("rows") or []
+    kinds = list((doc.get("pairs") or {}).keys())
+    layers = [str(r.get("layer", "")) for r in rows]
+    ticks = [t.replace("blocks.", "b") for t in layers]
+    sd = doc.get("sd") or {}
+    plots = []
+    for which, title in (("pooled", "Pooled (channel means)"), ("unpooled", "Unpooled (C x H x W)")):
+        key = (lambda k: k) if which == "pooled" else (lambda k: f"{k}_unpooled")
+        series = [Series(f"{k} ({(doc.get('pairs') or {}).get(k, '?')} pairs)", list(range(len(rows))),
+                         [r.get(key(k)) for r in rows], sd=(sd.get(k) or {}).get(which),
+                         dashed=k != "accentuation") for k in kinds]
+        plots.append(line_plot(series, title=title, xlabel="layer (input to output)",
+                               ylabel="Pearson r with natural images", xcategories=ticks,
+                               hlines=[(0.0, "#000000", "")]))
+    cols = ["layer"] + [c for k in kinds for c in (k, f"{k}_unpooled")]
+    return {"kind": "pathway", "title": f"Pathway similarity: {doc.get('target', '')}", "doc": doc, "plots": plots,
+            "columns": cols, "rows": rows, "highlight": [False] * len(rows), "summary": doc.get("summary") or {},
+            "image": _image_if(folder, "pathway_images.png"), "figure": _image_if(folder, "pathway.png")}
+
+
+def _latent(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    rows = doc.get("rows") or []
+    gains = line_plot([Series("gain", list(range(1, len(rows) + 1)), [r.get("gain") for r in rows])],
+                      title="The feature's rise, sorted", xlabel="image (by rank)", ylabel="gain")
+    return {"kind": "latent", "title": f"Latent feature: {doc.get('target', '')}", "doc": doc, "plots": [gains],
+            "columns": ["rank", "seed", "value_before", "value_after", "gain", "mean_opacity"], "rows": rows,
+            "highlight": [False] * len(rows), "image": _image_if(folder, "latent.png"), "figure": None}
+
+
+def _sanity(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    rows = doc.get("rows") or []
+    depth_rows = [r for r in rows if isinstance(r.get("depth"), int)]
+    repeat = next((r for r in rows if not isinstance(r.get("depth"), int)), None)
+    names = {"image_ssim": "SSIM of the accentuation", "change_ssim": "SSIM of the change",
+             "mask_spearman": "Spearman of the opacity mask"}
+    colours = {"image_ssim": "#1f77b4", "change_ssim": "#d62728", "mask_spearman": "#2ca02c"}
+    series = [Series(names[k], list(range(len(depth_rows))), [r.get(k) for r in depth_rows], colour=colours[k])
+              for k in names if depth_rows and k in depth_rows[0]]
+    hl = [(repeat.get(k), colours[k], f"{names[k]}, original model rerun") for k in names
+          if repeat is not None and repeat.get(k) is not None]
+    ticks = [str(r.get("randomized down to", "")).replace("blocks.", "b") for r in depth_rows]
+    plot = line_plot(series, title="Similarity to the original accentuation (dotted: rerun, other crops)",
+                     xlabel="randomized from the top down to (cumulative)", ylabel="similarity",
+                     xcategories=ticks, hlines=hl, ylim=(None, 1.05))
+    cols = [c for c in ("depth", "randomized down to", "image_ssim", "change_ssim", "mask_spearman", "seed_ssim",
+                        "gain", "rank") if any(c in r for r in rows)]
+    return {"kind": "sanity", "title": f"Cascading randomization: {doc.get('target', '')}", "doc": doc,
+            "plots": [plot], "columns": cols, "rows": rows, "highlight": [r is repeat for r in rows],
+            "image": _image_if(folder, "sanity_images.png"), "figure": _image_if(folder, "sanity.png")}
+
+
+_ANALYSIS_BUILDERS = {"sweep": _sweep, "pathway": _pathway, "latent": _latent, "sanity": _sanity}
+
+
+# -- the page -----------------------------------------------------------------------------------
+def _context(folder: Path) -> dict[str, Any]:
+    run_path = folder / "run.json"
+    run = _run_context(folder, _read_json(run_path)) if run_path.exists() else None
+    analyses = [_ANALYSIS_BUILDERS[k](folder, _read_json(folder / f"{k}.json"))
+                for k in ANALYSES if (folder / f"{k}.json").exists()]
+    command = _read_json(folder / "command.json") if (folder / "command.json").exists() else None
+    if run is None and not analyses:
+        raise ReportError(
+            f"{str(folder)!r} holds no run.json and no analysis record ({', '.join(k + '.json' for k in ANALYSES)}); "
+            "give an output folder of accentuate run, explain, demo or an analysis")
+    head = run["doc"] if run is not None else (command or {})
+    if run is not None:
+        title = f"{head.get('subcommand', 'run')}: {len(run['images'])} image(s) x {len(run['targets'])} target(s)"
+    else:
+        title = " / ".join(a["title"] for a in analyses)
+    return {"folder": folder.name or str(folder), "run": run, "analyses": analyses, "head": head,
+            "command": command, "title": title,
+            "built": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def build_report(folder: str | os.PathLike) -> str:
+    """The HTML of the report for ``folder`` (thumbnails written to ``folder/report-files``).
+
+    Args:
+        folder: an output folder of ``accentuate run``, ``demo``, ``explain`` or an analysis.
+
+    Raises:
+        ReportUnavailable: Jinja2 is not installed.
+        ReportError: the folder holds no record.
+    """
+    env = _environment()
+    folder = Path(folder)
+    ctx = _context(folder)
+    css, js = _asset("report.css"), _asset("report.js")
+    csp = ("default-src 'none'; "
+           f"script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; "
+           "img-src 'self'; base-uri 'none'; form-action 'none'")
+    data = {"pairs": ctx["run"]["data"] if ctx["run"] else [], "history_limit": PAGE_HISTORY}
+    from markupsafe import Markup
+
+    return env.get_template("report.html.j2").render(
+        **ctx, csp=csp, css=Markup(css), js=Markup(js), data_json=Markup(script_json(data)))
+
+
+def write_report(folder: str | os.PathLike) -> Path:
+    """Write ``folder/report.html`` (atomically); returns its path. Raises as :func:`build_report`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(f"no such folder {str(folder)!r}; give an output folder of accentuate")
+    html = build_report(folder)
+    atomic_write(folder / REPORT, html.encode("utf-8"))
+    return folder / REPORT
+
+
+def maybe_write_report(folder: str | os.PathLike) -> Path | None:
+    """Write the report at the end of a command; never fails the command.
+
+    Without Jinja2 the report is skipped with a one-line warning that says how to
+    install it; any other problem becomes a one-line warning too.
+    """
+    try:
+        return write_report(folder)
+    except ReportUnavailable as e:
+        warnings.warn(f"{e}", stacklevel=2)
+    except Exception as e:  # noqa: BLE001 (the run's own files are written; the page is extra)
+        warnings.warn(f"report.html not written ({type(e).__name__}: {e}); "
+                      f"rebuild it with `accentuate report {folder}`", stacklevel=2)
+    return None
+
+
+def write_command_record(folder: str | os.PathLike, argv: Sequence[str], subcommand: str, seconds: float,
+                         device: dict[str, Any] | None = None) -> Path:
+    """Write ``command.json`` beside an analysis's record: the command line, versions, device
+    and time, which the analyses' own records do not hold (the report shows them at the top)."""
+    import shlex
+
+    from ..outputs.record import versions
+
+    doc = {"format": "accentuate-command/1", "command": "accentuate " + shlex.join(list(argv)),
+           "argv": list(argv), "subcommand": subcommand, "cwd": os.getcwd(), **(device or {}),
+           "versions": versions(), "platform": platform.platform(),
+           "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "timings": {"total_s": round(seconds, 3)}}
+    path = Path(folder) / "command.json"
+    atomic_write(path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+    return path
