@@ -404,3 +404,27 @@ def test_cli_reference_target_errors(tmp_path, monkeypatch, capsys, argv, patter
     import re
 
     assert re.search(pattern, err), err
+
+
+def test_docs_transformer_examples_run(clip_dir, tmp_path, monkeypatch):
+    """Every `accentuate run` example of docs/cli.md's transformer section runs (on a tiny CLIP
+    saved to a folder in place of the hub model), with few steps."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    section = text.split("## Transformers: token layers, heads, reference images, text", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [line for line in block.splitlines() if line.startswith("accentuate run")]
+    assert len(commands) >= 6
+    monkeypatch.chdir(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    for name in ("cat.jpg", "dog.jpg"):
+        Image.fromarray((torch.rand(40, 40, 3, generator=g) * 255).to(torch.uint8).numpy()).save(tmp_path / name)
+    fast = ["--steps", "2", "--crops", "2", "--canvas", "32", "--frames", "0", "--quiet"]
+    for k, cmd in enumerate(commands):
+        argv = shlex.split(cmd.replace("clip:openai/clip-vit-base-patch32", f"clip:{clip_dir}"))[1:]
+        assert main([*argv, *fast, "--out", f"run{k}"]) == 0, cmd
+        doc = json.loads((tmp_path / f"run{k}" / "run.json").read_text())
+        assert doc["status"] == "complete" and len(doc["targets"]) >= 1

@@ -72,7 +72,7 @@ class CLIPImage(nn.Module):
     size and no labels; its output is the embedding (a ``vector`` layout).
     """
 
-    def __init__(self, clip: nn.Module, tokenizer: Any = None, mean: Any = CLIP_MEAN, std: Any = CLIP_STD,
+    def __init__(self, clip: Any, tokenizer: Any = None, mean: Any = CLIP_MEAN, std: Any = CLIP_STD,
                  name: str = "clip") -> None:
         super().__init__()
         for attr in ("vision_model", "visual_projection", "text_model", "text_projection"):
@@ -82,7 +82,7 @@ class CLIPImage(nn.Module):
         self.visual_projection = clip.visual_projection
         # The text branch stays outside the module tree (its layers are not the image's), in a
         # tuple so that nn.Module does not register it.
-        self._text: tuple[nn.Module, nn.Module] = (clip.text_model, clip.text_projection)
+        self._text: tuple[Any, Any] = (clip.text_model, clip.text_projection)
         self.tokenizer = tokenizer
         vc = clip.config.vision_config
         size = int(vc.image_size)

@@ -127,12 +127,13 @@ def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[Target
             that does not fit the model (the message names the problem).
     """
     from ..clip import CLIPImage, clip_text
-    from ..objectives import like
+    from ..objectives import Objective, like
 
     out: list[TargetInfo] = []
     if args.like_layer and args.like_layer != OUTPUT:
         check_layers_run(model, [args.like_layer])  # a wrong name lists the closest ones
     for ref in args.like:
+        obj: Objective
         try:
             obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure)
         except ValueError as e:
