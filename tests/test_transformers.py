@@ -428,3 +428,30 @@ def test_docs_transformer_examples_run(clip_dir, tmp_path, monkeypatch):
         assert main([*argv, *fast, "--out", f"run{k}"]) == 0, cmd
         doc = json.loads((tmp_path / f"run{k}" / "run.json").read_text())
         assert doc["status"] == "complete" and len(doc["targets"]) >= 1
+
+
+def test_register_tokens_on_dinov2_with_registers():
+    """DINOv2 with 4 registers: 5 leading tokens (class + registers) before the patch grid."""
+    torch.manual_seed(0)
+    cfg = transformers.Dinov2WithRegistersConfig(image_size=28, patch_size=7, hidden_size=24, num_hidden_layers=2,
+                                                 num_attention_heads=3, mlp_ratio=2, num_register_tokens=4)
+    model = transformers.Dinov2WithRegistersModel(cfg).eval()
+    model.accentuate_spec = ModelSpec(name="tiny-dinov2-reg", input_size=(28, 28), normalize=None,
+                                      output="pooler_output", patch_size=7)
+    layer = "encoder.layer.1"
+    assert str({r.name: r.layout for r in acc.layers(model)}[layer]) == "tokens 5+4x4 x24"
+    reg = parse_target(f"{layer}:3@tok4", model)
+    assert reg.describe()["token"] == 4
+    h = parse_target(f"{layer}:head=2:7@tok1", model)
+    assert (h.layer, h.heads, h.token) == ("encoder.layer.1.attention.o_proj", 3, 1)
+    run = ModelRunner(model, model.accentuate_spec)
+    x = torch.rand(1, 3, 28, 28)
+    names = [layer, input_of(h.layer)]
+    acts = run(x, names)
+    lays = run.layouts(names)
+    assert float(reg(acts, lays)[0]) == pytest.approx(float(acts[layer][0, 4, 3]))
+    assert float(h(acts, lays)[0]) == pytest.approx(float(acts[input_of(h.layer)][0, 1, 2 * 8 + 7]))
+    with pytest.raises(UsageError, match=r"token 5 is out of range .*5 leading token\(s\) \(0..4\)"):
+        parse_target(f"{layer}:3@tok5", model)
+    with pytest.raises(UsageError, match=r"head 3 is out of range .*3 heads \(0..2\)"):
+        parse_target(f"{layer}:head=3", model)
