@@ -90,7 +90,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model", default=DEFAULT_MODEL, metavar="M",
         help=f"model to use (default: {DEFAULT_MODEL}, embedded); also torchvision:NAME, timm:NAME, "
-        "hf:NAME when installed, or module:function for your own factory returning an nn.Module",
+        "hf:NAME, clip:NAME or clip:FOLDER (CLIP's image branch) when installed, or module:function for "
+        "your own factory returning an nn.Module",
     )
     g.add_argument("--device", default="auto", metavar="DEV",
                    help="torch device: cpu, cuda, cuda:1, mps, or auto (default: cuda when available)")

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="accentuate images toward targets",
         description=fill(
             "Accentuate each IMAGE toward each target: change the photo so the target "
-            "(a class logit, a channel or a neuron) rises while the model's activations at the "
+            "(a class logit, a channel, a neuron, an attention head, a reference image or a text prompt) rises while the model's activations at the "
             "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
             "(alpha = where the target's gradient went), a figure and an animation, plus a "
             "contact sheet and run.json.",
