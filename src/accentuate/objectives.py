@@ -472,8 +472,8 @@ class Head(Objective):
         return {"kind": "head", "layer": self.layer, "head": self.head, "unit": self.unit, "heads": self.heads,
                 "token": self.token, "y": self.y, "x": self.x,
                 "label": f"{self.layer}:head={self.head}{unit}{where}",
-                "slug_text": f"{self.layer}-h{self.head}" + ("" if self.unit is None else f"u{self.unit}")
-                + where.replace("@", "-").replace(",", "x"),
+                "slug_text": f"head{self.head}" + ("" if self.unit is None else f"u{self.unit}")
+                + where.replace("@", "-").replace(",", "x") + "-" + _tail(self.layer, projection=True),
                 "value_name": "head unit mean" if self.unit is not None else "head output RMS"}
 
     def __repr__(self) -> str:
@@ -483,6 +483,22 @@ class Head(Objective):
         elif self.y is not None:
             extra += f", y={self.y}, x={self.x}"
         return f"Head({self.layer}, {self.head}{extra}, heads={self.heads})"
+
+
+def _tail(layer: str, projection: bool = False) -> str:
+    """The last two dotted parts of a layer name, for short file names (``layers.1`` of
+    ``vision_model.encoder.layers.1``); with ``projection``, of its block (the attention output
+    projection's own parts dropped)."""
+    parts = layer.split(".")
+    if projection:
+        for p in sorted(_PROJECTIONS, key=len, reverse=True):
+            n = p.count(".") + 1
+            if ".".join(parts[-n:]) == p:
+                parts = parts[:-n]
+                if parts and parts[-1] in ("attention", "self_attn", "attn"):
+                    parts = parts[:-1]
+                break
+    return ".".join(parts[-2:]) or layer
 
 
 def _pooled(lay: Layout, t: torch.Tensor, pool: str) -> torch.Tensor:
@@ -535,7 +551,7 @@ class Like(Objective):
     def describe(self) -> dict[str, Any]:
         return {"kind": "like", "layer": self.layer, "reference": self.name, "pool": self.pool,
                 "measure": self.measure, "label": f"like {self.name} at {self.layer} ({self.pool}, {self.measure})",
-                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{self.layer}",
+                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{_tail(self.layer)}",
                 "value_name": f"{self.measure} to reference"}
 
     def __repr__(self) -> str:
