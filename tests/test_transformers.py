@@ -339,6 +339,7 @@ def test_clip_loads_from_a_saved_folder(clip_dir, tmp_path):
     assert isinstance(model, acc.CLIPImage) and model.tokenizer is not None
     spec = model.accentuate_spec
     assert spec.input_size == (SIZE, SIZE) and spec.patch_size == PATCH and spec.labels is None
+    assert spec.reg_layer == "vision_model.encoder.layers.0"  # the block a third of the way (2 // 3 - 1 -> 0)
     names = {r.name: r.layout for r in acc.layers(model)}
     assert str(names["vision_model.encoder.layers.1"]) == "tokens 1+4x4 x32"
     assert not any(n.startswith("text_model") for n in dict(model.named_modules()))  # only the image branch
@@ -362,7 +363,7 @@ def test_clip_text_toward_rises_and_away_falls(clip_dir, photo):
     assert float(res.before["value"][0, 1]) == pytest.approx(-float(cos), abs=1e-6)
     assert float(res.after["value"][0, 0]) > float(cos)  # the cosine to the prompt rose
     assert -float(res.after["value"][0, 1]) < float(cos)  # and fell, away from it
-    assert away.describe()["label"] == "text away from 'a photo of a dog'"
+    assert away.describe()["label"] == "text 'a photo of a dog' (away)"
     # Heads and reference images work on CLIP's layers too.
     h = acc.head("vision_model.encoder.layers.1", 2, model=model)
     assert (h.layer, h.heads) == ("vision_model.encoder.layers.1.self_attn.out_proj", 4)
@@ -386,7 +387,7 @@ def test_cli_text_and_like_targets(clip_dir, tmp_path, monkeypatch):
     kinds = [(t["kind"], t["label"]) for t in doc["targets"]]
     assert kinds == [("head", "vision_model.encoder.layers.1.self_attn.out_proj:head=1:2"),
                      ("like", "like ref.png at @output (mean, cosine)"),
-                     ("text", "text 'a photo of a dog'"), ("text", "text away from 'a cat'")]
+                     ("text", "text 'a photo of a dog'"), ("text", "text 'a cat' (away)")]
 
 
 @pytest.mark.parametrize("argv, pattern", [

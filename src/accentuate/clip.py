@@ -69,7 +69,9 @@ class CLIPImage(nn.Module):
         forward: ``(B, 3, S, S)`` normalized pixels -> ``(B, projection_dim)``.
 
     The wrapper's spec (``accentuate_spec``) has CLIP's input size, normalization and patch
-    size and no labels; its output is the embedding (a ``vector`` layout).
+    size and no labels; its output is the embedding (a ``vector`` layout). Its regularization
+    layer is the block output a third of the way through the vision tower
+    (``vision_model.encoder.layers.3`` of 12; a stated choice, not a calibrated one).
     """
 
     def __init__(self, clip: Any, tokenizer: Any = None, mean: Any = CLIP_MEAN, std: Any = CLIP_STD,
@@ -86,8 +88,11 @@ class CLIPImage(nn.Module):
         self.tokenizer = tokenizer
         vc = clip.config.vision_config
         size = int(vc.image_size)
+        # Regularize the residual stream after the block a third of the way through (layers.3 of
+        # 12), as the CNN default sits a third of the way through its blocks; not calibrated.
+        reg = f"vision_model.encoder.layers.{max(0, int(vc.num_hidden_layers) // 3 - 1)}"
         self.accentuate_spec = ModelSpec(name=name, input_size=(size, size), normalize=(tuple(mean), tuple(std)),
-                                         labels=None, patch_size=int(vc.patch_size))
+                                         labels=None, patch_size=int(vc.patch_size), reg_layer=reg)
         self.config = clip.config
         self.eval()
 

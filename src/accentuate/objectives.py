@@ -589,8 +589,8 @@ class Text(Objective):
         return -cos if self.away else cos
 
     def describe(self) -> dict[str, Any]:
-        label = (f"away from {self.prompt!r}" if self.away else repr(self.prompt))
-        return {"kind": "text", "prompt": self.prompt, "away": self.away, "label": f"text {label}",
+        label = f"text {self.prompt!r}" + (" (away)" if self.away else "")
+        return {"kind": "text", "prompt": self.prompt, "away": self.away, "label": label,
                 "slug_text": ("away-" if self.away else "text-") + self.prompt,
                 "value_name": "negative cosine to text" if self.away else "cosine to text"}
 
