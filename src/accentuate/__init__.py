@@ -51,12 +51,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "CLIPImage", "INPUT", "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History", "ImageError",
-    "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
+    "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Crops", "FourierParam", "History", "INPUT",
+    "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PhaseParam",
     "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
-    "apply_crops", "capture", "channel", "clip_text", "default_reg_layer", "direction", "find_class", "head", "head_projection", "heads_of", "image_files",
-    "imagenet_labels", "input_of", "layers", "least_change", "like", "load_clip", "load_image", "load_model", "logit", "make_param",
-    "model_state", "neuron", "photo", "prepare_seeds", "register_param", "resolve_spec", "sample_crops",
-    "search_classes", "to_alpha",
+    "apply_crops", "capture", "channel", "clip_text", "default_reg_layer", "direction", "find_class", "head",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
+    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "photo",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
 ]

@@ -7,6 +7,15 @@ is its :class:`~accentuate.layout.Layout` (conv ``nchw``, channels-last ``nhwc``
 ``tokens`` with leading class/register tokens, ``vector``), given with the
 activations: an objective never guesses it from the tensor.
 
+Kinds: :class:`Logit`; :class:`Channel` (mean over positions, the patch tokens of a token
+layer) and :class:`TokenChannel` (a leading token: the class token, a register);
+:class:`Neuron` (one grid position, a patch of a ViT); :class:`Head` (an attention head's
+output, read from the INPUT of the attention output projection, captured as
+``NAME@input``); :class:`Direction`; :class:`Like` (a reference image's pooled feature, see
+:func:`like`); :class:`Text` (a text prompt's embedding in CLIP's joint space, see
+:func:`accentuate.clip.clip_text`). An MLP hidden unit is a channel or neuron of the MLP's
+hidden layer (``...mlp.activation_fn`` in transformers' ViT, DINOv2 and CLIP).
+
 An objective also describes itself (:meth:`Objective.describe`: kind, label, layer,
 channel, position), which is what records and figures show; adding a kind of
 objective means adding one class here.
