@@ -364,6 +364,15 @@ def test_clip_text_toward_rises_and_away_falls(clip_dir, photo):
     assert float(res.after["value"][0, 0]) > float(cos)  # the cosine to the prompt rose
     assert -float(res.after["value"][0, 1]) < float(cos)  # and fell, away from it
     assert away.describe()["label"] == "text 'a photo of a dog' (away)"
+    # Moving the wrapper moves the text branch too; the text branch is left in its mode.
+    text_model = model._text[0]
+    text_model.train()
+    model.double()
+    assert text_model.embeddings.token_embedding.weight.dtype == torch.float64
+    again = acc.clip_text(model, "a photo of a dog")
+    assert text_model.training and all(m.training for m in text_model.modules())
+    assert torch.allclose(again.embedding, toward.embedding, atol=1e-5)
+    model.float()
     # Heads and reference images work on CLIP's layers too.
     h = acc.head("vision_model.encoder.layers.1", 2, model=model)
     assert (h.layer, h.heads) == ("vision_model.encoder.layers.1.self_attn.out_proj", 4)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import ModelNameError
+from .hooks import model_state
 from .objectives import Text
 from .spec import ModelSpec
 
@@ -96,6 +97,13 @@ class CLIPImage(nn.Module):
         self.config = clip.config
         self.eval()
 
+    def _apply(self, fn: Any, recurse: bool = True) -> CLIPImage:
+        """``.to()``, ``.cuda()``, ``.double()``, ... move the text branch along with the image branch."""
+        super()._apply(fn, recurse)
+        for m in self._text:
+            m._apply(fn, recurse)
+        return self
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.vision_model(pixel_values=pixel_values)
         return self.visual_projection(out.pooler_output)
@@ -105,7 +113,7 @@ class CLIPImage(nn.Module):
         """The text embedding ``(projection_dim,)`` of ``prompt`` (with the tokenizer) or of
         ``input_ids`` (``(L,)`` or ``(1, L)`` token ids), without autograd, in eval mode."""
         text_model, projection = self._text
-        device = next(self.parameters()).device
+        device = next(text_model.parameters()).device  # moved with the image branch (see _apply)
         if input_ids is None:
             if prompt is None:
                 raise ValueError("give a prompt or input_ids")
@@ -123,16 +131,10 @@ class CLIPImage(nn.Module):
             if input_ids.dim() != 2 or input_ids.shape[0] != 1:
                 raise ValueError(f"input_ids must be (L,) or (1, L) token ids; got shape {tuple(input_ids.shape)}")
             mask = None
-        was = [(m, m.training) for m in (text_model, projection)]
-        text_model.to(device).eval()
-        projection.to(device).eval()
-        try:
+        with model_state(text_model), model_state(projection):  # eval mode, flags restored after
             out = text_model(input_ids=input_ids.to(device),
                              attention_mask=None if mask is None else mask.to(device))
             return projection(out.pooler_output)[0].float()
-        finally:
-            for m, t in was:
-                m.train(t)
 
 
 def clip_text(model: nn.Module, prompt: str | None = None, away: bool = False, *,
