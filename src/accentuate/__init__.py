@@ -19,6 +19,7 @@ from importlib.metadata import version as _version
 
 from .analysis.leastchange import LeastChange, least_change
 from .augment import Crops, apply_crops, sample_crops
+from .clip import CLIPImage, clip_text, load_clip
 from .engine import Accentuator, accentuate
 from .errors import (
     AccentuateError,
@@ -30,12 +31,12 @@ from .errors import (
     OutputError,
     UsageError,
 )
-from .hooks import OUTPUT, LayerInfo, ModelRunner, capture, layers, model_state
+from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, input_of, layers, model_state
 from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
 from .models import load as load_model
-from .objectives import Objective, channel, direction, logit, neuron
+from .objectives import Objective, channel, direction, head, head_projection, heads_of, like, logit, neuron
 from .opacity import to_alpha
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
 from .photos import PHOTOS, photo
@@ -50,12 +51,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "AccentuateError", "Accentuator", "ClassNameError", "Crops", "FourierParam", "History", "ImageError",
-    "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
+    "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Crops", "FourierParam", "History", "INPUT",
+    "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PhaseParam",
     "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
-    "apply_crops", "capture", "channel", "default_reg_layer", "direction", "find_class", "image_files",
-    "imagenet_labels", "layers", "least_change", "load_image", "load_model", "logit", "make_param",
-    "model_state", "neuron", "photo", "prepare_seeds", "register_param", "resolve_spec", "sample_crops",
-    "search_classes", "to_alpha",
+    "apply_crops", "capture", "channel", "clip_text", "default_reg_layer", "direction", "find_class", "head",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
+    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "photo",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
 ]

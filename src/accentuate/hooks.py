@@ -34,12 +34,27 @@ if TYPE_CHECKING:
     from .spec import ModelSpec
 
 __all__ = [
-    "Capture", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor", "layers",
-    "model_state",
+    "Capture", "INPUT", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor",
+    "input_of", "layers", "model_state",
 ]
 
 #: Pseudo layer name for the model's (extracted) output, read by logit objectives.
 OUTPUT = "@output"
+
+#: Suffix of a capture name that reads a module's INPUT (its first tensor argument)
+#: instead of its output: ``"layers.3.attention.o_proj@input"`` is what enters the
+#: attention output projection, the per-head context (see :func:`input_of`).
+INPUT = "@input"
+
+
+def input_of(name: str) -> str:
+    """The capture name of module ``name``'s input: ``input_of("a.o_proj") == "a.o_proj@input"``."""
+    return name if name.endswith(INPUT) else name + INPUT
+
+
+def _split_input(name: str) -> tuple[str, bool]:
+    """``(module name, is an input capture)`` of a capture name."""
+    return (name[: -len(INPUT)], True) if name.endswith(INPUT) else (name, False)
 
 
 def first_tensor(value: object) -> torch.Tensor | None:
@@ -73,6 +88,7 @@ def check_layers(model: nn.Module, names: Iterable[str]) -> None:
     for name in names:
         if name == OUTPUT:
             continue
+        name = _split_input(name)[0]
         if name not in modules or name == "":
             close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
             hint = f"closest: {', '.join(close)}" if close else "no similar names"
@@ -157,16 +173,36 @@ class Capture:
 
         return hook
 
+    def _pre_hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], None]:
+        """A forward pre-hook keeping the module's input (its first tensor argument) as ``name``."""
+
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            t = first_tensor(args)
+            if t is None:
+                t = first_tensor(kwargs)
+            if t is None or self._trace:
+                return
+            self.outputs[name] = t.clone()
+            if self._stop_at is not None and self._stop_at.issubset(self.outputs):
+                raise _Stop
+
+        return hook
+
 
 @contextmanager
 def capture(
-    model: nn.Module, names: Iterable[str], stop_at: Iterable[str] | None = None, trace: bool = False
+    model: nn.Module, names: Iterable[str], stop_at: Iterable[str] | None = None, trace: bool = False,
+    inputs: Iterable[str] = (),
 ) -> Iterator[Capture]:
     """Hook the named layers of ``model`` for the duration of the block.
 
     Args:
         model: any module.
-        names: dotted ``named_modules()`` paths (``OUTPUT`` is ignored here).
+        names: dotted ``named_modules()`` paths (``OUTPUT`` is ignored here). A name
+            ending in :data:`INPUT` (``"a.o_proj@input"``, see :func:`input_of`) captures
+            that module's input instead of its output, as ``inputs`` does.
+        inputs: module names whose INPUT (the first tensor argument) is captured, with a
+            forward pre-hook, as ``capture[input_of(name)]``.
         stop_at: if given, :meth:`Capture.run` stops the forward pass as soon as all
             these layers have produced output (their later layers never run).
         trace: record only the completion order and shapes (``Capture.events``).
@@ -177,15 +213,23 @@ def capture(
         ...     _ = cap.run(net, torch.randn(1, 3, 8, 8))
         >>> bool((cap["0"] < 0).any())  # the in-place ReLU did not touch our copy
         True
+        >>> with capture(net, [], inputs=["1"]) as cap:  # what enters the ReLU
+        ...     _ = cap.run(net, torch.randn(1, 3, 8, 8))
+        >>> tuple(cap["1@input"].shape)
+        (1, 4, 6, 6)
     """
-    names = [n for n in dict.fromkeys(names) if n != OUTPUT]
+    names = [n for n in dict.fromkeys([*names, *(input_of(i) for i in inputs)]) if n != OUTPUT]
     check_layers(model, names)
     modules = dict(model.named_modules())
     cap = Capture(names, set(stop_at) if stop_at is not None else None, trace=trace)
     handles = []
     try:
         for name in names:
-            handles.append(modules[name].register_forward_hook(cap._hook(name)))
+            module, is_input = _split_input(name)
+            if is_input:
+                handles.append(modules[module].register_forward_pre_hook(cap._pre_hook(name), with_kwargs=True))
+            else:
+                handles.append(modules[name].register_forward_hook(cap._hook(name)))
         yield cap
     finally:
         for h in handles:
@@ -401,6 +445,12 @@ class ModelRunner:
         if shapes is None:
             check_layers(self.model, names)
             known = {r.name: r.shape for r in self.trace()}
+            inputs = [n for n in names if n.endswith(INPUT)]
+            if inputs:  # module inputs are not traced: one pass reads their shapes
+                with torch.no_grad():
+                    acts = self(torch.zeros((1, 3, *self.spec.input_size), device=self.device), inputs,
+                                logits=False)
+                known.update({n: tuple(acts[n].shape) for n in inputs})
             if OUTPUT in names:
                 known[OUTPUT] = tuple(self(torch.zeros((1, 3, *self.spec.input_size), device=self.device),
                                            logits=True)[OUTPUT].shape)

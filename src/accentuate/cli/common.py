@@ -8,7 +8,8 @@ the same option names, the same validation and the same errors:
 - :func:`add_accentuation_options` (``--reg-layer --lam --steps --lr --param --crops
   --crop-range --canvas --seed --until --out --quiet``) and :func:`accentuation_kwargs`,
   which turns them into keyword arguments of :func:`accentuate.accentuate`;
-- :func:`parse_target` for ``goldfish``, ``1``, ``blocks.5:20`` and ``blocks.5:20@3,4``;
+- :func:`parse_target` for ``goldfish``, ``1``, ``blocks.5:20``, ``blocks.5:20@3,4``,
+  ``layers.3:7@cls`` / ``@tok1`` and ``layers.3:head=2`` / ``layers.3:head=2:5``;
 - :func:`output_dir` for ``--out`` (default: a fresh ``accentuate-runs/YYYYmmdd-HHMMSS``).
 
 Mistakes in the input raise :class:`UsageError` (exit status 2).
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..errors import ClassNameError, LayerError, UsageError
 from ..hooks import check_layers
-from ..objectives import Objective, channel, direction, logit, neuron
+from ..objectives import Objective, channel, direction, head, logit, neuron
 
 __all__ = [
     "ArgumentParser",
@@ -90,7 +91,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model", default=DEFAULT_MODEL, metavar="M",
         help=f"model to use (default: {DEFAULT_MODEL}, embedded); also torchvision:NAME, timm:NAME, "
-        "hf:NAME when installed, or module:function for your own factory returning an nn.Module",
+        "hf:NAME, clip:NAME or clip:FOLDER (CLIP's image branch) when installed, or module:function for "
+        "your own factory returning an nn.Module",
     )
     g.add_argument("--device", default="auto", metavar="DEV",
                    help="torch device: cpu, cuda, cuda:1, mps, or auto (default: cuda when available)")
@@ -261,11 +263,20 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
             sys.path.remove(os.getcwd())
 
 
-_CHANNEL = re.compile(r"^(?P<layer>[^:@\s]+):(?P<c>-?\d+)(?:@(?P<y>-?\d+),(?P<x>-?\d+))?$")
+_CHANNEL = re.compile(
+    r"^(?P<layer>[^:@=\s]+):(?:(?P<c>-?\d+)|head=(?P<h>-?\d+)(?::(?P<u>-?\d+))?)"
+    r"(?:@(?:(?P<y>-?\d+),(?P<x>-?\d+)|(?P<cls>cls)|tok(?P<tok>-?\d+)))?$",
+    re.IGNORECASE,
+)
 #: ``LAYER:FILE.npy`` or ``LAYER:FILE.pt``: a direction in the layer's channel space, read from a file.
 _DIRECTION = re.compile(r"^(?P<layer>[^:@\s]+):(?P<path>.+\.(?:npy|pt|pth))$", re.IGNORECASE)
 #: Direction files larger than this are refused before reading (a vector has one entry per channel).
 _MAX_VECTOR_BYTES = 64 << 20
+
+#: The target forms, for error messages.
+TARGET_FORMS = ("a class name, a class index, LAYER:C (channel mean), LAYER:C@Y,X (neuron), LAYER:C@cls or "
+                "LAYER:C@tokI (leading token), LAYER:head=H or LAYER:head=H:U (attention head), or "
+                "LAYER:FILE.npy (a direction)")
 
 
 _LAYOUTS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -354,54 +365,47 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     """A target from the command line, resolved against ``model``.
 
     Forms: a class name (``goldfish``, case-insensitive; ``"golden retriever"``), a
-    class index (``1``), ``layer:channel`` (the channel's spatial mean),
-    ``layer:channel@y,x`` (one neuron), or ``layer:FILE.npy`` / ``layer:FILE.pt`` (a
-    direction: the dot product of the layer's activations with the unit vector read
-    from the file, averaged over positions; see :func:`read_vector`).
+    class index (``1``), ``layer:channel`` (the channel's mean over positions, the patch
+    tokens of a token layer), ``layer:channel@y,x`` (one neuron), ``layer:channel@cls`` or
+    ``layer:channel@tokI`` (channel of leading token 0 / I), ``layer:head=H`` or
+    ``layer:head=H:U`` (attention head H's output RMS, or its unit U, over the patch tokens;
+    ``layer`` is the attention output projection or a block containing one; ``@cls``,
+    ``@tokI`` and ``@y,x`` apply too), or ``layer:FILE.npy`` / ``layer:FILE.pt`` (a
+    direction: the dot product of the layer's activations with the unit vector read from
+    the file, averaged over positions; see :func:`read_vector`).
 
     Raises:
         ClassNameError: unknown (with the closest names) or ambiguous class name, or an
             index out of range.
         LayerError: a layer not in the model (with the closest names).
-        UsageError: an empty target, a negative channel or position, or a direction file
-            that is missing, unreadable, of the wrong length or not finite.
+        UsageError: an empty target, a channel, position, token, head or unit out of range
+            (the message names the valid range), or a direction file that is missing,
+            unreadable, of the wrong length or not finite.
     """
     t = str(text).strip()
     if not t:
-        raise UsageError("empty target; give a class name, a class index, layer:channel or layer:channel@y,x")
+        raise UsageError(f"empty target; give {TARGET_FORMS}")
     d = _DIRECTION.match(t)
     if d:
         layer = d.group("layer")
         vector = read_vector(d.group("path"), t)
-        shapes = check_layers_run(model, [layer])
+        layouts = check_layers_run(model, [layer])
         obj_d = direction(layer, vector)
         obj_d.source = Path(d.group("path")).name  # for labels and file names
         try:
-            obj_d.validate(shapes)
+            obj_d.validate(layouts)
         except ValueError as e:
             raise UsageError(f"target {t!r}: {e}; the vector needs one entry per channel "
                              f"(`accentuate layers` shows the layer's shape)") from None
         return obj_d
     m = _CHANNEL.match(t)
     if m:
-        layer, c = m.group("layer"), int(m.group("c"))
-        layouts = check_layers_run(model, [layer])
-        if c < 0:
-            raise UsageError(f"target {t!r}: the channel must be >= 0")
-        if m.group("y") is None:
-            obj: Objective = channel(layer, c)
-        else:
-            y, x = int(m.group("y")), int(m.group("x"))
-            if y < 0 or x < 0:
-                raise UsageError(f"target {t!r}: the position y,x must be >= 0")
-            obj = neuron(layer, c, y, x)
-        obj.validate(layouts)  # channel and position in range
-        return obj
+        return _layer_target(t, m, model)
     labels = _labels(model)
     if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):
         raise UsageError(
-            f"cannot read target {t!r}; use a class name, a class index, layer:channel "
-            "(e.g. blocks.5:20), layer:channel@y,x (e.g. blocks.5:20@3,4) or layer:FILE.npy (a direction)"
+            f"cannot read target {t!r}; use {TARGET_FORMS}, e.g. blocks.5:20, blocks.5:20@3,4, "
+            "layers.3:7@cls, layers.3:head=2, blocks.5:vector.npy"
         )
     if re.fullmatch(r"-?\d+", t):
         idx = int(t)
@@ -414,6 +418,53 @@ def parse_target(text: str, model: nn.Module) -> Objective:
             f"class name {t!r} given but the model has no class names; use a class index"
         )
     return logit(t).resolve(labels)
+
+
+def _layer_target(t: str, m: re.Match[str], model: nn.Module) -> Objective:
+    """The objective of a ``LAYER:...`` target (see :func:`parse_target`), validated on the model."""
+    layer = m.group("layer")
+    token = 0 if m.group("cls") else (int(m.group("tok")) if m.group("tok") is not None else None)
+    y = int(m.group("y")) if m.group("y") is not None else None
+    x = int(m.group("x")) if m.group("x") is not None else None
+    numbers = [("the channel", m.group("c")), ("the head", m.group("h")), ("the unit", m.group("u")),
+               ("the token", m.group("tok")), ("the position y,x", m.group("y")), ("the position y,x", m.group("x"))]
+    for what, v in numbers:
+        if v is not None and int(v) < 0:
+            raise UsageError(f"target {t!r}: {what} must be >= 0")
+    try:
+        if m.group("h") is not None:
+            check_layers(model, [layer])
+            obj: Objective = head(layer, int(m.group("h")), None if m.group("u") is None else int(m.group("u")),
+                                  model=model, y=y, x=x, token=token)
+            layouts = _input_layouts(model, obj.layers)
+        else:
+            layouts = check_layers_run(model, [layer])
+            c = int(m.group("c"))
+            if token is not None:
+                obj = channel(layer, c, token=token)
+            elif y is None:
+                obj = channel(layer, c)
+            else:
+                obj = neuron(layer, c, y, x)
+        obj.validate(layouts)  # channel, position, token, head and unit in range
+    except (LayerError, UsageError):
+        raise
+    except ValueError as e:
+        raise UsageError(f"target {t!r}: {e}") from None
+    return obj
+
+
+def _input_layouts(model: nn.Module, names: frozenset[str]) -> dict[str, Any]:
+    """Layouts of module inputs (``name@input``) for one input of the model's size."""
+    import warnings
+
+    from ..hooks import ModelRunner
+    from ..spec import resolve_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
+        spec = resolve_spec(model)
+    return ModelRunner(model, spec).layouts(sorted(names))
 
 
 def output_dir(args: argparse.Namespace, create: bool = True) -> Path:

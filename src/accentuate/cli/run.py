@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 from textwrap import fill
 
+from torch import nn
+
+from ..hooks import OUTPUT
 from ..images import IMAGE_SUFFIXES
 from ..outputs.record import TargetInfo
 from ..spec import resolve_spec
@@ -15,6 +18,7 @@ from .common import (
     accentuation_kwargs,
     add_accentuation_options,
     add_model_options,
+    check_layers_run,
     load_model_from_args,
     output_dir,
     parse_target,
@@ -29,10 +33,17 @@ examples:
   accentuate run cat.jpg --target blocks.5:20 blocks.5:20@7,7     (a channel, a neuron)
   accentuate run cat.jpg --target blocks.5:vec.npy                (a direction, from a file)
   accentuate run cat.jpg --target goldfish --model mymodels:build  (your factory)
+  accentuate run cat.jpg --model M -t layers.5:20@cls layers.5:head=3 layers.5:head=3:7
+  accentuate run cat.jpg --model M --like dog.jpg --like-pool mean   (look more like dog.jpg)
+  accentuate run cat.jpg --model clip:DIR --text "a photo of a dog" --away-from "a photo of a cat"
 
 Targets: a class name (case-insensitive; `accentuate classes QUERY` searches them), a
-class index, LAYER:CHANNEL, LAYER:CHANNEL@Y,X, or LAYER:FILE.npy / LAYER:FILE.pt (a
-direction: a vector with one entry per channel; `accentuate layers` lists layers).
+class index, LAYER:C (channel mean over positions / patch tokens), LAYER:C@Y,X (neuron),
+LAYER:C@cls or LAYER:C@tokI (a leading token), LAYER:head=H[:U] (an attention head's output,
+or its unit U; LAYER is the attention output projection or its block), or LAYER:FILE.npy /
+LAYER:FILE.pt (a direction: a vector with one entry per channel); `accentuate layers` lists
+layers. --like IMAGE: look more like IMAGE to the model (cosine of pooled features at
+--like-layer). --text / --away-from PROMPT: toward / away from a prompt (CLIP models).
 A file in a folder that cannot be read is skipped with a warning (listed in run.json).
 Rerunning with the same --out skips pairs that are complete. Exit status: 0 done,
 1 failed, 2 bad usage, 130 interrupted (Ctrl-C keeps what is finished; 143 for SIGTERM)."""
@@ -43,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run", help="accentuate images toward targets",
         description=fill(
             "Accentuate each IMAGE toward each target: change the photo so the target "
-            "(a class logit, a channel, a neuron or a direction) rises while the model's activations at the "
+            "(a class logit, a channel, a neuron, an attention head, a reference image or a text prompt) rises while the model's activations at the "
             "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
             "(alpha = where the target's gradient went), a figure and (unless --frames 0) an animation, plus a "
             "contact sheet and run.json.",
@@ -52,10 +63,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="seed image files or folders of them (one or more)")
-    p.add_argument("--target", "-t", nargs="+", action="extend", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL, LAYER:CHANNEL@Y,X or LAYER:FILE.npy|.pt "
-                   "(a direction) (several allowed)")
-    add_model_options(p)
+    p.add_argument("--target", "-t", nargs="+", action="extend", default=[], metavar="T",
+                   help="class name, class index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H, LAYER:head=H:U or LAYER:FILE.npy|.pt (a direction) (several allowed)")
+    g = p.add_argument_group("reference-image and text targets")
+    g.add_argument("--like", nargs="+", action="extend", default=[], metavar="IMAGE",
+                   help="a target per IMAGE: make the photo look more like IMAGE to the model")
+    g.add_argument("--like-layer", metavar="LAYER",
+                   help="layer whose features --like compares (default: the last token or feature-map "
+                   "layer; '@output' is the model's output, e.g. CLIP's image embedding)")
+    g.add_argument("--like-pool", choices=("cls", "mean"),
+                   help="feature of a layer: its class token or the mean of its patch positions "
+                   "(default: cls when the layer has a leading token, else mean)")
+    g.add_argument("--like-measure", choices=("cosine", "dot"), default="cosine",
+                   help="how features compare (default cosine)")
+    g.add_argument("--text", nargs="+", action="extend", default=[], metavar="PROMPT",
+                   help="a target per PROMPT: toward the prompt in CLIP's joint embedding (--model clip:...)")
+    g.add_argument("--away-from", nargs="+", action="extend", default=[], metavar="PROMPT",
+                   help="a target per PROMPT: away from the prompt (CLIP models)")    add_model_options(p)
     add_accentuation_options(p)
     add_run_options(p)
     p.set_defaults(func=run)
@@ -68,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"target {t!r} is an image file; put the images before --target")
     if not args.images:
         raise UsageError("no IMAGE given; e.g. accentuate run cat.jpg --target goldfish")
+    if (args.like_layer or args.like_pool) and not args.like:
+        raise UsageError("--like-layer and --like-pool apply to --like IMAGE targets; add --like IMAGE")
+    if not (args.target or args.like or args.text or args.away_from):
+        raise UsageError("no target given; use --target T (or --like IMAGE, --text PROMPT, --away-from PROMPT)")
+    for ref in args.like:
+        if not Path(ref).is_file():
+            raise UsageError(f"--like {ref!r}: image not found; give the path of a reference image")
     kw = accentuation_kwargs(args)
     paths = expand_paths(args.images)
     output_dir(args, create=False)
@@ -75,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     load_s = time.perf_counter() - t0
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
+    targets += reference_targets(args, model)
     spec = resolve_spec(model)
     settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
     skipped: list[dict[str, str]] = []
@@ -85,3 +118,40 @@ def run(args: argparse.Namespace) -> int:
                 frames=args.frames, model_load_s=load_s,
                 extra={"skipped_images": skipped} if skipped else {})
     return execute(plan)
+
+
+def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[TargetInfo]:
+    """The ``--like``, ``--text`` and ``--away-from`` targets, in that order.
+
+    Raises:
+        UsageError: a text target on a model that is not CLIP, or a reference layer or pool
+            that does not fit the model (the message names the problem).
+    """
+    from ..clip import CLIPImage, clip_text
+    from ..objectives import Objective, like
+
+    out: list[TargetInfo] = []
+    if args.like_layer and args.like_layer != OUTPUT:
+        check_layers_run(model, [args.like_layer])  # a wrong name lists the closest ones
+    for ref in args.like:
+        obj: Objective
+        try:
+            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure)
+        except ValueError as e:
+            if isinstance(e, UsageError):
+                raise
+            raise UsageError(f"--like {ref!r}: {e}") from None
+        out.append(TargetInfo(f"like:{ref}", obj))
+    prompts = [(p, False) for p in args.text] + [(p, True) for p in args.away_from]
+    if prompts and not isinstance(model, CLIPImage):
+        raise UsageError(f"--text and --away-from need a CLIP model (--model clip:NAME or clip:/saved/folder); "
+                         f"--model {args.model} is not one")
+    for prompt, away in prompts:
+        if not prompt.strip():
+            raise UsageError("an empty --text / --away-from prompt; give the text, e.g. \"a photo of a dog\"")
+        try:
+            obj = clip_text(model, prompt, away=away)
+        except ValueError as e:
+            raise UsageError(f"{'--away-from' if away else '--text'} {prompt!r}: {e}") from None
+        out.append(TargetInfo(("away:" if away else "text:") + prompt, obj))
+    return out

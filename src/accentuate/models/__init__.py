@@ -7,6 +7,8 @@ Other names are routed to optional integrations, imported only when asked for:
 - ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 - ``timm:NAME`` (e.g. ``timm:vit_small_patch16_224``),
 - ``hf:NAME`` (a Hugging Face image classifier),
+- ``clip:NAME`` or ``clip:/path/to/saved`` (a Hugging Face CLIP model's image branch, see
+  :mod:`accentuate.clip`),
 - ``package.module:function`` (your own factory returning an ``nn.Module``).
 """
 
@@ -164,6 +166,12 @@ def _huggingface(name: str) -> nn.Module:
     return model.eval()
 
 
+def _clip(name: str) -> nn.Module:
+    from ..clip import load_clip  # transformers is imported there, only when asked for
+
+    return load_clip(name)
+
+
 def _factory(path: str) -> nn.Module:
     module_name, _, func = path.partition(":")
     try:
@@ -186,6 +194,7 @@ _PREFIXES: dict[str, Callable[[str], nn.Module]] = {
     "torchvision": _torchvision,
     "timm": _timm,
     "hf": _huggingface,
+    "clip": _clip,
 }
 
 
