@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--text", nargs="+", action="extend", default=[], metavar="PROMPT",
                    help="a target per PROMPT: toward the prompt in CLIP's joint embedding (--model clip:...)")
     g.add_argument("--away-from", nargs="+", action="extend", default=[], metavar="PROMPT",
-                   help="a target per PROMPT: away from the prompt (CLIP models)")    add_model_options(p)
+                   help="a target per PROMPT: away from the prompt (CLIP models)")
+    add_model_options(p)
     add_accentuation_options(p)
     add_run_options(p)
     p.set_defaults(func=run)
