@@ -106,13 +106,31 @@ class ImageInfo:
 
 @dataclass
 class TargetInfo:
-    """A target of the run: what the user typed and the resolved objective."""
+    """A target of the run: what the user typed and the resolved objective.
+
+    ``settings`` holds the settings this target's pairs run with instead of the run's
+    (a manifest's ``lam``, ``steps``, ``reg_layer``, ``until`` columns; JSON values as
+    :meth:`Settings.to_dict` gives them). The same objective with other settings is
+    another target (another column of the contact sheet).
+    """
 
     text: str
     objective: Objective
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return describe_target(self.objective, self.text)
+        d = describe_target(self.objective, self.text)
+        if self.settings:
+            d["settings"] = dict(self.settings)
+            d["label"] = self.label()
+        return d
+
+    def label(self) -> str:
+        """The heading of this target: its label, and its own settings when it has any."""
+        base = str(describe_target(self.objective)["label"])
+        if not self.settings:
+            return base
+        return f"{base} ({', '.join(f'{k} {v}' for k, v in sorted(self.settings.items()))})"
 
 
 def seed_distances(res: Result) -> dict[str, torch.Tensor]:
@@ -186,9 +204,12 @@ class RunWriter:
         images: Sequence[ImageInfo],
         targets: Sequence[TargetInfo],
         video: bool = True,
+        pairs: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.out = Path(out)
         self.images, self.targets = list(images), list(targets)
+        # The pairs of the run (a manifest lists some of images x targets); None: all of them.
+        self.total = len(self.images) * len(self.targets) if pairs is None else len(set(pairs))
         # Occurrence number of each image's content among the images before it (same file twice).
         seen: dict[str, int] = {}
         self._nth = []
@@ -240,6 +261,8 @@ class RunWriter:
         The same file given twice counts its occurrences, so both copies are kept.
         """
         text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{self.targets[j].objective!r}"
+        if self.targets[j].settings:  # the target's own settings (a manifest row's lam, steps, ...)
+            text += "|" + json.dumps(self.targets[j].settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
@@ -317,7 +340,7 @@ class RunWriter:
                 if (i, j) in skip:
                     continue
                 stem = self._stems[(i, j)]
-                tinfo = describe_target(self.targets[j].objective, self.targets[j].text)
+                tinfo = self.targets[j].record()
                 failed = res.failed.get((a, b))
                 status = "failed" if failed else "partial" if res.interrupted else "complete"
 
@@ -437,7 +460,7 @@ class RunWriter:
             cells[(e["seed"], e["target"])] = (img, cap)
         seeds = [(im.name, figures.to_pil(im.tensor) if im.tensor is not None else None)
                  for im in self.images]
-        labels = [describe_target(t.objective)["label"] for t in self.targets]
+        labels = [t.label() for t in self.targets]
         sheet = figures.contact_sheet(seeds, labels, cells, title=title)
         atomic_write(self.out / "contact_sheet.png", figures.png_bytes(sheet))
         self.doc["outputs"]["contact_sheet"] = "contact_sheet.png"
@@ -454,7 +477,7 @@ class RunWriter:
         counts: dict[str, int] = {}
         for e in pairs:
             counts[e["status"]] = counts.get(e["status"], 0) + 1
-        counts["total"] = len(self.images) * len(self.targets)
+        counts["total"] = self.total
         counts["resumed"] = sum(1 for e in pairs if e.get("resumed"))
         self.doc["counts"] = counts
         atomic_write(self.path, (json.dumps(self.doc, indent=2, default=str) + "\n").encode())
