@@ -80,3 +80,18 @@ def with_unused() -> nn.Module:
     model = WithUnused()
     model.accentuate_spec = tiny().accentuate_spec
     return model.eval()
+
+
+def nan_on_dark() -> nn.Module:
+    """:func:`tiny` whose logits are NaN for a dark image (mean below 0.1): a run over a dark
+    seed fails numerically for real, and the other seeds are unaffected."""
+    model = tiny()
+    forward = model.forward
+
+    def maybe_nan(x: torch.Tensor) -> torch.Tensor:
+        out = forward(x)
+        dark = (x.mean(dim=(1, 2, 3)) < 0.1)[:, None]
+        return torch.where(dark, torch.full_like(out, float("nan")), out)
+
+    model.forward = maybe_nan  # type: ignore[method-assign]
+    return model

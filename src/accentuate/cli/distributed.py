@@ -32,7 +32,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,15 +138,20 @@ class Coordinator:
         return cls(ranks, PrefixStore(f"accentuate/{run_id}/{attempt}/", connect_store()))
 
     # -- the work ----------------------------------------------------------------------------
-    def publish(self, todo: Sequence[tuple[int, Sequence[tuple[int, int]]]], work: str) -> None:
+    def publish(self, todo: Sequence[tuple[int, Collection[tuple[int, int]]]], work: str) -> None:
         """Rank 0: the batches to do (index, pairs already complete in it) and the work's hash."""
         if self.store is not None:
-            self.store.set("work", json.dumps({"work": work, "todo": [[k, [list(p) for p in s]] for k, s in todo]}))
+            self.store.set("work", json.dumps({"work": work, "todo": [[k, [list(p) for p in sorted(s)]] for k, s in todo]}))
 
     def receive(self, work: str) -> list[tuple[int, set[tuple[int, int]]]]:
         """Other ranks: what rank 0 published (checked to be the same work)."""
         assert self.store is not None
-        self.store.wait(["work"], _dt.timedelta(seconds=PUBLISH_TIMEOUT_S))
+        deadline = time.monotonic() + PUBLISH_TIMEOUT_S
+        while not self.store.check(["work"]):  # polled: a signal (torchrun stopping the job) ends the wait
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank {self.ranks.rank} waited {PUBLISH_TIMEOUT_S:.0f} s for rank 0 to publish "
+                                   "the work; check rank 0's output")
+            time.sleep(0.1)
         doc = json.loads(self.store.get("work"))
         if doc["work"] != work:
             raise UsageError(f"rank {self.ranks.rank} has another work list than rank 0 (other images, targets or "
@@ -273,8 +278,8 @@ def merge_rank_records(writer: RunWriter, ranks: Ranks, verify: bool) -> dict[st
             if b.get("index") not in by_index:
                 batches.append(b)
                 by_index.add(b.get("index"))
-        summary.append({k: doc.get(k) for k in ("rank", "host", "pid", "device", "device_name", "threads",
-                                                 "cuda_peak_memory_bytes", "busy_s")}
+        keys = ("rank", "host", "pid", "device", "device_name", "threads", "cuda_peak_memory_bytes", "busy_s")
+        summary.append({k: doc[k] for k in keys if doc.get(k) is not None}
                        | {"batches": len(doc.get("batches", [])), "pairs": len(doc.get("pairs", []))})
     writer.doc["timings"]["batches"] = sorted(batches, key=lambda b: b.get("index", -1))
     return {"world_size": ranks.world, "ranks": sorted(summary, key=lambda s: s["rank"])}

@@ -246,7 +246,8 @@ def _with_tick(update: Callable[[int, int], None], tick: Callable[[], None],
 def _pair_line(e: dict[str, Any]) -> str:
     a, b = e["after"], e["before"]
     if a.get("rank") is not None:
-        nums = f"rank {b['rank']} -> {a['rank']}, p {b['prob']:.3f} -> {a['prob']:.3f}"
+        p0, p1 = (f"{v:.3f}" if v is not None else "n/a" for v in (b["prob"], a["prob"]))  # None: not finite
+        nums = f"rank {b['rank']} -> {a['rank']}, p {p0} -> {p1}"
     else:
         nums = f"value {b['value']:.3g} -> {a['value']:.3g}"
     flag = "" if e["status"] == "complete" else f"  [{e['status']}]"
@@ -421,6 +422,8 @@ def execute(plan: Plan) -> int:
               file=sys.stderr)
         return 130
     writer.save("complete")
+    if ranks.distributed:
+        clear_rank_records(plan.out)  # run.json holds every pair now
     if not plan.quiet:
         print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
         for entry in entries:

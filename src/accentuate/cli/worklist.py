@@ -297,8 +297,8 @@ def _blocks(pairs: list[tuple[int, int]], by_image: bool) -> list[tuple[list[int
     for a, bs in groups.items():
         blocks.setdefault(tuple(sorted(set(bs))), []).append(a)
     out = []
-    for bs, as_ in blocks.items():
-        out.append((as_, list(bs)) if by_image else (list(bs), as_))
+    for others, firsts in blocks.items():
+        out.append((firsts, list(others)) if by_image else (list(others), firsts))
     return out
 
 

@@ -162,7 +162,7 @@ def _num(x: Any) -> float | None:
 
 
 def _top(entries: list[tuple[int, str | None, float]]) -> list[dict[str, Any]]:
-    return [{"index": c, "name": name, "prob": round(p, 6)} for c, name, p in entries]
+    return [{"index": c, "name": name, "prob": _num(round(p, 6))} for c, name, p in entries]  # JSON: no NaN
 
 
 def _numbers(d: dict[str, torch.Tensor], a: int, b: int, cls: int | None, top: list) -> dict[str, Any]:
@@ -418,12 +418,12 @@ class RunWriter:
         line1 = f"{vn} {_fmt(before['value'])} -> {_fmt(after['value'])}"
         if after["rank"] is not None:
             line1 += f"     rank {before['rank']} -> {after['rank']}"
-            line1 += f"     probability {before['prob']:.3f} -> {after['prob']:.3f}"
+            line1 += f"     probability {_fmt(before['prob'])} -> {_fmt(after['prob'])}"  # None: not finite
         lines = [line1]
         if before["top5"] and after["top5"]:
             tb, ta = before["top5"][0], after["top5"][0]
-            lines.append(f"model's top class: before {tb['name'] or tb['index']} ({tb['prob']:.2f}),"
-                         f"  after {ta['name'] or ta['index']} ({ta['prob']:.2f})")
+            lines.append(f"model's top class: before {tb['name'] or tb['index']} ({_fmt(tb['prob'], 2)}),"
+                         f"  after {ta['name'] or ta['index']} ({_fmt(ta['prob'], 2)})")
         reg = dist["reg_layer_name"]
         parts = [f"pixel RMSE {_fmt(dist['pixel_rmse'])}", f"SSIM {_fmt(dist['ssim'])}"]
         if dist["reg_layer"] is not None and reg not in ("none", "pixel"):
@@ -452,7 +452,7 @@ class RunWriter:
             except (OSError, KeyError):
                 continue
             if e["after"].get("rank") is not None:
-                cap = f"rank {e['before']['rank']} -> {e['after']['rank']}, p {e['after']['prob']:.2f}"
+                cap = f"rank {e['before']['rank']} -> {e['after']['rank']}, p {_fmt(e['after']['prob'], 2)}"
             else:
                 cap = f"value {_fmt(e['before']['value'])} -> {_fmt(e['after']['value'])}"
             if e["status"] != "complete":
