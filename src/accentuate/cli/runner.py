@@ -373,7 +373,7 @@ def execute(plan: Plan) -> int:
                     merge_rank_records(writer, ranks, verify=False)  # a live run.json for the whole job
                 writer.save("running")
                 tick(coord.done())
-        if ranks.distributed:
+        if ranks.distributed and not interrupted:
             write_rank_record(writer, ranks, rank_info)
             coord.finish()
             if lead:
