@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
               "| --batch | batches | wall s | s per pair (optimization) | relative to B = 1 |", "|---:|---:|---:|---:|---:|"]
     size_rows = rows[2:]
     ref = figures(size_rows[0][1], size_rows[0][2])[3] if size_rows else 1.0
-    for (label, wall, doc), b in zip(size_rows, args.sizes):
+    for (_label, wall, doc), b in zip(size_rows, args.sizes):
         cost = figures(wall, doc)[3]
         lines.append(f"| {b} | {len(doc['timings']['batches'])} | {wall:.1f} | {cost:.2f} | {cost / ref:.2f} |")
     lines.append("")

@@ -189,3 +189,50 @@ def test_devices_autocast_and_channels_last_reach_the_settings(work: Path, capsy
         assert "CUDA is not available here" in capsys.readouterr().err
     assert main(["run", "photos/a.png", "--target", "apple", "--device", "tpu", *FAST]) == 2
     assert "is not a torch device" in capsys.readouterr().err
+
+
+# -- explain ROOT --misclassified ----------------------------------------------------------
+
+def test_explain_misclassified_finds_exactly_the_wrong_ones(work: Path, capsys: pytest.CaptureFixture) -> None:
+    import accentuate as acc
+    from accentuate.analysis.misclassified import classify
+    from accentuate.images import load_image, prepare_seeds
+
+    model = acc.load_model("cli_models:tiny")
+    labels = model.accentuate_spec.labels
+    made = []
+    for k in range(6):
+        path = _photo(work / f"x{k}.png", phase=0.7 * k, scale=0.6 + 0.08 * k)
+        made.append(path)
+    seeds = [prepare_seeds(load_image(p), 48)[0] for p in made]
+    pred = classify(model, model.accentuate_spec, seeds).argmax(1).tolist()
+    wrong = next(c for c in range(4) if c != pred[0])
+    wrong_class = labels[wrong]
+    root = work / "val"
+    for k, (path, c) in enumerate(zip(made, pred)):
+        # folders named by class name, or by index where the name is ambiguous ("crane" is two classes)
+        name = labels[c] if labels.count(labels[c]) == 1 else str(c)
+        folder = root / (wrong_class if k == 0 else name)  # x0 is filed under a wrong class on purpose
+        folder.mkdir(parents=True, exist_ok=True)
+        path.rename(folder / path.name)
+    rc = main(["explain", "val", "--misclassified", "--out", "out", *FAST])
+    assert rc == 0, capsys.readouterr().err
+    doc = _record(work / "out")
+    mis = doc["misclassified"]
+    assert mis["images"] == 6 and mis["wrong"] == 1
+    assert [(m["image"], m["true"], m["predicted"]) for m in mis["mistakes"]] == [
+        (f"{wrong_class}/x0.png", wrong_class, labels[pred[0]])]
+    assert doc["counts"]["complete"] == 2 and doc["counts"]["total"] == 2  # predicted and true class
+    assert {p["target_label"].split(" (")[0] for p in doc["pairs"]} == {wrong_class, labels[pred[0]]}
+    (conf,) = mis["confusions"]
+    assert conf["count"] == 1 and conf["true"] == wrong_class and (work / "out" / conf["panel"]).is_file()
+
+
+def test_explain_misclassified_bad_tree(work: Path, capsys: pytest.CaptureFixture) -> None:
+    (work / "val" / "durian").mkdir(parents=True)
+    _photo(work / "val" / "durian" / "d.png")
+    assert main(["explain", "val", "--misclassified", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "folder" in err and "durian" in err and "rename the folder" in err
+    assert main(["explain", "photos/a.png", "--misclassified", *FAST]) == 2
+    assert "is not a folder" in capsys.readouterr().err
