@@ -236,3 +236,22 @@ def test_explain_misclassified_bad_tree(work: Path, capsys: pytest.CaptureFixtur
     assert "folder" in err and "durian" in err and "rename the folder" in err
     assert main(["explain", "photos/a.png", "--misclassified", *FAST]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_explain_misclassified_on_the_bundled_photos(work: Path, capsys: pytest.CaptureFixture) -> None:
+    """The embedded model over a labelled tree of the bundled photos, the cat filed under espresso on purpose."""
+    import shutil
+
+    import accentuate as acc
+
+    for folder, name in (("espresso", "coffee"), ("espresso", "chelsea"), ("moped", "motorcycle")):
+        (work / "val" / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(acc.photo(name), work / "val" / folder / f"{name}.jpg")
+    rc = main(["explain", "val", "--misclassified", "--out", "out", "--steps", "2", "--crops", "2", "--canvas", "224",
+               "--frames", "0", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    mis = _record(work / "out")["misclassified"]
+    assert [(m["image"], m["true"]) for m in mis["mistakes"]] == [("espresso/chelsea.jpg", "espresso")]
+    assert mis["mistakes"][0]["predicted"] in ("tiger cat", "Egyptian cat", "tabby")
+    assert [c["count"] for c in mis["confusions"]] == [1]
