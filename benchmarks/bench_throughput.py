@@ -35,6 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+#: Text after this line of an existing report is kept when the report is written again.
+NOTES = "<!-- notes -->"
 
 
 def _free_port() -> int:
@@ -88,17 +90,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--photos", nargs="+", default=["chelsea", "coffee", "motorcycle", "astronaut"])
     p.add_argument("--targets", nargs="+", default=["tiger cat", "espresso", "moped", "goldfish"])
-    p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--crops", type=int, default=4)
-    p.add_argument("--canvas", type=int, default=224)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--crops", type=int, default=2)
+    p.add_argument("--canvas", default="224x224",
+                   help="HxW (one shape for every photo, so a batch can hold up to 16 pairs) or the long side")
     p.add_argument("--batch", type=int, default=4, help="--batch of the processes x threads comparison")
-    p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16], help="batch sizes for the cost per pair")
+    p.add_argument("--sizes", type=int, nargs="*", default=[1, 4, 16],
+                   help="batch sizes for the cost per pair (none: only the processes x threads comparison)")
+    p.add_argument("--reverse", action="store_true",
+                   help="run 2 processes x 1 thread before 1 process x 2 threads (to see the order's effect on a "
+                   "busy machine)")
     p.add_argument("--tiny", action="store_true", help="the tiny test model (tests/cli_models.py), 48 px: a quick check")
     p.add_argument("--out", default=str(HERE / "RESULTS-throughput.md"), help="report file ('' to print only)")
     args = p.parse_args(argv)
     pythonpath = ""
     if args.tiny:
-        args.model, args.canvas, args.targets = "cli_models:tiny", 48, ["apple", "banana", "cherry", "date"]
+        args.model, args.canvas, args.targets = "cli_models:tiny", "48x48", ["apple", "banana", "cherry", "date"]
         pythonpath = str(ROOT / "tests")
 
     load_before = _load()
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             ("1 process x 2 threads", 2, acc_cmd + base + ["--batch", str(args.batch), "--out", "p1t2"]),
             ("2 processes x 1 thread", 1, run_cmd + base + ["--batch", str(args.batch), "--out", "p2t1"]),
         ]
+        if args.reverse:
+            configs.reverse()
         configs += [(f"B = {b} (1 process x 2 threads)", 2, acc_cmd + base + ["--batch", str(b), "--out", f"b{b}"])
                     for b in args.sizes]
         for label, threads, cmd in configs:
@@ -173,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        out = Path(args.out)
+        notes = ""
+        if out.exists() and NOTES in out.read_text():  # the analysis written below the marker survives a re-run
+            notes = out.read_text().split(NOTES, 1)[1]
+        out.write_text(text + ("\n" + NOTES + notes if notes else ""))
     return 0
 
 

@@ -259,6 +259,10 @@ def merge_rank_records(writer: RunWriter, ranks: Ranks, verify: bool) -> dict[st
     pairs whose files are intact) and their batches to the timings; returns the summary of
     the ranks recorded as ``distributed`` in ``run.json``."""
     summary: list[dict[str, Any]] = []
+    if verify:  # the other ranks' pairs merged while running were not checked: take them again, checked
+        for key in [k for k, e in writer.entries.items()
+                    if e.get("rank", ranks.rank) != ranks.rank and not e.get("resumed")]:
+            del writer.entries[key]
     batches = [b for b in writer.doc["timings"]["batches"] if b.get("rank", ranks.rank) == ranks.rank]
     by_index: set[int] = {b["index"] for b in batches if "index" in b}
     for doc in load_rank_records(writer.out, writer.key):

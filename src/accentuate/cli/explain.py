@@ -84,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
         return run_misclassified(args)
     if args.top is None:
         args.top = 3
+    from .distributed import Ranks
+
+    if Ranks.from_env().distributed:
+        raise UsageError("explain IMAGE runs in one process; under torchrun use accentuate run or "
+                         "accentuate explain ROOT --misclassified")
     if args.top < 0 or args.bottom < 0:
         raise UsageError(f"--top and --bottom must be >= 0; got --top {args.top} --bottom {args.bottom}")
     if args.top + args.bottom == 0 and args.label is None:
