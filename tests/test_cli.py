@@ -232,7 +232,7 @@ def test_numerical_failure_is_reported_and_others_continue(work: Path, monkeypat
         (["run", "wide.png", "--target", "apple", "--canvas", "16"], "canvas 16 is smaller than the model input"),
         (["run", "wide.png", "--target", "apple", "--until", "sometimes"], "--until: until must be"),
         (["run", "wide.png", "--target", "apple", "--param", "wavelet"], "invalid choice: 'wavelet'"),
-        (["run", "wide.png"], "the following arguments are required: --target"),
+        (["run", "wide.png"], "no --target given"),
         (["run", "--target", "apple", "wide.png"], "is an image file; put the images before --target"),
         (["run", "wide.png", "--target", "apple", "--out", "wide.png/sub"], "cannot write to output folder"),
         (["run", "wide.png", "--target", "apple", "--out", "wide.png"], "is a file, not a folder"),

@@ -278,7 +278,7 @@ def execute(plan: Plan) -> int:
     writer = RunWriter(plan.out, header(plan), key_settings(plan), plan.images, plan.targets, pairs=plan.pairs)
     pairs = plan.pairs if plan.pairs is not None else product(len(plan.images), len(plan.targets))
     batches = cut_batches(pairs, plan.images, plan.targets, plan.batch)
-    writer.doc["settings"]["batch"] = plan.batch
+    writer.doc["batch"] = plan.batch  # the batches (and so the pictures) depend on it
     work = settings_hash({"key": writer.key, "batch": plan.batch,
                           "batches": [[b.seeds, b.targets] for b in batches],
                           "pairs": [writer.pair_key(i, j) for i, j in pairs]})
