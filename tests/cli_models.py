@@ -92,4 +92,16 @@ def xss() -> nn.Module:
     spec = model.accentuate_spec
     model.accentuate_spec = ModelSpec(name="tiny", input_size=spec.input_size, normalize=None, labels=XSS_LABELS,
                                       reg_layer="conv2", defaults=dict(spec.defaults))
+def nan_on_dark() -> nn.Module:
+    """:func:`tiny` whose logits are NaN for a dark image (mean below 0.1): a run over a dark
+    seed fails numerically for real, and the other seeds are unaffected."""
+    model = tiny()
+    forward = model.forward
+
+    def maybe_nan(x: torch.Tensor) -> torch.Tensor:
+        out = forward(x)
+        dark = (x.mean(dim=(1, 2, 3)) < 0.1)[:, None]
+        return torch.where(dark, torch.full_like(out, float("nan")), out)
+
+    model.forward = maybe_nan  # type: ignore[method-assign]
     return model

@@ -94,12 +94,15 @@ def test_run_writes_every_file_and_record(work: Path, capsys: pytest.CaptureFixt
 
 
 def test_run_numbers_equal_the_api(work: Path) -> None:
-    """run.json holds what the library returns for the same settings."""
+    """run.json holds what the library returns for the same settings (and the batch's generator seed,
+    which the record gives)."""
     assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST]) == 0
     doc = _record(work / "out")
+    (batch,) = doc["timings"]["batches"]
     model = acc.load_model("cli_models:tiny")
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
-    res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48), generator=0)
+    res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),
+                         generator=batch["generator_seed"])
     pairs = _pairs(doc)
     for j, name in enumerate(["Logit(1 'banana')", "Logit(2 'cherry')"]):
         p = pairs[("wide.png", name)]

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -145,6 +146,9 @@ def _main(argv: Sequence[str] | None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         warnings.filterwarnings("ignore", message=r"interrupted at step")
+        if os.environ.get("RANK", "0") not in ("", "0") and os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+            # torchrun: every rank reads the same inputs; rank 0 alone reports the skipped ones.
+            warnings.filterwarnings("ignore", message=r"skipped ")
         try:
             parser = build_parser()
             args = parser.parse_args(argv)

@@ -95,7 +95,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "your own factory returning an nn.Module",
     )
     g.add_argument("--device", default="auto", metavar="DEV",
-                   help="torch device: cpu, cuda, cuda:1, mps, or auto (default: cuda when available)")
+                   help="torch device: cpu, cuda, cuda:N, mps, or auto (default: cuda when available); under "
+                   "torchrun, cuda is cuda:LOCAL_RANK")
+    g.add_argument("--autocast", choices=("bfloat16", "float16"), default=None,
+                   help="run the model under autocast in this dtype (default: float32)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed the model channels-last tensors (the default; --no-channels-last: contiguous NCHW)")
 
 
 def _positive_int(name: str):
@@ -226,20 +231,46 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     seed = getattr(args, "seed", None)
     if seed is not None:
         kw["seed"] = int(seed)
+    if getattr(args, "autocast", None) is not None:
+        kw["autocast"] = args.autocast
+    if getattr(args, "channels_last", None) is not None:
+        kw["channels_last"] = bool(args.channels_last)
     return kw
 
 
+def _local_rank() -> int | None:
+    """``LOCAL_RANK`` when torchrun started this process (several processes), else ``None``."""
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return None
+    return None
+
+
 def _device(name: str) -> torch.device:
+    """The device ``--device`` names; ``cuda`` (and ``auto`` with CUDA) under torchrun is
+    ``cuda:LOCAL_RANK``, so each process of a machine takes its own GPU."""
+    local = _local_rank()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise UsageError(f"--device {name!r} is not a torch device ({e}); use cpu, cuda or auto") from None
+        raise UsageError(f"--device {name!r} is not a torch device ({e}); use cpu, cuda, cuda:N, mps or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name!r}: CUDA is not available here; use --device cpu")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise UsageError(f"--device {name!r}: MPS is not available here; use --device cpu")
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", local if local is not None else torch.cuda.current_device())
+        count = torch.cuda.device_count()
+        if dev.index >= count:
+            why = f" (LOCAL_RANK {local})" if local is not None and name == "cuda" else ""
+            raise UsageError(f"--device {str(dev)!r}{why}: this machine has {count} CUDA device(s); "
+                             f"use cuda:0..cuda:{count - 1} or start at most {count} process(es) per machine")
+        torch.cuda.set_device(dev)
     return dev
 
 

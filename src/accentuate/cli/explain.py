@@ -40,6 +40,7 @@ examples:
   accentuate explain cat.jpg --top 3
   accentuate explain cat.jpg --top 2 --bottom 1
   accentuate explain misclassified.jpg --top 1 --label "golden retriever"
+  accentuate explain val/ --misclassified --out runs/mistakes   (val/<class name>/*.jpg)
 
 Accentuates the model's K most likely classes on the image (--bottom: the least
 likely too; --label: the true class, to explain a misclassification) in one batched
@@ -58,18 +59,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("image", metavar="IMAGE", help="the image to explain")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="the K most likely classes (default 3)")
+    p.add_argument("image", metavar="IMAGE", help="the image to explain (with --misclassified: ROOT of a labelled "
+                   "tree ROOT/<class name>/*.jpg)")
+    p.add_argument("--top", type=int, default=None, metavar="K", help="the K most likely classes (default 3)")
     p.add_argument("--bottom", type=int, default=0, metavar="K", help="also the K least likely classes")
     p.add_argument("--label", metavar="NAME", help="the true class (name or index), added if not in the top")
+    p.add_argument("--misclassified", action="store_true",
+                   help="IMAGE is a labelled tree ROOT/<class name>/*: for each image the model gets wrong, "
+                   "accentuate its predicted and its true class; then the most frequent confusions with panels")
+    p.add_argument("--confusions", type=int, default=5, metavar="K",
+                   help="with --misclassified: panels for the K most frequent confusions (default 5)")
     add_model_options(p)
     add_accentuation_options(p)
-    add_run_options(p, batch=False)
+    add_run_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_run_options(args)
+    if args.misclassified:
+        from .misclassified import run_misclassified
+
+        if args.top is None:
+            args.top = 0
+        return run_misclassified(args)
+    if args.top is None:
+        args.top = 3
+    from .distributed import Ranks
+
+    if Ranks.from_env().distributed:
+        raise UsageError("explain IMAGE runs in one process; under torchrun use accentuate run or "
+                         "accentuate explain ROOT --misclassified")
     if args.top < 0 or args.bottom < 0:
         raise UsageError(f"--top and --bottom must be >= 0; got --top {args.top} --bottom {args.bottom}")
     if args.top + args.bottom == 0 and args.label is None:

@@ -24,6 +24,7 @@ from .common import (
     parse_target,
 )
 from .runner import Plan, add_run_options, build_settings, check_run_options, execute, expand_paths, load_images
+from .worklist import check_manifest_images, read_manifest, resolve_manifest
 
 EXAMPLE = """\
 examples:
@@ -36,6 +37,13 @@ examples:
   accentuate run cat.jpg --model M -t layers.5:20@cls layers.5:head=3 layers.5:head=3:7
   accentuate run cat.jpg --model M --like dog.jpg --like-pool mean   (look more like dog.jpg)
   accentuate run cat.jpg --model clip:DIR --text "a photo of a dog" --away-from "a photo of a cat"
+  accentuate run --manifest pairs.csv --out runs/big                (a work list)
+  torchrun --nproc-per-node 4 -m accentuate run --manifest pairs.csv --out runs/big
+
+A manifest is a CSV with the header image,target and optional columns lam, steps,
+reg_layer, until (empty cells: the run's values), or JSON Lines with the same fields;
+paths are relative to the manifest. Under torchrun the ranks share the batches and
+rank 0 writes the one run.json (docs/cli.md, "Scaling out").
 
 Targets: a class name (case-insensitive; `accentuate classes QUERY` searches them), a
 class index, LAYER:C (channel mean over positions / patch tokens), LAYER:C@Y,X (neuron),
@@ -66,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", "-t", nargs="+", action="extend", default=[], metavar="T",
                    help="class name, class index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
                    "LAYER:head=H, LAYER:head=H:U or LAYER:FILE.npy|.pt (a direction) (several allowed)")
+    p.add_argument("--manifest", metavar="FILE",
+                   help="a work list instead of IMAGEs and --target: CSV (image,target[,lam,steps,reg_layer,until]) "
+                   "or JSON Lines; paths relative to it")
     g = p.add_argument_group("reference-image and text targets")
     g.add_argument("--like", nargs="+", action="extend", default=[], metavar="IMAGE",
                    help="a target per IMAGE: make the photo look more like IMAGE to the model")
@@ -89,6 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_run_options(args)
+    if args.manifest is not None:
+        return run_manifest(args)
     for t in args.target:
         if Path(t).suffix.lower() in IMAGE_SUFFIXES and Path(t).exists():
             raise UsageError(f"target {t!r} is an image file; put the images before --target")
@@ -97,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.like_layer or args.like_pool) and not args.like:
         raise UsageError("--like-layer and --like-pool apply to --like IMAGE targets; add --like IMAGE")
     if not (args.target or args.like or args.text or args.away_from):
-        raise UsageError("no target given; use --target T (or --like IMAGE, --text PROMPT, --away-from PROMPT)")
+        raise UsageError("no target given; use --target T (or --like IMAGE, --text PROMPT, --away-from PROMPT, "
+                         "or --manifest FILE for a work list)")
     for ref in args.like:
         if not Path(ref).is_file():
             raise UsageError(f"--like {ref!r}: image not found; give the path of a reference image")
@@ -156,3 +170,28 @@ def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[Target
             raise UsageError(f"{'--away-from' if away else '--text'} {prompt!r}: {e}") from None
         out.append(TargetInfo(("away:" if away else "text:") + prompt, obj))
     return out
+def run_manifest(args: argparse.Namespace) -> int:
+    """``accentuate run --manifest FILE``: the pairs a manifest lists, each row checked before any work."""
+    if args.images or args.target:
+        raise UsageError("--manifest lists the images and targets; give either --manifest FILE or IMAGEs with "
+                         "--target, not both")
+    rows = read_manifest(args.manifest)
+    check_manifest_images(rows)
+    kw = accentuation_kwargs(args)
+    output_dir(args, create=False)
+    t0 = time.perf_counter()
+    model = load_model_from_args(args)
+    load_s = time.perf_counter() - t0
+    spec = resolve_spec(model)
+    settings = build_settings(model, spec, kw)
+    skipped: list[dict[str, str]] = []
+    work = resolve_manifest(rows, model, spec, settings, parse_target, load_images, skipped)
+    out = output_dir(args)
+    extra: dict[str, object] = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows),
+                                             "pairs": len(work.pairs)}}
+    if skipped:
+        extra["skipped_images"] = skipped
+    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model, images=work.images,
+                targets=work.targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch,
+                frames=args.frames, model_load_s=load_s, extra=extra, pairs=work.pairs)
+    return execute(plan)

@@ -3,13 +3,17 @@
 :func:`execute` takes a :class:`Plan` (model, images, targets, settings, output
 folder) and
 
-1. skips pairs an earlier run in the same folder finished with the same settings
-   (verified by the SHA-256 of their files, see :meth:`RunWriter.verified`);
-2. groups the other pairs by canvas shape (one batched call of
-   :func:`accentuate.accentuate` per group, split into batches of at most
-   ``--batch`` pairs);
-3. after each batch writes its files and rewrites ``run.json``;
-4. draws the contact sheet at the end (and on Ctrl-C, with what is finished).
+1. cuts the run's pairs (every image x every target, or a manifest's rows) into batches
+   of at most ``--batch`` pairs that share a canvas and settings, in a fixed order, each
+   with its own generator seed (:mod:`accentuate.cli.worklist`: the batches do not
+   depend on how many processes run them, or on what an earlier run finished);
+2. skips the batches whose pairs an earlier run in the same folder finished with the same
+   settings (verified by the SHA-256 of their files, see :meth:`RunWriter.verified`);
+3. runs the others (one batched call of :func:`accentuate.accentuate` each), in this
+   process or, under torchrun, claimed by each rank in turn
+   (:mod:`accentuate.cli.distributed`);
+4. after each batch writes its files and rewrites ``run.json`` (or the rank's record);
+5. draws the contact sheet at the end (and on Ctrl-C, with what is finished).
 
 Exit statuses: 0 when every pair is complete, 1 when a pair failed numerically
 (the others are kept), 130 on Ctrl-C (finished pairs and the partial state of the
@@ -23,6 +27,7 @@ import argparse
 import os
 import platform
 import shlex
+import socket
 import sys
 import time
 import warnings
@@ -41,6 +46,15 @@ from ..outputs.animation import snapshot_interval
 from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, settings_hash, versions
 from ..settings import Settings
 from ..spec import ModelSpec
+from .distributed import (
+    Coordinator,
+    Ranks,
+    add_previous,
+    clear_rank_records,
+    merge_rank_records,
+    write_rank_record,
+)
+from .worklist import Batch, batch_seed, cut_batches, product
 
 __all__ = ["Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images", "per_pair_files",
            "settings_record", "steps_bar"]
@@ -193,6 +207,8 @@ class Plan:
     frames: int = DEFAULT_FRAMES
     model_load_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The pairs ``(image, target)`` to do, in order (a manifest's rows); ``None``: every image x every target.
+    pairs: list[tuple[int, int]] | None = None
 
 
 def header(plan: Plan) -> dict[str, Any]:
@@ -218,108 +234,187 @@ def key_settings(plan: Plan) -> str:
                           "model_name": plan.spec.name, "accentuate": versions()["accentuate"]})
 
 
-def _batches(
-    todo: list[tuple[int, int]], images: list[ImageInfo], batch: int
-) -> list[tuple[list[int], list[int]]]:
-    """Group pairs by canvas shape, then cut each group into seed x target batches."""
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for i, j in todo:
-        groups.setdefault(images[i].canvas, []).append((i, j))
-    out = []
-    for pairs in groups.values():
-        seeds = sorted({i for i, _ in pairs})
-        targets = sorted({j for _, j in pairs})
-        t_per = max(1, min(len(targets), batch))
-        s_per = max(1, batch // t_per)
-        for a in range(0, len(seeds), s_per):
-            for b in range(0, len(targets), t_per):
-                ss, tt = seeds[a:a + s_per], targets[b:b + t_per]
-                if any((i, j) in pairs for i in ss for j in tt):
-                    out.append((ss, tt))
-    return out
+def _with_tick(update: Callable[[int, int], None], tick: Callable[[], None],
+               every_s: float = 1.0) -> Callable[[int, int], None]:
+    """``update`` that also calls ``tick`` (the job's pair count) at most every ``every_s`` seconds."""
+    last = [0.0]
+
+    def both(t: int, n: int) -> None:
+        update(t, n)
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            tick()
+
+    return both
 
 
 def _pair_line(e: dict[str, Any]) -> str:
     a, b = e["after"], e["before"]
     if a.get("rank") is not None:
-        nums = f"rank {b['rank']} -> {a['rank']}, p {b['prob']:.3f} -> {a['prob']:.3f}"
+        p0, p1 = (f"{v:.3f}" if v is not None else "n/a" for v in (b["prob"], a["prob"]))  # None: not finite
+        nums = f"rank {b['rank']} -> {a['rank']}, p {p0} -> {p1}"
     else:
         nums = f"value {b['value']:.3g} -> {a['value']:.3g}"
     flag = "" if e["status"] == "complete" else f"  [{e['status']}]"
     return f"  {e['image']} -> {e['target_label']}: {nums}{flag}"
 
 
+def _batch_settings(plan: Plan, batch: Batch, keys: Sequence[str]) -> Settings:
+    """The settings of one batch: its targets' own settings (a manifest row's) over the run's,
+    with the batch's generator seed (from the run seed and the batch's pairs, see
+    :func:`~accentuate.cli.worklist.batch_seed`)."""
+    own = plan.targets[batch.targets[0]].settings
+    base = plan.settings.replace(**own) if own else plan.settings
+    return base.replace(seed=batch_seed(plan.settings.seed or 0, keys))
+
+
 def execute(plan: Plan) -> int:
-    """Run the plan; write files and ``run.json`` as batches finish. Returns the exit status."""
+    """Run the plan; write files and ``run.json`` as batches finish. Returns the exit status.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank runs this with the same plan: they share the
+    batches through torchrun's store and rank 0 writes ``run.json`` (see
+    :mod:`accentuate.cli.distributed`).
+    """
     started = time.perf_counter()
     spec, settings = plan.spec, plan.settings
-    writer = RunWriter(plan.out, header(plan), key_settings(plan), plan.images, plan.targets)
-    pairs = [(i, j) for i in range(len(plan.images)) for j in range(len(plan.targets))]
-    done = {p for p in pairs if writer.verified(*p)}
-    todo = [p for p in pairs if p not in done]
-    batches = _batches(todo, plan.images, plan.batch)
+    ranks = Ranks.from_env()
+    lead = ranks.rank == 0
+    quiet = plan.quiet or not lead
+    writer = RunWriter(plan.out, header(plan), key_settings(plan), plan.images, plan.targets, pairs=plan.pairs)
+    pairs = plan.pairs if plan.pairs is not None else product(len(plan.images), len(plan.targets))
+    batches = cut_batches(pairs, plan.images, plan.targets, plan.batch)
+    writer.doc["batch"] = plan.batch  # the batches (and so the pictures) depend on it
+    work = settings_hash({"key": writer.key, "batch": plan.batch,
+                          "batches": [[b.seeds, b.targets] for b in batches],
+                          "pairs": [writer.pair_key(i, j) for i, j in pairs]})
+    coord = Coordinator.start(ranks)
     steps = settings.steps
-    say(plan.quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s) = {len(pairs)} "
-        f"pair(s) with {spec.name} on {writer.doc['device']} (reg layer {settings.regularizer}, "
-        f"lambda {settings.lam:g}, {steps} steps); output: {plan.out}")
-    if done:
-        say(plan.quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
-            f"{len(todo)} to do")
-    writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
-    if plan.frames == 0:  # no snapshots: no animation files
-        writer.doc["outputs"].update(gif=False, mp4=False, mp4_note="no animation (--frames 0)")
-    writer.save("running")
+    if lead:
+        add_previous(writer)  # pairs a stopped distributed run finished
+        done = {p for p in pairs if writer.verified(*p)}
+        todo = [(b, {p for p in b.pairs if p in done}) for b in batches if not all(p in done for p in b.pairs)]
+        where = writer.doc["device"] + (f" and {ranks.world - 1} more process(es)" if ranks.distributed else "")
+        say(quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s): {len(pairs)} "
+            f"pair(s) in {len(batches)} batch(es) with {spec.name} on {where} (reg layer {settings.regularizer}, "
+            f"lambda {settings.lam:g}, {steps} steps); output: {plan.out}")
+        if done:
+            say(quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
+                f"{len(pairs) - len(done)} to do")
+        writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
+        if plan.frames == 0:  # no snapshots: no animation files
+            writer.doc["outputs"].update(gif=False, mp4=False, mp4_note="no animation (--frames 0)")
+        writer.save("running")
+        clear_rank_records(plan.out)  # what they listed is in run.json now
+        coord.publish([(b.index, s) for b, s in todo], work)
+    else:
+        todo = [(batches[k], s) for k, s in coord.receive(work)]
+    skips = {b.index: s for b, s in todo}
+    todo_pairs = sum(len(b.pairs) - len(s) for b, s in todo)
+    device = next(iter(plan.model.parameters()), torch.empty(0)).device
+    rank_info: dict[str, Any] = {**device_record(plan.model), "busy_s": 0.0}
 
     pair_bar = None
-    if not plan.quiet and len(batches) > 1:
+    if not quiet and (len(todo) > 1 or ranks.distributed):
         from tqdm.auto import tqdm
 
-        pair_bar = tqdm(total=len(todo), desc="pairs", unit="pair", position=0, file=sys.stderr,
+        pair_bar = tqdm(total=todo_pairs, desc="pairs", unit="pair", position=0, file=sys.stderr,
                         dynamic_ncols=True)
+
+    def tick(n: int) -> None:
+        if pair_bar is not None and n != pair_bar.n:
+            pair_bar.update(n - pair_bar.n)
+
     interrupted, partial = False, 0
     try:
-        for ss, tt in batches:
+        for b in coord.claims([b for b, _ in todo]):
+            ss, tt = list(b.seeds), list(b.targets)
             hw = plan.images[ss[0]].canvas
             seeds = torch.stack([plan.images[i].tensor for i in ss])  # type: ignore[misc]
             objectives = [plan.targets[j].objective for j in tt]
+            bset = _batch_settings(plan, b, [writer.pair_key(i, j) for i, j in b.pairs])
             snaps: int | tuple[()] = ()
             if plan.frames > 0:
                 # about `frames` frames, fewer when the batch is large (memory).
                 per_frame = len(ss) * len(tt) * 3 * hw[0] * hw[1]
                 frames = max(2, min(plan.frames, int(1.5e9 // max(1, per_frame))))
-                snaps = snapshot_interval(steps, frames)
+                snaps = snapshot_interval(bset.steps, frames)
             names = ", ".join(plan.images[i].name for i in ss)
             desc = f"{names[:40]} x {len(tt)} target(s)" if len(ss) * len(tt) > 1 else \
                 f"{names[:30]} -> {plan.targets[tt[0]].text[:30]}"
-            update, close = steps_bar(plan.quiet, desc, steps, position=1 if pair_bar else 0)
+            update, close = steps_bar(quiet, desc, bset.steps, position=1 if pair_bar else 0)
+            if pair_bar is not None and ranks.distributed:
+                update = _with_tick(update, lambda: tick(coord.done()))
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
             try:
-                res = accentuate(plan.model, seeds, objectives, settings, snapshots=snaps, progress=update)
+                res = accentuate(plan.model, seeds, objectives, bset, snapshots=snaps, progress=update)
             finally:
                 close()
-            skip = {(i, j) for i in ss for j in tt if (i, j) in done}
-            entries = writer.write_batch(res, ss, tt, time.perf_counter() - t0, skip=skip)
+            seconds = time.perf_counter() - t0
+            rank_info["busy_s"] = round(rank_info["busy_s"] + seconds, 3)
+            skip = skips.get(b.index, set())
+            entries = writer.write_batch(res, ss, tt, seconds, skip=skip)
+            timing = writer.doc["timings"]["batches"][-1]
+            timing.update(index=b.index, rank=ranks.rank, generator_seed=bset.seed)
+            if device.type == "cuda":
+                peak = int(torch.cuda.max_memory_allocated(device))
+                timing["cuda_peak_memory_bytes"] = peak
+                rank_info["cuda_peak_memory_bytes"] = max(peak, rank_info.get("cuda_peak_memory_bytes", 0))
             for e in entries:
+                e["batch"] = b.index
+                if ranks.distributed:
+                    e["rank"] = ranks.rank
                 if e["status"] == "failed":
                     print(f"accentuate: warning: {e['image']} -> {e['target_label']} failed: {e['failed']}; "
                           "the other pairs continue", file=sys.stderr)
             if res.interrupted:
                 interrupted, partial = True, len(entries)
                 break
-            done.update((i, j) for i in ss for j in tt)
             writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-            writer.save("running")
-            if pair_bar is not None:
-                pair_bar.update(len(entries))
+            if ranks.distributed:
+                write_rank_record(writer, ranks, rank_info)
+            coord.add_done(len(entries))
+            if lead:
+                if ranks.distributed:
+                    merge_rank_records(writer, ranks, verify=False)  # a live run.json for the whole job
+                writer.save("running")
+                tick(coord.done())
+        if ranks.distributed and not interrupted:
+            write_rank_record(writer, ranks, rank_info)
+            coord.finish()
+            if lead:
+                coord.wait_all(tick)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException as e:
-        writer.save("error", error=f"{type(e).__name__}: {e}")
+        if ranks.distributed:
+            write_rank_record(writer, ranks, rank_info)
+        if lead:
+            writer.save("error", error=f"{type(e).__name__}: {e}")
         raise
     finally:
         if pair_bar is not None:
             pair_bar.close()
-
+    if ranks.distributed:
+        write_rank_record(writer, ranks, rank_info)
+        if not lead:
+            return 130 if interrupted else 0
+        dist_rec = merge_rank_records(writer, ranks, verify=True)
+        dist_rec["ranks"].insert(0, {"rank": 0, "host": socket.gethostname(), "pid": os.getpid(), **rank_info,
+                                     "batches": sum(1 for t in writer.doc["timings"]["batches"]
+                                                    if t.get("rank") == 0),
+                                     "pairs": sum(1 for e in writer.entries.values()
+                                                  if not e.get("resumed") and e.get("rank", 0) == 0)})
+        writer.doc["distributed"] = dist_rec
+        missing = len(pairs) - len(writer.entries)
+        if missing and not interrupted:
+            print(f"accentuate: error: {missing} pair(s) were not done (a process stopped early); rerun the same "
+                  "command to do them", file=sys.stderr)
+            interrupted = True
+    elif "cuda_peak_memory_bytes" in rank_info:
+        writer.doc["cuda_peak_memory_bytes"] = rank_info["cuda_peak_memory_bytes"]
     writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
     title = f"{spec.name}: rows are seeds, columns are targets (reg layer {settings.regularizer}, " \
         f"lambda {settings.lam:g}, {steps} steps)"
@@ -336,6 +431,8 @@ def execute(plan: Plan) -> int:
               file=sys.stderr)
         return 130
     writer.save("complete")
+    if ranks.distributed:
+        clear_rank_records(plan.out)  # run.json holds every pair now
     page = _report(plan)
     if not plan.quiet:
         print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
@@ -368,6 +465,8 @@ def per_pair_files(frames: int, mp4: bool = False) -> str:
         if mp4:
             names.append("NAME.mp4")
     return ", ".join(names)
+
+
 def _report(plan: Plan) -> Path | None:
     """``report.html`` in the output folder (skipped with a warning without Jinja2)."""
     from ..report import maybe_write_report

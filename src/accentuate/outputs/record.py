@@ -148,13 +148,31 @@ class ImageInfo:
 
 @dataclass
 class TargetInfo:
-    """A target of the run: what the user typed and the resolved objective."""
+    """A target of the run: what the user typed and the resolved objective.
+
+    ``settings`` holds the settings this target's pairs run with instead of the run's
+    (a manifest's ``lam``, ``steps``, ``reg_layer``, ``until`` columns; JSON values as
+    :meth:`Settings.to_dict` gives them). The same objective with other settings is
+    another target (another column of the contact sheet).
+    """
 
     text: str
     objective: Objective
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
-        return describe_target(self.objective, self.text)
+        d = describe_target(self.objective, self.text)
+        if self.settings:
+            d["settings"] = dict(self.settings)
+            d["label"] = self.label()
+        return d
+
+    def label(self) -> str:
+        """The heading of this target: its label, and its own settings when it has any."""
+        base = str(describe_target(self.objective)["label"])
+        if not self.settings:
+            return base
+        return f"{base} ({', '.join(f'{k} {v}' for k, v in sorted(self.settings.items()))})"
 
 
 def seed_distances(res: Result) -> dict[str, torch.Tensor]:
@@ -186,7 +204,7 @@ def _num(x: Any) -> float | None:
 
 
 def _top(entries: list[tuple[int, str | None, float]]) -> list[dict[str, Any]]:
-    return [{"index": c, "name": name, "prob": round(p, 6)} for c, name, p in entries]
+    return [{"index": c, "name": name, "prob": _num(round(p, 6))} for c, name, p in entries]  # JSON: no NaN
 
 
 def _numbers(d: dict[str, torch.Tensor], a: int, b: int, cls: int | None, top: list) -> dict[str, Any]:
@@ -228,9 +246,12 @@ class RunWriter:
         images: Sequence[ImageInfo],
         targets: Sequence[TargetInfo],
         video: bool = True,
+        pairs: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.out = Path(out)
         self.images, self.targets = list(images), list(targets)
+        # The pairs of the run (a manifest lists some of images x targets); None: all of them.
+        self.total = len(self.images) * len(self.targets) if pairs is None else len(set(pairs))
         # Occurrence number of each image's content among the images before it (same file twice).
         seen: dict[str, int] = {}
         self._nth = []
@@ -267,6 +288,8 @@ class RunWriter:
         The same file given twice counts its occurrences, so both copies are kept.
         """
         text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{target_identity(self.targets[j].objective)}"
+        if self.targets[j].settings:  # the target's own settings (a manifest row's lam, steps, ...)
+            text += "|" + json.dumps(self.targets[j].settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
@@ -345,7 +368,7 @@ class RunWriter:
                 if (i, j) in skip:
                     continue
                 stem = self._stems[(i, j)]
-                tinfo = describe_target(self.targets[j].objective, self.targets[j].text)
+                tinfo = self.targets[j].record()
                 failed = res.failed.get((a, b))
                 status = "failed" if failed else "partial" if res.interrupted else "complete"
 
@@ -425,12 +448,12 @@ class RunWriter:
         line1 = f"{vn} {_fmt(before['value'])} -> {_fmt(after['value'])}"
         if after["rank"] is not None:
             line1 += f"     rank {before['rank']} -> {after['rank']}"
-            line1 += f"     probability {before['prob']:.3f} -> {after['prob']:.3f}"
+            line1 += f"     probability {_fmt(before['prob'])} -> {_fmt(after['prob'])}"  # None: not finite
         lines = [line1]
         if before["top5"] and after["top5"]:
             tb, ta = before["top5"][0], after["top5"][0]
-            lines.append(f"model's top class: before {tb['name'] or tb['index']} ({tb['prob']:.2f}),"
-                         f"  after {ta['name'] or ta['index']} ({ta['prob']:.2f})")
+            lines.append(f"model's top class: before {tb['name'] or tb['index']} ({_fmt(tb['prob'], 2)}),"
+                         f"  after {ta['name'] or ta['index']} ({_fmt(ta['prob'], 2)})")
         reg = dist["reg_layer_name"]
         parts = [f"pixel RMSE {_fmt(dist['pixel_rmse'])}", f"SSIM {_fmt(dist['ssim'])}"]
         if dist["reg_layer"] is not None and reg not in ("none", "pixel"):
@@ -459,7 +482,7 @@ class RunWriter:
             except (OSError, KeyError):
                 continue
             if e["after"].get("rank") is not None:
-                cap = f"rank {e['before']['rank']} -> {e['after']['rank']}, p {e['after']['prob']:.2f}"
+                cap = f"rank {e['before']['rank']} -> {e['after']['rank']}, p {_fmt(e['after']['prob'], 2)}"
             else:
                 cap = f"value {_fmt(e['before']['value'])} -> {_fmt(e['after']['value'])}"
             if e["status"] != "complete":
@@ -467,7 +490,7 @@ class RunWriter:
             cells[(e["seed"], e["target"])] = (img, cap)
         seeds = [(im.name, figures.to_pil(im.tensor) if im.tensor is not None else None)
                  for im in self.images]
-        labels = [describe_target(t.objective)["label"] for t in self.targets]
+        labels = [t.label() for t in self.targets]
         sheet = figures.contact_sheet(seeds, labels, cells, title=title)
         atomic_write(self.out / "contact_sheet.png", figures.png_bytes(sheet))
         self.doc["outputs"]["contact_sheet"] = "contact_sheet.png"
@@ -484,7 +507,7 @@ class RunWriter:
         counts: dict[str, int] = {}
         for e in pairs:
             counts[e["status"]] = counts.get(e["status"], 0) + 1
-        counts["total"] = len(self.images) * len(self.targets)
+        counts["total"] = self.total
         counts["resumed"] = sum(1 for e in pairs if e.get("resumed"))
         self.doc["counts"] = counts
         atomic_write(self.path, (json.dumps(self.doc, indent=2, default=str) + "\n").encode())
