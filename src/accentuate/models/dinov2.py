@@ -213,9 +213,10 @@ def rename_for(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -> dict[s
 
 
 # -- building and caching ---------------------------------------------------------------------------
-def _build(state: Mapping[str, torch.Tensor]) -> nn.Module:
+def _build(state: Mapping[str, torch.Tensor], config: Mapping[str, Any] = DINOV2_CONFIG) -> nn.Module:
+    """A ``Dinov2Model`` of ``config`` holding exactly the tensors of ``state`` (``strict``)."""
     transformers = _import("transformers")
-    config = transformers.Dinov2Config(**DINOV2_CONFIG)
+    config = transformers.Dinov2Config(**config)
     # Built on the meta device (no random initialization: that alone takes seconds), then
     # the converted tensors are assigned in place of the empty ones.
     with warnings.catch_warnings(), torch.device("meta"):
