@@ -180,6 +180,28 @@ def test_token_layers_and_block_outputs_at_224():
     assert reg is not None and rows[reg].layout.kind == "tokens"
 
 
+def tiny_dinov2_224() -> torch.nn.Module:
+    """A narrow Dinov2Model with the real patch size and position grid (for ``--model`` in CLI tests)."""
+    model = _tiny_dinov2(dict(TINY, hidden_size=24, patch_size=14, image_size=518, num_hidden_layers=3))
+    model.accentuate_spec = dinov2.dinov2_spec()
+    return model
+
+
+def test_cli_layers_shows_token_layouts_and_marks_the_rules_reg_layer(capsys):
+    from accentuate.cli import main
+
+    assert main(["layers", "--model", "test_models_vit:tiny_dinov2_224", "--depth", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[-1] == "224)"
+    blocks = [ln for ln in lines if ln.startswith("encoder.layer.")]
+    assert len(blocks) == 3 and all(ln.split()[-2:] == ["1+16x16", "x24"] for ln in blocks)
+    assert main(["layers", "--model", "test_models_vit:tiny_dinov2_224"]) == 0
+    marked = [ln for ln in capsys.readouterr().out.splitlines() if ln.endswith("<- default --reg-layer")]
+    model = tiny_dinov2_224()
+    assert len(marked) == 1 and marked[0].split()[0] == acc.default_reg_layer(model, model.accentuate_spec)
+    assert " tokens 1+16x16 " in marked[0]
+
+
 # -- the real model (slow; the vit extra) ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def focus() -> torch.nn.Module:

@@ -38,19 +38,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hooks import layers
+    import warnings
+
+    from ..hooks import ModelRunner
+    from ..spec import resolve_spec
 
     model = load_model_from_args(args)
-    spec = getattr(model, "accentuate_spec", None)
-    rows = layers(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
+        spec = resolve_spec(model)
+    runner = ModelRunner(model, spec)
+    rows = runner.trace()
+    reg = runner.default_reg_layer()  # the spec's, else the stated rule's choice (e.g. for a ViT)
     if args.grep:
         rows = [r for r in rows if args.grep in r.name]
     if args.depth is not None:
         rows = [r for r in rows if r.name.count(".") < max(1, args.depth)]
     width = max((len(r.name) for r in rows), default=5)
-    reg = spec.reg_layer if spec is not None else None
     out = sys.stdout
-    size = spec.input_size if spec is not None else (224, 224)
+    size = spec.input_size
     shapes = [" x ".join(map(str, r.shape)) for r in rows]
     sw = max((len(s) for s in shapes), default=12)
     print(f"{'layer':<{width}}  {'output shape':<{sw}}  layout (input 1 x 3 x {size[0]} x {size[1]})", file=out)
