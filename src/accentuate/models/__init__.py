@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import ModelError, ModelNameError
 from ..hooks import OUTPUT
 from ..labels import imagenet_labels
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, declared
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
 
 __all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite"]
