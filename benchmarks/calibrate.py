@@ -66,6 +66,9 @@ def main() -> None:
     ap.add_argument("--canvas", type=int, default=None)
     ap.add_argument("--crops", type=int, default=16)
     ap.add_argument("--until", default=None)
+    ap.add_argument("--preview", action="store_true",
+                    help="the preview preset (accentuate.settings.PRESETS['preview']: canvas, crops, "
+                         "until, check_every), as `accentuate run --preview` uses it")
     ap.add_argument("--least-change", type=int, default=0, metavar="ROUNDS",
                     help="least-change search (accentuate.least_change, until top-1, lambda bisected) "
                          "with this many rounds per photo, instead of fixed-lambda runs")
@@ -83,6 +86,13 @@ def main() -> None:
         pairs = [p for p in pairs if p[0] in args.photos]
     overrides = {k: v for k, v in dict(lam=args.lam, reg_layer=args.reg_layer, steps=args.steps, lr=args.lr,
                                         param=args.param, canvas=args.canvas).items() if v is not None}
+    if args.preview:
+        from accentuate.settings import PRESETS
+
+        preset = dict(PRESETS["preview"])
+        args.crops = preset.pop("crops")
+        args.until = preset.pop("until")
+        overrides.update(preset)
     if args.least_change:
         return least_change_report(args, model, pairs, overrides)
     rows, per_step = [], {}

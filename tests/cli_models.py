@@ -92,6 +92,9 @@ def xss() -> nn.Module:
     spec = model.accentuate_spec
     model.accentuate_spec = ModelSpec(name="tiny", input_size=spec.input_size, normalize=None, labels=XSS_LABELS,
                                       reg_layer="conv2", defaults=dict(spec.defaults))
+    return model
+
+
 def nan_on_dark() -> nn.Module:
     """:func:`tiny` whose logits are NaN for a dark image (mean below 0.1): a run over a dark
     seed fails numerically for real, and the other seeds are unaffected."""

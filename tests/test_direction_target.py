@@ -40,7 +40,8 @@ def test_direction_from_npy_rises_and_matches_the_api(work: Path, capsys: pytest
     model = acc.load_model("cli_models:tiny")
     seed = acc.prepare_seeds(acc.load_image("p.png"), 48)
     v = torch.from_numpy(np.load("vec.npy"))
-    res = acc.accentuate(model, seed, acc.direction("conv2", v), steps=4, crops=2, canvas=48, generator=0)
+    gen = doc["timings"]["batches"][0]["generator_seed"]  # the run's batch seed (derived from --seed)
+    res = acc.accentuate(model, seed, acc.direction("conv2", v), steps=4, crops=2, canvas=48, generator=gen)
     assert pair["after"]["value"] == pytest.approx(float(res.after["value"][0, 0]), rel=1e-4)
     # Result.load reads the vector again from the file
     back = acc.Result.load(work / "o")

@@ -164,6 +164,7 @@ def save_result(
         "model": {"arg": None, "name": spec.name, "input_size": list(input_size),
                   "classes": len(res.labels) if res.labels is not None else None},
         **_device_record(str(run.get("device") or "cpu")), "settings": settings, "versions": versions(),
+        "batch": n * m,  # the result was one batched run
     }
     key = settings_hash({"settings": res.config.hash(), "frames": len(res.snapshots), "model_name": spec.name,
                          "accentuate": __version__})
