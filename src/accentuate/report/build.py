@@ -64,7 +64,7 @@ class ReportError(AccentuateError, ValueError):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _environment() -> Any:
+def environment() -> Any:
     try:
         import jinja2
     except ImportError:
@@ -312,7 +312,7 @@ def _image_if(folder: Path, name: str) -> str | None:
     return name if (folder / name).exists() else None
 
 
-def _sweep(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def sweep_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
     region = doc.get("region") or {}
     swept = [r for r in rows if (r.get("lam") or 0) > 0]
@@ -344,7 +344,7 @@ def _sweep(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "image": _image_if(folder, "sweep_images.png"), "figure": _image_if(folder, "sweep.png")}
 
 
-def _pathway(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def pathway_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
     kinds = list((doc.get("pairs") or {}).keys())
     layers = [str(r.get("layer", "")) for r in rows]
@@ -365,7 +365,7 @@ def _pathway(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "image": _image_if(folder, "pathway_images.png"), "figure": _image_if(folder, "pathway.png")}
 
 
-def _latent(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def latent_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
     gains = line_plot([Series("gain", list(range(1, len(rows) + 1)), [r.get("gain") for r in rows])],
                       title="The feature's rise, sorted", xlabel="image (by rank)", ylabel="gain")
@@ -374,7 +374,7 @@ def _latent(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "highlight": [False] * len(rows), "image": _image_if(folder, "latent.png"), "figure": None}
 
 
-def _sanity(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def sanity_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
     depth_rows = [r for r in rows if isinstance(r.get("depth"), int)]
     repeat = next((r for r in rows if not isinstance(r.get("depth"), int)), None)
@@ -396,7 +396,7 @@ def _sanity(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "image": _image_if(folder, "sanity_images.png"), "figure": _image_if(folder, "sanity.png")}
 
 
-_ANALYSIS_BUILDERS = {"sweep": _sweep, "pathway": _pathway, "latent": _latent, "sanity": _sanity}
+_ANALYSIS_BUILDERS = {"sweep": sweep_context, "pathway": pathway_context, "latent": latent_context, "sanity": sanity_context}
 
 
 # -- the page -----------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def build_report(folder: str | os.PathLike) -> str:
         ReportUnavailable: Jinja2 is not installed.
         ReportError: the folder holds no record.
     """
-    env = _environment()
+    env = environment()
     folder = Path(folder)
     ctx = _context(folder)
     css, js = _asset("report.css"), _asset("report.js")

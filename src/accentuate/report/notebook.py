@@ -165,7 +165,7 @@ def _explanation(ex: Any) -> Grid:
 def _sweep(sw: Any) -> Grid:
     from pathlib import Path
 
-    from .build import _sweep as sweep_page
+    from .build import sweep_context as sweep_page
 
     rows = sw.rows()
     doc = {"target": sw.target, "rows": rows, "region": {"low": sw.region.low, "high": sw.region.high,
@@ -193,7 +193,7 @@ def _sweep(sw: Any) -> Grid:
 def _pathway(pw: Any) -> Grid:
     from pathlib import Path
 
-    from .build import _pathway as pathway_page
+    from .build import pathway_context as pathway_page
 
     doc = {"target": pw.target, "rows": pw.rows(), "pairs": pw.pairs,
            "sd": {k: {"pooled": pw.pooled_sd[k].tolist(), "unpooled": pw.unpooled_sd[k].tolist()} for k in pw.kinds}}
@@ -224,7 +224,7 @@ def _sanity(sn: Any) -> Grid:
     from pathlib import Path
 
     from ..opacity import to_alpha
-    from .build import _sanity as sanity_page
+    from .build import sanity_context as sanity_page
 
     page = sanity_page(Path("."), {"target": sn.target, "rows": sn.rows()})
     alpha = to_alpha(sn.masks)
@@ -264,10 +264,10 @@ def _data_uri(img: Image.Image) -> str:
 
 def html(obj: Any) -> str | None:
     """HTML for ``obj`` (images inline as data URIs), or ``None`` without Jinja2."""
-    from .build import ReportUnavailable, _environment
+    from .build import ReportUnavailable, environment
 
     try:
-        env = _environment()
+        env = environment()
     except ReportUnavailable:
         return None
     g = grid_of(obj)
