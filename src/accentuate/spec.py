@@ -153,7 +153,9 @@ def _as_size(size: int | Sequence[int]) -> tuple[int, int]:
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 
-def _field(obj: Any, key: str) -> Any:
+def field_of(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a mapping, or ``obj.key`` (configs and processors keep values in either form);
+    ``None`` when absent."""
     if obj is None:
         return None
     if isinstance(obj, Mapping):
@@ -224,13 +226,13 @@ def declared(model: nn.Module) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cfg = getattr(model, "config", None)
     if cfg is not None:
-        size = _declared_size(_field(cfg, "image_size"))
+        size = _declared_size(field_of(cfg, "image_size"))
         if size is not None:
             out["input_size"] = size
-        labels = _declared_labels(_field(cfg, "id2label"))
+        labels = _declared_labels(field_of(cfg, "id2label"))
         if labels is not None:
             out["labels"] = labels
-        channels = _field(cfg, "num_channels")
+        channels = field_of(cfg, "num_channels")
         if isinstance(channels, int) and not isinstance(channels, bool) and channels > 0:
             out["num_channels"] = channels
     tcfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)

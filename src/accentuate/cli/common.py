@@ -33,6 +33,7 @@ from torch import nn
 from ..errors import ClassNameError, LayerError, UsageError
 from ..hooks import check_layers
 from ..objectives import Objective, channel, direction, head, logit, neuron
+from ..spec import ModelSpec
 
 __all__ = [
     "ArgumentParser",
@@ -45,6 +46,7 @@ __all__ = [
     "check_layers_run",
     "add_model_options",
     "load_model_from_args",
+    "load_timed",
     "output_dir",
     "parse_canvas",
     "parse_target",
@@ -272,6 +274,15 @@ def _device(name: str) -> torch.device:
                              f"use cuda:0..cuda:{count - 1} or start at most {count} process(es) per machine")
         torch.cuda.set_device(dev)
     return dev
+
+
+def load_timed(args: argparse.Namespace) -> tuple[nn.Module, ModelSpec, float]:
+    """``--model`` loaded (:func:`load_model_from_args`), its resolved spec, and the seconds loading took."""
+    from ..spec import resolve_spec
+
+    t0 = time.perf_counter()
+    model = load_model_from_args(args)
+    return model, resolve_spec(model), time.perf_counter() - t0
 
 
 def load_model_from_args(args: argparse.Namespace) -> nn.Module:

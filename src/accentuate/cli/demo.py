@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import time
 from textwrap import fill
 
 from ..outputs.record import TargetInfo
 from ..photos import photo
-from ..spec import resolve_spec
 from .common import (
     accentuation_kwargs,
     add_accentuation_options,
     add_model_options,
-    load_model_from_args,
+    load_timed,
     output_dir,
     parse_target,
 )
@@ -61,11 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check_run_options(args)
     kw = accentuation_kwargs(args)
     output_dir(args, create=False)
-    t0 = time.perf_counter()
-    model = load_model_from_args(args)
-    load_s = time.perf_counter() - t0
+    model, spec, load_s = load_timed(args)
     targets = [TargetInfo(t, parse_target(t, model)) for t in DEMO_TARGETS]
-    spec = resolve_spec(model)
     settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
     images = load_images([photo(DEMO_PHOTO)], settings.canvas)
     out = output_dir(args)

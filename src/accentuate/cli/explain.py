@@ -13,13 +13,12 @@ from ..outputs import figures
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import RunWriter, TargetInfo
 from ..report import maybe_write_report
-from ..spec import resolve_spec
 from .common import (
     UsageError,
     accentuation_kwargs,
     add_accentuation_options,
     add_model_options,
-    load_model_from_args,
+    load_timed,
     output_dir,
 )
 from .runner import (
@@ -98,9 +97,7 @@ def run(args: argparse.Namespace) -> int:
     check_paths([args.image])
     output_dir(args, create=False)
     t0 = time.perf_counter()
-    model = load_model_from_args(args)
-    load_s = time.perf_counter() - t0
-    spec = resolve_spec(model)
+    model, spec, load_s = load_timed(args)
     settings = build_settings(model, spec, kw)
     images = load_images([args.image], settings.canvas)
     if spec.labels is not None and args.label is not None:  # fail on a bad label before running

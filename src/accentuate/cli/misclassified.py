@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,7 @@ from ..objectives import logit
 from ..outputs import figures
 from ..outputs.record import TargetInfo, slug
 from ..result import atomic_write
-from ..spec import resolve_spec
-from .common import accentuation_kwargs, load_model_from_args, output_dir
+from .common import accentuation_kwargs, load_timed, output_dir
 from .distributed import Ranks
 from .runner import Plan, build_settings, execute, load_images, say
 
@@ -42,10 +40,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
                          "and --label")
     kw = accentuation_kwargs(args)
     output_dir(args, create=False)
-    t0 = time.perf_counter()
-    model = load_model_from_args(args)
-    load_s = time.perf_counter() - t0
-    spec = resolve_spec(model)
+    model, spec, load_s = load_timed(args)
     tree = labelled_tree(root, spec.labels)
     settings = build_settings(model, spec, kw)
     skipped: list[dict[str, str]] = []

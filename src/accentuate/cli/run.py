@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from textwrap import fill
 
@@ -12,14 +11,13 @@ from torch import nn
 from ..hooks import OUTPUT
 from ..images import IMAGE_SUFFIXES
 from ..outputs.record import TargetInfo
-from ..spec import resolve_spec
 from .common import (
     UsageError,
     accentuation_kwargs,
     add_accentuation_options,
     add_model_options,
     check_layers_run,
-    load_model_from_args,
+    load_timed,
     output_dir,
     parse_target,
 )
@@ -118,12 +116,9 @@ def run(args: argparse.Namespace) -> int:
     kw = accentuation_kwargs(args)
     paths = expand_paths(args.images)
     output_dir(args, create=False)
-    t0 = time.perf_counter()
-    model = load_model_from_args(args)
-    load_s = time.perf_counter() - t0
+    model, spec, load_s = load_timed(args)
     targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
     targets += reference_targets(args, model)
-    spec = resolve_spec(model)
     settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
     skipped: list[dict[str, str]] = []
     images = load_images(paths, settings.canvas, skipped)
@@ -179,10 +174,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     check_manifest_images(rows)
     kw = accentuation_kwargs(args)
     output_dir(args, create=False)
-    t0 = time.perf_counter()
-    model = load_model_from_args(args)
-    load_s = time.perf_counter() - t0
-    spec = resolve_spec(model)
+    model, spec, load_s = load_timed(args)
     settings = build_settings(model, spec, kw)
     skipped: list[dict[str, str]] = []
     work = resolve_manifest(rows, model, spec, settings, parse_target, load_images, skipped)

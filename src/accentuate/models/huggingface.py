@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, ModelNameError
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, field_of
 
 __all__ = ["hf_spec", "is_local", "load_hf"]
 
@@ -43,28 +43,19 @@ def is_local(name: str) -> bool:
             or os.path.isdir(os.path.expanduser(name)))
 
 
-def _field(obj: Any, key: str) -> Any:
-    """``obj[key]`` of a mapping, or ``obj.key`` (processors keep sizes in either form)."""
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
 def _size(processor: Any, config: Any) -> tuple[int, int] | None:
-    crop = _field(processor, "crop_size")
-    if crop is not None and _field(processor, "do_center_crop") is not False:
-        h, w = _field(crop, "height"), _field(crop, "width")
+    crop = field_of(processor, "crop_size")
+    if crop is not None and field_of(processor, "do_center_crop") is not False:
+        h, w = field_of(crop, "height"), field_of(crop, "width")
         if h and w:
             return int(h), int(w)
-    size = _field(processor, "size")
+    size = field_of(processor, "size")
     if isinstance(size, int):
         return size, size
-    h, w = _field(size, "height"), _field(size, "width")
+    h, w = field_of(size, "height"), field_of(size, "width")
     if h and w:
         return int(h), int(w)
-    edge = _field(size, "shortest_edge")
+    edge = field_of(size, "shortest_edge")
     if edge:
         return int(edge), int(edge)
     image_size = getattr(config, "image_size", None)
@@ -86,15 +77,15 @@ def _normalize(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | 
     """``(mean, std)`` for input in [0, 1] that reproduce the processor's rescale + normalize."""
     # The processor sees 0..255 pixels, multiplies them by rescale_factor (when do_rescale),
     # then normalizes: (255 k x - mean) / std = (x - mean / (255 k)) / (std / (255 k)).
-    rescale = _field(processor, "do_rescale") is not False
-    scale = 255.0 * float(_field(processor, "rescale_factor") or 1 / 255) if rescale else 255.0
-    if _field(processor, "do_normalize") is False:
+    rescale = field_of(processor, "do_rescale") is not False
+    scale = 255.0 * float(field_of(processor, "rescale_factor") or 1 / 255) if rescale else 255.0
+    if field_of(processor, "do_normalize") is False:
         if abs(scale - 1.0) < 1e-9:
             return None
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
     else:
-        mean = _triple(_field(processor, "image_mean") or IMAGENET_MEAN, "image_mean")
-        std = _triple(_field(processor, "image_std") or IMAGENET_STD, "image_std")
+        mean = _triple(field_of(processor, "image_mean") or IMAGENET_MEAN, "image_mean")
+        std = _triple(field_of(processor, "image_std") or IMAGENET_STD, "image_std")
     return tuple(m / scale for m in mean), tuple(s / scale for s in std)
 
 
