@@ -179,8 +179,9 @@ def test_run_page_loads_every_image_offline_without_errors(run_page: Page, folde
     n = run_page.js("document.querySelectorAll('.card').length")
     assert n == 4
     assert run_page.js("document.querySelectorAll('.card img').length") == 12  # seed, accentuation, rgba
+    run_page.page.wait_for_function("[...document.images].filter(i => i.naturalWidth > 0).length >= 12",
+                                    timeout=15000)  # lazy images may finish after the load event
     assert run_page.broken_images() == []
-    assert run_page.js("[...document.images].filter(i => i.naturalWidth > 0).length") >= 12
     assert run_page.console == []
     _folder_requests(run_page, folders["run"])
     assert run_page.js("document.querySelector('img.seed').getAttribute('loading')") == "lazy"
@@ -274,7 +275,8 @@ def test_markup_in_names_shows_as_text_and_never_runs(run_page: Page, browser: A
 
 def test_explain_page_shows_the_panel_and_the_classes(browser: Any, folders: dict[str, Path]) -> None:
     page = Page(browser, folders["explain"] / REPORT)
-    assert page.js("document.querySelector('#explain img.figure').naturalWidth") > 0
+    # a lazy image may finish after the load event: wait for it (bounded; a broken one times out)
+    page.page.wait_for_function("document.querySelector('#explain img.figure').naturalWidth > 0", timeout=15000)
     assert page.js("document.querySelectorAll('#explain tbody tr').length") == 2
     assert "top-1" in page.page.inner_text("#explain")
     assert page.broken_images() == [] and page.console == []
@@ -338,7 +340,7 @@ def test_analysis_pages_show_plots_images_and_numbers(kind: str, browser: Any,
     section = f"#analysis-{kind}"
     assert page.js(f"document.querySelectorAll('{section} svg.plot polyline').length") >= 1
     assert page.js(f"document.querySelectorAll('{section} table.numbers tbody tr').length") == len(rows)
-    assert page.js(f"document.querySelector('{section} img.figure').naturalWidth") > 0
+    page.page.wait_for_function(f"document.querySelector('{section} img.figure').naturalWidth > 0", timeout=15000)
     assert page.broken_images() == [] and page.console == []
     _folder_requests(page, folder)
     page.close()
