@@ -60,8 +60,17 @@ class Page:
         return self.page.evaluate(code)
 
     def broken_images(self) -> list[str]:
-        """Images that are displayed (outside a closed, hidden part) but did not load."""
-        return self.js("""[...document.images].filter(i => !i.closest('[hidden]') && !i.hidden)
+        """Images that are displayed (outside a closed, hidden part) but did not load.
+
+        Waits (at most 15 s) for the displayed images still loading: a lazy image may finish
+        after the page's load event.
+        """
+        shown = "[...document.images].filter(i => !i.closest('[hidden]') && !i.hidden)"
+        try:
+            self.page.wait_for_function(f"{shown}.every(i => i.complete)", timeout=15000)
+        except Exception:  # noqa: BLE001 (what is still not loaded is reported below)
+            pass
+        return self.js(f"""{shown}
             .filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'))""")
 
     def close(self) -> None:
