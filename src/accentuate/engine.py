@@ -54,6 +54,7 @@ from .objectives import Objective, as_objective
 from .params import PARAMS, ImageParam, make_param
 from .regularize import Regularizer
 from .result import History, Result
+from .settings import FIELDS as SETTING_FIELDS
 from .settings import SPEC_KEYS, Settings, Until
 from .spec import ModelSpec, resolve_spec
 
@@ -517,9 +518,9 @@ def accentuate(
         >>> res.save("out/")                                          # doctest: +SKIP
     """
     started = time.perf_counter()
-    unknown = [k for k in overrides if k not in _SETTING_KEYS and k not in SPEC_KEYS and k != "param"]
+    unknown = [k for k in overrides if k not in SETTING_FIELDS and k not in SPEC_KEYS and k != "param"]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], [*_SETTING_KEYS, *SPEC_KEYS], n=3, cutoff=0.5)
+        close = difflib.get_close_matches(unknown[0], [*SETTING_FIELDS, *SPEC_KEYS], n=3, cutoff=0.5)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise TypeError(f"accentuate() got an unknown setting {unknown[0]!r}{hint}")
     spec_kw = {k: overrides.pop(k) for k in SPEC_KEYS if k in overrides}
@@ -601,8 +602,6 @@ def accentuate(
     return acc.result(before, config=settings, run=run, snapshots={k: v.cpu() for k, v in snaps.items()},
                       interrupted=interrupted, steps_done=acc.t)
 
-
-_SETTING_KEYS = tuple(Settings.__dataclass_fields__)
 
 
 #: On CPU, model passes hold at most this many input pixels (16 crops of 224 x 224) unless

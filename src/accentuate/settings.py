@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from .spec import ModelSpec
 
-__all__ = ["PRESETS", "SPEC_KEYS", "Settings", "Until"]
+__all__ = ["FIELDS", "PRESETS", "SPEC_KEYS", "Settings", "Until"]
 
 #: Keywords of :func:`accentuate.accentuate` that describe the model (they go to its
 #: :class:`~accentuate.spec.ModelSpec`, see :func:`accentuate.spec.resolve_spec`), not the run.
@@ -274,9 +274,9 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (validated like a new value)."""
-        unknown = [k for k in changes if k not in _FIELDS]
+        unknown = [k for k in changes if k not in FIELDS]
         if unknown:
-            raise _unknown(unknown[0], _FIELDS)
+            raise _unknown(unknown[0], FIELDS)
         return dataclasses.replace(self, **changes)
 
     # -- records --------------------------------------------------------------------------------
@@ -297,9 +297,9 @@ class Settings:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Settings:
         """The settings recorded by :meth:`to_dict` (unknown keys are an error)."""
-        unknown = [k for k in d if k not in _FIELDS]
+        unknown = [k for k in d if k not in FIELDS]
         if unknown:
-            raise _unknown(unknown[0], _FIELDS)
+            raise _unknown(unknown[0], FIELDS)
         kw = dict(d)
         for k in ("crop_range", "noise"):
             if k in kw:
@@ -328,13 +328,13 @@ class Settings:
             ValueError: an invalid value (one line); TypeError: an unknown setting.
             LayerError: a regularization layer not in the model or never run.
         """
-        unknown = [k for k in overrides if k not in _FIELDS]
+        unknown = [k for k in overrides if k not in FIELDS]
         if unknown:
-            raise _unknown(unknown[0], _FIELDS)
+            raise _unknown(unknown[0], FIELDS)
         given = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "until", "autocast",
                                                                              "per_pass")}
         if base is not None:
-            merged = {**{f: getattr(base, f) for f in _FIELDS}, **given}
+            merged = {**{f: getattr(base, f) for f in FIELDS}, **given}
         else:
             merged = {k: spec.setting(k) for k in ("lam", "steps", "lr", "param", "canvas")}
             merged = {k: v for k, v in merged.items() if v is not None}
@@ -354,7 +354,8 @@ class Settings:
         return settings
 
 
-_FIELDS = tuple(f.name for f in fields(Settings))
+#: The names of the settings (the fields of :class:`Settings`).
+FIELDS = tuple(f.name for f in fields(Settings))
 
 
 def _unknown(key: str, known: Sequence[str]) -> TypeError:

@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(a class logit, a channel, a neuron, an attention head, a reference image or a text prompt) rises while the model's activations at the "
             "regularization layer stay close to the photo's. Writes per pair a PNG, an RGBA PNG "
             "(alpha = where the target's gradient went), a figure and (unless --frames 0) an animation, plus a "
-            "contact sheet and run.json.",
+            "contact sheet, run.json and report.html (a page to look at it all).",
             88,
         ),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..objectives import Channel, Direction, Logit, Neuron, Objective, Recorded, from_record
 from ..result import History, Result
-from ..settings import Settings
+from ..settings import FIELDS, Settings
 from ..spec import ModelSpec
 from .io import atomic_write, output_folder
 
@@ -274,7 +274,7 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
                          "load the images of one size with seeds=[...] (indices or names)")
     meta = doc.get("result") or {}
     recorded = dict(doc.get("engine_config") or doc.get("settings") or {})
-    fields = set(Settings.__dataclass_fields__)
+    fields = set(FIELDS)
     config = Settings.from_dict({k: v for k, v in recorded.items() if k in fields})
     run_info = {k: v for k, v in recorded.items() if k not in fields and k != "animation_frames"}
     targets = [_target_from_run(t, doc.get("cwd")) for t in doc["targets"]]
