@@ -178,6 +178,7 @@ def test_token_layers_and_block_outputs_at_224():
     assert run.layouts([OUTPUT])[OUTPUT] == acc.Layout("vector", 24)
     reg = run.default_reg_layer()
     assert reg is not None and rows[reg].layout.kind == "tokens"
+    assert reg in {f"encoder.layer.{i}" for i in range(len(model.encoder.layer))}  # a block: the residual stream
 
 
 def tiny_dinov2_224() -> torch.nn.Module:
@@ -194,7 +195,7 @@ def test_cli_layers_shows_token_layouts_and_marks_the_rules_reg_layer(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split()[-1] == "224)"
     blocks = [ln for ln in lines if ln.startswith("encoder.layer.")]
-    assert len(blocks) == 3 and all(ln.split()[-2:] == ["1+16x16", "x24"] for ln in blocks)
+    assert len(blocks) == 3 and all(ln.split("<-")[0].split()[-2:] == ["1+16x16", "x24"] for ln in blocks)
     assert main(["layers", "--model", "test_models_vit:tiny_dinov2_224"]) == 0
     marked = [ln for ln in capsys.readouterr().out.splitlines() if ln.endswith("<- default --reg-layer")]
     model = tiny_dinov2_224()

@@ -474,25 +474,50 @@ class ModelRunner:
     def default_reg_layer(self) -> str | None:
         """The regularization layer when neither the call nor the spec names one.
 
-        Rule: walk the modules in the order their outputs complete (the pass of :meth:`trace`). Among modules with spatial output (a layout with more than one position),
-        take the outermost one that completes once a third of the model's weighted layers
-        (modules with their own parameters) have run. ``None`` if no layer is spatial.
+        Rule: walk the modules in the order their outputs complete (the pass of :meth:`trace`).
+        Among modules with spatial output (a layout with more than one position), take the
+        outermost one that completes once a third of the model's weighted layers (modules
+        with their own parameters) have run. When that is a token layer inside a block of
+        a transformer (an element of a ``ModuleList`` or ``nn.Sequential``, such as
+        ``encoder.layer.3`` or ``blocks.3``), take the block: its output is the residual
+        stream, which the calibration compared (``benchmarks/CALIBRATION.md``). ``None`` if
+        no layer is spatial.
         """
         if self.spec.reg_layer is not None:
             return self.spec.reg_layer
-        events: list[tuple[str, bool, int]] = []  # (name, spatial, weighted layers run so far)
+        events: list[tuple[str, Layout | None, int]] = []  # (name, layout, weighted layers run so far)
         count = 0
         for row in self.trace():
             count += row.weighted
-            events.append((row.name, row.layout is not None and row.layout.spatial, count))
-        spatial = [(n, c) for n, s, c in events if s]
+            events.append((row.name, row.layout, count))
+        spatial = [(n, c) for n, lay, c in events if lay is not None and lay.spatial]
         if not spatial:
             return None
         threshold = count / 3
         chosen = next(((n, c) for n, c in spatial if c >= threshold), spatial[-1])
         # Outermost module completing at the same point: the shortest name among same-count events.
         same = [n for n, c in spatial if c == chosen[1] and chosen[0].startswith(n + ".")]
-        return min(same, key=len) if same else chosen[0]
+        name = min(same, key=len) if same else chosen[0]
+        layouts = {n: lay for n, lay, _ in events}
+        lay = layouts.get(name)
+        if lay is not None and lay.kind == "tokens":
+            block = self._enclosing_block(name)
+            if block is not None and layouts.get(block) is not None and layouts[block].kind == "tokens":  # type: ignore[union-attr]
+                return block
+        return name
+
+    def _enclosing_block(self, name: str) -> str | None:
+        """The outermost module containing (or being) ``name`` that is an element of a
+        ``ModuleList`` or ``nn.Sequential`` (a block of a stack), or ``None``."""
+        from torch import nn
+
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            parent = ".".join(parts[: i - 1])
+            container = self.model.get_submodule(parent) if parent else self.model
+            if isinstance(container, (nn.ModuleList, nn.Sequential)) and parts[i - 1].isdigit():
+                return ".".join(parts[:i])
+        return None
 
 
 def layers(
