@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> dict:
     patch = spec.patch_size or args.patch
     pairs = [p for p in PAIRS if not args.photos or p[0] in args.photos]
     overrides = {k: v for k, v in dict(lam=args.lam, reg_layer=args.reg_layer, steps=args.steps, lr=args.lr,
-                                        param=args.param, canvas=args.canvas, crops=args.crops,
+                                        param=args.param, crops=args.crops,
+                                        canvas=None if args.canvas is None else (
+                                            args.canvas[0] if len(args.canvas) == 1 else tuple(args.canvas)),
                                         crop_range=tuple(args.crop_range) if args.crop_range else None).items()
                  if v is not None}
     rows, per_step, config = [], {}, None
@@ -141,7 +143,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--param", default=None)
-    ap.add_argument("--canvas", type=int, default=None)
+    ap.add_argument("--canvas", type=int, nargs="+", default=None, help="the long side, or H W")
     ap.add_argument("--crops", type=int, default=None)
     ap.add_argument("--crop-range", type=float, nargs=2, default=None)
     ap.add_argument("--photos", nargs="*", default=None, help="subset of the pairs, by seed photo")

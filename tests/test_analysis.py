@@ -206,11 +206,21 @@ def test_pathway_full_run_on_tiny_model(tiny, seed_img, tmp_path):
     assert "accentuation (4 pairs)" in (tmp_path / "pathway.md").read_text()
 
 
-def test_pathway_needs_a_class_target_and_seeds(tiny, seed_img):
-    with pytest.raises(ValueError, match="class target"):
-        pathway_similarity(tiny, acc.channel("conv2", 1), [seed_img, seed_img], [seed_img])
+def test_pathway_needs_seeds(tiny, seed_img):
     with pytest.raises(ValueError, match="seeds"):
         pathway_similarity(tiny, 1, [seed_img, seed_img])
+
+
+def test_pathway_with_a_reference_image_target(tiny, seed_img):
+    """A model without classes: the target is "look like the reference", the naturals are its views."""
+    reference = seed_img.flip(-1).roll(13, dims=-1) * 0.8
+    target = acc.like(None, reference, tiny)
+    views = augmented_views([reference], 4, side=48, generator=1)
+    pw = pathway_similarity(tiny, target, views, [seed_img], feature_vis=0, **dict(QUICK, steps=16, lam=0.01))
+    assert pw.kinds == ["accentuation", "seed", "natural"] and pw.target.startswith("Like(")
+    # At the layer the target reads, the accentuation moved toward the reference's views.
+    i = pw.layers.index(target.layer)
+    assert float(pw.pooled["accentuation"][i]) > float(pw.pooled["seed"][i])
 
 
 def test_augmented_views_are_distinct_and_reproducible(seed_img):
@@ -345,12 +355,24 @@ def test_cli_pathway(tmp_path, seed_img, capsys):
     assert "natural (3 pairs)" in capsys.readouterr().out
 
 
+def test_cli_pathway_like_a_reference_image(tmp_path, seed_img, capsys):
+    seed = _write_seed(tmp_path, seed_img)
+    ref = _write_seed(tmp_path, seed_img.flip(-1), "ref.png")
+    assert main(["pathway", "--like", ref, "--views", "3", "--seeds", seed, "--feature-vis", "0",
+                 "--out", str(tmp_path / "p"), *CLI_MODEL]) == 0
+    out = capsys.readouterr().out
+    assert "natural (3 pairs)" in out and "Like(" in (tmp_path / "p" / "pathway.json").read_text()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "{seed}", "--target", "1", "--lam", "1"], "--lam cannot be used"),
     (["sweep", "{seed}", "--target", "1", "--lam-range", "10", "1"], "--lam-range"),
     (["sanity", "{seed}", "--target", "1", "--every", "0"], "--every"),
     (["latent", "{seed}", "--target", "conv2:3", "--canvas", "48x64"], "square canvas"),
     (["pathway", "1", "--class-images", "missing.png", "--seeds", "{seed}"], "missing.png"),
+    (["pathway", "1", "--like", "{seed}", "--seeds", "{seed}"], "not both"),
+    (["pathway", "1", "--seeds", "{seed}"], "--class-images is required"),
+    (["pathway", "--like", "missing.png", "--seeds", "{seed}"], "missing.png"),
 ])
 def test_cli_usage_errors_exit_2(tmp_path, seed_img, capsys, argv, message):
     seed = _write_seed(tmp_path, seed_img)

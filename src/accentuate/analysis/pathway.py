@@ -298,9 +298,13 @@ def pathway_similarity(
 
     Args:
         model: the model (not modified).
-        target: the class (index, name or logit objective) whose pathway is studied.
-        class_images: natural images of the target class: a folder, paths, PIL images
-            or tensors in [0, 1]; at least 2 for the natural-vs-natural line.
+        target: the class (index, name or logit objective) whose pathway is studied, or
+            any other objective with natural images that show it: for a model without
+            classes, ``acc.like(None, photo, model)`` with views of ``photo``
+            (:func:`augmented_views`) as ``class_images``.
+        class_images: natural images of the target class (of the feature): a folder,
+            paths, PIL images or tensors in [0, 1]; at least 2 for the natural-vs-natural
+            line.
         seeds: the seed images to accentuate (any class but the target, for the
             comparison to mean anything). Needed unless ``accentuations`` is a
             :class:`~accentuate.result.Result` (its seeds are used).
@@ -337,11 +341,6 @@ def pathway_similarity(
     """
     spec = spec_of(model, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
-    if objective.class_index is None:
-        raise ValueError(
-            f"pathway similarity needs a class target (a logit), got {objective!r}; "
-            "natural images of a class are what it compares with"
-        )
     naturals, _ = load_image_set(class_images, "class_images")
     if isinstance(feature_vis, bool) or (isinstance(feature_vis, int) and feature_vis < 0):
         raise ValueError(f"feature_vis must be a count >= 0, a Result or images; got {feature_vis!r}")

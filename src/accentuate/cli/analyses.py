@@ -88,9 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "through the model", "Pathway similarity: layer-by-layer correlation with natural images "
                 "of the target class, for accentuations, their seeds, noise-seeded feature "
                 "visualizations and the natural images among themselves.", _PATHWAY_EXAMPLE)
-    p.add_argument("target", metavar="CLASS", help="the class (name or index) whose pathway is studied")
-    p.add_argument("--class-images", nargs="+", required=True, metavar="PATH",
-                   help="natural images of the class (files or folders)")
+    p.add_argument("target", metavar="CLASS", nargs="?",
+                   help="the class (name or index) whose pathway is studied (or give --like IMAGE)")
+    p.add_argument("--like", metavar="IMAGE",
+                   help="instead of a class: the target is 'look more like IMAGE' (acc.like, for models "
+                        "without classes such as DINOv2); --class-images default to IMAGE itself")
+    p.add_argument("--class-images", nargs="+", metavar="PATH",
+                   help="natural images of the class (files or folders); with --like: photos that show "
+                        "what IMAGE shows (default: IMAGE)")
     p.add_argument("--seeds", nargs="+", required=True, metavar="PATH",
                    help="seed images to accentuate toward the class (files or folders)")
     p.add_argument("--views", type=int, default=0, metavar="N",
@@ -213,12 +218,28 @@ def run_pathway(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     kw = _kwargs(args, forbid=("until",))
+    if (args.target is None) == (args.like is None):
+        raise UsageError("give the target class (CLASS) or --like IMAGE, not both and not neither")
+    if args.like is not None:
+        _paths([args.like], "--like")
+        if not args.class_images:
+            args.class_images = [args.like]
+    elif not args.class_images:
+        raise UsageError("--class-images is required with a CLASS target: natural images of the class")
     _paths(args.class_images, "--class-images")
     _paths(args.seeds, "--seeds")
     if args.views < 0 or args.feature_vis < 0:
         raise UsageError("--views and --feature-vis must be >= 0")
     model = load_model_from_args(args)
-    target = parse_target(args.target, model)
+    if args.like is not None:
+        from ..objectives import like
+
+        try:
+            target: Any = like(None, args.like, model)
+        except ValueError as e:
+            raise UsageError(f"--like {args.like!r}: {e}") from None
+    else:
+        target = parse_target(args.target, model)
     class_images: Any = args.class_images
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
