@@ -83,7 +83,11 @@ def run(args: argparse.Namespace) -> dict:
         print(json.dumps(row), flush=True)
         if args.images:
             Path(args.images).mkdir(parents=True, exist_ok=True)
-            acc.images.tensor_to_pil(final).save(Path(args.images) / f"{seed_name}_like_{ref_name}.png")
+            stem = Path(args.images) / f"{seed_name}_like_{ref_name}"
+            acc.images.tensor_to_pil(final).save(f"{stem}.png")
+            acc.images.tensor_to_pil(seed).save(f"{stem}_seed.png")
+            # The change, amplified 4 x around mid-grey (what the grid score is computed on).
+            acc.images.tensor_to_pil((0.5 + 4 * (final - seed)).clamp(0, 1)).save(f"{stem}_change.png")
     n = len(rows)
     final_ = {"pairs": n, "mean_cos_before": round(sum(r["cos_before"] for r in rows) / n, 4),
               "mean_cos_after": round(sum(r["cos_after"] for r in rows) / n, 4),

@@ -58,9 +58,11 @@ def test_resolve_fills_every_default_once(tiny, monkeypatch):
 
     monkeypatch.setattr(type(tiny), "forward", counting)
     spec = acc.resolve_spec(tiny).__class__(**{**acc.resolve_spec(tiny).__dict__, "reg_layer": None,
-                                               "defaults": {"lam": 0.3, "steps": 7}})
+                                               "defaults": {"lam": 0.3, "steps": 7, "crops": 3}})
     s = Settings.resolve(tiny, spec)
     assert s.lam == 0.3 and s.steps == 7 and s.lr == 0.05 and s.param == "fourier"  # spec, then reference
+    assert s.crops == 3 and s.crop_range == Settings().crop_range
+    assert Settings.resolve(tiny, spec, crops=5).crops == 5
     assert str(s.regularizer) == "conv2"  # by the stated rule
     assert len(calls) == 1  # one forward pass finds the rule's layer and checks that it runs
     assert Settings.resolve(tiny, spec, seeded=False).regularizer == acc.Regularizer.none()

@@ -44,11 +44,14 @@ if TYPE_CHECKING:
 
     from .spec import ModelSpec
 
-__all__ = ["FIELDS", "PRESETS", "SPEC_KEYS", "Settings", "Until"]
+__all__ = ["FIELDS", "PRESETS", "SPEC_DEFAULTS", "SPEC_KEYS", "Settings", "Until"]
 
 #: Keywords of :func:`accentuate.accentuate` that describe the model (they go to its
 #: :class:`~accentuate.spec.ModelSpec`, see :func:`accentuate.spec.resolve_spec`), not the run.
 SPEC_KEYS = ("input_size", "normalize", "labels", "output", "layouts")
+
+#: The settings a model's spec may give calibrated defaults for (``ModelSpec.defaults``).
+SPEC_DEFAULTS = ("lam", "steps", "lr", "param", "canvas", "crops", "crop_range")
 
 #: Named groups of settings. ``preview``: a quick first look (a 256-pixel canvas, 8 crops a step,
 #: and, for class targets, stopping as soon as the target is the model's top-1, checked every 2
@@ -318,7 +321,7 @@ class Settings:
     def resolve(cls, model: nn.Module, spec: ModelSpec, base: Settings | None = None, *,
                 seeded: bool = True, **overrides: Any) -> Settings:
         """Every setting for ``model``: ``overrides``, else ``base``'s, else the spec's calibrated
-        defaults (``lam``, ``steps``, ``lr``, ``param``, ``canvas``), else the reference recipe's.
+        defaults (:data:`SPEC_DEFAULTS`), else the reference recipe's.
 
         The regularization layer, when neither given nor in ``base``, is the spec's, else the
         rule's (one pass of the model); ``"none"`` without seeds (``seeded=False``). The
@@ -336,7 +339,7 @@ class Settings:
         if base is not None:
             merged = {**{f: getattr(base, f) for f in FIELDS}, **given}
         else:
-            merged = {k: spec.setting(k) for k in ("lam", "steps", "lr", "param", "canvas")}
+            merged = {k: spec.setting(k) for k in SPEC_DEFAULTS}
             merged = {k: v for k, v in merged.items() if v is not None}
             merged.update(given)
         from .hooks import ModelRunner

@@ -66,7 +66,8 @@ class ModelSpec:
             first tensor of a tuple, ``"logits"`` of a dict or ``ModelOutput``), a dict key,
             a tuple index, or a callable.
         reg_layer: suggested regularization layer for class targets.
-        defaults: calibrated settings (``lam``, ``steps``, ``lr``, ``param``, ``canvas``).
+        defaults: calibrated settings (``lam``, ``steps``, ``lr``, ``param``, ``canvas``, ``crops``,
+            ``crop_range``: :data:`accentuate.settings.SPEC_DEFAULTS`).
         pathway_layers: layers in depth order for pathway analyses.
         layouts: per-layer layout overrides, ``{name: Layout or "nchw" | "nhwc" |
             "tokens:PREFIX:HxW"}``, for layers whose shape does not say it (see
