@@ -1,7 +1,10 @@
 """Before/after pictures of the patch-grid measurement, from ``calibrate_vit.py --images`` folders.
 
-Each row is one run's result for one pair: the result, then its change (``result - seed``,
-amplified 4 x around mid-grey), with the run's label and the pair's grid score.
+Each row is one run's result for one pair: the result, its change (``result - seed``,
+amplified 4 x around mid-grey), optionally a 2 x zoom of the change, and the change's power
+spectrum (log scale, Hann window, up to half the model input's frequency, 112 cycles per
+extent, with ticks at the patch lattice, multiples of 16: where a patch grid puts its peaks),
+with the run's label and the pair's grid score.
 
     python benchmarks/grid_figure.py --pair chelsea_like_astronaut --out docs/figures/vit_grid.png \\
         "naive ViT=/tmp/img/naive:benchmarks/calibration/vit/naive.json" \\
@@ -14,7 +17,36 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from PIL import Image, ImageDraw
+
+import accentuate as acc
+from accentuate.metrics import gray
+
+
+def spectrum(seed: Path, result: Path, size: int, cycles: float = 16, limit: int = 112) -> Image.Image:
+    """The change's log power spectrum as a grey image, frequencies -limit..limit on both axes."""
+    change = gray(acc.load_image(result) - acc.load_image(seed)).double()
+    h, w = change.shape
+    change = change - change.mean()
+    win = torch.outer(torch.hann_window(h, periodic=False, dtype=change.dtype),
+                      torch.hann_window(w, periodic=False, dtype=change.dtype))
+    p = torch.fft.fftshift(torch.fft.fft2(change * win)).abs().pow(2)
+    cy, cx = h // 2, w // 2
+    p = p[cy - limit: cy + limit + 1, cx - limit: cx + limit + 1].log10()
+    lo, hi = torch.quantile(p.flatten().float(), 0.02), torch.quantile(p.flatten().float(), 0.999)
+    img = ((p - lo) / (hi - lo)).clamp(0, 1)
+    tile = Image.fromarray((img.numpy() * 255).astype("uint8")).resize((size, size), Image.NEAREST).convert("RGB")
+    d = ImageDraw.Draw(tile)
+    scale = size / (2 * limit + 1)
+    k = 1
+    while k * cycles <= limit:
+        for f in (limit + k * cycles, limit - k * cycles):
+            t = int((f + 0.5) * scale)
+            d.line([(t, 0), (t, 4)], fill="red")
+            d.line([(0, t), (4, t)], fill="red")
+        k += 1
+    return tile
 
 
 def main() -> None:
@@ -40,8 +72,10 @@ def main() -> None:
             box = tuple(int(v / 1000 * (c.width if i % 2 == 0 else c.height)) for i, v in enumerate(args.crop))
             imgs.append(c.crop(box).resize(((box[2] - box[0]) * 2, (box[3] - box[1]) * 2), Image.NEAREST))
         h = args.height
-        tiles.append([im.resize((round(im.width * h / im.height), h), Image.LANCZOS if im is not imgs[-1] or
-                                not args.crop else Image.NEAREST) for im in imgs])
+        row_tiles = [im.resize((round(im.width * h / im.height), h), Image.LANCZOS if im is not imgs[-1] or
+                               not args.crop else Image.NEAREST) for im in imgs]
+        row_tiles.append(spectrum(Path(folder) / f"{args.pair}_seed.png", Path(folder) / f"{args.pair}.png", h))
+        tiles.append(row_tiles)
         labels.append(f"{label}: cosine {row['cos_before']:.2f} -> {row['cos_after']:.2f}, "
                       f"SSIM {row['ssim']:.2f}, grid score {row['grid_db']:.2f} dB")
     pad, text_h = 6, 18

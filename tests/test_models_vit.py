@@ -255,3 +255,23 @@ def test_real_model_channel_rises_and_state_is_untouched(focus):
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
     assert not focus.training and [p.requires_grad for p in focus.parameters()] == flags
     assert all(torch.equal(before[k], v) for k, v in focus.state_dict().items())
+
+
+@pytest.mark.slow
+@needs_wheel
+def test_real_model_like_target_at_its_calibrated_defaults(focus):
+    """"Look more like the astronaut": the cosine to the reference rises, the photo stays recognisable,
+    and the run used the spec's calibrated settings (benchmarks/CALIBRATION.md)."""
+    from accentuate.metrics import patch_grid_score, ssim
+
+    target = acc.like(None, acc.photo("astronaut"), focus)
+    assert target.layer == "layernorm" and target.pool == "cls"
+    res = acc.accentuate(focus, acc.photo("chelsea"), target, steps=10, generator=0)
+    cfg = res.config
+    assert str(cfg.regularizer) == "encoder.layer.3" and cfg.lam == 0.2 and cfg.crops == 4
+    assert cfg.crop_range == (0.5, 1.0)
+    before, after = float(res.before["value"][0, 0]), float(res.after["value"][0, 0])
+    assert after > before + 0.1, (before, after)
+    assert float(ssim(res.images[0, 0], res.seeds[0])) > 0.6
+    # No patch grid in what changed (a grid of 16 x 16 patches scores several dB; see CALIBRATION.md).
+    assert float(patch_grid_score(res.images[0, 0] - res.seeds[0], 16, limit=112)) < 1.5
