@@ -62,9 +62,9 @@ def test_resolve_fills_every_default_once(tiny, monkeypatch):
     s = Settings.resolve(tiny, spec)
     assert s.lam == 0.3 and s.steps == 7 and s.lr == 0.05 and s.param == "fourier"  # spec, then reference
     assert s.crops == 3 and s.crop_range == Settings().crop_range
-    assert Settings.resolve(tiny, spec, crops=5).crops == 5
     assert str(s.regularizer) == "conv2"  # by the stated rule
     assert len(calls) == 1  # one forward pass finds the rule's layer and checks that it runs
+    assert Settings.resolve(tiny, spec, crops=5).crops == 5
     assert Settings.resolve(tiny, spec, seeded=False).regularizer == acc.Regularizer.none()
     # A base and overrides: the overrides win, the rest of the base stays.
     t = Settings.resolve(tiny, spec, s, steps=9, reg_layer="pixel")
