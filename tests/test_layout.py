@@ -221,3 +221,39 @@ def test_runner_runs_the_model_one_way(tiny, seed_img):
     tiny.eval()
     with pytest.raises(acc.LayerError, match="never ran"):
         ModelRunner(tiny, spec)(x, ["conv1", "conv3"], stop_at=["conv1"])  # conv3 is cut off
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(12, 24), nn.GELU(), nn.Linear(24, 12))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t + self.mlp(t)
+
+
+class StackNet(nn.Module):
+    """Patch tokens through a stack of 6 residual blocks (each with an MLP ``Sequential``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch = nn.Conv2d(3, 12, 8, stride=8)
+        self.blocks = nn.ModuleList(_Block() for _ in range(6))
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        for b in self.blocks:
+            t = b(t)
+        return self.head(t.mean(1))
+
+
+def test_default_reg_layer_rule_takes_the_block_of_a_token_stack():
+    """The rule's token layer (inside block 1's MLP) becomes the block, the residual stream; an
+    MLP's Sequential of unlike layers is not a stack, nor is a wrapper Sequential(backbone, head)."""
+    spec = _spec()
+    net = StackNet()
+    assert acc.default_reg_layer(net, spec) == "blocks.1"
+    wrapped = nn.Sequential(net, nn.Identity())
+    assert acc.default_reg_layer(wrapped, spec) == "0.blocks.1"

@@ -478,8 +478,8 @@ class ModelRunner:
         Among modules with spatial output (a layout with more than one position), take the
         outermost one that completes once a third of the model's weighted layers (modules
         with their own parameters) have run. When that is a token layer inside a block of
-        a transformer (an element of a ``ModuleList`` or ``nn.Sequential``, such as
-        ``encoder.layer.3`` or ``blocks.3``), take the block: its output is the residual
+        a transformer (a module in a ``ModuleList`` or ``nn.Sequential`` of like blocks,
+        such as ``encoder.layer.3`` or ``blocks.3``), take the block: its output is the residual
         stream, which the calibration compared (``benchmarks/CALIBRATION.md``). ``None`` if
         no layer is spatial.
         """
@@ -507,15 +507,23 @@ class ModelRunner:
         return name
 
     def _enclosing_block(self, name: str) -> str | None:
-        """The outermost module containing (or being) ``name`` that is an element of a
-        ``ModuleList`` or ``nn.Sequential`` (a block of a stack), or ``None``."""
+        """The innermost module containing (or being) ``name`` that is one block of a stack:
+        a module with submodules, in a ``ModuleList`` or ``nn.Sequential`` holding another of
+        its class (``encoder.layer.3``, ``blocks.3``; not a layer of an MLP's ``Sequential``,
+        nor the backbone of a wrapper ``Sequential(backbone, head)``), or ``None``."""
         from torch import nn
 
         parts = name.split(".")
-        for i in range(1, len(parts) + 1):
+        for i in range(len(parts), 0, -1):
+            if not parts[i - 1].isdigit():
+                continue
             parent = ".".join(parts[: i - 1])
             container = self.model.get_submodule(parent) if parent else self.model
-            if isinstance(container, (nn.ModuleList, nn.Sequential)) and parts[i - 1].isdigit():
+            if not isinstance(container, (nn.ModuleList, nn.Sequential)):
+                continue
+            element = container[int(parts[i - 1])]
+            has_children = next(element.children(), None) is not None
+            if has_children and sum(type(m) is type(element) for m in container) >= 2:
                 return ".".join(parts[:i])
         return None
 
