@@ -21,17 +21,14 @@ import torch
 from PIL import Image, ImageDraw
 
 import accentuate as acc
-from accentuate.metrics import gray
+from accentuate.metrics import gray, power_spectrum
 
 
 def spectrum(seed: Path, result: Path, size: int, cycles: float = 16, limit: int = 112) -> Image.Image:
     """The change's log power spectrum as a grey image, frequencies -limit..limit on both axes."""
-    change = gray(acc.load_image(result) - acc.load_image(seed)).double()
-    h, w = change.shape
-    change = change - change.mean()
-    win = torch.outer(torch.hann_window(h, periodic=False, dtype=change.dtype),
-                      torch.hann_window(w, periodic=False, dtype=change.dtype))
-    p = torch.fft.fftshift(torch.fft.fft2(change * win)).abs().pow(2)
+    change = gray(acc.load_image(result) - acc.load_image(seed))[None]
+    p = torch.fft.fftshift(power_spectrum(change))
+    h, w = p.shape
     cy, cx = h // 2, w // 2
     p = p[cy - limit: cy + limit + 1, cx - limit: cx + limit + 1].log10()
     lo, hi = torch.quantile(p.flatten().float(), 0.02), torch.quantile(p.flatten().float(), 0.999)

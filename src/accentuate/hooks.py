@@ -499,10 +499,9 @@ class ModelRunner:
         same = [n for n, c in spatial if c == chosen[1] and chosen[0].startswith(n + ".")]
         name = min(same, key=len) if same else chosen[0]
         layouts = {n: lay for n, lay, _ in events}
-        lay = layouts.get(name)
-        if lay is not None and lay.kind == "tokens":
+        if getattr(layouts.get(name), "kind", None) == "tokens":
             block = self._enclosing_block(name)
-            if block is not None and layouts.get(block) is not None and layouts[block].kind == "tokens":  # type: ignore[union-attr]
+            if block is not None and getattr(layouts.get(block), "kind", None) == "tokens":
                 return block
         return name
 

@@ -7,7 +7,7 @@ import torch
 from .images import resize
 from .opacity import gaussian_blur
 
-__all__ = ["gray", "patch_grid_score", "pixel_rmse", "ssim"]
+__all__ = ["gray", "patch_grid_score", "pixel_rmse", "power_spectrum", "ssim"]
 
 _LUMA = (0.2125, 0.7154, 0.0721)  # Rec. 709, as skimage.color.rgb2gray
 
@@ -53,6 +53,18 @@ def pixel_rmse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).pow(2).mean(dim=(-3, -2, -1)).sqrt()
 
 
+def power_spectrum(x: torch.Tensor) -> torch.Tensor:
+    """Power spectrum of ``(..., C, H, W)`` images, summed over channels: ``(..., H, W)`` in
+    float64, unshifted (bin ``(0, 0)`` is the mean). Per channel the mean is removed and a
+    2-d Hann window applied first, so the image's edges add no spurious lines."""
+    x = x.double()
+    h, w = x.shape[-2:]
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    win = torch.outer(torch.hann_window(h, periodic=False, dtype=x.dtype),
+                      torch.hann_window(w, periodic=False, dtype=x.dtype))
+    return torch.fft.fft2(x * win, dim=(-2, -1)).abs().pow(2).sum(dim=-3)
+
+
 def patch_grid_score(change: torch.Tensor, cycles: float, limit: float | None = None, guard: int = 2,
                      width: int = 4) -> torch.Tensor:
     """How much a grid of period ``extent / cycles`` stands out in an image, in decibels.
@@ -63,8 +75,8 @@ def patch_grid_score(change: torch.Tensor, cycles: float, limit: float | None = 
     whole view is the image resized to the square input), and a pattern repeated in
     every patch puts its energy at the lattice of frequencies ``(k, l) * cycles``.
 
-    Method: per channel the mean is removed and a 2-d Hann window applied; the power
-    spectra are summed over channels. At each lattice point ``(k, l) * cycles`` other than
+    Method: the change's :func:`power_spectrum` (mean removed, Hann window, summed over
+    channels). At each lattice point ``(k, l) * cycles`` other than
     the origin, with both coordinates at most ``limit`` cycles per extent, the peak (the
     largest bin of the 3 x 3 bins around it) is divided by the median of the same
     statistic at the bins ``guard + 1`` to ``guard + width`` away (a square ring), so that
@@ -95,12 +107,8 @@ def patch_grid_score(change: torch.Tensor, cycles: float, limit: float | None = 
     if cycles <= 0:
         raise ValueError(f"cycles must be > 0; got {cycles}")
     lead = change.shape[:-3]
-    x = change.reshape(-1, *change.shape[-3:]).double()
-    h, w = x.shape[-2:]
-    x = x - x.mean(dim=(-2, -1), keepdim=True)
-    win = torch.outer(torch.hann_window(h, periodic=False, dtype=x.dtype),
-                      torch.hann_window(w, periodic=False, dtype=x.dtype))
-    power = torch.fft.fft2(x * win, dim=(-2, -1)).abs().pow(2).sum(dim=1)  # (B, h, w), bins wrap around
+    power = power_spectrum(change.reshape(-1, *change.shape[-3:]))  # (B, h, w), bins wrap around
+    h, w = power.shape[-2:]
     local = F.max_pool2d(F.pad(power[:, None], (1, 1, 1, 1), mode="circular"), 3, 1)[:, 0]
     top = min(h // 2, w // 2) if limit is None else min(h // 2, w // 2, int(limit))
     reach = int((top - guard - width - 1) // cycles)
