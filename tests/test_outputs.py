@@ -15,16 +15,8 @@ from PIL import Image
 import accentuate as acc
 from accentuate.analysis.explain import choose_classes, explain
 from accentuate.outputs import animation, figures
-from accentuate.outputs.record import (
-    ImageInfo,
-    RunWriter,
-    TargetInfo,
-    describe_target,
-    file_sha256,
-    seed_distances,
-    settings_hash,
-    slug,
-)
+from accentuate.outputs.record import RunWriter, file_sha256, seed_distances, settings_hash
+from accentuate.outputs.worklist import ImageInfo, TargetInfo, WorkList, describe_target, slug
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -178,19 +170,24 @@ def test_seed_distances(tiny: torch.nn.Module, seed_img: torch.Tensor) -> None:
     assert torch.isnan(seed_distances(none)["reg_layer"]).all()
 
 
-def _writer(tmp_path: Path, tiny: torch.nn.Module, seed_img: torch.Tensor, key: str = "k1") -> RunWriter:
+def _writer(tmp_path: Path, tiny: torch.nn.Module, seed_img: torch.Tensor, key: str = "k1",
+            targets: int = 2) -> RunWriter:
     info = ImageInfo(path="seed.png", name="seed.png", sha256="abc", size=(48, 48), canvas=(48, 48),
                      tensor=seed_img)
-    targets = [TargetInfo("apple", acc.logit(0).resolve(TINY_SPEC.labels)),
-               TargetInfo("conv2:1", acc.channel("conv2", 1))]
-    return RunWriter(tmp_path, {"command": "test"}, key, [info], targets)
+    infos = [TargetInfo("apple", acc.logit(0).resolve(TINY_SPEC.labels)),
+             TargetInfo("conv2:1", acc.channel("conv2", 1))][:targets]
+    return RunWriter(tmp_path, {"command": "test"}, WorkList([info], infos, key, batch_size=4))
+
+
+def _verified(w: RunWriter, i: int, j: int) -> bool:
+    return w.verified(w.work.pair(i, j))
 
 
 def test_writer_records_files_with_hashes_and_verifies_them(tmp_path: Path, tiny: torch.nn.Module,
                                                             seed_img: torch.Tensor) -> None:
     res = acc.accentuate(tiny, seed_img, [acc.logit(0), acc.channel("conv2", 1)], snapshots=4, **FAST)
     w = _writer(tmp_path, tiny, seed_img)
-    entries = w.write_batch(res, [0], [0, 1], seconds=1.0)
+    entries = w.write_batch(res, w.work.batches[0], seconds=1.0)
     w.contact_sheet("title")
     w.save("complete")
     doc = json.loads((tmp_path / "run.json").read_text())
@@ -205,10 +202,10 @@ def test_writer_records_files_with_hashes_and_verifies_them(tmp_path: Path, tiny
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
     # A new writer with the same settings verifies both pairs; a corrupted file fails.
     again = _writer(tmp_path, tiny, seed_img)
-    assert again.verified(0, 0) and again.verified(0, 1)
+    assert _verified(again, 0, 0) and _verified(again, 0, 1)
     (tmp_path / apple["files"]["figure"]).write_bytes(b"x")
-    assert not _writer(tmp_path, tiny, seed_img).verified(0, 0)
-    assert not _writer(tmp_path, tiny, seed_img, key="other").verified(0, 1)
+    assert not _verified(_writer(tmp_path, tiny, seed_img), 0, 0)
+    assert not _verified(_writer(tmp_path, tiny, seed_img, key="other"), 0, 1)
 
 
 def test_writer_marks_partial_and_failed_pairs(tmp_path: Path, tiny: torch.nn.Module,
@@ -217,12 +214,12 @@ def test_writer_marks_partial_and_failed_pairs(tmp_path: Path, tiny: torch.nn.Mo
     res.failed[(0, 1)] = "non-finite loss"
     res.interrupted = True
     w = _writer(tmp_path, tiny, seed_img)
-    entries = w.write_batch(res, [0], [0, 1], seconds=1.0)
+    entries = w.write_batch(res, w.work.batches[0], seconds=1.0)
     assert [e["status"] for e in entries] == ["partial", "failed"]
     assert entries[1]["failed"] == "non-finite loss"
     w.save("interrupted")
     again = _writer(tmp_path, tiny, seed_img)
-    assert not again.verified(0, 0) and not again.verified(0, 1)
+    assert not _verified(again, 0, 0) and not _verified(again, 0, 1)
 
 
 def test_unreadable_run_json_is_ignored_with_a_warning(tmp_path: Path, tiny: torch.nn.Module,
@@ -230,7 +227,7 @@ def test_unreadable_run_json_is_ignored_with_a_warning(tmp_path: Path, tiny: tor
     (tmp_path / "run.json").write_text("{ half-written")
     with pytest.warns(UserWarning, match="ignoring unreadable"):
         w = _writer(tmp_path, tiny, seed_img)
-    assert not w.verified(0, 0)
+    assert not _verified(w, 0, 0)
 
 
 # -- explain -------------------------------------------------------------------------------
@@ -290,9 +287,8 @@ def test_animation_ends_on_the_result_when_stopped_early(tmp_path: Path, tiny: t
         top = int(tiny(resize(seed_img[None], (32, 32))).argmax())
     res = acc.accentuate(tiny, seed_img, [top], until="top1", snapshots=3, **FAST)
     assert res.steps_done == 5 and sorted(res.snapshots) == [0, 3]  # stopped at the first check
-    w = _writer(tmp_path, tiny, seed_img)
-    w.targets = w.targets[:1]
-    (entry,) = w.write_batch(res, [0], [0], seconds=1.0)
+    w = _writer(tmp_path, tiny, seed_img, targets=1)
+    (entry,) = w.write_batch(res, w.work.batches[0], seconds=1.0)
     gif = Image.open(tmp_path / entry["files"]["gif"])
     assert gif.n_frames == 3
     gif.seek(2)

@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 
 from accentuate.cli import main
-from accentuate.cli.worklist import Batch, batch_seed, cut_batches, read_manifest
+from accentuate.cli.worklist import read_manifest
+from accentuate.outputs.worklist import Batch, batch_seed, cut_batches
 from accentuate.objectives import logit
-from accentuate.outputs.record import ImageInfo, TargetInfo, file_sha256
+from accentuate.outputs.record import file_sha256
+from accentuate.outputs.worklist import ImageInfo, TargetInfo
 
 FAST = ["--model", "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "48", "--frames", "0", "-q"]
 
@@ -71,7 +73,7 @@ def test_csv_and_jsonl_manifests_read_the_same_rows(work: Path) -> None:
     ("image,target,steps\nphotos/a.png,apple,many\n", "m.csv line 2", "steps 'many' is not an integer"),
     ("image,target,lam\nphotos/a.png,apple,-1\n", "m.csv line 2", "lam must be"),
     ("image,target,reg_layer\nphotos/a.png,apple,conv9\n", "m.csv line 2", "conv9"),
-    ("image,target,until\nphotos/a.png,conv2:1,top1\n", "m.csv line 2", "needs a class target"),
+    ("image,target,until\nphotos/a.png,conv2:1,top1\n", "m.csv line 2", "needs class targets"),
 ], ids=["empty", "header-only", "missing-column", "unknown-column", "missing-image", "unknown-target",
         "empty-target", "bad-number", "bad-lam", "unknown-layer", "until-on-channel"])
 def test_bad_manifest_is_one_line_naming_the_row_before_any_work(

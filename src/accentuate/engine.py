@@ -50,6 +50,7 @@ from .augment import CropOperator, Crops, sample_crops
 from .hooks import OUTPUT, ModelRunner, check_layers, model_device, model_state
 from .images import SeedLike, prepare_seeds, resize, seed_names
 from .layout import Layout
+from .metrics import class_rank
 from .objectives import Objective, as_objective
 from .params import PARAMS, ImageParam, make_param
 from .regularize import Regularizer
@@ -278,9 +279,7 @@ class Accentuator:
             idx = [o.class_index for o in self.objectives]
             if all(i is not None for i in idx):
                 c = torch.tensor(idx, device=logits.device).view(1, self.m, 1).expand(self.n, -1, 1)
-                target = logits.gather(2, c)
-                out["rank"] = 1 + (logits > target).sum(dim=2)
-                out["prob"] = logits.softmax(dim=2).gather(2, c)[..., 0]
+                out["rank"], out["prob"] = class_rank(logits, c[..., 0])
         return out
 
     def _seed_distance(self, views: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -555,9 +554,8 @@ def accentuate(
     if seeds is None and settings.regularizer.active:
         settings = settings.replace(reg_layer="none")  # nothing to stay near
     settings.check_model(spec)
+    settings.check_targets(objectives)
     stop = settings.until_rule
-    if stop is not None and any(o.class_index is None for o in objectives):
-        raise ValueError("until= needs class targets (logits); it cannot judge neurons or directions")
     if seeds is None:
         seed_t, hw = None, settings.canvas_size()
     else:

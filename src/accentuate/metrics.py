@@ -7,9 +7,25 @@ import torch
 from .images import resize
 from .opacity import gaussian_blur
 
-__all__ = ["gray", "patch_grid_score", "pixel_rmse", "power_spectrum", "ssim"]
+__all__ = ["class_rank", "gray", "patch_grid_score", "pixel_rmse", "power_spectrum", "ssim"]
 
 _LUMA = (0.2125, 0.7154, 0.0721)  # Rec. 709, as skimage.color.rgb2gray
+
+
+def class_rank(logits: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank (1 = the model's top class) and softmax probability of class ``classes`` in ``logits``.
+
+    Shape:
+        logits ``(..., C)``, classes ``(...)`` (integer); both results ``(...)``.
+
+    Example:
+        >>> rank, prob = class_rank(torch.tensor([[1.0, 3.0, 2.0]]), torch.tensor([2]))
+        >>> rank.tolist(), round(float(prob), 4)
+        ([2], 0.2447)
+    """
+    c = classes.to(logits.device, torch.long)[..., None]
+    rank = 1 + (logits > logits.gather(-1, c)).sum(dim=-1)
+    return rank, logits.softmax(dim=-1).gather(-1, c)[..., 0]
 
 
 def gray(x: torch.Tensor) -> torch.Tensor:

@@ -225,7 +225,8 @@ class Result(Display):
         return save_result(self, directory, names=names)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, seeds: list[int | str] | None = None) -> Result:
+    def load(cls, path: str | os.PathLike, seeds: list[int | str] | None = None,
+             batch: int | None = None) -> Result:
         """Read a result written by :meth:`save` or by ``accentuate run`` / ``explain`` / ``demo``.
 
         From a folder with ``result.npz`` (what :meth:`save` writes) everything comes back
@@ -240,11 +241,15 @@ class Result(Display):
             path: the folder, or its ``run.json``.
             seeds: which images to load (indices or file names), e.g. those of one canvas
                 size when a command-line run had photos of several aspect ratios.
+            batch: load one batch of the run (its seeds x its targets, with its own settings
+                and generator seed), e.g. of a ``run --manifest`` or ``explain --misclassified``
+                folder, whose pairs are not every image x every target.
 
         Raises:
             FileNotFoundError: no ``run.json`` there, or a file it lists is missing.
-            ValueError: not a run record, pairs missing, or images of several canvas sizes.
+            ValueError: not a run record, pairs missing, images of several canvas sizes, or a
+                work list that is not every image x every target without ``batch=``.
         """
         from .outputs.saved import load_result
 
-        return load_result(path, seeds=seeds)
+        return load_result(path, seeds=seeds, batch=batch)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .digest import canonical_sha256
 from .hooks import autocast_dtype
 from .regularize import Regularizer, regularizer
 
@@ -275,6 +275,13 @@ class Settings:
         elif max(self.canvas) < min(size):
             raise ValueError(f"canvas {tuple(self.canvas)} is smaller than the model input {size}; enlarge it")
 
+    def check_targets(self, objectives: Sequence[Any]) -> None:
+        """Raise ``ValueError`` when ``until`` is set and a target is not a class: stopping at
+        top-1 (or a probability) can only judge class logits (``class_index`` not ``None``)."""
+        if self.until is not None and any(getattr(o, "class_index", None) is None for o in objectives):
+            raise ValueError(f"until {self.until!r} needs class targets (logits); it cannot judge channels, "
+                             "neurons or directions")
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (validated like a new value)."""
         unknown = [k for k in changes if k not in FIELDS]
@@ -313,8 +320,7 @@ class Settings:
 
     def hash(self) -> str:
         """SHA-256 of the canonical JSON of :meth:`to_dict` (stable across processes)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return canonical_sha256(self.to_dict())
 
     # -- resolution -----------------------------------------------------------------------------
     @classmethod

@@ -191,8 +191,9 @@ def _positive(value: int, option: str) -> int:
 
 
 def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = None, **save_kw: Any) -> int:
+    from ..hooks import model_device
+    from ..outputs.record import device_record
     from ..report import maybe_write_report, write_command_record
-    from .runner import device_record
 
     out = output_dir(args)
     try:
@@ -201,7 +202,7 @@ def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = 
         warnings.warn(f"{e}; the line plot was skipped", stacklevel=2)
         written = result.save(out, plot=False)
     written.append(write_command_record(out, args.argv, args.command, time.perf_counter() - started,
-                                        device_record(model) if model is not None else None))
+                                        device_record(model_device(model)) if model is not None else None))
     page = maybe_write_report(out)
     written += [page] if page is not None else []
     print(result.to_markdown())

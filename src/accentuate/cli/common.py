@@ -34,6 +34,7 @@ from ..errors import ClassNameError, LayerError, UsageError
 from ..hooks import check_layers
 from ..objectives import Objective, channel, direction, head, logit, neuron
 from ..spec import ModelSpec
+from .distributed import Ranks
 
 __all__ = [
     "ArgumentParser",
@@ -47,7 +48,9 @@ __all__ = [
     "add_model_options",
     "load_model_from_args",
     "load_timed",
+    "make_output",
     "output_dir",
+    "output_path",
     "parse_canvas",
     "parse_target",
     "read_vector",
@@ -242,12 +245,8 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _local_rank() -> int | None:
     """``LOCAL_RANK`` when torchrun started this process (several processes), else ``None``."""
-    try:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            return int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError:
-        return None
-    return None
+    ranks = Ranks.from_env()
+    return ranks.local_rank if ranks.distributed else None
 
 
 def _device(name: str) -> torch.device:
@@ -509,13 +508,12 @@ def _input_layouts(model: nn.Module, names: frozenset[str]) -> dict[str, Any]:
     return ModelRunner(model, spec).layouts(sorted(names))
 
 
-def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
-    """The output folder: ``--out``, or a new ``accentuate-runs/YYYYmmdd-HHMMSS``.
-
-    The folder is created (with parents) and checked to be writable.
+def output_path(args: argparse.Namespace) -> Path:
+    """The output folder ``--out`` names, or a new ``accentuate-runs/YYYYmmdd-HHMMSS``, chosen
+    once and checked to be creatable (it is made by :func:`make_output` once the input is checked).
 
     Raises:
-        UsageError: the folder cannot be created or written to, or ``--out`` is a file.
+        UsageError: ``--out`` is a file, or no folder can be made there.
     """
     out = getattr(args, "out", None)
     if out:
@@ -529,16 +527,23 @@ def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
             k += 1
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {str(path)!r} is a file, not a folder; choose another path")
-    if not create:
-        parent = path.absolute()
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise UsageError(
-                f"cannot write to output folder {str(path)!r} ({str(parent)!r} is not a writable folder); "
-                "choose another --out"
-            )
-        return path
+    parent = path.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"cannot write to output folder {str(path)!r} ({str(parent)!r} is not a writable folder); "
+            "choose another --out"
+        )
+    return path
+
+
+def make_output(path: Path) -> Path:
+    """Create the output folder ``path`` (with parents) and check that it can be written to.
+
+    Raises:
+        UsageError: the folder cannot be created or written to.
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -550,3 +555,13 @@ def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
             f"cannot write to output folder {str(path)!r} ({reason}); choose another --out"
         ) from None
     return path
+
+
+def output_dir(args: argparse.Namespace, create: bool = True) -> Path:
+    """The output folder (:func:`output_path`), created unless ``create`` is False.
+
+    Raises:
+        UsageError: the folder cannot be created or written to, or ``--out`` is a file.
+    """
+    path = output_path(args)
+    return make_output(path) if create else path

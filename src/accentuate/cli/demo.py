@@ -5,26 +5,11 @@ from __future__ import annotations
 import argparse
 from textwrap import fill
 
-from ..outputs.record import TargetInfo
+from ..outputs.worklist import TargetInfo
 from ..photos import photo
-from .common import (
-    accentuation_kwargs,
-    add_accentuation_options,
-    add_model_options,
-    load_timed,
-    output_dir,
-    parse_target,
-)
-from .runner import (
-    Plan,
-    add_run_options,
-    build_settings,
-    check_run_options,
-    execute,
-    load_images,
-)
+from .common import add_accentuation_options, add_model_options, parse_target
+from .runner import Command, add_run_options, execute
 
-#: The bundled photo and the classes the demo accentuates in it.
 DEMO_PHOTO = "chelsea"
 DEMO_TARGETS = ("tiger cat", "goldfish")
 
@@ -56,18 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_run_options(args)
-    kw = accentuation_kwargs(args)
-    output_dir(args, create=False)
-    model, spec, load_s = load_timed(args)
-    targets = [TargetInfo(t, parse_target(t, model)) for t in DEMO_TARGETS]
-    settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
-    images = load_images([photo(DEMO_PHOTO)], settings.canvas)
-    out = output_dir(args)
-    plan = Plan(subcommand="demo", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch, frames=args.frames,
-                model_load_s=load_s)
-    status = execute(plan)
+    cmd = Command(args, "demo")
+    targets = [TargetInfo(t, parse_target(t, cmd.model)) for t in DEMO_TARGETS]
+    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    images = cmd.images([photo(DEMO_PHOTO)], settings)
+    status = execute(cmd.plan(settings, images, targets))
     if status == 0 and not args.quiet:
         print("next: open the contact sheet and the *_figure.png files; then try your own photo:")
         print("  accentuate run YOUR_PHOTO.jpg --target \"tiger cat\"")

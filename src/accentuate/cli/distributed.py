@@ -40,9 +40,9 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..outputs.record import RunWriter, file_sha256
-from ..result import atomic_write
-from .worklist import Batch
+from ..outputs.io import atomic_write
+from ..outputs.record import RunWriter
+from ..outputs.worklist import Batch
 
 __all__ = ["RANKS_DIR", "Coordinator", "Ranks", "clear_rank_records", "load_rank_records", "merge_rank_records",
            "write_rank_record"]
@@ -213,8 +213,8 @@ def write_rank_record(writer: RunWriter, ranks: Ranks, extra: dict[str, Any]) ->
         "host": socket.gethostname(), "pid": os.getpid(), "settings_hash": writer.key,
         "updated": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         **extra,
-        "batches": writer.doc["timings"]["batches"],
-        "pairs": [e for e in writer.entries.values() if not e.get("resumed")],
+        "batches": writer.batches(),
+        "pairs": writer.own_entries(),
     }
     atomic_write(path, (json.dumps(doc, indent=1, default=str) + "\n").encode())
     return path
@@ -235,57 +235,22 @@ def load_rank_records(out: Path, key: str) -> list[dict[str, Any]]:
     return docs
 
 
-def add_previous(writer: RunWriter) -> int:
-    """Offer the pairs of per-rank records left by a stopped run to :meth:`RunWriter.verified`
-    (as if ``run.json`` listed them); returns how many were offered."""
-    n = 0
-    for doc in load_rank_records(writer.out, writer.key):
-        for e in doc.get("pairs", []):
-            if isinstance(e, dict) and "key" in e and e.get("status") == "complete":
-                old = writer.previous.get(e["key"])
-                if old is None or old.get("status") != "complete":
-                    writer.previous[e["key"]] = e
-                    n += 1
-    return n
-
-
-def _intact(out: Path, e: dict[str, Any]) -> bool:
-    files, sums = e.get("files") or {}, e.get("sha256") or {}
-    return bool(files) and set(files) == set(sums) and all(file_sha256(out / n) == sums[k] for k, n in files.items())
-
-
 def merge_rank_records(writer: RunWriter, ranks: Ranks, verify: bool) -> dict[str, Any]:
     """Rank 0: add the other ranks' pairs to ``writer`` (each pair once; with ``verify``, only
     pairs whose files are intact) and their batches to the timings; returns the summary of
     the ranks recorded as ``distributed`` in ``run.json``."""
     summary: list[dict[str, Any]] = []
     if verify:  # the other ranks' pairs merged while running were not checked: take them again, checked
-        for key in [k for k, e in writer.entries.items()
-                    if e.get("rank", ranks.rank) != ranks.rank and not e.get("resumed")]:
-            del writer.entries[key]
-    batches = [b for b in writer.doc["timings"]["batches"] if b.get("rank", ranks.rank) == ranks.rank]
-    by_index: set[int] = {b["index"] for b in batches if "index" in b}
+        writer.drop_foreign(ranks.rank)
+    writer.keep_batches(ranks.rank)
     for doc in load_rank_records(writer.out, writer.key):
         r = int(doc.get("rank", -1))
         if r == ranks.rank:
             continue
-        for e in doc.get("pairs", []):
-            if not isinstance(e, dict) or "key" not in e or "seed" not in e:
-                continue
-            mine = writer.entries.get(e["key"])
-            if mine is not None and (mine.get("status") == "complete" or e.get("status") != "complete"):
-                continue  # already recorded (each pair once)
-            if verify and e.get("status") == "complete" and not _intact(writer.out, e):
-                continue
-            writer.entries[e["key"]] = e
-        for b in doc.get("batches", []):
-            if b.get("index") not in by_index:
-                batches.append(b)
-                by_index.add(b.get("index"))
+        writer.merge(doc.get("pairs", []), doc.get("batches", []), verify=verify)
         keys = ("rank", "host", "pid", "device", "device_name", "threads", "cuda_peak_memory_bytes", "busy_s")
         summary.append({k: doc[k] for k in keys if doc.get(k) is not None}
                        | {"batches": len(doc.get("batches", [])), "pairs": len(doc.get("pairs", []))})
-    writer.doc["timings"]["batches"] = sorted(batches, key=lambda b: b.get("index", -1))
     return {"world_size": ranks.world, "ranks": sorted(summary, key=lambda s: s["rank"])}
 
 

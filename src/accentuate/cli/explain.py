@@ -11,28 +11,11 @@ from textwrap import fill
 from ..analysis.explain import explain
 from ..outputs import figures
 from ..outputs.animation import snapshot_interval
-from ..outputs.record import RunWriter, TargetInfo
+from ..outputs.record import RunWriter
+from ..outputs.worklist import TargetInfo
 from ..report import maybe_write_report
-from .common import (
-    UsageError,
-    accentuation_kwargs,
-    add_accentuation_options,
-    add_model_options,
-    load_timed,
-    output_dir,
-)
-from .runner import (
-    Plan,
-    add_run_options,
-    build_settings,
-    check_paths,
-    check_run_options,
-    header,
-    key_settings,
-    load_images,
-    say,
-    steps_bar,
-)
+from .common import UsageError, add_accentuation_options, add_model_options
+from .runner import Command, add_run_options, check_paths, header, say, steps_bar
 
 EXAMPLE = """\
 examples:
@@ -74,8 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _prob(numbers: dict) -> str:
+    """A recorded probability as text (``n/a`` for a failed pair's, which is not finite)."""
+    p = numbers.get("prob")
+    return "n/a" if p is None else f"{p:.3f}"
+
+
 def run(args: argparse.Namespace) -> int:
-    check_run_options(args)
     if args.misclassified:
         from .misclassified import run_misclassified
 
@@ -93,23 +81,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--top and --bottom must be >= 0; got --top {args.top} --bottom {args.bottom}")
     if args.top + args.bottom == 0 and args.label is None:
         raise UsageError("nothing to explain: give --top K >= 1, --bottom K >= 1 or --label NAME")
-    kw = accentuation_kwargs(args)
     check_paths([args.image])
-    output_dir(args, create=False)
     t0 = time.perf_counter()
-    model, spec, load_s = load_timed(args)
-    settings = build_settings(model, spec, kw)
-    images = load_images([args.image], settings.canvas)
+    cmd = Command(args, "explain")
+    model, spec = cmd.model, cmd.spec
+    settings = cmd.settings()
+    images = cmd.images([args.image], settings)
     if spec.labels is not None and args.label is not None:  # fail on a bad label before running
         from ..labels import find_class
 
         find_class(args.label, spec.labels)
-    out = output_dir(args)
 
     steps = settings.steps
     k = args.top + args.bottom + (1 if args.label is not None else 0)
     say(args.quiet, f"accentuate: explaining {images[0].name} with {spec.name} on {k} class(es) at most; "
-        f"output: {out}")
+        f"output: {cmd.out}")
     update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
     started = time.perf_counter()
     seed = images[0].tensor
@@ -123,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     res = ex.result
     targets = [TargetInfo(str(c), o) for c, o in zip(ex.classes, res.targets)]
-    plan = Plan(subcommand="explain", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, spec=spec, settings=res.config, out=out, quiet=args.quiet, frames=args.frames,
-                model_load_s=load_s)
-    writer = RunWriter(out, header(plan), key_settings(plan), images, targets)
-    entries = writer.write_batch(res, [0], list(range(len(targets))), seconds, alpha=ex.alpha)
+    # One batched run of the seed x its classes: the work list is one batch.
+    plan = cmd.plan(res.config, images, targets, batch=len(targets))
+    out = plan.out
+    writer = RunWriter(out, header(plan), plan.work)
+    entries = writer.write_batch(res, plan.work.batches[0], seconds, alpha=ex.alpha,
+                                 timing={"rank": 0, "generator_seed": res.config.seed})
 
     seed_cap = ", ".join(f"{n or c} {float(ex.probs[c]):.2f}" for c, n in
                          zip(ex.probs.topk(min(2, ex.probs.numel())).indices.tolist(),
@@ -137,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     for j, e in enumerate(entries):
         img = figures.composite(res.images[0, j], ex.alpha[0, j])
         heading = f"{ex.names[j] or ex.classes[j]} [{ex.reasons[j]}]"
-        caption = f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f},  {ex.rank_change(j)}"
+        caption = f"p {_prob(e['before'])} -> {_prob(e['after'])},  {ex.rank_change(j)}"
         items.append((img, heading, caption))
     title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
              f"{res.steps_done} steps)")
@@ -145,17 +132,16 @@ def run(args: argparse.Namespace) -> int:
     from ..outputs.io import atomic_write
 
     atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
-    writer.doc["outputs"]["explain_panel"] = "explain_panel.png"
-    writer.doc["explain"] = {
+    writer.add_output("explain_panel", "explain_panel.png")
+    writer.set(explain={
         "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,
         "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
         "opacity": "collective (normalized over all classes of the panel)",
         "top": args.top, "bottom": args.bottom, "label": args.label,
         "overtaken_by": [[{"index": k, "name": spec.labels[k] if spec.labels else None} for k in ex.overtaken_by(j)]
                          for j in range(len(ex.classes))],
-    }
-    writer.doc["timings"]["model_load_s"] = round(load_s, 3)
-    writer.doc["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    })
+    writer.timing(model_load_s=cmd.load_s, total_s=time.perf_counter() - t0)
     if res.interrupted:
         writer.save("interrupted")
         maybe_write_report(out)
@@ -171,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"explained {images[0].name} in {seconds:.0f} s:")
         for j, (e, reason) in enumerate(zip(entries, ex.reasons)):
             print(f"  {e['target_label']} [{reason}]: "
-                  f"p {e['before']['prob']:.3f} -> {e['after']['prob']:.3f}, {ex.rank_change(j)}")
+                  f"p {_prob(e['before'])} -> {_prob(e['after'])}, {ex.rank_change(j)}")
         print(f"results in {out}/")
         print(f"  panel:  {out / 'explain_panel.png'}")
         print(f"  record: {writer.path}")

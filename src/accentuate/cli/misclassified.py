@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from ..analysis.misclassified import classify, confusions, labelled_tree
 from ..errors import UsageError
 from ..objectives import logit
 from ..outputs import figures
-from ..outputs.record import TargetInfo, slug
-from ..result import atomic_write
-from .common import accentuation_kwargs, load_timed, output_dir
+from ..outputs.io import atomic_write
+from ..outputs.record import RunWriter
+from ..outputs.worklist import ImageInfo, TargetInfo, slug
+from .common import make_output
 from .distributed import Ranks
-from .runner import Plan, build_settings, execute, load_images, say
+from .runner import Command, execute, say
 
 __all__ = ["run_misclassified"]
 
@@ -38,13 +40,11 @@ def run_misclassified(args: argparse.Namespace) -> int:
     if args.top or args.bottom or args.label is not None:
         raise UsageError("--misclassified picks the classes itself (predicted and true); leave out --top, --bottom "
                          "and --label")
-    kw = accentuation_kwargs(args)
-    output_dir(args, create=False)
-    model, spec, load_s = load_timed(args)
+    cmd = Command(args, "explain")
+    model, spec = cmd.model, cmd.spec
     tree = labelled_tree(root, spec.labels)
-    settings = build_settings(model, spec, kw)
-    skipped: list[dict[str, str]] = []
-    images = load_images([(str(t.path), True) for t in tree], settings.canvas, skipped)
+    settings = cmd.settings()
+    images = cmd.images([(str(t.path), True) for t in tree], settings)
     truth = {str(t.path): t.label for t in tree}
     true = [truth[im.path] for im in images]
     probs = classify(model, spec, [im.tensor for im in images])  # type: ignore[misc]
@@ -58,9 +58,9 @@ def run_misclassified(args: argparse.Namespace) -> int:
                       "predicted": labels[pred[k]], "prob_predicted": round(float(probs[k, pred[k]]), 6),
                       "prob_true": round(float(probs[k, true[k]]), 6)} for k in wrong],
     }
-    out = output_dir(args)
     lead = Ranks.from_env().rank == 0
     if not wrong:
+        out = make_output(cmd.out)
         if lead:
             atomic_write(out / "misclassified.json", (json.dumps(summary, indent=2) + "\n").encode())
             say(args.quiet, f"accentuate: {spec.name} gets all {len(images)} image(s) of {root} right; nothing to "
@@ -70,44 +70,49 @@ def run_misclassified(args: argparse.Namespace) -> int:
     col = {c: n for n, c in enumerate(classes)}
     targets = [TargetInfo(labels[c], logit(c).resolve(spec.labels)) for c in classes]
     pairs = [p for r, k in enumerate(wrong) for p in ((r, col[pred[k]]), (r, col[true[k]]))]
-    say(args.quiet and lead, f"accentuate: {spec.name} gets {len(wrong)} of {len(images)} image(s) wrong; "
+    say(args.quiet or not lead, f"accentuate: {spec.name} gets {len(wrong)} of {len(images)} image(s) wrong; "
         f"accentuating each one's predicted and true class")
-    plan = Plan(subcommand="explain", argv=list(args.argv), model_arg=args.model, model=model,
-                images=[images[k] for k in wrong], targets=targets, spec=spec, settings=settings, out=out,
-                quiet=args.quiet, batch=args.batch, frames=args.frames, model_load_s=load_s,
-                extra={"misclassified": summary, **({"skipped_images": skipped} if skipped else {})}, pairs=pairs)
-    code = execute(plan)
-    if not lead or not (out / "run.json").exists():
-        return code
-    doc = json.loads((out / "run.json").read_text("utf-8"))
-    cells = {(e["seed"], e["target"]): e for e in doc["pairs"]}
+    plan = cmd.plan(settings, [images[k] for k in wrong], targets, pairs=pairs, kind="misclassified",
+                    extra={"misclassified": summary})
     listed: list[dict[str, Any]] = []
-    for c in confusions([true[k] for k in wrong], [pred[k] for k in wrong])[:args.confusions]:
-        name = f"confusion-{slug(labels[c.true])}__{slug(labels[c.predicted])}.png"
-        seeds, grid = [], {}
-        for r, row in enumerate(c.images):
-            im = plan.images[row]
-            seeds.append((str(Path(im.path).relative_to(root)), figures.to_pil(im.tensor)))  # type: ignore[arg-type]
-            for k, cls in enumerate((c.predicted, c.true)):
-                e = cells.get((row, col[cls]))
-                if e is None or "image" not in e.get("files", {}):
-                    continue
-                with Image.open(out / e["files"]["image"]) as f:
-                    grid[(r, k)] = (f.convert("RGB"), f"p {figures_prob(e['before'])} -> {figures_prob(e['after'])}")
-        sheet = figures.contact_sheet(seeds, [f"toward predicted: {labels[c.predicted]}",
-                                              f"toward true: {labels[c.true]}"], grid,
-                                      title=f"{c.count} x {labels[c.true]} taken for {labels[c.predicted]} "
-                                      f"({spec.name})")
-        atomic_write(out / name, figures.png_bytes(sheet))
-        listed.append({"true": labels[c.true], "predicted": labels[c.predicted], "count": c.count, "panel": name,
-                       "images": [seeds[r][0] for r in range(len(c.images))]})
-    doc["misclassified"]["confusions"] = listed
-    atomic_write(out / "run.json", (json.dumps(doc, indent=2, default=str) + "\n").encode())
-    if not args.quiet:
+
+    def panels(writer: RunWriter) -> None:
+        """The confusion panels, from every recorded pair (all ranks'), into the record."""
+        cells = {(e["seed"], e["target"]): e for e in writer.entries()}
+        for c in confusions([true[k] for k in wrong], [pred[k] for k in wrong])[:args.confusions]:
+            listed.append(_panel(plan.out, c, plan.images, cells, col, labels, root, spec.name))
+        summary["confusions"] = listed
+        writer.set(misclassified=summary)
+
+    code = execute(plan, before_save=panels)
+    if lead and not args.quiet and listed:
         print(f"{len(wrong)} of {len(images)} image(s) misclassified by {spec.name}; most frequent confusions:")
         for item in listed:
-            print(f"  {item['count']} x {item['true']} -> {item['predicted']}: {out / item['panel']}")
+            print(f"  {item['count']} x {item['true']} -> {item['predicted']}: {plan.out / item['panel']}")
     return code
+
+
+def _panel(out: Path, c: Any, images: Sequence[ImageInfo], cells: dict[tuple[int, int], dict[str, Any]],
+           col: dict[int, int], labels: Sequence[str], root: Path, model_name: str) -> dict[str, Any]:
+    """One confusion's panel (its images toward the predicted and the true class), written to
+    ``out``; returns its record."""
+    name = f"confusion-{slug(labels[c.true])}__{slug(labels[c.predicted])}.png"
+    seeds, grid = [], {}
+    for r, row in enumerate(c.images):
+        im = images[row]
+        seeds.append((str(Path(im.path).relative_to(root)), figures.to_pil(im.tensor)))  # type: ignore[arg-type]
+        for k, cls in enumerate((c.predicted, c.true)):
+            e = cells.get((row, col[cls]))
+            if e is None or "image" not in e.get("files", {}):
+                continue
+            with Image.open(out / e["files"]["image"]) as f:
+                grid[(r, k)] = (f.convert("RGB"), f"p {figures_prob(e['before'])} -> {figures_prob(e['after'])}")
+    sheet = figures.contact_sheet(seeds, [f"toward predicted: {labels[c.predicted]}",
+                                          f"toward true: {labels[c.true]}"], grid,
+                                  title=f"{c.count} x {labels[c.true]} taken for {labels[c.predicted]} ({model_name})")
+    atomic_write(out / name, figures.png_bytes(sheet))
+    return {"true": labels[c.true], "predicted": labels[c.predicted], "count": c.count, "panel": name,
+            "images": [seeds[r][0] for r in range(len(c.images))]}
 
 
 def figures_prob(numbers: dict[str, Any]) -> str:

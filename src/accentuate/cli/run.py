@@ -10,18 +10,9 @@ from torch import nn
 
 from ..hooks import OUTPUT
 from ..images import IMAGE_SUFFIXES
-from ..outputs.record import TargetInfo
-from .common import (
-    UsageError,
-    accentuation_kwargs,
-    add_accentuation_options,
-    add_model_options,
-    check_layers_run,
-    load_timed,
-    output_dir,
-    parse_target,
-)
-from .runner import Plan, add_run_options, build_settings, check_run_options, execute, expand_paths, load_images
+from ..outputs.worklist import TargetInfo
+from .common import UsageError, add_accentuation_options, add_model_options, check_layers_run, parse_target
+from .runner import Command, add_run_options, execute, expand_paths
 from .worklist import check_manifest_images, read_manifest, resolve_manifest
 
 EXAMPLE = """\
@@ -97,7 +88,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_run_options(args)
     if args.manifest is not None:
         return run_manifest(args)
     for t in args.target:
@@ -113,21 +103,13 @@ def run(args: argparse.Namespace) -> int:
     for ref in args.like:
         if not Path(ref).is_file():
             raise UsageError(f"--like {ref!r}: image not found; give the path of a reference image")
-    kw = accentuation_kwargs(args)
     paths = expand_paths(args.images)
-    output_dir(args, create=False)
-    model, spec, load_s = load_timed(args)
-    targets = [TargetInfo(t, parse_target(t, model)) for t in args.target]
-    targets += reference_targets(args, model)
-    settings = build_settings(model, spec, kw, targets, preview_until=args.preview and args.until is None)
-    skipped: list[dict[str, str]] = []
-    images = load_images(paths, settings.canvas, skipped)
-    out = output_dir(args)
-    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model, images=images,
-                targets=targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch,
-                frames=args.frames, model_load_s=load_s,
-                extra={"skipped_images": skipped} if skipped else {})
-    return execute(plan)
+    cmd = Command(args, "run")
+    targets = [TargetInfo(t, parse_target(t, cmd.model)) for t in args.target]
+    targets += reference_targets(args, cmd.model)
+    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    images = cmd.images(paths, settings)
+    return execute(cmd.plan(settings, images, targets))
 
 
 def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[TargetInfo]:
@@ -172,18 +154,9 @@ def run_manifest(args: argparse.Namespace) -> int:
                          "--target, not both")
     rows = read_manifest(args.manifest)
     check_manifest_images(rows)
-    kw = accentuation_kwargs(args)
-    output_dir(args, create=False)
-    model, spec, load_s = load_timed(args)
-    settings = build_settings(model, spec, kw)
-    skipped: list[dict[str, str]] = []
-    work = resolve_manifest(rows, model, spec, settings, parse_target, load_images, skipped)
-    out = output_dir(args)
-    extra: dict[str, object] = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows),
-                                             "pairs": len(work.pairs)}}
-    if skipped:
-        extra["skipped_images"] = skipped
-    plan = Plan(subcommand="run", argv=list(args.argv), model_arg=args.model, model=model, images=work.images,
-                targets=work.targets, spec=spec, settings=settings, out=out, quiet=args.quiet, batch=args.batch,
-                frames=args.frames, model_load_s=load_s, extra=extra, pairs=work.pairs)
-    return execute(plan)
+    cmd = Command(args, "run")
+    settings = cmd.settings()
+    images, targets, pairs, where = resolve_manifest(rows, cmd.model, cmd.spec, settings, parse_target,
+                                                     lambda paths: cmd.images(paths, settings))
+    extra = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows), "pairs": len(pairs)}}
+    return execute(cmd.plan(settings, images, targets, pairs=pairs, kind="manifest", rows=where, extra=extra))

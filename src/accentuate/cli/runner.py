@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import socket
 import sys
@@ -39,25 +38,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._version import __version__
+from ..digest import file_sha256
 from ..engine import accentuate
 from ..errors import AccentuateError, ImageError, UsageError
+from ..hooks import model_device
 from ..images import image_files, load_image, prepare_seeds
 from ..outputs.animation import snapshot_interval
-from ..outputs.record import ImageInfo, RunWriter, TargetInfo, file_sha256, settings_hash, versions
+from ..outputs.record import RunWriter, device_record, settings_hash, versions
+from ..outputs.worklist import Batch, ImageInfo, TargetInfo, WorkList
 from ..settings import Settings
 from ..spec import ModelSpec
+from .common import accentuation_kwargs, load_timed, make_output, output_path
 from .distributed import (
     Coordinator,
     Ranks,
-    add_previous,
     clear_rank_records,
+    load_rank_records,
     merge_rank_records,
     write_rank_record,
 )
-from .worklist import Batch, batch_seed, cut_batches, product
 
-__all__ = ["Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images", "per_pair_files",
-           "settings_record", "steps_bar"]
+__all__ = ["Command", "Job", "Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images",
+           "per_pair_files", "settings_key", "settings_record", "steps_bar"]
 
 #: Default number of pairs (seeds x targets) optimized together in one call.
 DEFAULT_BATCH = 4
@@ -142,16 +145,20 @@ def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
     ``preview_until``: ``until`` came from ``--preview``, not from ``--until``; it is dropped
     when a target is not a class (it cannot be judged) instead of being an error.
     """
-    if kw.get("until") is not None and any(t.objective.class_index is None for t in targets):
-        if not preview_until:
-            raise UsageError("--until needs class targets; it cannot judge channels or neurons")
-        kw = {k: v for k, v in kw.items() if k != "until"}  # --preview stops early only on classes
+    objectives = [t.objective for t in targets]
     try:
-        return Settings.resolve(model, spec, **kw)
+        settings = Settings.resolve(model, spec, **kw)
+        try:
+            settings.check_targets(objectives)
+        except ValueError:
+            if not preview_until:
+                raise
+            settings = settings.replace(until=None)  # --preview stops early only on classes
     except (ValueError, TypeError) as e:
         if isinstance(e, AccentuateError):
             raise
-        raise UsageError(str(e)) from None
+        raise UsageError(f"--{e}" if str(e).startswith("until ") else str(e)) from None
+    return settings
 
 
 def settings_record(settings: Settings, frames: int) -> dict[str, Any]:
@@ -176,39 +183,37 @@ def steps_bar(
     return update, bar.close
 
 
-def device_record(model: nn.Module) -> dict[str, Any]:
-    """The device the model runs on, in words."""
-    p = next(model.parameters(), None)
-    dev = p.device if p is not None else torch.device("cpu")
-    rec: dict[str, Any] = {"device": str(dev)}
-    if dev.type == "cuda":
-        rec["device_name"] = torch.cuda.get_device_name(dev)
-    else:
-        rec["device_name"] = platform.processor() or platform.machine()
-        rec["threads"] = torch.get_num_threads()
-    return rec
-
-
 @dataclass
 class Plan:
-    """What one ``accentuate run`` (or ``demo``) does."""
+    """What one accentuating command (``run``, ``demo``, ``explain``) does: the model, the
+    settings, the work list and where the files go."""
 
     subcommand: str
     argv: list[str]
     model_arg: str
     model: nn.Module
-    images: list[ImageInfo]
-    targets: list[TargetInfo]
     spec: ModelSpec
     settings: Settings
+    work: WorkList
     out: Path
     quiet: bool = False
-    batch: int = DEFAULT_BATCH
     frames: int = DEFAULT_FRAMES
     model_load_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
-    #: The pairs ``(image, target)`` to do, in order (a manifest's rows); ``None``: every image x every target.
-    pairs: list[tuple[int, int]] | None = None
+
+    @property
+    def images(self) -> list[ImageInfo]:
+        return self.work.images
+
+    @property
+    def targets(self) -> list[TargetInfo]:
+        return self.work.targets
+
+
+def settings_key(settings: Settings, frames: int, model_arg: str | None, model_name: str) -> str:
+    """Hash of what changes a pair's result (settings, animation frames, model, library version)."""
+    return settings_hash({"settings": settings.hash(), "frames": frames, "model": model_arg,
+                          "model_name": model_name, "accentuate": __version__})
 
 
 def header(plan: Plan) -> dict[str, Any]:
@@ -221,17 +226,56 @@ def header(plan: Plan) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "model": {"arg": plan.model_arg, "name": spec.name, "input_size": list(spec.input_size),
                   "classes": len(spec.labels) if spec.labels is not None else None},
-        **device_record(plan.model),
+        **device_record(model_device(plan.model)),
         "settings": settings_record(plan.settings, plan.frames),
         "versions": versions(),
         **plan.extra,
     }
 
 
-def key_settings(plan: Plan) -> str:
-    """Hash of what changes a pair's result (settings, animation frames, model, library version)."""
-    return settings_hash({"settings": plan.settings.hash(), "frames": plan.frames, "model": plan.model_arg,
-                          "model_name": plan.spec.name, "accentuate": versions()["accentuate"]})
+class Command:
+    """What every accentuating command does before its work, in this order: the options read
+    and checked, the output folder chosen (created only once all input is checked), the
+    model loaded, the settings resolved, the images read, and the plan made.
+
+    Args:
+        args: the parsed options (``--model``, the accentuation options, ``--out``, ``--batch``,
+            ``--frames``, ``--quiet``).
+        subcommand: what ``run.json`` records as ``subcommand``.
+    """
+
+    def __init__(self, args: argparse.Namespace, subcommand: str) -> None:
+        check_run_options(args)
+        self.args, self.subcommand = args, subcommand
+        self.kw = accentuation_kwargs(args)
+        self.out = output_path(args)
+        self.model, self.spec, self.load_s = load_timed(args)
+        #: Files found in a folder that could not be read (listed in ``run.json``).
+        self.skipped: list[dict[str, str]] = []
+
+    def settings(self, targets: Sequence[TargetInfo] = (), preview_until: bool = False) -> Settings:
+        """The run's settings from the options (:func:`build_settings`)."""
+        return build_settings(self.model, self.spec, self.kw, targets, preview_until=preview_until)
+
+    def images(self, paths: Sequence[str | os.PathLike | tuple[str, bool]], settings: Settings) -> list[ImageInfo]:
+        """The seed images fitted to the canvas (:func:`load_images`; unreadable folder files skipped)."""
+        return load_images(paths, settings.canvas, self.skipped)
+
+    def plan(self, settings: Settings, images: Sequence[ImageInfo], targets: Sequence[TargetInfo],
+             pairs: Sequence[tuple[int, int]] | None = None, kind: str = "product",
+             rows: Sequence[str] | None = None, extra: dict[str, Any] | None = None,
+             batch: int | None = None) -> Plan:
+        """The plan: the work list built once (keys, stems, batches) and the output folder made."""
+        frames = int(getattr(self.args, "frames", DEFAULT_FRAMES))
+        size = int(batch if batch is not None else getattr(self.args, "batch", DEFAULT_BATCH))
+        key = settings_key(settings, frames, self.args.model, self.spec.name)
+        work = WorkList(images, targets, key, size, pairs=pairs, kind=kind, rows=rows)
+        extra = dict(extra or {})
+        if self.skipped:
+            extra["skipped_images"] = list(self.skipped)
+        return Plan(subcommand=self.subcommand, argv=list(self.args.argv), model_arg=self.args.model,
+                    model=self.model, spec=self.spec, settings=settings, work=work, out=make_output(self.out),
+                    quiet=self.args.quiet, frames=frames, model_load_s=self.load_s, extra=extra)
 
 
 def _with_tick(update: Callable[[int, int], None], tick: Callable[[], None],
@@ -249,207 +293,235 @@ def _with_tick(update: Callable[[int, int], None], tick: Callable[[], None],
     return both
 
 
+def _fmt(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)  # None: not finite, or a failed pair
+
+
 def _pair_line(e: dict[str, Any]) -> str:
     a, b = e["after"], e["before"]
     if a.get("rank") is not None:
-        p0, p1 = (f"{v:.3f}" if v is not None else "n/a" for v in (b["prob"], a["prob"]))  # None: not finite
-        nums = f"rank {b['rank']} -> {a['rank']}, p {p0} -> {p1}"
+        nums = f"rank {b['rank']} -> {a['rank']}, p {_fmt(b['prob'], '.3f')} -> {_fmt(a['prob'], '.3f')}"
     else:
-        nums = f"value {b['value']:.3g} -> {a['value']:.3g}"
+        nums = f"value {_fmt(b['value'], '.3g')} -> {_fmt(a['value'], '.3g')}"
     flag = "" if e["status"] == "complete" else f"  [{e['status']}]"
     return f"  {e['image']} -> {e['target_label']}: {nums}{flag}"
 
 
-def _batch_settings(plan: Plan, batch: Batch, keys: Sequence[str]) -> Settings:
-    """The settings of one batch: its targets' own settings (a manifest row's) over the run's,
-    with the batch's generator seed (from the run seed and the batch's pairs, see
-    :func:`~accentuate.cli.worklist.batch_seed`)."""
-    own = plan.targets[batch.targets[0]].settings
-    base = plan.settings.replace(**own) if own else plan.settings
-    return base.replace(seed=batch_seed(plan.settings.seed or 0, keys))
+class Job:
+    """One plan's run: :meth:`run` the batches (this process's share under torchrun), then
+    :meth:`finish` the record. :func:`execute` is both.
+
+    Preparing (the constructor) opens the record, resumes the pairs an earlier run in the
+    folder finished (checked by their files' SHA-256) and, under torchrun, agrees with the
+    other processes on the batches left to do.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.started = time.perf_counter()
+        self.ranks = Ranks.from_env()
+        self.lead = self.ranks.rank == 0
+        self.quiet = plan.quiet or not self.lead
+        work = plan.work
+        self.writer = writer = RunWriter(plan.out, header(plan), work)
+        self.coord = Coordinator.start(self.ranks)
+        if self.lead:
+            writer.offer_previous(e for doc in load_rank_records(plan.out, writer.key) for e in doc.get("pairs", []))
+            done = writer.resume()
+            todo = [(b, {p for p in b.pairs if p in done}) for b in work.batches
+                    if not all(p in done for p in b.pairs)]
+            where = str(writer.section("device")) + (f" and {self.ranks.world - 1} more process(es)"
+                                                     if self.ranks.distributed else "")
+            s = plan.settings
+            say(self.quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s): {len(work)} "
+                f"pair(s) in {len(work.batches)} batch(es) with {plan.spec.name} on {where} (reg layer "
+                f"{s.regularizer}, lambda {s.lam:g}, {s.steps} steps); output: {plan.out}")
+            if done:
+                say(self.quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
+                    f"{len(work) - len(done)} to do")
+            writer.timing(model_load_s=plan.model_load_s)
+            if plan.frames == 0:
+                writer.no_animation()
+            writer.save("running")
+            clear_rank_records(plan.out)  # what they listed is in run.json now
+            self.coord.publish([(b.index, sk) for b, sk in todo], work.digest())
+        else:
+            todo = [(work.batches[k], sk) for k, sk in self.coord.receive(work.digest())]
+        self.todo = todo
+        self.skips = {b.index: sk for b, sk in todo}
+        self.rank_info: dict[str, Any] = {**device_record(model_device(plan.model)), "busy_s": 0.0}
+        self.partial = 0
+        self._bar: Any = None
+
+    # -- one batch ------------------------------------------------------------------------------
+    def run_batch(self, b: Batch) -> tuple[list[dict[str, Any]], bool]:
+        """Optimize batch ``b``, write its files and record them; ``(entries, interrupted)``."""
+        plan, writer = self.plan, self.writer
+        ss, tt = list(b.seeds), list(b.targets)
+        hw = plan.images[ss[0]].canvas
+        seeds = torch.stack([plan.images[i].tensor for i in ss])  # type: ignore[misc]
+        objectives = [plan.targets[j].objective for j in tt]
+        bset = plan.work.batch_settings(plan.settings, b)
+        snaps: int | tuple[()] = ()
+        if plan.frames > 0:
+            # about `frames` frames, fewer when the batch is large (memory).
+            per_frame = len(ss) * len(tt) * 3 * hw[0] * hw[1]
+            frames = max(2, min(plan.frames, int(1.5e9 // max(1, per_frame))))
+            snaps = snapshot_interval(bset.steps, frames)
+        names = ", ".join(plan.images[i].name for i in ss)
+        desc = f"{names[:40]} x {len(tt)} target(s)" if len(ss) * len(tt) > 1 else \
+            f"{names[:30]} -> {plan.targets[tt[0]].text[:30]}"
+        update, close = steps_bar(self.quiet, desc, bset.steps, position=1 if self._bar is not None else 0)
+        if self._bar is not None and self.ranks.distributed:
+            update = _with_tick(update, lambda: self._tick(self.coord.done()))
+        device = model_device(plan.model)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        try:
+            res = accentuate(plan.model, seeds, objectives, bset, snapshots=snaps, progress=update)
+        finally:
+            close()
+        seconds = time.perf_counter() - t0
+        self.rank_info["busy_s"] = round(self.rank_info["busy_s"] + seconds, 3)
+        timing: dict[str, Any] = {"rank": self.ranks.rank, "generator_seed": bset.seed}
+        if device.type == "cuda":
+            peak = int(torch.cuda.max_memory_allocated(device))
+            timing["cuda_peak_memory_bytes"] = peak
+            self.rank_info["cuda_peak_memory_bytes"] = max(peak, self.rank_info.get("cuda_peak_memory_bytes", 0))
+        entries = writer.write_batch(res, b, seconds, skip=self.skips.get(b.index, set()),
+                                     rank=self.ranks.rank if self.ranks.distributed else None, timing=timing)
+        for e in entries:
+            if e["status"] == "failed":
+                print(f"accentuate: warning: {e['image']} -> {e['target_label']} failed: {e['failed']}; "
+                      "the other pairs continue", file=sys.stderr)
+        return entries, bool(res.interrupted)
+
+    def _tick(self, n: int) -> None:
+        if self._bar is not None and n != self._bar.n:
+            self._bar.update(n - self._bar.n)
+
+    # -- the batches ----------------------------------------------------------------------------
+    def run(self) -> bool:
+        """Run this process's batches (claimed in turn under torchrun), rewriting ``run.json`` (or
+        the rank's record) after each; returns whether the run was interrupted."""
+        ranks, writer = self.ranks, self.writer
+        todo_pairs = sum(len(b.pairs) - len(sk) for b, sk in self.todo)
+        if not self.quiet and (len(self.todo) > 1 or ranks.distributed):
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=todo_pairs, desc="pairs", unit="pair", position=0, file=sys.stderr,
+                             dynamic_ncols=True)
+        interrupted = False
+        try:
+            for b in self.coord.claims([b for b, _ in self.todo]):
+                entries, stopped = self.run_batch(b)
+                if stopped:
+                    interrupted, self.partial = True, len(entries)
+                    break
+                writer.timing(total_s=time.perf_counter() - self.started)
+                if ranks.distributed:
+                    write_rank_record(writer, ranks, self.rank_info)
+                self.coord.add_done(len(entries))
+                if self.lead:
+                    if ranks.distributed:
+                        merge_rank_records(writer, ranks, verify=False)  # a live run.json for the whole job
+                    writer.save("running")
+                    self._tick(self.coord.done())
+            if ranks.distributed and not interrupted:
+                write_rank_record(writer, ranks, self.rank_info)
+                self.coord.finish()
+                if self.lead:
+                    self.coord.wait_all(self._tick)
+        except KeyboardInterrupt:
+            interrupted = True
+        except BaseException as e:
+            if ranks.distributed:
+                write_rank_record(writer, ranks, self.rank_info)
+            if self.lead:
+                writer.save("error", error=f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+        return interrupted
+
+    # -- the record -----------------------------------------------------------------------------
+    def finish(self, interrupted: bool, before_save: Callable[[RunWriter], None] | None = None) -> int:
+        """Merge the ranks' records (rank 0), draw the contact sheet, write the final ``run.json``
+        and the report, and print the summary; returns the exit status.
+
+        ``before_save(writer)`` (rank 0 only) adds to the record once every pair is in it
+        (``explain --misclassified`` draws its confusion panels there).
+        """
+        plan, writer, ranks = self.plan, self.writer, self.ranks
+        if ranks.distributed:
+            write_rank_record(writer, ranks, self.rank_info)
+            if not self.lead:
+                return 130 if interrupted else 0
+            dist_rec = merge_rank_records(writer, ranks, verify=True)
+            dist_rec["ranks"].insert(0, {"rank": 0, "host": socket.gethostname(), "pid": os.getpid(),
+                                         **self.rank_info,
+                                         "batches": sum(1 for t in writer.batches() if t.get("rank") == 0),
+                                         "pairs": sum(1 for e in writer.own_entries() if e.get("rank", 0) == 0)})
+            writer.set(distributed=dist_rec)
+            missing = len(writer.missing())
+            if missing and not interrupted:
+                print(f"accentuate: error: {missing} pair(s) were not done (a process stopped early); rerun the "
+                      "same command to do them", file=sys.stderr)
+                interrupted = True
+        elif "cuda_peak_memory_bytes" in self.rank_info:
+            writer.set(cuda_peak_memory_bytes=self.rank_info["cuda_peak_memory_bytes"])
+        writer.timing(total_s=time.perf_counter() - self.started)
+        s = plan.settings
+        title = f"{plan.spec.name}: rows are seeds, columns are targets (reg layer {s.regularizer}, " \
+            f"lambda {s.lam:g}, {s.steps} steps)"
+        sheet = writer.contact_sheet(title)
+        if before_save is not None:
+            before_save(writer)
+        entries = writer.entries()
+        failed = [e for e in entries if e["status"] == "failed"]
+        if interrupted:
+            writer.save("interrupted")
+            _report(plan)
+            finished = sum(1 for e in entries if e["status"] == "complete")
+            print(f"accentuate: interrupted; wrote {finished} finished pair(s)"
+                  + (f" and the partial state of {self.partial} (marked \"partial\" in run.json)"
+                     if self.partial else "")
+                  + f" to {plan.out}; rerun the same command with --out {shlex.quote(str(plan.out))} to finish",
+                  file=sys.stderr)
+            return 130
+        writer.save("complete")
+        if ranks.distributed:
+            clear_rank_records(plan.out)  # run.json holds every pair now
+        page = _report(plan)
+        if not plan.quiet:
+            print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - self.started:.0f} s:")
+            for entry in entries:
+                print(_pair_line(entry))
+            print(f"results in {plan.out}/")
+            if sheet is not None:
+                print(f"  contact sheet: {sheet}")
+            print(f"  per pair: {per_pair_files(plan.frames, writer.writes_mp4)}")
+            print(f"  record:   {writer.path}")
+            if page is not None:
+                print(f"  report:   {page}")
+        if failed:
+            print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
+                  "see \"failed\" in run.json", file=sys.stderr)
+            return 1
+        return 0
 
 
-def execute(plan: Plan) -> int:
+def execute(plan: Plan, before_save: Callable[[RunWriter], None] | None = None) -> int:
     """Run the plan; write files and ``run.json`` as batches finish. Returns the exit status.
 
     Under torchrun (``WORLD_SIZE`` > 1) every rank runs this with the same plan: they share the
     batches through torchrun's store and rank 0 writes ``run.json`` (see
-    :mod:`accentuate.cli.distributed`).
+    :mod:`accentuate.cli.distributed`). ``before_save``: see :meth:`Job.finish`.
     """
-    started = time.perf_counter()
-    spec, settings = plan.spec, plan.settings
-    ranks = Ranks.from_env()
-    lead = ranks.rank == 0
-    quiet = plan.quiet or not lead
-    writer = RunWriter(plan.out, header(plan), key_settings(plan), plan.images, plan.targets, pairs=plan.pairs)
-    pairs = plan.pairs if plan.pairs is not None else product(len(plan.images), len(plan.targets))
-    batches = cut_batches(pairs, plan.images, plan.targets, plan.batch)
-    writer.doc["batch"] = plan.batch  # the batches (and so the pictures) depend on it
-    work = settings_hash({"key": writer.key, "batch": plan.batch,
-                          "batches": [[b.seeds, b.targets] for b in batches],
-                          "pairs": [writer.pair_key(i, j) for i, j in pairs]})
-    coord = Coordinator.start(ranks)
-    steps = settings.steps
-    if lead:
-        add_previous(writer)  # pairs a stopped distributed run finished
-        done = {p for p in pairs if writer.verified(*p)}
-        todo = [(b, {p for p in b.pairs if p in done}) for b in batches if not all(p in done for p in b.pairs)]
-        where = writer.doc["device"] + (f" and {ranks.world - 1} more process(es)" if ranks.distributed else "")
-        say(quiet, f"accentuate: {len(plan.images)} image(s) x {len(plan.targets)} target(s): {len(pairs)} "
-            f"pair(s) in {len(batches)} batch(es) with {spec.name} on {where} (reg layer {settings.regularizer}, "
-            f"lambda {settings.lam:g}, {steps} steps); output: {plan.out}")
-        if done:
-            say(quiet, f"accentuate: resuming: {len(done)} pair(s) already complete in {plan.out}, "
-                f"{len(pairs) - len(done)} to do")
-        writer.doc["timings"]["model_load_s"] = round(plan.model_load_s, 3)
-        if plan.frames == 0:  # no snapshots: no animation files
-            writer.doc["outputs"].update(gif=False, mp4=False, mp4_note="no animation (--frames 0)")
-        writer.save("running")
-        clear_rank_records(plan.out)  # what they listed is in run.json now
-        coord.publish([(b.index, s) for b, s in todo], work)
-    else:
-        todo = [(batches[k], s) for k, s in coord.receive(work)]
-    skips = {b.index: s for b, s in todo}
-    todo_pairs = sum(len(b.pairs) - len(s) for b, s in todo)
-    device = next(iter(plan.model.parameters()), torch.empty(0)).device
-    rank_info: dict[str, Any] = {**device_record(plan.model), "busy_s": 0.0}
-
-    pair_bar = None
-    if not quiet and (len(todo) > 1 or ranks.distributed):
-        from tqdm.auto import tqdm
-
-        pair_bar = tqdm(total=todo_pairs, desc="pairs", unit="pair", position=0, file=sys.stderr,
-                        dynamic_ncols=True)
-
-    def tick(n: int) -> None:
-        if pair_bar is not None and n != pair_bar.n:
-            pair_bar.update(n - pair_bar.n)
-
-    interrupted, partial = False, 0
-    try:
-        for b in coord.claims([b for b, _ in todo]):
-            ss, tt = list(b.seeds), list(b.targets)
-            hw = plan.images[ss[0]].canvas
-            seeds = torch.stack([plan.images[i].tensor for i in ss])  # type: ignore[misc]
-            objectives = [plan.targets[j].objective for j in tt]
-            bset = _batch_settings(plan, b, [writer.pair_key(i, j) for i, j in b.pairs])
-            snaps: int | tuple[()] = ()
-            if plan.frames > 0:
-                # about `frames` frames, fewer when the batch is large (memory).
-                per_frame = len(ss) * len(tt) * 3 * hw[0] * hw[1]
-                frames = max(2, min(plan.frames, int(1.5e9 // max(1, per_frame))))
-                snaps = snapshot_interval(bset.steps, frames)
-            names = ", ".join(plan.images[i].name for i in ss)
-            desc = f"{names[:40]} x {len(tt)} target(s)" if len(ss) * len(tt) > 1 else \
-                f"{names[:30]} -> {plan.targets[tt[0]].text[:30]}"
-            update, close = steps_bar(quiet, desc, bset.steps, position=1 if pair_bar else 0)
-            if pair_bar is not None and ranks.distributed:
-                update = _with_tick(update, lambda: tick(coord.done()))
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            try:
-                res = accentuate(plan.model, seeds, objectives, bset, snapshots=snaps, progress=update)
-            finally:
-                close()
-            seconds = time.perf_counter() - t0
-            rank_info["busy_s"] = round(rank_info["busy_s"] + seconds, 3)
-            skip = skips.get(b.index, set())
-            entries = writer.write_batch(res, ss, tt, seconds, skip=skip)
-            timing = writer.doc["timings"]["batches"][-1]
-            timing.update(index=b.index, rank=ranks.rank, generator_seed=bset.seed)
-            if device.type == "cuda":
-                peak = int(torch.cuda.max_memory_allocated(device))
-                timing["cuda_peak_memory_bytes"] = peak
-                rank_info["cuda_peak_memory_bytes"] = max(peak, rank_info.get("cuda_peak_memory_bytes", 0))
-            for e in entries:
-                e["batch"] = b.index
-                if ranks.distributed:
-                    e["rank"] = ranks.rank
-                if e["status"] == "failed":
-                    print(f"accentuate: warning: {e['image']} -> {e['target_label']} failed: {e['failed']}; "
-                          "the other pairs continue", file=sys.stderr)
-            if res.interrupted:
-                interrupted, partial = True, len(entries)
-                break
-            writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-            if ranks.distributed:
-                write_rank_record(writer, ranks, rank_info)
-            coord.add_done(len(entries))
-            if lead:
-                if ranks.distributed:
-                    merge_rank_records(writer, ranks, verify=False)  # a live run.json for the whole job
-                writer.save("running")
-                tick(coord.done())
-        if ranks.distributed and not interrupted:
-            write_rank_record(writer, ranks, rank_info)
-            coord.finish()
-            if lead:
-                coord.wait_all(tick)
-    except KeyboardInterrupt:
-        interrupted = True
-    except BaseException as e:
-        if ranks.distributed:
-            write_rank_record(writer, ranks, rank_info)
-        if lead:
-            writer.save("error", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        if pair_bar is not None:
-            pair_bar.close()
-    if ranks.distributed:
-        write_rank_record(writer, ranks, rank_info)
-        if not lead:
-            return 130 if interrupted else 0
-        dist_rec = merge_rank_records(writer, ranks, verify=True)
-        dist_rec["ranks"].insert(0, {"rank": 0, "host": socket.gethostname(), "pid": os.getpid(), **rank_info,
-                                     "batches": sum(1 for t in writer.doc["timings"]["batches"]
-                                                    if t.get("rank") == 0),
-                                     "pairs": sum(1 for e in writer.entries.values()
-                                                  if not e.get("resumed") and e.get("rank", 0) == 0)})
-        writer.doc["distributed"] = dist_rec
-        missing = len(pairs) - len(writer.entries)
-        if missing and not interrupted:
-            print(f"accentuate: error: {missing} pair(s) were not done (a process stopped early); rerun the same "
-                  "command to do them", file=sys.stderr)
-            interrupted = True
-    elif "cuda_peak_memory_bytes" in rank_info:
-        writer.doc["cuda_peak_memory_bytes"] = rank_info["cuda_peak_memory_bytes"]
-    writer.doc["timings"]["total_s"] = round(time.perf_counter() - started, 3)
-    title = f"{spec.name}: rows are seeds, columns are targets (reg layer {settings.regularizer}, " \
-        f"lambda {settings.lam:g}, {steps} steps)"
-    sheet = writer.contact_sheet(title)
-    entries = sorted(writer.entries.values(), key=lambda e: (e["seed"], e["target"]))
-    failed = [e for e in entries if e["status"] == "failed"]
-    if interrupted:
-        writer.save("interrupted")
-        _report(plan)
-        finished = sum(1 for e in entries if e["status"] == "complete")
-        print(f"accentuate: interrupted; wrote {finished} finished pair(s)"
-              + (f" and the partial state of {partial} (marked \"partial\" in run.json)" if partial else "")
-              + f" to {plan.out}; rerun the same command with --out {shlex.quote(str(plan.out))} to finish",
-              file=sys.stderr)
-        return 130
-    writer.save("complete")
-    if ranks.distributed:
-        clear_rank_records(plan.out)  # run.json holds every pair now
-    page = _report(plan)
-    if not plan.quiet:
-        print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - started:.0f} s:")
-        for entry in entries:
-            print(_pair_line(entry))
-        print(f"results in {plan.out}/")
-        if sheet is not None:
-            print(f"  contact sheet: {sheet}")
-        print(f"  per pair: {per_pair_files(plan.frames, writer.doc['outputs'].get('mp4', False))}")
-        print(f"  record:   {writer.path}")
-        if page is not None:
-            print(f"  report:   {page}")
-    if failed:
-        print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
-              "see \"failed\" in run.json", file=sys.stderr)
-        return 1
-    return 0
+    job = Job(plan)
+    return job.finish(job.run(), before_save)
 
 
 def per_pair_files(frames: int, mp4: bool = False) -> str:

@@ -6,20 +6,16 @@ A run's work is a list of pairs in a fixed order: every image x every target
 optional columns ``lam``, ``steps``, ``reg_layer``, ``until``, or JSON Lines with the
 same fields. Paths in a manifest are relative to the manifest's folder.
 
-:func:`cut_batches` cuts the list into batches of at most ``B`` pairs that share a
-canvas and settings, from the list alone: the batches, and with
-:func:`batch_seed` each batch's generator seed (from the run seed and the keys of
-the batch's pairs), do not depend on how many processes run them or on which pairs an
-earlier run already finished. So a pair's pictures are the same whether one process
-or eight ran the job (same ``B``, same device type).
+:func:`resolve_manifest` checks every row and gives the images, targets and pairs of the
+run's :class:`~accentuate.outputs.worklist.WorkList` (which cuts them into batches).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +23,11 @@ from typing import Any
 from torch import nn
 
 from ..errors import AccentuateError, UsageError
-from ..outputs.record import ImageInfo, TargetInfo
+from ..outputs.worklist import ImageInfo, TargetInfo
 from ..settings import Settings
 from ..spec import ModelSpec
 
-__all__ = ["MANIFEST_COLUMNS", "Batch", "ManifestRow", "WorkList", "batch_seed", "cut_batches", "product",
-           "read_manifest", "resolve_manifest"]
+__all__ = ["MANIFEST_COLUMNS", "ManifestRow", "check_manifest_images", "read_manifest", "resolve_manifest"]
 
 #: The columns a manifest may have (``image`` and ``target`` are required).
 MANIFEST_COLUMNS = ("image", "target", "lam", "steps", "reg_layer", "until")
@@ -48,36 +43,6 @@ class ManifestRow:
     image: Path
     target: str
     settings: tuple[tuple[str, Any], ...] = ()
-
-
-@dataclass
-class WorkList:
-    """What a run does: its images and targets (rows and columns) and the pairs, in order."""
-
-    images: list[ImageInfo]
-    targets: list[TargetInfo]
-    pairs: list[tuple[int, int]]
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Pairs optimized together: every image of ``seeds`` x every target of ``targets``.
-
-    ``index`` is the batch's place in the run's fixed order.
-    """
-
-    index: int
-    seeds: tuple[int, ...]
-    targets: tuple[int, ...]
-
-    @property
-    def pairs(self) -> list[tuple[int, int]]:
-        return [(i, j) for i in self.seeds for j in self.targets]
-
-
-def product(images: int, targets: int) -> list[tuple[int, int]]:
-    """Every image x every target, image by image."""
-    return [(i, j) for i in range(images) for j in range(targets)]
 
 
 def _fail(where: str, problem: str, fix: str) -> UsageError:
@@ -203,23 +168,24 @@ def resolve_manifest(
     model: nn.Module,
     spec: ModelSpec,
     settings: Settings,
-    parse_target: Any,
-    load_images: Any,
-    skipped: list[dict[str, str]],
-) -> WorkList:
+    parse_target: Callable[[str, nn.Module], Any],
+    load_images: Callable[[list[tuple[str, bool]]], list[ImageInfo]],
+) -> tuple[list[ImageInfo], list[TargetInfo], list[tuple[int, int]], list[str]]:
     """The manifest's images, targets and pairs, every row checked before any work.
 
     Each row's target is parsed against ``model`` (``parse_target(text, model)``) and its
     settings resolved on top of ``settings`` (a regularization layer must exist, ``until``
-    needs a class target). Images are read once each with ``load_images(paths, canvas,
-    skipped)``; one that cannot be read is skipped (listed in ``skipped``) with its rows.
-    A row repeated exactly is one pair (with a warning).
+    needs a class target). Images are read once each with ``load_images(paths)`` (a path
+    marked ``True`` may be skipped when unreadable; its rows are left out). A row repeated
+    exactly is one pair (with a warning).
+
+    Returns:
+        ``(images, targets, pairs, rows)``: ``pairs`` index ``images`` and ``targets`` in the
+        manifest's order, ``rows`` names the row of each pair (``m.csv line 3``).
 
     Raises:
         UsageError: an unknown target, an invalid setting; the message names the row.
     """
-    import warnings
-
     check_manifest_images(rows)
     targets: list[TargetInfo] = []
     columns: dict[tuple[str, str], int] = {}
@@ -239,12 +205,14 @@ def resolve_manifest(
             except (AccentuateError, ValueError, TypeError) as e:
                 raise UsageError(f"{r.where}: {e}; fix the cell or leave it empty for the run's value") from None
         s = resolved[okey]
-        if s.until is not None and obj.class_index is None:
-            raise _fail(r.where, f"until {s.until!r} needs a class target, and {r.target!r} is not one",
-                        "leave until empty on this row or use a class target")
+        try:
+            s.check_targets([obj])
+        except ValueError as e:
+            raise _fail(r.where, f"{e} ({r.target!r} is not one)",
+                        "leave until empty on this row or use a class target") from None
         full = s.to_dict()
         own = {k: full[k] for k in over}
-        ckey = (repr(obj), json.dumps(own, sort_keys=True, default=str))
+        ckey = (obj.identity(), json.dumps(own, sort_keys=True, default=str))
         if ckey not in columns:
             columns[ckey] = len(targets)
             targets.append(TargetInfo(r.target, obj, own))
@@ -257,9 +225,10 @@ def resolve_manifest(
         if key not in index:
             index[key] = len(paths)
             paths.append(str(r.image))
-    images = load_images([(p, True) for p in paths], settings.canvas, skipped)
+    images = load_images([(p, True) for p in paths])
     loaded = {str(Path(im.path).resolve()): k for k, im in enumerate(images)}
     pairs: list[tuple[int, int]] = []
+    where: list[str] = []
     seen: set[tuple[int, int]] = set()
     for r, j in zip(rows, row_cols):
         i = loaded.get(str(r.image.resolve()))
@@ -270,72 +239,10 @@ def resolve_manifest(
             continue
         seen.add((i, j))
         pairs.append((i, j))
+        where.append(r.where)
     used = sorted({j for _, j in pairs})
     if len(used) < len(targets):  # targets whose every image was skipped: renumber the columns
         remap = {j: k for k, j in enumerate(used)}
         targets = [targets[j] for j in used]
         pairs = [(i, remap[j]) for i, j in pairs]
-    return WorkList(images, targets, pairs)
-
-
-def _rectangles(seeds: list[int], targets: list[int], size: int) -> list[tuple[list[int], list[int]]]:
-    """Cut a full product ``seeds x targets`` into blocks of at most ``size`` pairs, in order."""
-    t_per = max(1, min(len(targets), size))
-    s_per = max(1, size // t_per)
-    return [(seeds[a:a + s_per], targets[b:b + t_per])
-            for a in range(0, len(seeds), s_per) for b in range(0, len(targets), t_per)]
-
-
-def _blocks(pairs: list[tuple[int, int]], by_image: bool) -> list[tuple[list[int], list[int]]]:
-    """Split pairs into full products: images that want the same targets (or targets wanted by
-    the same images), in the order they first appear."""
-    groups: dict[int, list[int]] = {}
-    for i, j in pairs:
-        a, b = (i, j) if by_image else (j, i)
-        groups.setdefault(a, []).append(b)
-    blocks: dict[tuple[int, ...], list[int]] = {}
-    for a, bs in groups.items():
-        blocks.setdefault(tuple(sorted(set(bs))), []).append(a)
-    out = []
-    for others, firsts in blocks.items():
-        out.append((firsts, list(others)) if by_image else (list(others), firsts))
-    return out
-
-
-def cut_batches(
-    pairs: Sequence[tuple[int, int]],
-    images: Sequence[ImageInfo],
-    targets: Sequence[TargetInfo],
-    size: int,
-) -> list[Batch]:
-    """Cut the run's pairs into batches of at most ``size`` pairs, each a block of seeds x
-    targets that share a canvas and settings (every pair of a batch is one of ``pairs``).
-
-    The order is fixed by ``pairs`` alone: groups of (canvas, target settings) in the order
-    they first appear; in each, the pairs split into full products (images that want the
-    same targets, or targets wanted by the same images, whichever gives fewer batches),
-    cut into blocks. The same list and ``size`` always give the same batches.
-    """
-    if size < 1:
-        raise ValueError(f"batch size must be >= 1; got {size}")
-    groups: dict[tuple[tuple[int, int], str], list[tuple[int, int]]] = {}
-    for i, j in pairs:
-        key = (images[i].canvas, json.dumps(targets[j].settings, sort_keys=True, default=str))
-        groups.setdefault(key, []).append((i, j))
-    out: list[Batch] = []
-    for group in groups.values():
-        best: list[tuple[list[int], list[int]]] | None = None
-        for by_image in (True, False):
-            cut = [r for ss, tt in _blocks(group, by_image) for r in _rectangles(ss, tt, size)]
-            if best is None or len(cut) < len(best):
-                best = cut
-        for ss, tt in best or []:
-            out.append(Batch(len(out), tuple(ss), tuple(tt)))
-    return out
-
-
-def batch_seed(run_seed: int, keys: Sequence[str]) -> int:
-    """The generator seed of a batch: from the run's seed and its pairs' keys (their content),
-    so it does not depend on which process runs the batch, or when."""
-    text = f"{int(run_seed)}|" + "|".join(keys)
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16) % (2**62)
+    return images, targets, pairs, where

@@ -4,6 +4,8 @@
 - :mod:`accentuate.outputs.figures`: PIL-only figures (pair figure, contact sheet,
   panel, opacity heat map);
 - :mod:`accentuate.outputs.animation`: GIF (and optional MP4) of an optimization;
+- :mod:`accentuate.outputs.worklist`: the work list (images, targets, pairs with their
+  keys, file stems and batches);
 - :mod:`accentuate.outputs.record`: per-pair files and ``run.json`` (see
   ``docs/run-json.md``), with content hashes for resuming;
 - :mod:`accentuate.outputs.saved`: :meth:`Result.save <accentuate.result.Result.save>`
@@ -11,7 +13,7 @@
 
 The names below are imported from their modules on first use, so that importing
 :mod:`accentuate.outputs.io` (as :mod:`accentuate.result` does) does not import the
-record, which itself imports the engine.
+record and its figures.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ _WHERE = {
     "snapshot_interval": "animation",
     "composite": "figures", "contact_sheet": "figures", "heatmap": "figures", "panel": "figures",
     "pair_figure": "figures", "png_bytes": "figures",
-    "FORMAT": "record", "RunWriter": "record", "describe_target": "record", "pair_stems": "record",
-    "seed_distances": "record", "settings_hash": "record",
+    "FORMAT": "record", "RunWriter": "record", "seed_distances": "record", "settings_hash": "record",
+    "Batch": "worklist", "ImageInfo": "worklist", "Pair": "worklist", "TargetInfo": "worklist", "WorkList": "worklist",
+    "describe_target": "worklist", "pair_stems": "worklist", "recorded_work": "worklist",
     "atomic_write": "io", "output_folder": "io",
 }
 

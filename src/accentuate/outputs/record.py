@@ -22,24 +22,23 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import platform
-import re
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
-from ..metrics import pixel_rmse, ssim
-from ..objectives import Objective
+from .._version import __version__
+from ..digest import canonical_sha256, file_sha256, files_intact
+from ..metrics import class_rank, pixel_rmse, ssim
 from ..result import Result
 from . import animation, figures
 from .history import pair_history
 from .io import atomic_write
+from .worklist import Batch, ImageInfo, Pair, TargetInfo, WorkList, describe_target, pair_stems, slug
 
 __all__ = [
     "FORMAT",
@@ -47,132 +46,23 @@ __all__ = [
     "RunWriter",
     "TargetInfo",
     "describe_target",
+    "device_record",
     "file_sha256",
+    "pair_numbers",
     "pair_stems",
     "seed_distances",
     "settings_hash",
     "slug",
-    "target_identity",
+    "versions",
 ]
 
 #: Identifies the layout of ``run.json``; bumped when a field changes meaning.
 FORMAT = "accentuate-run/1"
 
 
-def slug(text: str, limit: int = 40) -> str:
-    """A file-name-safe version of ``text`` (letters, digits, ``.``, ``-``)."""
-    s = re.sub(r"[^A-Za-z0-9.\-]+", "-", str(text)).strip("-.")
-    return (s[:limit].rstrip("-.") or "x")
-
-
-def file_sha256(path: str | os.PathLike) -> str | None:
-    """SHA-256 of a file's bytes, or ``None`` if it cannot be read."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
 def settings_hash(settings: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``settings`` (sorted keys)."""
-    text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
-    """How a target is shown and recorded: the objective's own :meth:`~Objective.describe`
-    (``kind``, ``label``, ``value_name``, what it reads) with ``arg`` (what was typed),
-    ``objective`` (its repr) and ``slug`` (for file names)."""
-    d = dict(obj.describe())
-    slug_text = d.pop("slug_text", None) or d["label"]
-    return {"arg": text, "objective": repr(obj), **d, "slug": slug(slug_text)}
-
-
-def target_identity(obj: Objective) -> str:
-    """What identifies a target in a pair's key (:meth:`Objective.identity`: its ``repr``, and for a
-    direction also a hash of its vector, so two vector files for one layer are two targets, and an
-    edited file is a new one)."""
-    return obj.identity()
-
-
-def pair_stems(image_names: Sequence[str], objectives: Sequence[Objective]) -> dict[tuple[int, int], str]:
-    """The file-name stem of each pair ``(i, j)``: ``{image}__{target}``.
-
-    ``image`` is the slug of the file name without its ending (``cat.jpg`` -> ``cat``; a
-    name given twice gets ``-2``, ``-3``, ...) and ``target`` the target's slug
-    (``goldfish``, ``blocks.5-c20``); a stem that would repeat gets ``-2``, ``-3``, ...
-
-    Example:
-        >>> from accentuate.objectives import channel, logit
-        >>> pair_stems(["cat.jpg", "cat.png"], [logit(1).resolve(["tench", "goldfish"]), channel("blocks.5", 20)])
-        {(0, 0): 'cat__goldfish', (0, 1): 'cat__blocks.5-c20', (1, 0): 'cat-2__goldfish', (1, 1): 'cat-2__blocks.5-c20'}
-    """
-    stems: dict[tuple[int, int], str] = {}
-    used: set[str] = set()
-    img_slugs: list[str] = []
-    seen: dict[str, int] = {}
-    for name in image_names:
-        s = slug(Path(name).stem)
-        seen[s] = seen.get(s, 0) + 1
-        img_slugs.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
-    for i, s in enumerate(img_slugs):
-        for j, obj in enumerate(objectives):
-            stem = f"{s}__{describe_target(obj)['slug']}"
-            base, k = stem, 2
-            while stem in used:
-                stem, k = f"{base}-{k}", k + 1
-            used.add(stem)
-            stems[(i, j)] = stem
-    return stems
-
-
-@dataclass
-class ImageInfo:
-    """A seed image of the run."""
-
-    path: str
-    name: str
-    sha256: str
-    size: tuple[int, int]  # (width, height) of the file as read
-    canvas: tuple[int, int]  # (H, W) it was fitted to
-    tensor: torch.Tensor | None = field(default=None, repr=False)  # (3, H, W) on the canvas
-
-    def record(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "sha256": self.sha256,
-                "size": list(self.size), "canvas": list(self.canvas)}
-
-
-@dataclass
-class TargetInfo:
-    """A target of the run: what the user typed and the resolved objective.
-
-    ``settings`` holds the settings this target's pairs run with instead of the run's
-    (a manifest's ``lam``, ``steps``, ``reg_layer``, ``until`` columns; JSON values as
-    :meth:`Settings.to_dict` gives them). The same objective with other settings is
-    another target (another column of the contact sheet).
-    """
-
-    text: str
-    objective: Objective
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        d = describe_target(self.objective, self.text)
-        if self.settings:
-            d["settings"] = dict(self.settings)
-            d["label"] = self.label()
-        return d
-
-    def label(self) -> str:
-        """The heading of this target: its label, and its own settings when it has any."""
-        base = str(describe_target(self.objective)["label"])
-        if not self.settings:
-            return base
-        return f"{base} ({', '.join(f'{k} {v}' for k, v in sorted(self.settings.items()))})"
+    """SHA-256 of the canonical JSON of ``settings`` (sorted keys; :func:`accentuate.digest.canonical_sha256`)."""
+    return canonical_sha256(settings)
 
 
 def seed_distances(res: Result) -> dict[str, torch.Tensor]:
@@ -207,19 +97,19 @@ def _top(entries: list[tuple[int, str | None, float]]) -> list[dict[str, Any]]:
     return [{"index": c, "name": name, "prob": _num(round(p, 6))} for c, name, p in entries]  # JSON: no NaN
 
 
-def _numbers(d: dict[str, torch.Tensor], a: int, b: int, cls: int | None, top: list) -> dict[str, Any]:
+def pair_numbers(d: Mapping[str, torch.Tensor], a: int, b: int, cls: int | None, top: list) -> dict[str, Any]:
     """Value, rank, probability and top-5 of pair ``(a, b)`` from ``Result.before``/``after``.
 
     The engine gives ranks only when every target of a batch is a class; for a class
-    target in a mixed batch they are computed here from the logits, the same way.
+    target in a mixed batch they are computed here from the logits, the same way
+    (:func:`accentuate.metrics.class_rank`).
     """
     out: dict[str, Any] = {"value": _num(d["value"][a, b].item()) if "value" in d else None,
                            "rank": None, "prob": None, "top5": _top(top[a][b]) if top else []}
     logits = d.get("logits")
     if cls is not None and logits is not None and cls < logits.shape[-1]:
-        row = logits[a, b].float()
-        out["rank"] = int(1 + (row > row[cls]).sum().item())
-        out["prob"] = _num(row.softmax(-1)[cls].item())
+        rank, prob = class_rank(logits[a, b].float(), torch.tensor(cls))
+        out["rank"], out["prob"] = int(rank), _num(prob.item())
     return out
 
 
@@ -230,67 +120,50 @@ def _fmt(v: float | None, digits: int = 3) -> str:
 class RunWriter:
     """Writes the files of a run and keeps ``run.json`` up to date.
 
+    The command line, ``Result.save`` and torchrun's ranks change a run's record only
+    through these methods: what a pair's entry holds, how pairs are counted and resumed,
+    and where the timings go are decided here.
+
     Args:
         out: the output folder (exists).
         header: the run's description: ``command``, ``model``, ``settings``, ``versions``, ...
             (everything but ``pairs``, ``status`` and timings).
-        settings_key: the hash of everything that changes a pair's result.
-        images, targets: the run's seeds and targets (rows and columns of the sheet).
+        work: the run's work list (images, targets, pairs with their keys, stems and batches).
+        video: write MP4 files when a writer is installed.
     """
 
-    def __init__(
-        self,
-        out: Path,
-        header: dict[str, Any],
-        settings_key: str,
-        images: Sequence[ImageInfo],
-        targets: Sequence[TargetInfo],
-        video: bool = True,
-        pairs: Sequence[tuple[int, int]] | None = None,
-    ) -> None:
+    def __init__(self, out: Path, header: dict[str, Any], work: WorkList, video: bool = True) -> None:
         self.out = Path(out)
-        self.images, self.targets = list(images), list(targets)
-        # The pairs of the run (a manifest lists some of images x targets); None: all of them.
-        self.total = len(self.images) * len(self.targets) if pairs is None else len(set(pairs))
-        # Occurrence number of each image's content among the images before it (same file twice).
-        seen: dict[str, int] = {}
-        self._nth = []
-        for im in self.images:
-            self._nth.append(seen.get(im.sha256, 0))
-            seen[im.sha256] = self._nth[-1] + 1
-        self.key = settings_key
+        self.work = work
+        self.images, self.targets = work.images, work.targets
+        self.key = work.settings_key
         self.path = self.out / "run.json"
-        self.previous = self._load_previous()
-        self.entries: dict[str, dict[str, Any]] = {}
+        self._previous = self._load_previous()
+        self._entries: dict[str, dict[str, Any]] = {}
         self.mp4_reason = animation.mp4_available() if video else "disabled (--no-video)"
         now = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self.doc: dict[str, Any] = {
             "format": FORMAT,
             **header,
-            "settings_hash": settings_key,
+            "batch": work.batch_size,  # the batches (and so the pictures) depend on it
+            "settings_hash": self.key,
             "status": "running",
             "created": now,
             "updated": now,
             "images": [im.record() for im in self.images],
             "targets": [t.record() for t in self.targets],
+            "work": work.record(),
             "outputs": {"contact_sheet": None, "gif": True, "mp4": self.mp4_reason is None,
                         "mp4_note": self.mp4_reason},
             "timings": {"batches": []},
             "counts": {},
             "pairs": [],
         }
-        self._stems = pair_stems([im.name for im in self.images], [t.objective for t in self.targets])
 
     # -- identity and resume ---------------------------------------------------------
     def pair_key(self, i: int, j: int) -> str:
-        """Identity of pair ``(i, j)``: settings, image content and target.
-
-        The same file given twice counts its occurrences, so both copies are kept.
-        """
-        text = f"{self.key}|{self.images[i].sha256}#{self._nth[i]}|{target_identity(self.targets[j].objective)}"
-        if self.targets[j].settings:  # the target's own settings (a manifest row's lam, steps, ...)
-            text += "|" + json.dumps(self.targets[j].settings, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+        """Identity of pair ``(i, j)`` (:attr:`accentuate.outputs.worklist.Pair.key`)."""
+        return self.work.pair(i, j).key
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -303,25 +176,110 @@ class RunWriter:
             warnings.warn(f"ignoring unreadable {self.path} ({e}); every pair will be redone", stacklevel=2)
             return {}
 
-    def verified(self, i: int, j: int) -> bool:
-        """True when an earlier run recorded pair ``(i, j)`` as complete with these
-        settings, and every file it lists is present with its recorded SHA-256.
+    def forget_previous(self) -> None:
+        """Redo every pair: what ``run.json`` held before is not offered for resuming."""
+        self._previous = {}
 
-        A verified pair is kept in this run's record.
+    def offer_previous(self, entries: Iterable[Mapping[str, Any]]) -> int:
+        """Offer finished pairs that some other record lists (a stopped torchrun job's per-rank
+        records) to :meth:`verified`, as if ``run.json`` listed them; returns how many were new."""
+        n = 0
+        for e in entries:
+            if isinstance(e, Mapping) and "key" in e and e.get("status") == "complete":
+                old = self._previous.get(e["key"])
+                if old is None or old.get("status") != "complete":
+                    self._previous[e["key"]] = dict(e)
+                    n += 1
+        return n
+
+    def verified(self, pair: Pair) -> bool:
+        """True when an earlier run recorded ``pair`` as complete with these settings, and every
+        file it lists is present with its recorded SHA-256.
+
+        A verified pair is kept in this run's record (marked ``resumed``).
         """
-        key = self.pair_key(i, j)
-        e = self.previous.get(key)
+        e = self._previous.get(pair.key)
         if not e or e.get("status") != "complete" or e.get("settings_hash") != self.key:
             return False
-        files, sums = e.get("files") or {}, e.get("sha256") or {}
-        if not files or set(files) != set(sums):
+        if not files_intact(self.out, e):
             return False
-        for kind, name in files.items():
-            if file_sha256(self.out / name) != sums[kind]:
-                return False
-        entry = dict(e, seed=i, target=j, resumed=True)
-        self.entries[key] = entry
+        self._entries[pair.key] = dict(e, seed=pair.image, target=pair.target, resumed=True)
         return True
+
+    def resume(self) -> set[tuple[int, int]]:
+        """The pairs of the work list an earlier run finished (:meth:`verified`), kept in the record."""
+        return {p.ij for p in self.work if self.verified(p)}
+
+    # -- what the record holds -------------------------------------------------------
+    def entries(self) -> list[dict[str, Any]]:
+        """Every pair recorded so far, in the work list's order (seed, then target)."""
+        return sorted(self._entries.values(), key=lambda e: (e["seed"], e["target"]))
+
+    def own_entries(self) -> list[dict[str, Any]]:
+        """The pairs this run wrote itself (not kept from an earlier one)."""
+        return [e for e in self._entries.values() if not e.get("resumed")]
+
+    def missing(self) -> list[Pair]:
+        """The pairs of the work list not recorded (yet)."""
+        return [p for p in self.work if p.key not in self._entries]
+
+    def batches(self) -> list[dict[str, Any]]:
+        """The timings of the batches recorded so far."""
+        return self.doc["timings"]["batches"]
+
+    def set(self, **sections: Any) -> None:
+        """Top-level entries of ``run.json`` (``explain``, ``misclassified``, ``distributed``, ...)."""
+        self.doc.update(sections)
+
+    def section(self, name: str) -> Any:
+        """A top-level entry of ``run.json`` (``None`` when absent)."""
+        return self.doc.get(name)
+
+    def add_output(self, kind: str, name: str) -> None:
+        """A file of the whole run (``explain_panel``, ...) under ``outputs``."""
+        self.doc["outputs"][kind] = name
+
+    def timing(self, **seconds: float | None) -> None:
+        """Run-wide timings (``model_load_s``, ``total_s``), rounded to milliseconds."""
+        for k, v in seconds.items():
+            self.doc["timings"][k] = None if v is None else round(float(v), 3)
+
+    def no_animation(self, note: str = "no animation (--frames 0)") -> None:
+        """Record that no GIF or MP4 is written."""
+        self.doc["outputs"].update(gif=False, mp4=False, mp4_note=note)
+
+    @property
+    def writes_mp4(self) -> bool:
+        return bool(self.doc["outputs"].get("mp4"))
+
+    # -- merging other processes' records (torchrun) ----------------------------------
+    def drop_foreign(self, rank: int) -> None:
+        """Forget the pairs other ranks wrote (to take them again, checked, from their records)."""
+        for key in [k for k, e in self._entries.items() if e.get("rank", rank) != rank and not e.get("resumed")]:
+            del self._entries[key]
+
+    def merge(self, entries: Iterable[Mapping[str, Any]], batches: Iterable[Mapping[str, Any]], verify: bool) -> None:
+        """Add another process's pairs (each pair once: a complete entry wins; with ``verify``,
+        only complete pairs whose files are intact) and its batches' timings."""
+        for e in entries:
+            if not isinstance(e, Mapping) or "key" not in e or "seed" not in e:
+                continue
+            mine = self._entries.get(e["key"])
+            if mine is not None and (mine.get("status") == "complete" or e.get("status") != "complete"):
+                continue  # already recorded (each pair once)
+            if verify and e.get("status") == "complete" and not files_intact(self.out, e):
+                continue
+            self._entries[e["key"]] = dict(e)
+        known = {b.get("index") for b in self.batches()}
+        for b in batches:
+            if b.get("index") not in known:
+                self.batches().append(dict(b))
+                known.add(b.get("index"))
+        self.batches().sort(key=lambda b: b.get("index", -1))
+
+    def keep_batches(self, rank: int) -> None:
+        """Keep only the timings of the batches ``rank`` ran (before merging the others')."""
+        self.doc["timings"]["batches"] = [b for b in self.batches() if b.get("rank", rank) == rank]
 
     # -- writing ---------------------------------------------------------------------
     def _write(self, name: str, data: bytes, files: dict[str, str], sums: dict[str, str], kind: str) -> None:
@@ -332,23 +290,26 @@ class RunWriter:
     def write_batch(
         self,
         res: Result,
-        seed_idx: Sequence[int],
-        target_idx: Sequence[int],
+        batch: Batch,
         seconds: float,
         alpha: torch.Tensor | None = None,
-        skip: set[tuple[int, int]] = frozenset(),  # type: ignore[assignment]
+        skip: Iterable[tuple[int, int]] = (),
+        rank: int | None = None,
+        timing: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Write the files of every pair of ``res`` and record them; return the entries.
 
         Args:
-            res: a result whose seeds are ``seed_idx`` and targets ``target_idx``
-                (indices into the run's images and targets).
+            res: the result of ``batch`` (its seeds are ``batch.seeds``, its targets ``batch.targets``).
             seconds: wall time of the batch.
             alpha: ``(N, M, H, W)`` opacity to use (default: ``res.alpha()``, each
                 pair normalized on its own).
             skip: run indices ``(i, j)`` not to write (already complete).
+            rank: the torchrun process that made the pairs (written into each entry), or ``None``.
+            timing: more about the batch for ``timings.batches[]`` (``rank``, ``generator_seed``,
+                ``cuda_peak_memory_bytes``).
         """
-        n, m = res.images.shape[:2]
+        skip = set(skip)
         self.doc["outputs"]["opacity"] = ("per pair" if alpha is None else "collective") if res.has_opacity else None
         if alpha is None:  # a result without opacity (opacity=False): no RGBA file, blank opacity panels
             alpha = res.alpha() if res.has_opacity else torch.zeros_like(res.images[:, :, 0])
@@ -358,23 +319,23 @@ class RunWriter:
         top_b, top_a = res.top("before", 5), res.top("after", 5)
         steps = res.config.steps
         hist_dist = res.history.distance if "distance" in res.history.keys() else None
-        batch_no = len(self.doc["timings"]["batches"])
         snaps = dict(res.snapshots)
         if snaps and res.steps_done not in snaps:  # stopped early (--until, Ctrl-C): end on the result
             snaps[res.steps_done] = (res.images.clamp(0, 1) * 255).round().to(torch.uint8)
         written = []
-        for a, i in enumerate(seed_idx):
-            for b, j in enumerate(target_idx):
+        for a, i in enumerate(batch.seeds):
+            for b, j in enumerate(batch.targets):
                 if (i, j) in skip:
                     continue
-                stem = self._stems[(i, j)]
+                pair = self.work.pair(i, j)
+                stem = pair.stem
                 tinfo = self.targets[j].record()
                 failed = res.failed.get((a, b))
                 status = "failed" if failed else "partial" if res.interrupted else "complete"
 
                 cls = self.targets[j].objective.class_index
-                before = _numbers(res.before, a, b, cls, top_b)
-                after = _numbers(res.after, a, b, cls, top_a)
+                before = pair_numbers(res.before, a, b, cls, top_b)
+                after = pair_numbers(res.after, a, b, cls, top_a)
                 distances = {
                     "pixel_rmse": _num(dist["pixel_rmse"][a, b].item()),
                     "ssim": _num(dist["ssim"][a, b].item()),
@@ -409,7 +370,7 @@ class RunWriter:
                             self.mp4_reason = f"MP4 writer failed: {type(e).__name__}: {e}"
                             self.doc["outputs"].update(mp4=False, mp4_note=self.mp4_reason)
                 entry = {
-                    "key": self.pair_key(i, j),
+                    "key": pair.key,
                     "id": stem,
                     "seed": i,
                     "target": j,
@@ -424,19 +385,21 @@ class RunWriter:
                     "steps_used": int(res.steps_used[a, b]),
                     "steps_done": int(res.steps_done),
                     "lam_effective": _num(res.lam_effective[a, b].item()),
-                    "batch": batch_no,
+                    "batch": batch.index,
                     "history": pair_history(res.history, a, b),
                     "files": files,
                     "sha256": sums,
                     "settings_hash": self.key,
                     "resumed": False,
                 }
-                self.entries[entry["key"]] = entry
+                if rank is not None:
+                    entry["rank"] = rank
+                self._entries[pair.key] = entry
                 written.append(entry)
-        self.doc["timings"]["batches"].append({
-            "seeds": list(seed_idx), "targets": list(target_idx), "canvas": list(res.images.shape[-2:]),
+        self.batches().append({
+            "seeds": list(batch.seeds), "targets": list(batch.targets), "canvas": list(res.images.shape[-2:]),
             "pairs": len(written), "steps_done": int(res.steps_done), "seconds": round(seconds, 3),
-            "interrupted": bool(res.interrupted),
+            "interrupted": bool(res.interrupted), "index": batch.index, **(timing or {}),
         })
         self.doc.setdefault("engine_config", {**res.config.to_dict(),
                                               **{k: v for k, v in res.run.items() if k != "targets"}})
@@ -471,10 +434,10 @@ class RunWriter:
 
     def contact_sheet(self, title: str = "") -> Path | None:
         """Draw ``contact_sheet.png`` from every recorded pair (rows seeds, columns targets)."""
-        if not self.entries:
+        if not self._entries:
             return None
         cells: dict[tuple[int, int], tuple[Image.Image, str]] = {}
-        for e in self.entries.values():
+        for e in self._entries.values():
             try:
                 with Image.open(self.out / e["files"]["image"]) as im:
                     img = im.convert("RGB")
@@ -502,24 +465,33 @@ class RunWriter:
             self.doc["status"] = status
         self.doc.update(extra)
         self.doc["updated"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        pairs = sorted(self.entries.values(), key=lambda e: (e["seed"], e["target"]))
+        pairs = self.entries()
         self.doc["pairs"] = pairs
         counts: dict[str, int] = {}
         for e in pairs:
             counts[e["status"]] = counts.get(e["status"], 0) + 1
-        counts["total"] = self.total
+        counts["total"] = len(self.work)
         counts["resumed"] = sum(1 for e in pairs if e.get("resumed"))
         self.doc["counts"] = counts
         atomic_write(self.path, (json.dumps(self.doc, indent=2, default=str) + "\n").encode())
         return self.path
 
 
+def device_record(device: torch.device | str) -> dict[str, Any]:
+    """``device``, ``device_name`` (the GPU's name, or the CPU's architecture) and on CPU
+    ``threads`` (torch's intra-op threads: a CPU run's pictures depend on them), as ``run.json``
+    records them."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return {"device": str(dev), "device_name": torch.cuda.get_device_name(dev)}
+    return {"device": str(dev), "device_name": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads()}
+
+
 def versions() -> dict[str, str]:
     """Versions of accentuate, torch, numpy, Pillow and Python."""
     import numpy
     import PIL
-
-    from .. import __version__
 
     return {"accentuate": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "pillow": PIL.__version__, "python": platform.python_version()}

@@ -27,11 +27,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..objectives import Channel, Direction, Logit, Neuron, Objective, Recorded, from_record
+from .._version import __version__
+from ..digest import file_sha256
+from ..objectives import Channel, Logit, Neuron, Objective, Recorded, from_record
 from ..result import History, Result
 from ..settings import FIELDS, Settings
 from ..spec import ModelSpec
 from .io import atomic_write, output_folder
+from .record import FORMAT, RunWriter, device_record, settings_hash, versions
+from .worklist import ImageInfo, TargetInfo, WorkList, recorded_work
 
 __all__ = ["SIDECAR", "RecordedObjective", "load_result", "objective_from_record", "objective_record",
            "save_result"]
@@ -55,13 +59,10 @@ def objective_from_record(rec: dict[str, Any]) -> Objective:
     return from_record(rec)
 
 
-def _target_from_run(t: dict[str, Any], cwd: str | None = None) -> Objective:
-    """A target from a ``run.json`` ``targets[]`` entry (the command line's kinds).
-
-    A direction read from a file (``LAYER:FILE.npy``) is rebuilt when the file is still
-    there (relative to ``cwd``, the run's working directory); else, as for objectives
-    the record does not define, a :class:`RecordedObjective` keeps its ``repr``.
-    """
+def _target_from_run(t: dict[str, Any]) -> Objective:
+    """A target from a ``run.json`` ``targets[]`` entry: its ``definition``; a record written
+    before every target had one gives classes, channels and neurons from their description,
+    and any other kind as a :class:`RecordedObjective` that keeps its ``repr``."""
     if t.get("definition"):
         return objective_from_record(t["definition"])
     kind = t.get("kind")
@@ -73,35 +74,10 @@ def _target_from_run(t: dict[str, Any], cwd: str | None = None) -> Objective:
         return Channel(t["layer"], int(t["channel"]))
     if kind == "neuron":
         return Neuron(t["layer"], int(t["channel"]), t.get("y"), t.get("x"))
-    if kind == "direction" and cwd is not None and t.get("arg") and ":" in str(t["arg"]):
-        # the command line's LAYER:FILE.npy: read the vector again if the file is still there
-        from ..cli.common import read_vector
-
-        path = Path(str(t["arg"]).split(":", 1)[1])
-        path = path if path.is_absolute() else Path(cwd) / path
-        try:
-            obj = Direction(t["layer"], read_vector(path))
-        except ValueError:
-            pass
-        else:
-            if obj.vector.numel() == t.get("channels") and repr(obj) == t.get("objective"):
-                obj.source = t.get("source")
-                return obj
     return Recorded(str(t.get("objective")), t.get("class_index"))
 
 
 # -- saving ----------------------------------------------------------------------------------
-def _device_record(device: str) -> dict[str, Any]:
-    """``device``, ``device_name`` and (on CPU) ``threads``, as the command line records them."""
-    import platform
-
-    dev = torch.device(device)
-    if dev.type == "cuda" and torch.cuda.is_available():
-        return {"device": device, "device_name": torch.cuda.get_device_name(dev)}
-    return {"device": device, "device_name": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads()}
-
-
 def _arrays(res: Result) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {
         "images": res.images.detach().float().cpu().numpy(),
@@ -134,9 +110,6 @@ def save_result(
         ValueError: ``names`` does not give one name per seed.
         OutputError: the folder or a file cannot be written.
     """
-    from .. import __version__
-    from .record import ImageInfo, RunWriter, TargetInfo, settings_hash, versions
-
     out = output_folder(directory)
     n, m = res.images.shape[:2]
     if names is not None:
@@ -163,24 +136,22 @@ def save_result(
         "command": None, "argv": [], "subcommand": "Result.save", "cwd": os.getcwd(),
         "model": {"arg": None, "name": spec.name, "input_size": list(input_size),
                   "classes": len(res.labels) if res.labels is not None else None},
-        **_device_record(str(run.get("device") or "cpu")), "settings": settings, "versions": versions(),
-        "batch": n * m,  # the result was one batched run
+        **device_record(str(run.get("device") or "cpu")), "settings": settings, "versions": versions(),
     }
     key = settings_hash({"settings": res.config.hash(), "frames": len(res.snapshots), "model_name": spec.name,
                          "accentuate": __version__})
+    work = WorkList(infos, targets, key, batch_size=n * m)  # the result was one batched run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an unreadable run.json already there is simply replaced
-        writer = RunWriter(out, header, key, infos, targets)
-    writer.previous = {}
-    entries = writer.write_batch(res, list(range(n)), list(range(m)), float(run.get("seconds") or 0.0))
-    writer.doc["timings"]["total_s"] = run.get("seconds")
+        writer = RunWriter(out, header, work)
+    writer.forget_previous()
+    entries = writer.write_batch(res, work.batches[0], float(run.get("seconds") or 0.0))
+    writer.timing(total_s=run.get("seconds"))
     sheet = writer.contact_sheet(f"{spec.name}: rows are seeds, columns are targets")
     buf = io.BytesIO()
     np.savez_compressed(buf, **_arrays(res))  # type: ignore[arg-type]
     data = buf.getvalue()
     atomic_write(out / SIDECAR, data)
-    for t, rec in zip(writer.doc["targets"], res.targets):
-        t["definition"] = objective_record(rec)
     extra = {"result": {"file": SIDECAR, "sha256": hashlib.sha256(data).hexdigest(),
                         "labels": list(res.labels) if res.labels is not None else None,
                         "failed": [[a, b, msg] for (a, b), msg in sorted(res.failed.items())],
@@ -198,6 +169,13 @@ def _read_png(path: Path, mode: str) -> torch.Tensor:
     with Image.open(path) as im:
         arr = np.asarray(im.convert(mode), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).float().div_(255)
+
+
+def _span(values: list[int]) -> str:
+    """``0..3`` for consecutive values, else the list."""
+    if values and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(map(str, values)) or "none"
 
 
 def _pick(doc: dict[str, Any], seeds: Sequence[int | str] | None) -> list[int]:
@@ -220,7 +198,6 @@ def _pick(doc: dict[str, Any], seeds: Sequence[int | str] | None) -> list[int]:
 def _seeds_from_files(doc: dict[str, Any], idx: list[int], hw: tuple[int, int]) -> torch.Tensor | None:
     """The seed images from their recorded paths, if every file is there with its SHA-256."""
     from ..images import load_image, prepare_seeds
-    from .record import file_sha256
 
     out = []
     for i in idx:
@@ -239,13 +216,12 @@ def _seeds_from_files(doc: dict[str, Any], idx: list[int], hw: tuple[int, int]) 
     return torch.stack(out)
 
 
-def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = None) -> Result:
+def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = None,
+                batch: int | None = None) -> Result:
     """Read a folder written by :func:`save_result` or by the command line.
 
     See :meth:`accentuate.result.Result.load`.
     """
-    from .record import FORMAT
-
     p = Path(path)
     folder = p.parent if p.is_file() else p
     run = folder / "run.json"
@@ -260,12 +236,30 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"{str(run)!r} has format {got!r}, not {FORMAT!r}; it was not written by this "
                          "version's Result.save or command line")
-    idx = _pick(doc, seeds)
-    n_all, m = len(doc["images"]), len(doc["targets"])
+    work = recorded_work(doc)
     pairs = {(e["seed"], e["target"]): e for e in doc.get("pairs", [])}
-    missing = [(i, j) for i in idx for j in range(m) if (i, j) not in pairs]
+    if batch is not None:
+        if seeds is not None:
+            raise ValueError("give seeds= or batch=, not both")
+        asked = work.batch_pairs(batch)
+        if not asked:
+            known = sorted({b for b in work.batches if b is not None})
+            raise ValueError(f"run.json in {str(folder)!r} has no batch {batch!r} (its batches: "
+                             f"{_span(known)}); give one of those")
+        idx = sorted({i for i, _ in asked})
+        cols = sorted({j for _, j in asked})
+    else:
+        idx = _pick(doc, seeds)
+        wanted = [(i, j) for i, j in work.pairs if i in set(idx)]
+        cols = sorted({j for _, j in wanted})
+        if len(wanted) != len(idx) * len(cols):
+            known = sorted({b for b in work.batches if b is not None})
+            raise ValueError(f"run.json in {str(folder)!r} records a {work.kind} work list of {len(work.pairs)} "
+                             f"pair(s) that is not every image x every target; load it one batch at a time: "
+                             f"Result.load(folder, batch=k) for k in {_span(known)}")
+    missing = [(i, j) for i in idx for j in cols if (i, j) not in pairs]
     if missing:
-        raise ValueError(f"run.json in {str(folder)!r} records {len(pairs)} of {n_all * m} pairs "
+        raise ValueError(f"run.json in {str(folder)!r} records {len(pairs)} of {len(work.pairs)} pairs "
                          f"(e.g. image {missing[0][0]} x target {missing[0][1]} is missing); rerun "
                          f"its command with the same --out to finish it")
     canvases = sorted({tuple(doc["images"][i]["canvas"]) for i in idx})
@@ -275,9 +269,14 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
     meta = doc.get("result") or {}
     recorded = dict(doc.get("engine_config") or doc.get("settings") or {})
     fields = set(FIELDS)
-    config = Settings.from_dict({k: v for k, v in recorded.items() if k in fields})
+    own = dict((doc["targets"][cols[0]].get("settings") or {}) if cols else {})  # a manifest row's settings
+    config = Settings.from_dict({**{k: v for k, v in recorded.items() if k in fields}, **own})
+    if batch is not None:  # the batch's own generator seed, as recorded
+        seed = next((b.get("generator_seed") for b in (doc.get("timings") or {}).get("batches") or []
+                     if b.get("index") == batch and b.get("generator_seed") is not None), None)
+        config = config.replace(seed=seed) if seed is not None else config
     run_info = {k: v for k, v in recorded.items() if k not in fields and k != "animation_frames"}
-    targets = [_target_from_run(t, doc.get("cwd")) for t in doc["targets"]]
+    targets = [_target_from_run(doc["targets"][j]) for j in cols]
     run_info["targets"] = [repr(o) for o in targets]
     labels = tuple(meta["labels"]) if meta.get("labels") is not None else None
     sidecar = folder / str(meta.get("file", SIDECAR)) if meta else None
@@ -287,7 +286,7 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
             return _from_sidecar(data, idx, targets, labels, config, run_info, meta)
         warnings.warn(f"{str(sidecar)!r} does not match its SHA-256 in run.json; reading the PNGs instead",
                       stacklevel=3)
-    return _from_pngs(folder, doc, idx, pairs, targets, labels, config, run_info)
+    return _from_pngs(folder, doc, idx, cols, pairs, targets, labels, config, run_info)
 
 
 def _from_sidecar(data: bytes, idx: list[int], targets: list[Objective], labels: tuple[str, ...] | None,
@@ -316,14 +315,13 @@ def _from_sidecar(data: bytes, idx: list[int], targets: list[Objective], labels:
     )
 
 
-def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], pairs: dict[tuple[int, int], dict[str, Any]],
-               targets: list[Objective], labels: tuple[str, ...] | None, config: Settings,
-               run: dict[str, Any]) -> Result:
-    m = len(targets)
+def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], cols: list[int],
+               pairs: dict[tuple[int, int], dict[str, Any]], targets: list[Objective],
+               labels: tuple[str, ...] | None, config: Settings, run: dict[str, Any]) -> Result:
     images, masks = [], []
     for i in idx:
         row_i, row_m = [], []
-        for j in range(m):
+        for j in cols:
             files = pairs[(i, j)].get("files") or {}
             img = _read_png(folder / files["image"], "RGB")
             row_i.append(img.permute(2, 0, 1))
@@ -334,7 +332,7 @@ def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], pairs: dict[tu
         images.append(torch.stack(row_i))
         masks.append(torch.stack(row_m))
     img_t, mask_t = torch.stack(images), torch.stack(masks)
-    entries = [[pairs[(i, j)] for j in range(m)] for i in idx]
+    entries = [[pairs[(i, j)] for j in cols] for i in idx]
 
     def grid(get: Any) -> torch.Tensor:
         return torch.tensor([[float("nan") if get(e) is None else float(get(e)) for e in row] for row in entries])

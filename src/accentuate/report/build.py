@@ -29,7 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import AccentuateError
-from ..result import atomic_write
+from ..outputs.io import atomic_write
+from ..outputs.worklist import recorded_work
 from .svg import Series, line_plot
 from .thumbs import image_copy
 
@@ -271,9 +272,10 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "gif": file_url((p.get("files") or {})["gif"]) if (p.get("files") or {}).get("gif") else None,
             "fig": file_url((p.get("files") or {})["figure"]) if (p.get("files") or {}).get("figure") else None,
         }))
+    work = recorded_work(doc)  # the pairs the command asked for (a manifest's rows, not images x targets)
     missing = [{"image": images[i].get("name", "") if i < len(images) else str(i),
                 "target": targets[j].get("label", "") if j < len(targets) else str(j)}
-               for i in range(len(images)) for j in range(len(targets)) if (i, j) not in seen]
+               for i, j in work.pairs if (i, j) not in seen]
     timings = doc.get("timings") or {}
     explain = None
     if doc.get("explain"):
@@ -293,7 +295,7 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     counts.update({st: statuses.count(st) for st in sorted(set(statuses)) if st not in counts})
     if missing:
         counts["not run"] = len(missing)
-    counts["total"] = len(images) * len(targets)
+    counts["total"] = len(work.pairs)
     counts["resumed"] = sum(1 for c in cards if c["resumed"])
     return {
         "counts": counts,
