@@ -162,6 +162,7 @@ class TargetInfo:
 
     def record(self) -> dict[str, Any]:
         d = describe_target(self.objective, self.text)
+        d["definition"] = self.objective.to_record()  # rebuildable (Result.load)
         if self.settings:
             d["settings"] = dict(self.settings)
             d["label"] = self.label()
