@@ -179,8 +179,6 @@ def save_result(
     np.savez_compressed(buf, **_arrays(res))  # type: ignore[arg-type]
     data = buf.getvalue()
     atomic_write(out / SIDECAR, data)
-    for t, rec in zip(writer.doc["targets"], res.targets):
-        t["definition"] = objective_record(rec)
     extra = {"result": {"file": SIDECAR, "sha256": hashlib.sha256(data).hexdigest(),
                         "labels": list(res.labels) if res.labels is not None else None,
                         "failed": [[a, b, msg] for (a, b), msg in sorted(res.failed.items())],
