@@ -14,8 +14,9 @@ from torch import nn
 import accentuate as acc
 from accentuate.cli import main
 from accentuate.cli.common import UsageError, parse_target
+from accentuate.clip import Text
 from accentuate.hooks import INPUT, ModelRunner, capture, input_of
-from accentuate.objectives import Head, Like, Text, TokenChannel
+from accentuate.objectives import Head, Like, TokenChannel
 from accentuate.spec import ModelSpec
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")

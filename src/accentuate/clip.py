@@ -6,7 +6,7 @@ What accentuate optimizes is CLIP's image branch: :class:`CLIPImage` wraps a Hug
 projection). Its layers keep CLIP's own names (``vision_model.encoder.layers.N...``), so
 every objective (channels, heads, :func:`accentuate.like`) works on them too. The text
 branch is kept beside it, outside the module tree: a prompt is embedded once, without
-autograd, by :func:`clip_text`, whose :class:`~accentuate.objectives.Text` objective is the
+autograd, by :func:`clip_text`, whose :class:`Text` objective is the
 cosine similarity of the image embedding to the prompt's (its negative with ``away=True``).
 
 Loading (``transformers`` is an optional dependency, imported only here, when asked):
@@ -30,21 +30,86 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import ModelNameError
-from .hooks import model_state
-from .objectives import Text
+from .hooks import OUTPUT, model_state
+from .objectives import Acts, Layouts, Objective, recorded_unit, tensor_digest, tensor_from_record, tensor_record
 from .spec import ModelSpec
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPImage", "clip_text", "load_clip"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPImage", "Text", "clip_text", "load_clip"]
 
 #: The normalization CLIP was trained with (OpenAI's), used when no image processor says otherwise.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class Text(Objective):
+    """Toward (or away from) a text prompt in a joint image-text embedding (CLIP): the cosine
+    similarity of the model's output (the image embedding) to the prompt's embedding.
+
+    ``away=True`` makes the value the negative cosine, so that it rises as the image moves
+    away from the prompt. Build it with :func:`accentuate.clip.clip_text`, which embeds the
+    prompt once.
+
+    Its record keeps the prompt's (unit) embedding (``embedding``, see
+    :func:`~accentuate.objectives.base.tensor_record`), so it is rebuilt without the model; its
+    identity adds a hash of the embedding to the ``repr``.
+
+    Example:
+        >>> t = Text("a dog", torch.tensor([3.0, 4.0]))
+        >>> t.embedding.tolist(), t.to_record()["type"]
+        ([0.6000000238418579, 0.800000011920929], 'text')
+    """
+
+    record_type = "text"
+
+    def __init__(self, prompt: str, embedding: torch.Tensor, away: bool = False) -> None:
+        e = torch.as_tensor(embedding, dtype=torch.float32).detach().flatten()
+        if not torch.isfinite(e).all() or float(e.norm()) == 0:
+            raise ValueError("the text embedding must be finite and non-zero")
+        self.prompt, self.away = str(prompt), bool(away)
+        self.embedding = e / e.norm()
+        self.layers = frozenset({OUTPUT})
+
+    def validate(self, layouts: Layouts) -> None:
+        lay = layouts.get(OUTPUT)
+        if lay is not None and (lay.kind != "vector" or lay.channels != self.embedding.numel()):
+            raise ValueError(
+                f"the model's output has layout {lay}, but the text embedding has {self.embedding.numel()} "
+                "entries; use the image branch of the same CLIP model (accentuate.clip.load_clip)"
+            )
+
+    def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
+        img = acts[OUTPUT]
+        cos = torch.nn.functional.cosine_similarity(img, self.embedding.to(img)[None], dim=1, eps=1e-8)
+        return -cos if self.away else cos
+
+    def describe(self) -> dict[str, Any]:
+        label = f"text {self.prompt!r}" + (" (away)" if self.away else "")
+        return {"kind": "text", "prompt": self.prompt, "away": self.away, "label": label,
+                "slug_text": ("away-" if self.away else "text-") + self.prompt,
+                "value_name": "negative cosine to text" if self.away else "cosine to text"}
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "away": self.away, "embedding": tensor_record(self.embedding)}
+
+    @classmethod
+    def from_fields(cls, rec: Mapping[str, Any]) -> Text:
+        e = tensor_from_record(rec["embedding"])
+        out = cls(rec["prompt"], e, bool(rec.get("away", False)))
+        out.embedding = recorded_unit(e, out.embedding)
+        return out
+
+    def identity(self) -> str:
+        return f"{self!r}#{tensor_digest(self.embedding)}"
+
+    def __repr__(self) -> str:
+        return f"Text({self.prompt!r}{', away' if self.away else ''})"
 
 
 def _transformers(what: str) -> Any:
@@ -148,7 +213,7 @@ def clip_text(model: nn.Module, prompt: str | None = None, away: bool = False, *
         input_ids: token ids instead of a prompt string (for a model without a tokenizer).
 
     Returns:
-        A :class:`~accentuate.objectives.Text` objective: the cosine similarity of the image
+        A :class:`Text` objective: the cosine similarity of the image
         embedding to the prompt's embedding (computed once, here).
     """
     if not isinstance(model, CLIPImage):

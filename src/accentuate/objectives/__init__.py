@@ -1,0 +1,89 @@
+"""Objectives: small values that know the layers they read and compose with ``+ - *``.
+
+An objective maps captured activations to one value per batch row (per crop).
+Layers are ``named_modules()`` dotted paths; the model's output is the pseudo
+layer :data:`accentuate.hooks.OUTPUT`. Where a layer's channels and positions are
+is its :class:`~accentuate.layout.Layout` (conv ``nchw``, channels-last ``nhwc``,
+``tokens`` with leading class/register tokens, ``vector``), given with the
+activations: an objective never guesses it from the tensor.
+
+The package, one idea a module:
+
+- :mod:`~accentuate.objectives.base`: :class:`Objective`, the algebra (:class:`Sum`), records
+  (:func:`from_record`, :class:`Recorded`, the registry of kinds) and identity;
+- :mod:`~accentuate.objectives.basic`: :class:`Logit`; :class:`Channel` (mean over positions, the
+  patch tokens of a token layer) and :class:`TokenChannel` (a leading token: the class token, a
+  register); :class:`Neuron` (one grid position, a patch of a ViT); :class:`Direction`;
+- :mod:`~accentuate.objectives.heads`: :class:`Head` (an attention head's output, read from the
+  INPUT of the attention output projection, captured as ``NAME@input``);
+- :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
+  :func:`like`).
+
+The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
+An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
+transformers' ViT, DINOv2 and CLIP).
+
+An objective also describes itself (:meth:`Objective.describe`: kind, label, layer,
+channel, position), which is what records and figures show, and records itself
+(:meth:`Objective.to_record`, rebuilt by :func:`from_record`). Adding a kind of objective means
+adding one class, in one file: it sets ``record_type`` and defines ``to_fields`` and
+``from_fields`` (see :mod:`accentuate.objectives.base`).
+
+Example:
+    >>> obj = channel("blocks.5", 20) - 0.5 * logit(1)
+    >>> obj
+    Channel(blocks.5, 20) - 0.5 * Logit(1)
+    >>> sorted(obj.layers)
+    ['@output', 'blocks.5']
+"""
+
+from __future__ import annotations
+
+from .base import (
+    Acts,
+    Layouts,
+    Objective,
+    Recorded,
+    Sum,
+    as_objective,
+    from_record,
+    kinds,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
+from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
+from .heads import Head, head, head_projection, heads_of
+from .reference import Like, default_like_layer, like
+
+__all__ = [
+    "Acts",
+    "Channel",
+    "Direction",
+    "Head",
+    "Layouts",
+    "Like",
+    "Logit",
+    "Neuron",
+    "Objective",
+    "Recorded",
+    "Sum",
+    "TokenChannel",
+    "as_objective",
+    "channel",
+    "default_like_layer",
+    "direction",
+    "from_record",
+    "head",
+    "head_projection",
+    "heads_of",
+    "kinds",
+    "like",
+    "logit",
+    "neuron",
+    "recorded_unit",
+    "tensor_digest",
+    "tensor_from_record",
+    "tensor_record",
+]
