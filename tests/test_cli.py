@@ -334,7 +334,11 @@ def test_explain_top_k_with_label(work: Path, capsys: pytest.CaptureFixture) -> 
     top2 = probs.argsort(descending=True)[:2].tolist()
     expected = top2 + ([3] if 3 not in top2 else [])
     assert doc["explain"]["classes"] == expected
-    assert doc["explain"]["reasons"][:2] == ["top-1", "top-2"] or "label" in doc["explain"]["reasons"][0]
+    order = probs.argsort(descending=True).tolist()
+    reasons = ["top-1", "top-2"] + ([f"label, rank {order.index(3) + 1}"] if 3 not in top2 else [])
+    if 3 in top2:
+        reasons[top2.index(3)] += ", label"
+    assert doc["explain"]["reasons"] == reasons
     assert [p["target"] for p in doc["pairs"]] == list(range(len(expected)))
     assert (out / "explain_panel.png").exists() and doc["outputs"]["explain_panel"] == "explain_panel.png"
     assert doc["outputs"]["opacity"] == "collective"
