@@ -426,3 +426,12 @@ def test_wide_image_whose_short_side_is_below_the_model_input(work: Path) -> Non
     assert main(args) == 0
     doc = _record(work / "out")
     assert doc["images"][0]["canvas"] == [30, 40] and doc["settings"]["canvas"] == 40
+
+
+def test_explain_with_a_failed_pair_prints_na(work: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["explain", "wide.png", "--top", "2", "--out", "exf", *FAST[2:],
+               "--model", "cli_models:nan_when_optimized"])
+    doc = _record(work / "exf")
+    assert rc != 0 and all(p["status"] == "failed" and p["after"]["prob"] is None for p in doc["pairs"])
+    assert (work / "exf" / "explain_panel.png").exists()
+    assert "n/a" in capsys.readouterr().out
