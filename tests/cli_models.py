@@ -108,3 +108,20 @@ def nan_on_dark() -> nn.Module:
 
     model.forward = maybe_nan  # type: ignore[method-assign]
     return model
+
+
+def nan_when_optimized() -> nn.Module:
+    """A model whose logits turn NaN from the first input that needs a gradient on: the checks and the
+    "before" numbers are finite, every pair fails at step 0 and its "after" numbers are NaN (None in run.json)."""
+    model = tiny()
+    forward = model.forward
+    broken = []
+
+    def nan(x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            broken.append(True)
+        out = forward(x)
+        return out * float("nan") if broken else out
+
+    model.forward = nan  # type: ignore[method-assign]
+    return model

@@ -334,7 +334,11 @@ def test_explain_top_k_with_label(work: Path, capsys: pytest.CaptureFixture) -> 
     top2 = probs.argsort(descending=True)[:2].tolist()
     expected = top2 + ([3] if 3 not in top2 else [])
     assert doc["explain"]["classes"] == expected
-    assert doc["explain"]["reasons"][:2] == ["top-1", "top-2"] or "label" in doc["explain"]["reasons"][0]
+    order = probs.argsort(descending=True).tolist()
+    reasons = ["top-1", "top-2"] + ([f"label, rank {order.index(3) + 1}"] if 3 not in top2 else [])
+    if 3 in top2:
+        reasons[top2.index(3)] += ", label"
+    assert doc["explain"]["reasons"] == reasons
     assert [p["target"] for p in doc["pairs"]] == list(range(len(expected)))
     assert (out / "explain_panel.png").exists() and doc["outputs"]["explain_panel"] == "explain_panel.png"
     assert doc["outputs"]["opacity"] == "collective"
@@ -422,3 +426,12 @@ def test_wide_image_whose_short_side_is_below_the_model_input(work: Path) -> Non
     assert main(args) == 0
     doc = _record(work / "out")
     assert doc["images"][0]["canvas"] == [30, 40] and doc["settings"]["canvas"] == 40
+
+
+def test_explain_with_a_failed_pair_prints_na(work: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["explain", "wide.png", "--top", "2", "--out", "exf", *FAST[2:],
+               "--model", "cli_models:nan_when_optimized"])
+    doc = _record(work / "exf")
+    assert rc != 0 and all(p["status"] == "failed" and p["after"]["prob"] is None for p in doc["pairs"])
+    assert (work / "exf" / "explain_panel.png").exists()
+    assert "n/a" in capsys.readouterr().out

@@ -42,7 +42,7 @@ from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, ma
 from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
-from .settings import Settings, Until
+from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, default_reg_layer, resolve_spec
 
 try:
@@ -53,7 +53,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Crops", "FourierParam", "History", "INPUT",
     "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
-    "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PhaseParam",
+    "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
     "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "default_reg_layer", "direction", "find_class", "head",
     "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
