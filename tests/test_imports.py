@@ -180,10 +180,7 @@ def test_no_import_circles() -> None:
 LEAVES = {
     "accentuate._version": set(),
     "accentuate.errors": set(),
-    "accentuate.grid": set(),
-    "accentuate.saving": set(),
-    "accentuate.hfconfig": {"accentuate.errors"},
-    "accentuate.spec": {"accentuate.errors", "accentuate.hfconfig"},
+    "accentuate.spec": {"accentuate.errors"},
 }
 
 

@@ -29,7 +29,6 @@ __all__ = [
     "ModelSpec",
     "REFERENCE_DEFAULTS",
     "declared",
-    "default_reg_layer",
     "extract_logits",
     "forward_error",
     "resolve_spec",
@@ -353,17 +352,3 @@ def resolve_spec(
         changes["assumed"] = tuple(k for k in base.assumed if k not in given)
     return replace(base, **changes) if changes else base
 
-
-def default_reg_layer(model: nn.Module, spec: ModelSpec) -> str | None:
-    """The regularization layer used when neither the call nor the spec names one.
-
-    Rule: run the model once on a zero input and walk the modules in the order their
-    outputs complete. Among modules with spatial output (a layout with more than one
-    position: conv maps, channels-last stages, token grids), take the outermost one
-    that completes once a third of the model's weighted layers (modules with their own
-    parameters) have run. Returns ``None`` if the model has no spatial layer. (See
-    :meth:`accentuate.hooks.ModelRunner.default_reg_layer`.)
-    """
-    from .hooks import ModelRunner
-
-    return ModelRunner(model, spec).default_reg_layer()

@@ -134,7 +134,7 @@ def save_result(
         ValueError: ``names`` does not give one name per seed.
         OutputError: the folder or a file cannot be written.
     """
-    from .. import __version__
+    from .._version import __version__
     from .record import ImageInfo, RunWriter, TargetInfo, settings_hash, versions
 
     out = output_folder(directory)
