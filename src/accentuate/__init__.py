@@ -36,6 +36,7 @@ from .layout import Layout
 from .models import load as load_model
 from .objectives import Objective, channel, direction, head, head_projection, heads_of, like, logit, neuron
 from .opacity import to_alpha
+from .outputs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
 from .photos import PHOTOS, photo
 from .regularize import Regularizer

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import saving
 from .display import Display
 from .objectives import Objective
 from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
@@ -223,9 +224,7 @@ class Result(Display):
         Returns:
             The paths written.
         """
-        from .outputs.saved import save_result
-
-        return save_result(self, directory, names=names)
+        return saving.save(self, directory, names=names)
 
     @classmethod
     def load(cls, path: str | os.PathLike, seeds: list[int | str] | None = None) -> Result:
@@ -248,9 +247,7 @@ class Result(Display):
             FileNotFoundError: no ``run.json`` there, or a file it lists is missing.
             ValueError: not a run record, pairs missing, or images of several canvas sizes.
         """
-        from .outputs.saved import load_result
-
-        return load_result(path, seeds=seeds)
+        return saving.load(path, seeds=seeds)
 
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""

@@ -519,7 +519,7 @@ def versions() -> dict[str, str]:
     import numpy
     import PIL
 
-    from .. import __version__
+    from .._version import __version__
 
     return {"accentuate": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "pillow": PIL.__version__, "python": platform.python_version()}
