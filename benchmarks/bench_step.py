@@ -56,10 +56,10 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.engine import Accentuator
-from accentuate.hooks import OUTPUT, ModelRunner, model_state
+from accentuate.hooks import OUTPUT, ModelRunner, default_reg_layer, model_state
 from accentuate.objectives import Logit
 from accentuate.settings import Settings
-from accentuate.spec import ModelSpec, default_reg_layer, resolve_spec
+from accentuate.spec import ModelSpec, resolve_spec
 
 HERE = Path(__file__).resolve().parent
 NOTES_MARK = "<!-- notes -->"

@@ -164,7 +164,7 @@ def test_timing_models_build_and_resolve(monkeypatch, bench):
 
     model, spec = bench.load(bench.BenchConfig(model="bench_models:resnet50"))
     assert spec.input_size == (224, 224) and not model.training
-    from accentuate.spec import default_reg_layer
+    from accentuate.hooks import default_reg_layer
 
     assert default_reg_layer(model, spec).startswith("layer")
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_vit_timing_model_and_targets_within_its_output(monkeypatch, bench):
     classes = bench.target_classes(cfg, model, spec)
     assert classes and all(c < 384 for c in classes) and classes[0] == bench.CLASSES[0]
     import accentuate as acc
-    from accentuate.spec import default_reg_layer
+    from accentuate.hooks import default_reg_layer
 
     rows = {r.name: r for r in acc.layers(model)}
     assert rows[default_reg_layer(model, spec)].layout.kind == "tokens"

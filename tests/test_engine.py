@@ -209,7 +209,8 @@ def test_user_model_without_spec_warns_and_reads_tuple_and_dict_outputs(seed_img
 
 
 def test_default_reg_layer_rule(tiny):
-    from accentuate.spec import ModelSpec, default_reg_layer
+    from accentuate.hooks import default_reg_layer
+    from accentuate.spec import ModelSpec
 
     # TinyNet's weighted layers: conv1, conv2, conv3, fc -> a third is 1.33 -> conv2 is the first past it.
     assert default_reg_layer(tiny, ModelSpec(input_size=(32, 32), normalize=None)) == "conv2"

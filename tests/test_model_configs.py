@@ -175,3 +175,21 @@ def test_cli_uses_declared_class_names(capsys: pytest.CaptureFixture) -> None:
     from accentuate.cli.common import parse_target
 
     assert repr(parse_target("green", timm_like())) == "Logit(1 'green')"
+
+
+def test_id2label_with_gaps_is_read_by_one_rule_for_both_readers() -> None:
+    # spec.declared and hf: models read id2label with spec.declared_labels: gaps drop the names with a warning.
+    from accentuate.models.huggingface import hf_spec
+    from accentuate.spec import declared_labels
+
+    class Config:
+        id2label = {0: "cat", 2: "dog"}
+        image_size = 32
+
+    with pytest.warns(UserWarning, match=r"id2label has indices \[0, 2\].*expected 0 \.\. 1.*by index"):
+        assert declared_labels(Config.id2label) is None
+    with pytest.warns(UserWarning, match="id2label has indices"):
+        spec = hf_spec("x", Config(), {"do_normalize": False, "do_rescale": False, "size": 32})
+    assert spec.labels is None
+    assert declared_labels({"0": "cat", "1": "dog"}) == ("cat", "dog")
+    assert declared_labels({0: "LABEL_0", 1: "LABEL_1"}) is None

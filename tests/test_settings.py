@@ -171,3 +171,19 @@ def test_preview_preset_on_the_command_line(tmp_path, seed_img):
     assert s["until"] is None and s["crops"] == 8 and s["canvas"] == 48  # given options win
     # An explicit --until with a channel target is still the user's mistake.
     assert main(["run", *common, "-t", "conv2:3", "--until", "top1", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_reference_defaults_are_the_settings_field_defaults() -> None:
+    # One place for the reference recipe's numbers: the fields of Settings read them from spec.
+    from dataclasses import fields
+
+    from accentuate.settings import SPEC_DEFAULTS
+    from accentuate.spec import REFERENCE_DEFAULTS, ModelSpec
+
+    field_default = {f.name: f.default for f in fields(Settings)}
+    assert set(REFERENCE_DEFAULTS) == set(SPEC_DEFAULTS)
+    for key, value in REFERENCE_DEFAULTS.items():
+        assert field_default[key] == value, key
+        assert ModelSpec().setting(key) == value, key
+    assert ModelSpec(defaults={"crops": 4}).setting("crops") == 4
+    assert (Settings().lam, Settings().steps, Settings().crops, Settings().crop_range) == (1.0, 100, 16, (0.05, 0.99))

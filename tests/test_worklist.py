@@ -15,10 +15,9 @@ from PIL import Image
 
 from accentuate.cli import main
 from accentuate.cli.worklist import read_manifest
-from accentuate.outputs.worklist import Batch, batch_seed, cut_batches
 from accentuate.objectives import logit
 from accentuate.outputs.record import file_sha256
-from accentuate.outputs.worklist import ImageInfo, TargetInfo
+from accentuate.outputs.worklist import Batch, ImageInfo, TargetInfo, batch_seed, cut_batches
 
 FAST = ["--model", "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "48", "--frames", "0", "-q"]
 

@@ -14,9 +14,7 @@ the feature; the accumulated gradient shows *where*.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
-
+from ._version import __version__
 from .analysis.leastchange import LeastChange, least_change
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
@@ -31,24 +29,20 @@ from .errors import (
     OutputError,
     UsageError,
 )
-from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, input_of, layers, model_state
+from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, default_reg_layer, input_of, layers, model_state
 from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
 from .models import load as load_model
 from .objectives import Objective, channel, direction, head, head_projection, heads_of, like, logit, neuron
 from .opacity import to_alpha
+from .outputs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
 from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
 from .settings import PRESETS, Settings, Until
-from .spec import ModelSpec, default_reg_layer, resolve_spec
-
-try:
-    __version__ = _version("accentuate")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from .spec import ModelSpec, resolve_spec
 
 __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Crops", "FourierParam", "History", "INPUT",

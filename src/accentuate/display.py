@@ -1,27 +1,42 @@
 """Inline display of results in notebooks (Jupyter, JupyterLab, VS Code).
 
-:class:`Display` gives a result class ``_repr_html_`` and ``_repr_png_``; the work
-is in :mod:`accentuate.report.notebook`, imported only when a notebook asks.
+:class:`Display` gives a value type ``_repr_html_`` and ``_repr_png_``: the type says what
+it looks like through its own ``_grid()`` (a :class:`accentuate.grid.Grid` of its images,
+captions and numbers), and :mod:`accentuate.grid`, which knows no result class, renders
+that grid. A result on the last line of a cell then shows itself; no widget extension is
+needed.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .grid import Grid
 
 __all__ = ["Display"]
 
 
 class Display:
-    """Mixin: the object shows itself as a labelled grid of its images and numbers."""
+    """Mixin: the object shows itself as a labelled grid of its images and numbers.
+
+    A class that mixes it in defines ``_grid() -> Grid``.
+    """
 
     __slots__ = ()
 
+    def _grid(self) -> Grid:
+        """What the object looks like (each value type gives its own)."""
+        raise NotImplementedError(f"{type(self).__name__} has no notebook display: it defines no _grid()")
+
     def _repr_html_(self) -> str | None:
         """HTML for notebooks (``None`` without Jinja2: the notebook then shows the PNG)."""
-        from .report.notebook import html
+        from .grid import html
 
-        return html(self)
+        return html(self._grid())
 
     def _repr_png_(self) -> bytes:
         """One PNG of the grid (needs only Pillow)."""
-        from .report.notebook import png
+        from .grid import png
 
-        return png(self)
+        return png(self._grid())

@@ -500,7 +500,7 @@ def accentuate(
     Defaults: the model spec's calibrated values (``lam``, ``steps``, ``lr``, ``param``,
     ``canvas``, the regularization layer), else the reference recipe's (100 steps of Adam
     at 0.05, Fourier, a 512 canvas, lambda 1, the regularization layer by the rule of
-    :func:`accentuate.spec.default_reg_layer`), 16 paired crops of 5-99 % of the short side.
+    :func:`accentuate.hooks.default_reg_layer`), 16 paired crops of 5-99 % of the short side.
     ``until="top1"`` stops each accentuation once the model sees its class (least change);
     ``opacity=False`` keeps no masks and makes each regularized step one backward pass;
     ``record_every=k`` evaluates the history every k steps (the images do not change).

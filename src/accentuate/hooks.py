@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Capture", "INPUT", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor",
-    "input_of", "layers", "model_state",
+    "default_reg_layer", "input_of", "layers", "model_state",
 ]
 
 #: Pseudo layer name for the model's (extracted) output, read by logit objectives.
@@ -559,3 +559,16 @@ def layers(
         warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
         spec = resolve_spec(model, input_size=input_size, **spec_overrides)
     return ModelRunner(model, spec).trace(example)
+
+
+def default_reg_layer(model: nn.Module, spec: ModelSpec) -> str | None:
+    """The regularization layer used when neither the call nor the spec names one.
+
+    Rule: run the model once on a zero input and walk the modules in the order their
+    outputs complete. Among modules with spatial output (a layout with more than one
+    position: conv maps, channels-last stages, token grids), take the outermost one
+    that completes once a third of the model's weighted layers (modules with their own
+    parameters) have run. Returns ``None`` if the model has no spatial layer. (See
+    :meth:`ModelRunner.default_reg_layer`.)
+    """
+    return ModelRunner(model, spec).default_reg_layer()

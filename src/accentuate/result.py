@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import saving
 from .display import Display
 from .objectives import Objective
 from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .grid import Grid
 
 __all__ = ["History", "Result"]
 
@@ -220,9 +224,7 @@ class Result(Display):
         Returns:
             The paths written.
         """
-        from .outputs.saved import save_result
-
-        return save_result(self, directory, names=names)
+        return saving.save(self, directory, names=names)
 
     @classmethod
     def load(cls, path: str | os.PathLike, seeds: list[int | str] | None = None,
@@ -250,6 +252,38 @@ class Result(Display):
             ValueError: not a run record, pairs missing, images of several canvas sizes, or a
                 work list that is not every image x every target without ``batch=``.
         """
-        from .outputs.saved import load_result
+        return saving.load(path, seeds=seeds, batch=batch)
 
-        return load_result(path, seeds=seeds, batch=batch)
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from .grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, overlay, picture
+
+        n, m = self.images.shape[:2]
+        rn, note_r = clip_count(n, MAX_ROWS, "seeds")
+        cm, note_c = clip_count(m, MAX_COLS, "targets")
+        labels = [t.describe()["label"] for t in self.targets[:cm]]
+        alpha = self.alpha() if self.has_opacity else None
+        rows = []
+        for i in range(rn):
+            cells = [Cell(picture(self.seeds[i]) if self.seeds is not None else None, ["seed"])]
+            over = [Cell(None)]
+            for j in range(cm):
+                lines = [f"value {num(self.before['value'][i, j]) if 'value' in self.before else '?'} -> "
+                         f"{num(self.after['value'][i, j])}"]
+                if "rank" in self.after:
+                    lines.append(f"rank {num(int(self.before['rank'][i, j])) if 'rank' in self.before else '?'} -> "
+                                 f"{int(self.after['rank'][i, j])}")
+                    lines.append(f"p {num(float(self.after['prob'][i, j]))}")
+                if (i, j) in self.failed:
+                    lines.append("FAILED")
+                cells.append(Cell(picture(self.images[i, j]), lines))
+                if alpha is not None:
+                    over.append(Cell(overlay(self.images[i, j], alpha[i, j]), ["with opacity"]))
+            rows.append((f"seed {i}", cells))
+            if alpha is not None:
+                rows.append((f"seed {i}, opacity", over))
+        note = "; ".join(x for x in (note_r, note_c) if x)
+        title = f"Result: {n} seed(s) x {m} target(s), {self.steps_done} steps" + (" (interrupted)" if self.interrupted else "")
+        return Grid(title, ["seed"] + labels, rows, note, ["seed", "target", "value_before", "value_after", "rank_before",
+                                                         "rank_after", "prob_after", "steps", "lam_effective"],
+                    self.summary())

@@ -38,6 +38,7 @@ import torch
 from .digest import canonical_sha256
 from .hooks import autocast_dtype
 from .regularize import Regularizer, regularizer
+from .spec import REFERENCE_DEFAULTS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -169,16 +170,16 @@ class Settings:
     """
 
     reg_layer: Regularizer | str | None = None
-    lam: float | tuple[Any, ...] = 1.0
+    lam: float | tuple[Any, ...] = REFERENCE_DEFAULTS["lam"]
     balance: bool = True
-    steps: int = 100
-    lr: float = 0.05
-    param: str = "fourier"
+    steps: int = REFERENCE_DEFAULTS["steps"]
+    lr: float = REFERENCE_DEFAULTS["lr"]
+    param: str = REFERENCE_DEFAULTS["param"]
     optimizer: str | Callable[..., torch.optim.Optimizer] = "adam"
-    crops: int = 16
-    crop_range: tuple[float, float] = (0.05, 0.99)
+    crops: int = REFERENCE_DEFAULTS["crops"]
+    crop_range: tuple[float, float] = REFERENCE_DEFAULTS["crop_range"]
     noise: tuple[float, float] = (0.02, 0.02)
-    canvas: int | tuple[int, int] = 512
+    canvas: int | tuple[int, int] = REFERENCE_DEFAULTS["canvas"]
     seed: int | None = None
     until: str | None = None
     check_every: int = 5

@@ -29,7 +29,7 @@ __all__ = [
     "ModelSpec",
     "REFERENCE_DEFAULTS",
     "declared",
-    "default_reg_layer",
+    "declared_labels",
     "extract_logits",
     "forward_error",
     "resolve_spec",
@@ -40,12 +40,16 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: The reference recipe's settings (faccent's defaults), used for models without their own.
+#: The one place these numbers live: :class:`accentuate.Settings` takes its field defaults
+#: from here, and a spec's calibrated ``defaults`` override them per model.
 REFERENCE_DEFAULTS: dict[str, Any] = {
     "lam": 1.0,
     "steps": 100,
     "lr": 0.05,
     "param": "fourier",
     "canvas": 512,
+    "crops": 16,
+    "crop_range": (0.05, 0.99),
 }
 
 Normalize = tuple[Sequence[float], Sequence[float]] | Callable[[torch.Tensor], torch.Tensor] | None
@@ -184,15 +188,31 @@ def _declared_triple(value: Any) -> tuple[float, float, float] | None:
     return None
 
 
-def _declared_labels(id2label: Any) -> tuple[str, ...] | None:
-    """Class names in index order from ``{index: name}``, unless they are placeholders."""
+def declared_labels(id2label: Any) -> tuple[str, ...] | None:
+    """Class names in index order from a Hugging Face ``config.id2label`` (``{index: name}``).
+
+    The one rule for reading it (for :func:`declared` and for ``hf:`` models): ``None`` when
+    there is nothing usable, i.e. no mapping, transformers' placeholders ``LABEL_0``,
+    ``LABEL_1``, ..., or indices that are not exactly ``0 .. n-1``. Gaps or stray keys mean the
+    names cannot be put in output order, so class names are not used (with a warning saying
+    why); the model itself still works, and class indices can be given. Refusing the model
+    for a label table it does not need would be worse than losing the names.
+
+    Example:
+        >>> declared_labels({0: "cat", 1: "dog"}), declared_labels({0: "LABEL_0", 1: "LABEL_1"})
+        (('cat', 'dog'), None)
+    """
     if not isinstance(id2label, Mapping) or not id2label:
         return None
     try:
         by_index = {int(k): str(v) for k, v in id2label.items()}
     except (TypeError, ValueError):
+        warnings.warn(f"config.id2label has keys that are not class indices ({list(id2label)[:5]}); class names "
+                      "are not used (give classes by index)", stacklevel=3)
         return None
     if sorted(by_index) != list(range(len(by_index))):
+        warnings.warn(f"config.id2label has indices {sorted(by_index)[:5]}...; expected 0 .. {len(by_index) - 1}: "
+                      "class names are not used (give classes by index, or fix the config's id2label)", stacklevel=3)
         return None
     labels = tuple(by_index[i] for i in range(len(by_index)))
     if all(_GENERIC_LABEL.fullmatch(name) for name in labels):
@@ -230,7 +250,7 @@ def declared(model: nn.Module) -> dict[str, Any]:
         size = _declared_size(field_of(cfg, "image_size"))
         if size is not None:
             out["input_size"] = size
-        labels = _declared_labels(field_of(cfg, "id2label"))
+        labels = declared_labels(field_of(cfg, "id2label"))
         if labels is not None:
             out["labels"] = labels
         channels = field_of(cfg, "num_channels")
@@ -353,17 +373,3 @@ def resolve_spec(
         changes["assumed"] = tuple(k for k in base.assumed if k not in given)
     return replace(base, **changes) if changes else base
 
-
-def default_reg_layer(model: nn.Module, spec: ModelSpec) -> str | None:
-    """The regularization layer used when neither the call nor the spec names one.
-
-    Rule: run the model once on a zero input and walk the modules in the order their
-    outputs complete. Among modules with spatial output (a layout with more than one
-    position: conv maps, channels-last stages, token grids), take the outermost one
-    that completes once a third of the model's weighted layers (modules with their own
-    parameters) have run. Returns ``None`` if the model has no spatial layer. (See
-    :meth:`accentuate.hooks.ModelRunner.default_reg_layer`.)
-    """
-    from .hooks import ModelRunner
-
-    return ModelRunner(model, spec).default_reg_layer()

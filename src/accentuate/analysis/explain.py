@@ -11,7 +11,7 @@ misclassified image is the paper's explanation of a misclassification.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from ..result import Result
 from ..settings import Settings
 from ..spec import ModelSpec
 from ._shared import analysis_settings, spec_of
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["Explanation", "choose_classes", "explain"]
 
@@ -82,6 +85,26 @@ class Explanation(Display):
             more = f" and {len(over) - 3} more" if len(over) > 3 else ""
             text += f" (overtaken by {', '.join(names)}{more})"
         return text
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import Cell, Grid, num, overlay, picture
+
+        res = self.result
+        cells = [Cell(picture(res.seeds[0]) if res.seeds is not None else None, ["seed"])]
+        cols = ["seed"]
+        table = []
+        for k, c in enumerate(self.classes):
+            name = self.names[k] or str(c)
+            cols.append(f"{name} [{self.reasons[k]}]")
+            pb, pa = float(self.probs[c]), float(res.after["prob"][0, k])
+            cells.append(Cell(overlay(res.images[0, k], self.alpha[0, k]),
+                              [f"p {num(pb)} -> {num(pa)}", f"rank {int(res.before['rank'][0, k])} -> {int(res.after['rank'][0, k])}"]))
+            table.append({"class": c, "name": name, "why": self.reasons[k], "prob_before": pb, "prob_after": pa,
+                          "rank_before": int(res.before["rank"][0, k]), "rank_after": int(res.after["rank"][0, k])})
+        return Grid("Explanation: what drives each class (opacity normalized over the panel)", cols,
+                    [("", cells)], "", ["class", "name", "why", "prob_before", "prob_after", "rank_before", "rank_after"],
+                    table)
 
 
 def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,6 +37,9 @@ from ._shared import (
     spec_of,
     square_crop,
 )
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["Latent", "latent_features"]
 
@@ -112,6 +115,22 @@ class Latent(Display):
         atomic_write(out / "latent.json", json.dumps(doc, indent=2, default=str).encode())
         grid = save_image(self.grid(columns=columns), out / "latent.png")
         return [out / "latent.md", out / "latent.json", grid]
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, overlay, picture
+
+        order = self.order.tolist()
+        cm, note = clip_count(len(order), MAX_COLS * 2, "images")
+        cols, acc, over, seeds = [], [], [], []
+        for r, i in enumerate(order[:cm]):
+            cols.append(f"#{r + 1} {self.names[i]}")
+            seeds.append(Cell(picture(self.seeds[i])))
+            acc.append(Cell(picture(self.images[i]), [f"{num(float(self.value_before[i]))} -> {num(float(self.value_after[i]))}"]))
+            over.append(Cell(overlay(self.images[i], self.alpha[i])))
+        return Grid(f"Latent feature {self.target} in {len(order)} image(s), sorted by its rise", cols,
+                    [("seed", seeds), ("accentuation", acc), ("with opacity (collective)", over)], note,
+                    ["rank", "seed", "value_before", "value_after", "gain", "mean_opacity"], self.rows())
 
 
 def latent_features(

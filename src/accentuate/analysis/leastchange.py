@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from ..objectives import Objective
 from ..result import Result
 from ..settings import Settings, Until
 from ._shared import analysis_settings, spec_of
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["LeastChange", "least_change"]
 
@@ -65,6 +68,27 @@ class LeastChange(Display):
              "ssim": float(self.ssim[i, j]), "rank": int(self.rank[i, j])}
             for i in range(n) for j in range(m)
         ]
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, picture
+
+        n, m = self.reached.shape
+        rn, note_r = clip_count(n, MAX_ROWS, "seeds")
+        cm, note_c = clip_count(m, MAX_COLS, "targets")
+        seeds = self.result.seeds
+        rows = []
+        for i in range(rn):
+            cells = [Cell(picture(seeds[i]) if seeds is not None else None, ["seed"])]
+            for j in range(cm):
+                cells.append(Cell(picture(self.images[i, j]), [
+                    ("reached" if bool(self.reached[i, j]) else "NOT reached") + f", rank {int(self.rank[i, j])}",
+                    f"lam {num(float(self.lam[i, j]))}, {int(self.steps[i, j])} steps", f"SSIM {num(float(self.ssim[i, j]))}"]))
+            rows.append((f"seed {i}", cells))
+        labels = [t.describe()["label"] for t in self.result.targets[:cm]]
+        return Grid(f"Least change: {n} seed(s) x {m} target(s), {len(self.rounds)} round(s)", ["seed"] + labels, rows,
+                    "; ".join(x for x in (note_r, note_c) if x),
+                    ["seed", "target", "reached", "lam", "steps", "ssim", "rank"], self.summary())
 
 
 def least_change(

@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -63,6 +63,9 @@ from ._shared import (
     spec_of,
     units,
 )
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["KINDS", "Pathway", "augmented_views", "pathway_similarity"]
 
@@ -221,6 +224,21 @@ class Pathway(Display):
             written.append(save_figure(self.plot(), out / "pathway.png"))
         written.append(save_image(self.image_strip(), out / "pathway_images.png"))
         return written
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import MAX_COLS, Cell, Grid, picture
+        from ..report.build import pathway_context as pathway_page
+
+        doc = {"target": self.target, "rows": self.rows(), "pairs": self.pairs,
+               "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()} for k in self.kinds}}
+        page = pathway_page(Path("."), doc)
+        rows = []
+        for k in self.kinds:
+            imgs = self.images.get(k, [])[:MAX_COLS]
+            if imgs:
+                rows.append((f"{k} ({len(self.images[k])})", [Cell(picture(t)) for t in imgs]))
+        return Grid(f"Pathway similarity: {self.target}", [], rows, "", page["columns"], page["rows"], page["plots"])
 
 
 def augmented_views(

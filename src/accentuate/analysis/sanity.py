@@ -39,7 +39,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -63,6 +63,9 @@ from ._shared import (
     spec_of,
     units,
 )
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["Sanity", "cascade_order", "cascading_randomization", "randomize"]
 
@@ -276,6 +279,22 @@ class Sanity(Display):
         if plot:
             written.append(save_figure(self.plot(), out / "sanity.png"))
         return written
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import MAX_COLS, Cell, Grid, num, picture
+        from ..opacity import to_alpha
+        from ..report.build import sanity_context as sanity_page
+
+        page = sanity_page(Path("."), {"target": self.target, "rows": self.rows()})
+        alpha = to_alpha(self.masks)
+        cols, acc, op = ["seed"], [Cell(picture(self.seed))], [Cell(None)]
+        for d, label in enumerate(self.depth_labels[:MAX_COLS]):
+            cols.append("original" if d == 0 else f"down to {label}")
+            acc.append(Cell(picture(self.images[d]), [f"SSIM {num(float(self.metrics['image_ssim'][d]))}"]))
+            op.append(Cell(picture(alpha[d][None].expand(3, -1, -1))))
+        return Grid(f"Cascading randomization: {self.target}", cols, [("accentuation", acc), ("opacity", op)], "",
+                    page["columns"], page["rows"], page["plots"])
 
 
 def cascading_randomization(

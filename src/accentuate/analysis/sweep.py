@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -56,6 +56,9 @@ from ._shared import (
     save_figure,
     spec_of,
 )
+
+if TYPE_CHECKING:
+    from ..grid import Grid
 
 __all__ = ["SensitiveRegion", "Sweep", "lambda_sweep", "sensitive_region"]
 
@@ -332,6 +335,33 @@ class Sweep(Display):
         if plot:
             written.append(save_figure(self.plot(), out / "sweep.png"))
         return written
+
+    def _grid(self) -> Grid:
+        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
+        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, picture
+        from ..report.build import sweep_context as sweep_page
+
+        rows = self.rows()
+        doc = {"target": self.target, "rows": rows, "region": {"low": self.region.low, "high": self.region.high,
+                                                             "reason": self.region.reason, "upper": self.region.upper,
+                                                             "lower": self.region.lower}}
+        plots = sweep_page(Path("."), doc)["plots"]
+        cells = [Cell(picture(self.seed), ["seed"])]
+        cols = ["seed"]
+        if self.free is not None:
+            cells.append(Cell(picture(self.free["image"]), [f"gain {num(self.free['gain'])}"]))
+            cols.append("lam = 0")
+        for i in range(len(self.lams)):
+            lam = float(self.lams[i])
+            inside = self.region.found and self.region.low <= lam <= self.region.high  # type: ignore[operator]
+            cols.append(f"lam {num(lam)}" + (" *" if inside else ""))
+            lines = [f"gain {num(float(self.gain[i]))}", f"RMSE {num(float(self.pixel_distance[i]))}"]
+            if self.rank is not None:
+                lines.insert(1, f"rank {int(self.rank[i])}")
+            cells.append(Cell(picture(self.images[i]), lines))
+        cm, note = clip_count(len(cells), MAX_COLS + 3, "images")
+        return Grid(f"Lambda sweep: {self.target}; sensitive region {self.region} (* inside)", cols[:cm], [("", cells[:cm])],
+                    note, list(rows[-1].keys()) if rows else [], rows, plots)
 
 
 def default_lams(num: int = 11, low: float = 1e-3, high: float = 1e2) -> torch.Tensor:

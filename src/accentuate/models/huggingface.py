@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, ModelNameError
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, field_of
+from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, declared_labels, field_of
 
 __all__ = ["hf_spec", "is_local", "load_hf"]
 
@@ -89,18 +89,6 @@ def _normalize(processor: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | 
     return tuple(m / scale for m in mean), tuple(s / scale for s in std)
 
 
-def _labels(config: Any) -> tuple[str, ...] | None:
-    id2label = getattr(config, "id2label", None) or {}
-    if not id2label:
-        return None
-    items = sorted((int(k), str(v)) for k, v in id2label.items())
-    if [i for i, _ in items] != list(range(len(items))):
-        raise ModelError(f"config.id2label has indices {[i for i, _ in items][:5]}...; expected 0 .. {len(items) - 1}")
-    if all(v == f"LABEL_{i}" for i, v in items):
-        return None  # transformers' placeholders, not class names
-    return tuple(v for _, v in items)
-
-
 def hf_spec(name: str, config: Any, processor: Any | None) -> ModelSpec:
     """The spec of a Hugging Face classifier from its config and image processor.
 
@@ -119,7 +107,7 @@ def hf_spec(name: str, config: Any, processor: Any | None) -> ModelSpec:
         name=f"hf:{name}",
         input_size=size,
         normalize=_normalize(processor) if processor is not None else (IMAGENET_MEAN, IMAGENET_STD),
-        labels=_labels(config),
+        labels=declared_labels(getattr(config, "id2label", None)),
         output="logits",
         patch_size=patch if isinstance(patch, int) else None,
     )

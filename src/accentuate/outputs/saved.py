@@ -31,6 +31,7 @@ from .._version import __version__
 from ..digest import file_sha256
 from ..objectives import Channel, Logit, Neuron, Objective, Recorded, from_record
 from ..result import History, Result
+from ..saving import register
 from ..settings import FIELDS, Settings
 from ..spec import ModelSpec
 from .io import atomic_write, output_folder
@@ -354,3 +355,7 @@ def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], cols: list[int
         failed=failed, config=config, run=run, interrupted=interrupted,
         steps_done=max(int(e.get("steps_done") or 0) for row in entries for e in row),
     )
+
+
+# Result.save / Result.load call these (see accentuate.saving: the value type does not import its writer).
+register(save_result, load_result)

@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from ..errors import AccentuateError
+from ..grid import INSTALL_HINT, ReportUnavailable, environment, file_url, fmt_num  # noqa: F401 (also from here)
 from ..outputs.io import atomic_write
 from ..outputs.worklist import recorded_work
 from .svg import Series, line_plot
@@ -53,35 +53,11 @@ ANALYSES = ("sweep", "pathway", "latent", "sanity")
 #: History records per pair embedded in the page (the full history stays in run.json).
 PAGE_HISTORY = 40
 
-INSTALL_HINT = 'pip install "accentuate[report]"'
-
-
-class ReportUnavailable(AccentuateError, ImportError):
-    """Jinja2, which renders the report, is not installed."""
-
-
 class ReportError(AccentuateError, ValueError):
     """The folder holds nothing a report can be made of."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def environment() -> Any:
-    try:
-        import jinja2
-    except ImportError:
-        raise ReportUnavailable(f"report.html needs Jinja2, which is not installed; {INSTALL_HINT}") from None
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("accentuate.report", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2", "svg"], default=True),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = fmt_num
-    env.filters["url"] = file_url
-    env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f} %"
-    return env
-
 
 def _asset(name: str) -> str:
     return resources.files("accentuate.report").joinpath("templates", name).read_text("utf-8")
@@ -91,37 +67,6 @@ def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
 
 
-def fmt_num(v: Any, digits: int = 3) -> str:
-    """A number for a table cell: ``3.14``, ``0.00123``, ``1.2e+05``; ``""`` for ``None``.
-
-    Example:
-        >>> fmt_num(3.14159), fmt_num(None), fmt_num(12), fmt_num(float("nan"))
-        ('3.14', '', '12', 'nan')
-    """
-    if v is None or isinstance(v, bool):
-        return "" if v is None else str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if v == 0:
-            return "0"
-        if abs(v) >= 1e5 or abs(v) < 1e-3:
-            return f"{v:.{digits - 1}e}"
-        return f"{v:.{digits}g}" if abs(v) >= 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
-    return str(v)
-
-
-def file_url(name: str) -> str:
-    """A relative URL for a file name in the folder (every character that could end or
-    change the URL, such as ``:``, ``#``, ``?`` or a quote, percent-encoded).
-
-    Example:
-        >>> file_url("javascript:alert(1)"), file_url("a b/c#d.png")
-        ('javascript%3Aalert%281%29', 'a%20b/c%23d.png')
-    """
-    return quote(str(name).replace(os.sep, "/"), safe="/")
 
 
 def script_json(obj: Any) -> str:
