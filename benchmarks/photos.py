@@ -92,7 +92,8 @@ IMAGENET: dict[str, int] = {
     "household/pillow": 721, "household/plate": 923, "household/volleyball": 890,
     "household/weighingMachine": 778, "household/erasers": 767,
     "world_animals/bison": 347, "world_animals/dragon": 48, "world_animals/hedgehog": 334,
-    "world_animals/jaguar": 290, "world_animals/kangaroo": 104,  # an eastern grey kangaroo: wallaby "world_animals/koala": 105,
+    "world_animals/jaguar": 290, "world_animals/koala": 105,
+    "world_animals/kangaroo": 104,               # an eastern grey kangaroo: wallaby
     "world_animals/panda": 388, "world_animals/polar_bear": 296, "world_animals/scarlet_macaw": 88,
     "world_animals/crocodile": 49,               # a saltwater crocodile; the one crocodile class
     "world_animals/lemur": 383,                  # ring-tailed lemurs

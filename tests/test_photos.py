@@ -149,7 +149,7 @@ def test_real_pool(photos, pool):
             assert im.format == "WEBP" and min(im.size) >= 100, r.path
     assert photos.read_manifest(cache / "manifest.csv") == rows
     mapped = [r for r in rows if r.imagenet_class]
-    assert len(mapped) == len(photos.IMAGENET)
+    assert {f"{r.folder}/{r.name}" for r in mapped} == set(photos.IMAGENET)  # every mapping names a photo
     assert {r.imagenet_class for r in rows if r.name.startswith("hammer")} == {"hammer"}
 
 
