@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate
+.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate photos
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -59,3 +59,10 @@ calibrate: $(PY)
 docs: $(PY)
 	$(PIP) -e ".[docs]"
 	$(PY) docs/api.py build/api
+
+# The GCompris photo pool (Debian's gcompris-qt-data, fetched with apt-get download, about 44 MB):
+# photos, licences and manifest in $$ACCENTUATE_PHOTOS or ~/.cache/accentuate/gcompris, the
+# ImageNet-labelled tree beside them; PHOTOS_ARGS=--predict adds the model's top-5 per photo.
+photos: $(PY)
+	$(PIP) -e .
+	$(PY) benchmarks/photos.py $(PHOTOS_ARGS)
