@@ -21,7 +21,7 @@ from accentuate.clip import Text
 from accentuate.hooks import OUTPUT, input_of
 from accentuate.layout import Layout
 from accentuate.objectives import Like, Objective, Recorded, from_record
-from accentuate.outputs.record import ImageInfo, RunWriter, TargetInfo
+from accentuate.outputs.worklist import ImageInfo, TargetInfo, WorkList
 
 PROJ = "layers.1.attention.o_proj"  # the tiny ViT's (tests/test_transformers.py) second attention projection
 
@@ -272,9 +272,8 @@ def test_like_identity_follows_the_image_not_its_name(tmp_path: Path) -> None:
     assert acc.like(None, str(a), model).identity() != like_a.identity()
     # two references named alike are two pairs of a run
     info = ImageInfo(path="seed.png", name="seed.png", sha256="abc", size=(40, 40), canvas=(40, 40))
-    writer = RunWriter(tmp_path / "out", {"command": "test"}, "k1", [info],
-                       [TargetInfo(f"like:{a}", like_a), TargetInfo(f"like:{b}", like_b)])
-    assert writer.pair_key(0, 0) != writer.pair_key(0, 1)
+    work = WorkList([info], [TargetInfo(f"like:{a}", like_a), TargetInfo(f"like:{b}", like_b)], "k1", 4)
+    assert work.pair(0, 0).key != work.pair(0, 1).key
 
 
 CLI = ["--model", "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "40", "--frames", "0", "--quiet"]

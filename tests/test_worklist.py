@@ -256,3 +256,46 @@ def test_explain_misclassified_on_the_bundled_photos(work: Path, capsys: pytest.
     assert [(m["image"], m["true"]) for m in mis["mistakes"]] == [("espresso/chelsea.jpg", "espresso")]
     assert mis["mistakes"][0]["predicted"] in ("tiger cat", "Egyptian cat", "tabby")
     assert [c["count"] for c in mis["confusions"]] == [1]
+
+
+# -- the work list is one recorded value ----------------------------------------------------
+
+def test_a_manifest_folder_records_its_pairs_and_reads_back_as_asked(work: Path) -> None:
+    """run.json records the manifest's pairs (not just a count); the report counts them (no pair the
+    manifest never asked for is "not run"), and Result.load reads it one batch at a time."""
+    import accentuate as acc
+    from accentuate.outputs.worklist import recorded_work
+    from accentuate.report.build import _run_context
+
+    (work / "m.csv").write_text("image,target\nphotos/a.png,apple\nphotos/b.png,banana\nphotos/a.png,banana\n")
+    assert main(["run", "--manifest", "m.csv", "--out", "out", "--batch", "1", *FAST]) == 0
+    doc = _record(work / "out")
+    rec = recorded_work(doc)
+    assert rec.kind == "manifest" and rec.pairs == ((0, 0), (1, 1), (0, 1))  # 3 of the 2 x 2 grid, in row order
+    assert [p["row"] for p in doc["work"]["pairs"]] == ["m.csv line 2", "m.csv line 3", "m.csv line 4"]
+    assert {p["key"] for p in doc["work"]["pairs"]} == {p["key"] for p in doc["pairs"]}
+    assert doc["counts"]["total"] == 3 and doc["counts"]["complete"] == 3
+    ctx = _run_context(work / "out", doc)
+    assert ctx["counts"]["total"] == 3 and ctx["missing"] == [] and "not run" not in ctx["counts"]
+    with pytest.raises(ValueError, match=r"one batch at a time: Result.load\(folder, batch=k\) for k in 0..2"):
+        acc.Result.load(work / "out")
+    for p in doc["pairs"]:
+        res = acc.Result.load(work / "out", batch=p["batch"])
+        assert res.images.shape[:2] == (1, 1) and repr(res.targets[0]) == p["objective"]
+        stored = np.asarray(Image.open(work / "out" / p["files"]["image"]).convert("RGB"), dtype=np.float32) / 255
+        assert torch.allclose(res.images[0, 0].permute(1, 2, 0), torch.from_numpy(stored))
+        gen = next(b["generator_seed"] for b in doc["timings"]["batches"] if b["index"] == p["batch"])
+        assert res.config.seed == gen  # the batch's own generator seed
+    with pytest.raises(ValueError, match="has no batch 7"):
+        acc.Result.load(work / "out", batch=7)
+
+
+def test_a_product_list_keeps_every_pair_when_stems_repeat() -> None:
+    """Pairs whose file stems would collide keep distinct stems and keys (each pair is recorded)."""
+    from accentuate.outputs.worklist import WorkList
+
+    images = [ImageInfo(path=f"{d}/ref.png", name="ref.png", sha256=d, size=(1, 1), canvas=(48, 48)) for d in "ab"]
+    work = WorkList(images, [TargetInfo("0", logit(0)), TargetInfo("0", logit(0))], "k", batch_size=4)
+    assert len({p.key for p in work}) == len({p.stem for p in work}) == 4
+    with pytest.raises(ValueError, match="listed twice"):
+        WorkList(images, [TargetInfo("0", logit(0))], "k", 4, pairs=[(0, 0), (0, 0)])

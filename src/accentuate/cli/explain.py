@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
     writer.add_output("explain_panel", "explain_panel.png")
-    writer.set(explain={
+    writer.add_sections(explain={
         "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,
         "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
         "opacity": "collective (normalized over all classes of the panel)",

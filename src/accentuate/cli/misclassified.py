@@ -82,7 +82,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
         for c in confusions([true[k] for k in wrong], [pred[k] for k in wrong])[:args.confusions]:
             listed.append(_panel(plan.out, c, plan.images, cells, col, labels, root, spec.name))
         summary["confusions"] = listed
-        writer.set(misclassified=summary)
+        writer.add_sections(misclassified=summary)
 
     code = execute(plan, before_save=panels)
     if lead and not args.quiet and listed:

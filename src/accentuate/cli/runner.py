@@ -464,14 +464,14 @@ class Job:
                                          **self.rank_info,
                                          "batches": sum(1 for t in writer.batches() if t.get("rank") == 0),
                                          "pairs": sum(1 for e in writer.own_entries() if e.get("rank", 0) == 0)})
-            writer.set(distributed=dist_rec)
+            writer.add_sections(distributed=dist_rec)
             missing = len(writer.missing())
             if missing and not interrupted:
                 print(f"accentuate: error: {missing} pair(s) were not done (a process stopped early); rerun the "
                       "same command to do them", file=sys.stderr)
                 interrupted = True
         elif "cuda_peak_memory_bytes" in self.rank_info:
-            writer.set(cuda_peak_memory_bytes=self.rank_info["cuda_peak_memory_bytes"])
+            writer.add_sections(cuda_peak_memory_bytes=self.rank_info["cuda_peak_memory_bytes"])
         writer.timing(total_s=time.perf_counter() - self.started)
         s = plan.settings
         title = f"{plan.spec.name}: rows are seeds, columns are targets (reg layer {s.regularizer}, " \

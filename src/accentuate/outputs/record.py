@@ -227,7 +227,7 @@ class RunWriter:
         """The timings of the batches recorded so far."""
         return self.doc["timings"]["batches"]
 
-    def set(self, **sections: Any) -> None:
+    def add_sections(self, **sections: Any) -> None:
         """Top-level entries of ``run.json`` (``explain``, ``misclassified``, ``distributed``, ...)."""
         self.doc.update(sections)
 

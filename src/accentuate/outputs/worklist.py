@@ -285,6 +285,13 @@ class WorkList:
         for im in self.images:
             nth.append(seen.get(im.sha256, 0))
             seen[im.sha256] = nth[-1] + 1
+        # ... and of each target's identity (the same target given twice is two columns, two keys).
+        tseen: dict[str, int] = {}
+        self._tnth = []
+        for t in self.targets:
+            ident = t.objective.identity() + json.dumps(t.settings, sort_keys=True, default=str)
+            self._tnth.append(tseen.get(ident, 0))
+            tseen[ident] = self._tnth[-1] + 1
         stems = pair_stems([im.name for im in self.images], [t.objective for t in self.targets])
         self.batches = cut_batches(order, self.images, self.targets, self.batch_size)
         batch_of = {p: b.index for b in self.batches for p in b.pairs}
@@ -294,11 +301,14 @@ class WorkList:
 
     def _key(self, i: int, nth: int, j: int) -> str:
         """Identity of pair ``(i, j)``: settings, image content (and its occurrence: the same
-        file given twice is two images) and target (identity and own settings)."""
+        file given twice is two images) and target (identity, own settings and occurrence), so
+        no two pairs of a list share a key."""
         t = self.targets[j]
         text = f"{self.settings_key}|{self.images[i].sha256}#{nth}|{t.objective.identity()}"
         if t.settings:  # the target's own settings (a manifest row's lam, steps, ...)
             text += "|" + json.dumps(t.settings, sort_keys=True, default=str)
+        if self._tnth[j]:  # a repeat of an earlier target
+            text += f"#{self._tnth[j]}"
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     def __len__(self) -> int:
