@@ -117,9 +117,11 @@ class Accentuator:
         generator: torch.Generator | None = None,
         param: ImageParam | None = None,
         canvas: tuple[int, int] | None = None,
+        runner: ModelRunner | None = None,
     ) -> None:
         self.settings = settings
-        self.runner = ModelRunner(model, spec, channels_last=settings.channels_last, autocast=settings.autocast)
+        self.runner = ModelRunner.reuse(runner, model, spec).configured(
+            channels_last=settings.channels_last, autocast=settings.autocast)
         self.device = self.runner.device
         self.model, self.spec = model, spec
         self.objectives = list(objectives)
@@ -473,6 +475,7 @@ def accentuate(
     generator: torch.Generator | int | None = None,
     snapshots: int | Sequence[int] = (),
     progress: bool | Callable[[int, int], None] = False,
+    runner: ModelRunner | None = None,
     **overrides: Any,
 ) -> Result:
     """Accentuate each target in each seed image.
@@ -489,6 +492,8 @@ def accentuate(
             settings' seed, else a drawn one (recorded in ``result.config.seed``).
         snapshots: keep the images every this many steps (int) or at these steps.
         progress: show a progress bar (``True``) or call ``progress(step, steps)``.
+        runner: the :class:`~accentuate.hooks.ModelRunner` the caller runs ``model`` with (what
+            it has traced is reused; a command makes one and passes it everywhere).
         overrides: any field of :class:`~accentuate.settings.Settings` (``reg_layer``,
             ``lam``, ``steps``, ``lr``, ``param``, ``crops``, ``crop_range``, ``noise``,
             ``canvas``, ``until``, ``opacity``, ``record_every``, ``channels_last``,
@@ -523,7 +528,7 @@ def accentuate(
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise TypeError(f"accentuate() got an unknown setting {unknown[0]!r}{hint}")
     spec_kw = {k: overrides.pop(k) for k in SPEC_KEYS if k in overrides}
-    spec = resolve_spec(model, **spec_kw)
+    spec = runner.spec if runner is not None and not spec_kw else resolve_spec(model, **spec_kw)
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:
         raise ValueError("no targets given")
@@ -544,7 +549,7 @@ def accentuate(
             overrides["seed"] = generator
         seed_value = None
     if settings is None or not settings.resolved:
-        settings = Settings.resolve(model, spec, settings, seeded=seeds is not None, **overrides)
+        settings = Settings.resolve(model, spec, settings, seeded=seeds is not None, runner=runner, **overrides)
     elif overrides:
         settings = settings.replace(**overrides)
     if not isinstance(generator, torch.Generator):
@@ -563,7 +568,7 @@ def accentuate(
         hw = (int(seed_t.shape[-2]), int(seed_t.shape[-1]))
     steps = settings.steps
     acc = Accentuator(model, spec, seed_t, objectives, settings, generator=gen, param=param_obj,
-                      canvas=hw)  # type: ignore[arg-type]
+                      canvas=hw, runner=runner)  # type: ignore[arg-type]
     snap_steps = _snapshot_steps(snapshots, steps)
     snaps: dict[int, torch.Tensor] = {}
     before = acc.evaluate()

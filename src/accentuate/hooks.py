@@ -293,7 +293,32 @@ class ModelRunner:
         self.channels_last = channels_last
         self.autocast = autocast_dtype(autocast)
         self._depth = 0
-        self._trace: list[LayerInfo] | None = None
+        #: What one pass teaches about the model (its traced layers), shared by the runners
+        #: :meth:`configured` makes from this one, so a command traces its model once.
+        self._cache: dict[str, list[LayerInfo]] = {}
+
+    @classmethod
+    def reuse(cls, runner: ModelRunner | None, model: nn.Module, spec: ModelSpec) -> ModelRunner:
+        """``runner`` when it runs ``model`` with ``spec`` (the caller's, with what it has traced),
+        else a new runner for them.
+
+        Raises:
+            ValueError: ``runner`` runs another model.
+        """
+        if runner is None:
+            return cls(model, spec)
+        if runner.model is not model:
+            raise ValueError("the runner given runs another model; pass the runner made for this model "
+                             "(ModelRunner(model, spec)) or none")
+        return runner if runner.spec is spec or runner.spec == spec else cls(model, spec)
+
+    def configured(self, *, channels_last: bool = False, autocast: str | torch.dtype | None = None) -> ModelRunner:
+        """This runner fed as asked (memory format, autocast), sharing what it has traced."""
+        if channels_last == self.channels_last and autocast_dtype(autocast) == self.autocast:
+            return self
+        other = ModelRunner(self.model, self.spec, channels_last=channels_last, autocast=autocast)
+        other._cache = self._cache
+        return other
 
     # -- state --------------------------------------------------------------------------------
     @contextmanager
@@ -401,8 +426,8 @@ class ModelRunner:
         left out; a layer run twice is listed once, with its first shape.
         """
         cache = example is None
-        if cache and self._trace is not None:
-            return self._trace
+        if cache and "trace" in self._cache:
+            return self._cache["trace"]
         if example is None:
             p = next(self.model.parameters(), None)
             dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
@@ -423,7 +448,7 @@ class ModelRunner:
                 seen[name] = LayerInfo(name, shape, self._layout_of(name, shape), weighted)
         rows = list(seen.values())
         if cache:
-            self._trace = rows
+            self._cache["trace"] = rows
         return rows
 
     def _layout_of(self, name: str, shape: tuple[int, ...]) -> Layout | None:

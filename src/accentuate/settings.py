@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .digest import canonical_sha256
-from .hooks import autocast_dtype
+from .hooks import ModelRunner, autocast_dtype
 from .regularize import Regularizer, regularizer
 from .spec import REFERENCE_DEFAULTS
 
@@ -326,13 +326,15 @@ class Settings:
     # -- resolution -----------------------------------------------------------------------------
     @classmethod
     def resolve(cls, model: nn.Module, spec: ModelSpec, base: Settings | None = None, *,
-                seeded: bool = True, **overrides: Any) -> Settings:
+                seeded: bool = True, runner: ModelRunner | None = None, **overrides: Any) -> Settings:
         """Every setting for ``model``: ``overrides``, else ``base``'s, else the spec's calibrated
         defaults (:data:`SPEC_DEFAULTS`), else the reference recipe's.
 
         The regularization layer, when neither given nor in ``base``, is the spec's, else the
         rule's (one pass of the model); ``"none"`` without seeds (``seeded=False``). The
         regularization layer is checked to exist and run, and the canvas to fit the model.
+        ``runner``: the :class:`~accentuate.hooks.ModelRunner` the caller runs ``model`` with
+        (what it has traced is reused), else one is made here.
 
         Raises:
             ValueError: an invalid value (one line); TypeError: an unknown setting.
@@ -349,9 +351,7 @@ class Settings:
             merged = {k: spec.setting(k) for k in SPEC_DEFAULTS}
             merged = {k: v for k, v in merged.items() if v is not None}
             merged.update(given)
-        from .hooks import ModelRunner
-
-        runner = ModelRunner(model, spec)
+        runner = ModelRunner.reuse(runner, model, spec)
         if not seeded:
             merged["reg_layer"] = "none"
         elif merged.get("reg_layer") is None:

@@ -236,12 +236,18 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 
 def spec_of(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
-    """The model's spec with the spec overrides found among an analysis's accentuate kwargs."""
-    return resolve_spec(model, **{k: kwargs[k] for k in SPEC_KEYS if k in kwargs})
+    """The model's spec with the spec overrides found among an analysis's accentuate kwargs (the
+    spec of the ``runner`` among them when there are none)."""
+    over = {k: kwargs[k] for k in SPEC_KEYS if k in kwargs}
+    runner = kwargs.get("runner")
+    if runner is not None and not over:
+        return ModelRunner.reuse(runner, model, runner.spec).spec
+    return resolve_spec(model, **over)
 
 
-#: Keywords of :func:`accentuate.accentuate` that are not settings.
-RUN_KEYS = ("generator", "snapshots", "progress")
+#: Keywords of :func:`accentuate.accentuate` that are not settings (``runner``: the caller's
+#: :class:`~accentuate.hooks.ModelRunner`, reused by every pass of the analysis).
+RUN_KEYS = ("generator", "snapshots", "progress", "runner")
 
 
 def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | None,
@@ -255,4 +261,4 @@ def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | No
         TypeError: an unknown keyword (with the closest setting names).
     """
     own = {k: kwargs.pop(k) for k in list(kwargs) if k not in RUN_KEYS and k not in SPEC_KEYS}
-    return Settings.resolve(model, spec, settings, seeded=seeded, **own)
+    return Settings.resolve(model, spec, settings, seeded=seeded, runner=kwargs.get("runner"), **own)

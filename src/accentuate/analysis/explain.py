@@ -107,8 +107,9 @@ class Explanation(Display):
                     table)
 
 
-def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
-    logits = ModelRunner(model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]
+def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec,
+                   runner: ModelRunner | None = None) -> torch.Tensor:
+    logits = ModelRunner.reuse(runner, model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]
     if logits.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}; explain needs (1, classes)")
     return logits[0].float().softmax(-1).cpu()
@@ -189,7 +190,7 @@ def explain(
         settings: the :class:`~accentuate.settings.Settings` to run with (default: the
             model's); settings among ``accentuate_kwargs`` override it.
         **accentuate_kwargs: passed to :func:`accentuate.accentuate` (``steps``,
-            ``lam``, ``canvas``, ``generator``, ``snapshots``, ``progress`` ...).
+            ``lam``, ``canvas``, ``generator``, ``snapshots``, ``progress``, ``runner`` ...).
 
     Returns:
         An :class:`Explanation`; ``alpha`` is normalized over all K masks together.
@@ -206,7 +207,7 @@ def explain(
     seed = prepare_seeds(image, settings.canvas)
     if seed.shape[0] != 1:
         raise ValueError(f"explain takes one image; got {seed.shape[0]}")
-    probs = _probabilities(model, seed, spec)
+    probs = _probabilities(model, seed, spec, kw.get("runner"))
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
     res = accentuate(model, seed, classes, settings, **kw)
     names = [spec.labels[c] if spec.labels is not None and c < len(spec.labels) else None for c in classes]

@@ -84,9 +84,11 @@ def labelled_tree(root: str | Path, labels: Sequence[str] | None) -> list[Labell
 
 
 @torch.no_grad()
-def classify(model: nn.Module, spec: ModelSpec, seeds: Sequence[torch.Tensor], chunk: int = 32) -> torch.Tensor:
-    """Class probabilities ``(N, C)`` of each seed ``(3, H, W)`` (its whole canvas at the model's input)."""
-    runner = ModelRunner(model, spec)
+def classify(model: nn.Module, spec: ModelSpec, seeds: Sequence[torch.Tensor], chunk: int = 32,
+             runner: ModelRunner | None = None) -> torch.Tensor:
+    """Class probabilities ``(N, C)`` of each seed ``(3, H, W)`` (its whole canvas at the model's input;
+    ``runner``: the caller's, else one made here)."""
+    runner = ModelRunner.reuse(runner, model, spec)
     out = []
     for k in range(0, len(seeds), chunk):
         x = torch.stack([resize(s[None], spec.input_size)[0] for s in seeds[k:k + chunk]])

@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from ..errors import AccentuateError
-from .common import ArgumentParser, UsageError, add_global_options
+from .common import ArgumentParser, UsageError, add_global_options, model_in_argv, show_model_defaults
 
 __all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_TERMINATED", "EXIT_USAGE", "UsageError", "build_parser", "main"]
 
@@ -60,8 +60,9 @@ examples:
 `accentuate COMMAND --help` describes each command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser with every subcommand registered."""
+def build_parser(model: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every subcommand registered; ``model``: the ``--model`` whose calibrated
+    defaults the settings' help shows (default: the default model's)."""
     from .. import __version__
 
     parser = ArgumentParser(
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"{__name__}.analyses").register(sub)
     for p in sub.choices.values():
         add_global_options(p)
+        if model is not None:
+            show_model_defaults(p, model)
     return parser
 
 
@@ -150,7 +153,8 @@ def _main(argv: Sequence[str] | None) -> int:
             # torchrun: every rank reads the same inputs; rank 0 alone reports the skipped ones.
             warnings.filterwarnings("ignore", message=r"skipped ")
         try:
-            parser = build_parser()
+            asks_help = "-h" in argv or "--help" in argv
+            parser = build_parser(model_in_argv(argv) if asks_help else None)
             args = parser.parse_args(argv)
             debug = bool(getattr(args, "debug", debug))
             args.argv = argv

@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import time
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ClassNameError, LayerError, UsageError
-from ..hooks import check_layers
+from ..hooks import ModelRunner, check_layers
 from ..objectives import Objective, channel, direction, head, logit, neuron
 from ..spec import ModelSpec
 from .distributed import Ranks
@@ -48,12 +47,15 @@ __all__ = [
     "add_model_options",
     "load_model_from_args",
     "load_timed",
+    "model_in_argv",
     "make_output",
     "output_dir",
     "output_path",
     "parse_canvas",
     "parse_target",
     "read_vector",
+    "runner_for",
+    "show_model_defaults",
 ]
 
 #: The model used when ``--model`` is not given.
@@ -168,33 +170,91 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
     their defaults here are ``None``; ``--seed`` defaults to 0 so that the same
     command gives the same pictures.
     """
-    g = p.add_argument_group("accentuation settings (defaults: the model's calibrated ones)")
-    g.add_argument("--reg-layer", metavar="LAYER",
-                   help="layer kept close to the seed's activations; 'pixel' or 'none' also work")
-    g.add_argument("--lam", type=_number("--lam", 0.0, True), metavar="L",
-                   help="regularization weight (larger stays closer to the seed)")
-    g.add_argument("--steps", type=_positive_int("--steps"), metavar="N", help="optimization steps")
-    g.add_argument("--lr", type=_number("--lr", 0.0, False), metavar="LR", help="learning rate")
+    g = p.add_argument_group(_SETTINGS_TITLE.format(model=DEFAULT_MODEL))
     from ..params import PARAMS
 
-    g.add_argument("--param", choices=tuple(PARAMS), help="image parameterization")
-    g.add_argument("--crops", type=_positive_int("--crops"), metavar="K",
-                   help="augmented crops per step (default 16)")
-    g.add_argument("--crop-range", nargs=2, type=_fraction, metavar=("MIN", "MAX"),
-                   help="crop side as a fraction of the canvas's short side (default 0.05 0.99)")
-    g.add_argument("--canvas", type=parse_canvas, metavar="PX",
-                   help="canvas long side in pixels (aspect ratio kept), or HxW")
+    options: list[tuple[str, dict[str, Any], str]] = [
+        ("--reg-layer", dict(metavar="LAYER"), "layer kept close to the seed's activations; 'pixel' or 'none' also work"),
+        ("--lam", dict(type=_number("--lam", 0.0, True), metavar="L"),
+         "regularization weight (larger stays closer to the seed)"),
+        ("--steps", dict(type=_positive_int("--steps"), metavar="N"), "optimization steps"),
+        ("--lr", dict(type=_number("--lr", 0.0, False), metavar="LR"), "learning rate"),
+        ("--param", dict(choices=tuple(PARAMS)), "image parameterization"),
+        ("--crops", dict(type=_positive_int("--crops"), metavar="K"), "augmented crops per step"),
+        ("--crop-range", dict(nargs=2, type=_fraction, metavar=("MIN", "MAX")),
+         "crop side as a fraction of the canvas's short side"),
+        ("--canvas", dict(type=parse_canvas, metavar="PX"), "canvas long side in pixels (aspect ratio kept), or HxW"),
+    ]
+    for flag, kw, text in options:
+        action = g.add_argument(flag, **kw)
+        action.help_text = text  # type: ignore[attr-defined]  # the help without the default
+    show_model_defaults(p, DEFAULT_MODEL)
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed; the same seed gives the same result (default 0)")
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
+    from ..settings import PRESETS
+
+    quick = PRESETS["preview"]
     g.add_argument("--preview", action="store_true",
-                   help="a quick first look: 256-pixel canvas, 8 crops, and for class targets stop at "
-                   "top-1 (options given explicitly still win)")
+                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and for "
+                   f"class targets stop at {quick['until']} checked every {quick['check_every']} steps (options "
+                   "given explicitly still win)")
     g.add_argument("--out", metavar="DIR",
                    help=f"output folder (default: a new {RUNS_DIR}/YYYYmmdd-HHMMSS)")
     add_global_options(p)
+
+
+_SETTINGS_TITLE = "accentuation settings (defaults: the model's calibrated ones, shown for --model {model})"
+
+
+def _model_defaults(model_arg: str) -> tuple[dict[str, Any], bool]:
+    """The defaults of the settings for ``--model model_arg`` and whether they are its own: the
+    spec of a built-in model's name (:func:`accentuate.models.spec_by_name`, no weights loaded),
+    else the reference recipe's (the model's own spec, once loaded, may change them)."""
+    from ..models import spec_by_name
+    from ..spec import REFERENCE_DEFAULTS
+
+    spec = spec_by_name(model_arg)
+    if spec is None:
+        return {**REFERENCE_DEFAULTS, "reg_layer": None}, False
+    return {**{k: spec.setting(k) for k in REFERENCE_DEFAULTS}, "reg_layer": spec.reg_layer}, True
+
+
+def show_model_defaults(parser: argparse.ArgumentParser, model_arg: str) -> None:
+    """Write the defaults of ``--model model_arg`` into the help of the settings options (``run
+    --model dinov2_vits14_focus --help`` shows DINOv2's 4 crops of 0.5-1.0, not the CNN's 16)."""
+    values, own = _model_defaults(model_arg)
+    for action in parser._actions:
+        text = getattr(action, "help_text", None)
+        if text is None:
+            continue
+        key = action.dest
+        v = values.get(key)
+        if key == "reg_layer":
+            shown = v if v is not None else "chosen by the rule of accentuate.hooks.default_reg_layer"
+        elif isinstance(v, (tuple, list)):
+            shown = " ".join(f"{x:g}" for x in v)
+        else:
+            shown = f"{v:g}" if isinstance(v, float) else str(v)
+        action.help = f"{text} (default for {model_arg}: {shown})" if own else \
+            f"{text} (default: the model's spec, else {shown})"
+    for group in parser._action_groups:
+        if group.title and group.title.startswith("accentuation settings"):
+            group.title = _SETTINGS_TITLE.format(model=model_arg) if own else (
+                f"accentuation settings (defaults: the spec of --model {model_arg} once loaded, else these)")
+
+
+def model_in_argv(argv: Sequence[str]) -> str:
+    """The ``--model`` an argument list names (the last one given), else :data:`DEFAULT_MODEL`."""
+    model = DEFAULT_MODEL
+    for i, a in enumerate(argv):
+        if a == "--model" and i + 1 < len(argv):
+            model = argv[i + 1]
+        elif a.startswith("--model="):
+            model = a.split("=", 1)[1]
+    return model
 
 
 def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -320,20 +380,24 @@ TARGET_FORMS = ("a class name, a class index, LAYER:C (channel mean), LAYER:C@Y,
                 "LAYER:FILE.npy (a direction)")
 
 
-_LAYOUTS: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
+def runner_for(model: nn.Module, runner: ModelRunner | None = None) -> ModelRunner:
+    """``runner`` (the command's, see :class:`~accentuate.cli.runner.Command`), else a runner for
+    ``model`` with its spec as far as the model tells it (shapes do not depend on the assumed
+    normalization, so its warning is not shown)."""
+    if runner is not None:
+        return ModelRunner.reuse(runner, model, runner.spec)
+    import warnings
+
+    from ..spec import resolve_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ModelRunner(model, resolve_spec(model))
 
 
-def _layer_layouts(model: nn.Module) -> dict[str, Any]:
-    """Layout of every layer for one input of the model's size (cached per model)."""
-    if model not in _LAYOUTS:
-        from ..hooks import layers
-
-        _LAYOUTS[model] = {r.name: r.layout for r in layers(model)}
-    return _LAYOUTS[model]
-
-
-def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, Any]:
-    """Check that every layer in ``names`` exists and runs in the forward pass; returns all layouts.
+def check_layers_run(model: nn.Module, names: Sequence[str], runner: ModelRunner | None = None) -> dict[str, Any]:
+    """Check that every layer in ``names`` exists and runs in the forward pass; returns all layouts
+    (from the one traced pass of ``runner``, see :func:`runner_for`).
 
     Raises:
         LayerError: a name is not in the model (with the closest names), or the layer never
@@ -341,7 +405,7 @@ def check_layers_run(model: nn.Module, names: Sequence[str]) -> dict[str, Any]:
         UsageError: the layer's output has no layout accentuate can read.
     """
     check_layers(model, list(names))
-    layouts = _layer_layouts(model)
+    layouts = {r.name: r.layout for r in runner_for(model, runner).trace()}
     for layer in names:
         if layer not in layouts:
             raise LayerError(
@@ -402,7 +466,7 @@ def read_vector(path: str | os.PathLike, target: str = "") -> torch.Tensor:
     return v
 
 
-def parse_target(text: str, model: nn.Module) -> Objective:
+def parse_target(text: str, model: nn.Module, runner: ModelRunner | None = None) -> Objective:
     """A target from the command line, resolved against ``model``.
 
     Forms: a class name (``goldfish``, case-insensitive; ``"golden retriever"``), a
@@ -430,7 +494,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     if d:
         layer = d.group("layer")
         vector = read_vector(d.group("path"), t)
-        layouts = check_layers_run(model, [layer])
+        layouts = check_layers_run(model, [layer], runner)
         obj_d = direction(layer, vector)
         obj_d.source = Path(d.group("path")).name  # for labels and file names
         try:
@@ -441,7 +505,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
         return obj_d
     m = _CHANNEL.match(t)
     if m:
-        return _layer_target(t, m, model)
+        return _layer_target(t, m, model, runner)
     labels = _labels(model)
     if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):
         raise UsageError(
@@ -461,7 +525,7 @@ def parse_target(text: str, model: nn.Module) -> Objective:
     return logit(t).resolve(labels)
 
 
-def _layer_target(t: str, m: re.Match[str], model: nn.Module) -> Objective:
+def _layer_target(t: str, m: re.Match[str], model: nn.Module, runner: ModelRunner | None) -> Objective:
     """The objective of a ``LAYER:...`` target (see :func:`parse_target`), validated on the model."""
     layer = m.group("layer")
     token = 0 if m.group("cls") else (int(m.group("tok")) if m.group("tok") is not None else None)
@@ -477,9 +541,9 @@ def _layer_target(t: str, m: re.Match[str], model: nn.Module) -> Objective:
             check_layers(model, [layer])
             obj: Objective = head(layer, int(m.group("h")), None if m.group("u") is None else int(m.group("u")),
                                   model=model, y=y, x=x, token=token)
-            layouts = _input_layouts(model, obj.layers)
+            layouts = _input_layouts(model, obj.layers, runner)
         else:
-            layouts = check_layers_run(model, [layer])
+            layouts = check_layers_run(model, [layer], runner)
             c = int(m.group("c"))
             if token is not None:
                 obj = channel(layer, c, token=token)
@@ -495,17 +559,9 @@ def _layer_target(t: str, m: re.Match[str], model: nn.Module) -> Objective:
     return obj
 
 
-def _input_layouts(model: nn.Module, names: frozenset[str]) -> dict[str, Any]:
+def _input_layouts(model: nn.Module, names: frozenset[str], runner: ModelRunner | None) -> dict[str, Any]:
     """Layouts of module inputs (``name@input``) for one input of the model's size."""
-    import warnings
-
-    from ..hooks import ModelRunner
-    from ..spec import resolve_spec
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
-        spec = resolve_spec(model)
-    return ModelRunner(model, spec).layouts(sorted(names))
+    return runner_for(model, runner).layouts(sorted(names))
 
 
 def output_path(args: argparse.Namespace) -> Path:

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cmd = Command(args, "demo")
-    targets = [TargetInfo(t, parse_target(t, cmd.model)) for t in DEMO_TARGETS]
+    targets = [TargetInfo(t, parse_target(t, cmd.model, cmd.runner)) for t in DEMO_TARGETS]
     settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
     images = cmd.images([photo(DEMO_PHOTO)], settings)
     status = execute(cmd.plan(settings, images, targets))

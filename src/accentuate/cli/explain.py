@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     assert seed is not None  # load_images keeps the fitted tensor
     try:
         ex = explain(model, seed, top=args.top, bottom=args.bottom, label=args.label,
-                     settings=settings, progress=update,
+                     settings=settings, progress=update, runner=cmd.runner,
                      snapshots=snapshot_interval(steps, args.frames) if args.frames else ())
     finally:
         close()

@@ -47,7 +47,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
     images = cmd.images([(str(t.path), True) for t in tree], settings)
     truth = {str(t.path): t.label for t in tree}
     true = [truth[im.path] for im in images]
-    probs = classify(model, spec, [im.tensor for im in images])  # type: ignore[misc]
+    probs = classify(model, spec, [im.tensor for im in images], runner=cmd.runner)  # type: ignore[misc]
     pred = probs.argmax(1).tolist()
     labels = spec.labels or ()
     wrong = [k for k in range(len(images)) if pred[k] != true[k]]

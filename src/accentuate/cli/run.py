@@ -8,10 +8,17 @@ from textwrap import fill
 
 from torch import nn
 
-from ..hooks import OUTPUT
+from ..hooks import OUTPUT, ModelRunner
 from ..images import IMAGE_SUFFIXES
 from ..outputs.worklist import TargetInfo
-from .common import UsageError, add_accentuation_options, add_model_options, check_layers_run, parse_target
+from .common import (
+    UsageError,
+    add_accentuation_options,
+    add_model_options,
+    check_layers_run,
+    parse_target,
+    runner_for,
+)
 from .runner import Command, add_run_options, execute, expand_paths
 from .worklist import check_manifest_images, read_manifest, resolve_manifest
 
@@ -105,15 +112,17 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--like {ref!r}: image not found; give the path of a reference image")
     paths = expand_paths(args.images)
     cmd = Command(args, "run")
-    targets = [TargetInfo(t, parse_target(t, cmd.model)) for t in args.target]
-    targets += reference_targets(args, cmd.model)
+    targets = [TargetInfo(t, parse_target(t, cmd.model, cmd.runner)) for t in args.target]
+    targets += reference_targets(args, cmd.model, cmd.runner)
     settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
     images = cmd.images(paths, settings)
     return execute(cmd.plan(settings, images, targets))
 
 
-def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[TargetInfo]:
-    """The ``--like``, ``--text`` and ``--away-from`` targets, in that order.
+def reference_targets(args: argparse.Namespace, model: nn.Module,
+                      runner: ModelRunner | None = None) -> list[TargetInfo]:
+    """The ``--like``, ``--text`` and ``--away-from`` targets, in that order (``runner``: the
+    command's, see :func:`~accentuate.cli.common.runner_for`).
 
     Raises:
         UsageError: a text target on a model that is not CLIP, or a reference layer or pool
@@ -124,11 +133,12 @@ def reference_targets(args: argparse.Namespace, model: nn.Module) -> list[Target
 
     out: list[TargetInfo] = []
     if args.like_layer and args.like_layer != OUTPUT:
-        check_layers_run(model, [args.like_layer])  # a wrong name lists the closest ones
+        check_layers_run(model, [args.like_layer], runner)  # a wrong name lists the closest ones
     for ref in args.like:
         obj: Objective
         try:
-            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure)
+            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure,
+                       runner=runner_for(model, runner))
         except ValueError as e:
             if isinstance(e, UsageError):
                 raise
@@ -156,7 +166,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     check_manifest_images(rows)
     cmd = Command(args, "run")
     settings = cmd.settings()
-    images, targets, pairs, where = resolve_manifest(rows, cmd.model, cmd.spec, settings, parse_target,
+    images, targets, pairs, where = resolve_manifest(rows, cmd.runner, settings,
                                                      lambda paths: cmd.images(paths, settings))
     extra = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows), "pairs": len(pairs)}}
     return execute(cmd.plan(settings, images, targets, pairs=pairs, kind="manifest", rows=where, extra=extra))

@@ -42,7 +42,7 @@ from .._version import __version__
 from ..digest import file_sha256
 from ..engine import accentuate
 from ..errors import AccentuateError, ImageError, UsageError
-from ..hooks import model_device
+from ..hooks import ModelRunner, model_device
 from ..images import image_files, load_image, prepare_seeds
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import RunWriter, device_record, settings_hash, versions
@@ -138,7 +138,8 @@ def load_images(
 
 
 def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
-                   targets: Sequence[TargetInfo] = (), preview_until: bool = False) -> Settings:
+                   targets: Sequence[TargetInfo] = (), preview_until: bool = False,
+                   runner: ModelRunner | None = None) -> Settings:
     """The run's :class:`~accentuate.settings.Settings`, resolved and checked once, before
     anything runs (mistakes are :class:`UsageError`: exit status 2).
 
@@ -147,7 +148,7 @@ def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
     """
     objectives = [t.objective for t in targets]
     try:
-        settings = Settings.resolve(model, spec, **kw)
+        settings = Settings.resolve(model, spec, runner=runner, **kw)
         try:
             settings.check_targets(objectives)
         except ValueError:
@@ -200,6 +201,8 @@ class Plan:
     frames: int = DEFAULT_FRAMES
     model_load_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The command's one :class:`~accentuate.hooks.ModelRunner` (what it traced is reused).
+    runner: ModelRunner | None = None
 
     @property
     def images(self) -> list[ImageInfo]:
@@ -250,12 +253,16 @@ class Command:
         self.kw = accentuation_kwargs(args)
         self.out = output_path(args)
         self.model, self.spec, self.load_s = load_timed(args)
+        #: The one runner of the model for the whole command: targets, settings and every
+        #: batch read what its one traced pass found.
+        self.runner = ModelRunner(self.model, self.spec)
         #: Files found in a folder that could not be read (listed in ``run.json``).
         self.skipped: list[dict[str, str]] = []
 
     def settings(self, targets: Sequence[TargetInfo] = (), preview_until: bool = False) -> Settings:
         """The run's settings from the options (:func:`build_settings`)."""
-        return build_settings(self.model, self.spec, self.kw, targets, preview_until=preview_until)
+        return build_settings(self.model, self.spec, self.kw, targets, preview_until=preview_until,
+                              runner=self.runner)
 
     def images(self, paths: Sequence[str | os.PathLike | tuple[str, bool]], settings: Settings) -> list[ImageInfo]:
         """The seed images fitted to the canvas (:func:`load_images`; unreadable folder files skipped)."""
@@ -275,7 +282,8 @@ class Command:
             extra["skipped_images"] = list(self.skipped)
         return Plan(subcommand=self.subcommand, argv=list(self.args.argv), model_arg=self.args.model,
                     model=self.model, spec=self.spec, settings=settings, work=work, out=make_output(self.out),
-                    quiet=self.args.quiet, frames=frames, model_load_s=self.load_s, extra=extra)
+                    quiet=self.args.quiet, frames=frames, model_load_s=self.load_s, extra=extra,
+                    runner=self.runner)
 
 
 def _with_tick(update: Callable[[int, int], None], tick: Callable[[], None],
@@ -379,7 +387,8 @@ class Job:
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         try:
-            res = accentuate(plan.model, seeds, objectives, bset, snapshots=snaps, progress=update)
+            res = accentuate(plan.model, seeds, objectives, bset, snapshots=snaps, progress=update,
+                             runner=plan.runner)
         finally:
             close()
         seconds = time.perf_counter() - t0

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from ..errors import AccentuateError, UsageError
+from ..hooks import ModelRunner
 from ..outputs.worklist import ImageInfo, TargetInfo
 from ..settings import Settings
-from ..spec import ModelSpec
+from .common import parse_target
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestRow", "check_manifest_images", "read_manifest", "resolve_manifest"]
 
@@ -165,15 +164,14 @@ def check_manifest_images(rows: Sequence[ManifestRow]) -> None:
 
 def resolve_manifest(
     rows: Sequence[ManifestRow],
-    model: nn.Module,
-    spec: ModelSpec,
+    runner: ModelRunner,
     settings: Settings,
-    parse_target: Callable[[str, nn.Module], Any],
     load_images: Callable[[list[tuple[str, bool]]], list[ImageInfo]],
 ) -> tuple[list[ImageInfo], list[TargetInfo], list[tuple[int, int]], list[str]]:
     """The manifest's images, targets and pairs, every row checked before any work.
 
-    Each row's target is parsed against ``model`` (``parse_target(text, model)``) and its
+    Each row's target is parsed against the runner's model (:func:`~accentuate.cli.common.parse_target`,
+    with the command's ``runner``) and its
     settings resolved on top of ``settings`` (a regularization layer must exist, ``until``
     needs a class target). Images are read once each with ``load_images(paths)`` (a path
     marked ``True`` may be skipped when unreadable; its rows are left out). A row repeated
@@ -193,7 +191,7 @@ def resolve_manifest(
     row_cols: list[int] = []
     for r in rows:
         try:
-            obj = parse_target(r.target, model)
+            obj = parse_target(r.target, runner.model, runner)
         except (AccentuateError, ValueError, KeyError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise UsageError(f"{r.where}: target {r.target!r}: {msg}") from None
@@ -201,7 +199,8 @@ def resolve_manifest(
         okey = json.dumps(over, sort_keys=True)
         if okey not in resolved:
             try:
-                resolved[okey] = Settings.resolve(model, spec, settings, **over) if over else settings
+                resolved[okey] = (Settings.resolve(runner.model, runner.spec, settings, runner=runner, **over)
+                                  if over else settings)
             except (AccentuateError, ValueError, TypeError) as e:
                 raise UsageError(f"{r.where}: {e}; fix the cell or leave it empty for the run's value") from None
         s = resolved[okey]

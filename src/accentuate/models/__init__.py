@@ -34,7 +34,7 @@ from ..labels import imagenet_labels
 from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
 
-__all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite"]
+__all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite", "spec_by_name"]
 
 
 #: Settings of the embedded default, chosen by benchmarks/calibrate.py (see
@@ -51,6 +51,8 @@ LITE0_DEFAULTS: dict[str, Any] = {
 
 
 def _lite_spec(name: str, size: int) -> ModelSpec:
+    if name != "efficientnet_lite0":  # not calibrated: the reference recipe's settings
+        return replace(_lite_spec("efficientnet_lite0", size), name=name, pathway_layers=(), defaults={})
     return ModelSpec(
         name=name,
         input_size=(size, size),
@@ -89,10 +91,7 @@ def load_efficientnet_lite(name: str = "efficientnet_lite0", weights: str | None
     model = EfficientNetLite(width, depth)
     sd = torch.load(weights or _lite_weights(name), map_location="cpu", weights_only=True)
     model.load_state_dict(convert_state_dict(sd), strict=True)
-    spec = _lite_spec(name, size)
-    if name != "efficientnet_lite0":
-        spec = replace(spec, pathway_layers=(), defaults={})
-    model.accentuate_spec = spec  # type: ignore[assignment]
+    model.accentuate_spec = _lite_spec(name, size)  # type: ignore[assignment]
     return model.eval()
 
 
@@ -177,6 +176,19 @@ DINOV2_FOCUS = "dinov2_vits14_focus"
 
 #: Names accepted by :func:`load` without a prefix.
 MODELS = (*LITE_VARIANTS, DINOV2_FOCUS)
+
+
+def spec_by_name(name: str) -> ModelSpec | None:
+    """The spec :func:`load` attaches to the model of a name in :data:`MODELS`, without loading
+    its weights (e.g. for the calibrated defaults ``--help`` shows); ``None`` for other names
+    (their spec is known once the model is loaded)."""
+    if name in LITE_VARIANTS:
+        return _lite_spec(name, LITE_VARIANTS[name][2])
+    if name == DINOV2_FOCUS:
+        from .dinov2 import dinov2_spec  # no weights, no transformers import
+
+        return dinov2_spec()
+    return None
 
 _PREFIXES: dict[str, Callable[[str], nn.Module]] = {
     "torchvision": _torchvision,

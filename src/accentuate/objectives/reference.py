@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..hooks import OUTPUT
+from ..hooks import OUTPUT, ModelRunner
 from ..layout import Layout
 from .base import Acts, Layouts, Objective, tensor_digest, tensor_from_record, tensor_record
 from .basic import _check_token, _tail
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from ..spec import ModelSpec
 
 __all__ = ["Like", "default_like_layer", "like"]
 
@@ -100,7 +102,8 @@ class Like(Objective):
         return f"Like({self.name!r}, {self.layer}, {self.pool}, {self.measure})"
 
 
-def default_like_layer(model: nn.Module, spec: Any = None) -> str:
+def default_like_layer(model: nn.Module, spec: ModelSpec | None = None, *,
+                       runner: ModelRunner | None = None) -> str:
     """The layer :func:`like` reads when none is named: the last layer (in the order outputs
     complete) with more than one position, i.e. the last token or feature-map layer (for
     transformers' ViT and DINOv2 the final ``layernorm``).
@@ -108,10 +111,11 @@ def default_like_layer(model: nn.Module, spec: Any = None) -> str:
     Raises:
         ValueError: the model has no such layer (name one, or :data:`~accentuate.hooks.OUTPUT`).
     """
-    from ..hooks import ModelRunner
     from ..spec import resolve_spec
 
-    runner = ModelRunner(model, spec if spec is not None else resolve_spec(model))
+    if spec is None:
+        spec = runner.spec if runner is not None else resolve_spec(model)
+    runner = ModelRunner.reuse(runner, model, spec)
     spatial = [r.name for r in runner.trace() if r.layout is not None and r.layout.spatial]
     if not spatial:
         raise ValueError("the model has no token or feature-map layer; name the layer for like() "
@@ -120,7 +124,7 @@ def default_like_layer(model: nn.Module, spec: Any = None) -> str:
 
 
 def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = None, measure: str = "cosine",
-         *, name: str | None = None, **spec_overrides: Any) -> Like:
+         *, name: str | None = None, runner: ModelRunner | None = None, **spec_overrides: Any) -> Like:
     """Make an image look more like ``image`` to ``model`` at ``layer`` (see :class:`Like`).
 
     The reference image is fitted to the model's input size the way an accentuation's whole
@@ -137,23 +141,24 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
             else ``"mean"``.
         measure: ``"cosine"`` or ``"dot"``.
         name: the reference's name in labels (default: the file name, else ``"reference"``).
+        runner: the :class:`~accentuate.hooks.ModelRunner` the caller runs ``model`` with (what
+            it has traced is reused), else one is made here.
         spec_overrides: for a model without a spec, as for :func:`accentuate.spec.resolve_spec`.
     """
     import os
     from pathlib import Path
 
-    from ..hooks import ModelRunner
     from ..images import prepare_seeds, resize
     from ..spec import resolve_spec
 
-    spec = resolve_spec(model, **spec_overrides)
+    spec = runner.spec if runner is not None and not spec_overrides else resolve_spec(model, **spec_overrides)
+    runner = ModelRunner.reuse(runner, model, spec)
     if layer is None:
-        layer = default_like_layer(model, spec)
+        layer = default_like_layer(model, spec, runner=runner)
     if pool is not None and pool not in ("cls", "mean"):
         raise ValueError(f"pool must be 'cls' or 'mean'; got {pool!r}")
     if name is None:
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else "reference"
-    runner = ModelRunner(model, spec)
     x = resize(prepare_seeds(image, max(spec.input_size)), spec.input_size)
     acts = runner.activations(x, [layer], stop_at=None if layer == OUTPUT else [layer])
     lay = runner.layouts([layer], {layer: tuple(acts[layer].shape)})[layer]
