@@ -70,11 +70,45 @@ def test_every_command_writes_a_report_with_a_strict_csp(folders: dict[str, Path
         assert "default-src 'none'" in policy and "img-src 'self'" in policy
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
         assert re.search(r"script-src 'sha256-[A-Za-z0-9+/=]+'", policy)
-        # Nothing outside the folder is named: every src/href is a relative path inside it.
-        for url in re.findall(r'(?:src|href)="([^"]*)"', html):
-            assert not re.match(r"^[a-z]+:", url, re.I) and not url.startswith(("/", "..")), (kind, url)
-            assert (folders[kind] / unquote(url.split("#", 1)[0])).exists(), (kind, url)
+        _check_urls(folders[kind], html)
     assert (folders["sweep"] / "command.json").exists()
+
+
+def _urls(html: str) -> list[str]:
+    """Every URL of a report: its src/href attributes and those its script sets (the report data)."""
+    urls = [u.replace("&amp;", "&").replace("&#39;", "'") for u in re.findall(r'(?:src|href)="([^"]*)"', html)]
+    if 'id="report-data"' in html:
+        data = json.loads(html.split('<script type="application/json" id="report-data">', 1)[1].split("</script>")[0])
+        urls += [p[k] for p in data["pairs"] for k in ("seed", "acc", "rgba", "gif", "fig") if p.get(k)]
+    return urls
+
+
+def _check_urls(folder: Path, html: str) -> list[str]:
+    """Nothing outside the folder is named: every URL is a relative path to a file inside it."""
+    urls = _urls(html)
+    for url in urls:
+        assert not re.match(r"^[a-z]+:", url, re.I) and not url.startswith(("/", "..")), url
+        assert "#" not in url and "?" not in url, url  # they would end the path
+        assert (folder / unquote(url)).is_file(), url
+    return urls
+
+
+def test_file_names_that_need_encoding_become_working_urls(folders: dict[str, Path], tmp_path: Path) -> None:
+    """A record whose files have names with a space, '#', '%' and '?' (a hand-made or renamed run.json:
+    the command's own names are slugs): the report's URLs still name exactly those files."""
+    copy = tmp_path / "run"
+    shutil.copytree(folders["run"], copy)
+    doc = json.loads((copy / "run.json").read_text())
+    files = doc["pairs"][0]["files"]
+    for kind, name in list(files.items()):
+        new = f"odd #1 %41 ?x {kind}.png"
+        (copy / name).rename(copy / new)
+        files[kind] = new
+    (copy / "run.json").write_text(json.dumps(doc))
+    assert main(["report", str(copy), "-q"]) == 0
+    urls = _check_urls(copy, (copy / REPORT).read_text("utf-8"))
+    odd = [u for u in urls if unquote(u).startswith("odd #1 %41 ?x")]
+    assert len(odd) >= 2 and all(u != unquote(u) for u in odd)  # encoded, and decoded to the file
 
 
 def test_markup_from_files_and_labels_is_escaped(folders: dict[str, Path]) -> None:
