@@ -145,25 +145,7 @@ class Accentuator:
         # The rendering made for the last evaluation, keyed by the parameters' versions.
         self._rendered: tuple[tuple[int, ...], torch.Tensor] | None = None  # (key, images)
 
-        shape = (self.n * self.m, 3, self.canvas[0], self.canvas[1])
-        if param is not None:
-            if tuple(param.shape) != shape:
-                raise ValueError(f"param has shape {tuple(param.shape)}; this run needs {shape} "
-                                 "(seeds x targets, 3, H, W)")
-            self.param: ImageParam = param.to(self.device)
-        else:
-            init = None if self.seeds is None else self.seeds.repeat_interleave(self.m, dim=0)
-            self.param = make_param(settings.param, shape, seed=init, generator=generator, device=self.device)
-            self.param.to(self.device)
-        params = [q for q in self.param.parameters() if q.requires_grad]
-        lr, optimizer = settings.lr, settings.optimizer
-        self.optimizer: torch.optim.Optimizer
-        if optimizer == "adam":
-            # The fused kernel (one pass over the parameters) is ~7x faster than the
-            # default foreach Adam on CPU; same update up to rounding.
-            self.optimizer = torch.optim.Adam(params, lr=lr, fused=self.device.type in ("cpu", "cuda"))
-        else:
-            self.optimizer = optimizer(params, lr=lr)  # type: ignore[operator]
+        self.param, self.optimizer = self._param_and_optimizer(settings, param, generator)
 
         p_count = self.n * self.m
         self.t = 0
@@ -189,6 +171,28 @@ class Accentuator:
             list(acts), {k: tuple(v.shape) for k, v in acts.items()})
         for o in self.objectives:
             o.validate(self.layouts)
+
+    def _param_and_optimizer(self, settings: Settings, param: ImageParam | None, generator: torch.Generator
+                             ) -> tuple[ImageParam, torch.optim.Optimizer]:
+        """The image parameterization ``(N * M, 3, H, W)`` (the one given, else a new one
+        initialized from the seeds, each repeated for its M targets) and its optimizer."""
+        shape = (self.n * self.m, 3, self.canvas[0], self.canvas[1])
+        if param is not None:
+            if tuple(param.shape) != shape:
+                raise ValueError(f"param has shape {tuple(param.shape)}; this run needs {shape} "
+                                 "(seeds x targets, 3, H, W)")
+            param = param.to(self.device)
+        else:
+            init = None if self.seeds is None else self.seeds.repeat_interleave(self.m, dim=0)
+            param = make_param(settings.param, shape, seed=init, generator=generator, device=self.device)
+            param.to(self.device)
+        params = [q for q in param.parameters() if q.requires_grad]
+        lr, optimizer = settings.lr, settings.optimizer
+        if optimizer == "adam":
+            # The fused kernel (one pass over the parameters) is ~7x faster than the
+            # default foreach Adam on CPU; same update up to rounding.
+            return param, torch.optim.Adam(params, lr=lr, fused=self.device.type in ("cpu", "cuda"))
+        return param, optimizer(params, lr=lr)  # type: ignore[operator]
 
     # -- model calls ---------------------------------------------------------------------
     def _layers(self) -> list[str]:
@@ -304,6 +308,11 @@ class Accentuator:
             ``objective`` (mean over crops), ``distance`` (to the seed, unweighted) and
             ``weight`` (effective lambda), each ``(N, M)`` and detached.
         """
+        # One piece on purpose: the step holds the rendered canvas's graph, the crops and each
+        # chunk's activations, and drops each (`del`) as soon as its gradient is taken; split into
+        # functions, those tensors would stay referenced by the callers' frames until they return
+        # and raise the peak memory that benchmarks/RESULTS.md measures. The phases are marked
+        # with `_phase` (the profile's rows) instead.
         n, m, k = self.n, self.m, self.crops
         with _phase("sample"):
             crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
@@ -466,6 +475,32 @@ class Accentuator:
         )
 
 
+def _run_settings(model: nn.Module, spec: ModelSpec, seeded: bool, settings: Settings | None,
+                  generator: torch.Generator | int | None, runner: ModelRunner | None,
+                  overrides: dict[str, Any]) -> tuple[Settings, torch.Generator, int | None]:
+    """The settings of one :func:`accentuate` call (``settings`` resolved, ``overrides`` applied, a
+    seed drawn when none is set) and its generator with the seed it records."""
+    device = model_device(model)
+    if isinstance(generator, torch.Generator):
+        gen, seed_value = _generator(generator, device)
+    else:
+        if generator is not None:
+            overrides["seed"] = generator
+        seed_value = None
+    if settings is None or not settings.resolved:
+        settings = Settings.resolve(model, spec, settings, seeded=seeded, runner=runner, **overrides)
+    elif overrides:
+        settings = settings.replace(**overrides)
+    if not isinstance(generator, torch.Generator):
+        if settings.seed is None:
+            settings = settings.replace(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        gen, seed_value = _generator(settings.seed, device)
+    if not seeded and settings.regularizer.active:
+        settings = settings.replace(reg_layer="none")  # nothing to stay near
+    settings.check_model(spec)
+    return settings, gen, seed_value
+
+
 def accentuate(
     model: nn.Module,
     seeds: SeedLike | Sequence[SeedLike] | None,
@@ -542,23 +577,7 @@ def accentuate(
     else:
         param_obj = None
     device = model_device(model)
-    if isinstance(generator, torch.Generator):
-        gen, seed_value = _generator(generator, device)
-    else:
-        if generator is not None:
-            overrides["seed"] = generator
-        seed_value = None
-    if settings is None or not settings.resolved:
-        settings = Settings.resolve(model, spec, settings, seeded=seeds is not None, runner=runner, **overrides)
-    elif overrides:
-        settings = settings.replace(**overrides)
-    if not isinstance(generator, torch.Generator):
-        if settings.seed is None:
-            settings = settings.replace(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
-        gen, seed_value = _generator(settings.seed, device)
-    if seeds is None and settings.regularizer.active:
-        settings = settings.replace(reg_layer="none")  # nothing to stay near
-    settings.check_model(spec)
+    settings, gen, seed_value = _run_settings(model, spec, seeds is not None, settings, generator, runner, overrides)
     settings.check_targets(objectives)
     stop = settings.until_rule
     if seeds is None:

@@ -9,7 +9,7 @@ import io
 import math
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,25 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     output_folder(path.parent)
     atomic_write(path, buf.getvalue())
     return path
+
+
+def save_analysis(directory: str | os.PathLike, kind: str, markdown: str, doc: dict[str, Any],
+                  pictures: dict[str, Callable[[], Any]], plot: Callable[[], Any] | None = None) -> list[Path]:
+    """Write an analysis's files into ``directory``: ``KIND.md`` (``markdown``), ``KIND.json``
+    (``doc``), each picture (``{file name: function making the PIL image}``) and, when ``plot`` is
+    given, ``KIND.png`` (its matplotlib figure); each file atomically. Returns the paths written."""
+    import json
+
+    out = output_folder(directory)
+    atomic_write(out / f"{kind}.md", (markdown.rstrip("\n") + "\n").encode())
+    atomic_write(out / f"{kind}.json", json.dumps(doc, indent=2, default=str).encode())
+    written = [out / f"{kind}.md", out / f"{kind}.json"]
+    from ..outputs.figures import save_image
+
+    written += [save_image(make(), out / name) for name, make in pictures.items()]
+    if plot is not None:
+        written.append(save_figure(plot(), out / f"{kind}.png"))
+    return written
 
 
 def spec_of(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:

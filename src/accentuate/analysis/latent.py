@@ -27,13 +27,14 @@ from ..display import Display
 from ..engine import accentuate
 from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
-from ..outputs.figures import labelled_grid, over_white, save_image, stack_with_title, to_pil
+from ..outputs.figures import labelled_grid, over_white, stack_with_title, to_pil
 from ..settings import Settings
 from ._shared import (
     ImageSet,
     analysis_settings,
     load_image_set,
     markdown_table,
+    save_analysis,
     spec_of,
     square_crop,
 )
@@ -105,16 +106,9 @@ class Latent(Display):
 
     def save(self, directory: str | os.PathLike, columns: int = 6) -> list[Path]:
         """Write ``latent.md``, ``latent.json`` and ``latent.png`` (the grid, ``columns`` images wide)."""
-        import json
-
-        from ..outputs.io import atomic_write, output_folder
-
-        out = output_folder(directory)
-        atomic_write(out / "latent.md", (self.to_markdown() + "\n").encode())
         doc = {"target": self.target, "config": self.config, "rows": self.rows()}
-        atomic_write(out / "latent.json", json.dumps(doc, indent=2, default=str).encode())
-        grid = save_image(self.grid(columns=columns), out / "latent.png")
-        return [out / "latent.md", out / "latent.json", grid]
+        return save_analysis(directory, "latent", self.to_markdown(), doc,
+                             {"latent.png": lambda: self.grid(columns=columns)})
 
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""

@@ -357,6 +357,8 @@ def pathway_similarity(
         >>> pw = pathway_similarity(model, "espresso", "espresso/", acc.photo("chelsea"))  # doctest: +SKIP
         >>> print(pw.to_markdown())                                    # doctest: +SKIP
     """
+    # One piece: the images of every kind are made and measured in one order (natural, seeds and
+    # accentuations, feature visualizations) that the record's rows and figures follow.
     spec = spec_of(model, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     naturals, _ = load_image_set(class_images, "class_images")

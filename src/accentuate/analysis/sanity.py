@@ -50,7 +50,7 @@ from ..hooks import check_layers
 from ..images import SeedLike
 from ..metrics import gray, ssim
 from ..objectives import Objective, as_objective
-from ..outputs.figures import labelled_grid, save_image, stack_with_title, to_pil
+from ..outputs.figures import labelled_grid, stack_with_title, to_pil
 from ..settings import Settings
 from ._shared import (
     analysis_settings,
@@ -58,6 +58,7 @@ from ._shared import (
     markdown_table,
     name_seed,
     require_matplotlib,
+    save_analysis,
     save_figure,
     spearman,
     spec_of,
@@ -266,19 +267,9 @@ class Sanity(Display):
 
     def save(self, directory: str | os.PathLike, plot: bool = True) -> list[Path]:
         """Write ``sanity.md``, ``sanity.json``, ``sanity_images.png`` and ``sanity.png`` (matplotlib)."""
-        import json
-
-        from ..outputs.io import atomic_write, output_folder
-
-        out = output_folder(directory)
-        atomic_write(out / "sanity.md", (self.to_markdown() + "\n").encode())
         doc = {"target": self.target, "cascade": self.cascade, "config": self.config, "rows": self.rows()}
-        atomic_write(out / "sanity.json", json.dumps(doc, indent=2, default=str).encode())
-        strip = save_image(self.strip(), out / "sanity_images.png")
-        written = [out / "sanity.md", out / "sanity.json", strip]
-        if plot:
-            written.append(save_figure(self.plot(), out / "sanity.png"))
-        return written
+        return save_analysis(directory, "sanity", self.to_markdown(), doc, {"sanity_images.png": self.strip},
+                             self.plot if plot else None)
 
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""

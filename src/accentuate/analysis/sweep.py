@@ -46,13 +46,14 @@ from ..engine import accentuate
 from ..images import SeedLike
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective, as_objective
-from ..outputs.figures import labelled_grid, save_image, to_pil
+from ..outputs.figures import labelled_grid, to_pil
 from ..settings import Settings
 from ._shared import (
     analysis_settings,
     load_image_set,
     markdown_table,
     require_matplotlib,
+    save_analysis,
     save_figure,
     spec_of,
 )
@@ -319,22 +320,12 @@ class Sweep(Display):
 
     def save(self, directory: str | os.PathLike, plot: bool = True) -> list[Path]:
         """Write ``sweep.md``, ``sweep.json``, ``sweep_images.png`` and (with matplotlib) ``sweep.png``."""
-        import json
-
-        from ..outputs.io import atomic_write, output_folder
-
-        out = output_folder(directory)
-        atomic_write(out / "sweep.md", self.to_markdown().encode())
         doc = {"target": self.target, "value_before": self.value_before, "config": self.config,
                "region": {"low": self.region.low, "high": self.region.high, "reason": self.region.reason,
                           "upper": self.region.upper, "lower": self.region.lower},
                "rows": self.rows()}
-        atomic_write(out / "sweep.json", json.dumps(doc, indent=2, default=str).encode())
-        grid = save_image(self.image_grid(), out / "sweep_images.png")
-        written = [out / "sweep.md", out / "sweep.json", grid]
-        if plot:
-            written.append(save_figure(self.plot(), out / "sweep.png"))
-        return written
+        return save_analysis(directory, "sweep", self.to_markdown(), doc, {"sweep_images.png": self.image_grid},
+                             self.plot if plot else None)
 
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
@@ -369,6 +360,36 @@ def default_lams(num: int = 11, low: float = 1e-3, high: float = 1e2) -> torch.T
     if num < 2 or not 0 < low < high:
         raise ValueError(f"need num >= 2 and 0 < low < high; got num={num}, low={low}, high={high}")
     return torch.logspace(math.log10(low), math.log10(high), num, dtype=torch.float64)
+
+
+def _records(res: Any) -> list[dict[str, Any]]:
+    """One record per accentuation of a sweep's batch (its image, mask, value, lam and distance)."""
+    dist = res.history.distance if len(res.history) and "distance" in res.history.keys() else None
+    recs = []
+    for i in range(res.images.shape[0]):
+        rec: dict[str, Any] = {
+            "image": res.images[i, 0], "mask": res.masks[i, 0],
+            "value": float(res.after["value"][i, 0]), "lam_effective": float(res.lam_effective[i, 0]),
+            "reg_distance": float(dist[-1, i, 0]) if dist is not None else float("nan"),
+        }
+        if "rank" in res.after:
+            rec["rank"] = int(res.after["rank"][i, 0])
+            rec["prob"] = float(res.after["prob"][i, 0])
+        recs.append(rec)
+    return recs
+
+
+def _swept_values(lams: Sequence[float] | torch.Tensor | None, num: int, lam_range: tuple[float, float],
+                  batch: int) -> torch.Tensor:
+    """The values of ``lam`` a sweep runs (``lams``, else ``num`` log-spaced in ``lam_range``), checked."""
+    values = torch.as_tensor(lams, dtype=torch.float64) if lams is not None else default_lams(num, *lam_range)
+    if values.dim() != 1 or values.numel() < 2:
+        raise ValueError("lams must be a sequence of at least 2 values")
+    if bool((values <= 0).any()) or bool((values[1:] <= values[:-1]).any()):
+        raise ValueError("lams must be positive and strictly increasing (lam = 0 is the reference run)")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    return values
 
 
 def lambda_sweep(
@@ -431,14 +452,7 @@ def lambda_sweep(
     spec = spec_of(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
-    values = torch.as_tensor(lams, dtype=torch.float64) if lams is not None else default_lams(num, *lam_range)
-    if values.dim() != 1 or values.numel() < 2:
-        raise ValueError("lams must be a sequence of at least 2 values")
-    if bool((values <= 0).any()) or bool((values[1:] <= values[:-1]).any()):
-        raise ValueError("lams must be positive and strictly increasing (lam = 0 is the reference run)")
-
-    if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    values = _swept_values(lams, num, lam_range, batch)
     # One accentuation per lam (the seed repeated), `batch` of them per call; every call draws
     # the same crops (same generator seed), and a batch equals its single runs.
     all_lams = [float(v) for v in values] + ([0.0] if reference else [])
@@ -449,17 +463,7 @@ def lambda_sweep(
         res = accentuate(model, [seeds[0]] * len(chunk), objective, settings, lam=torch.tensor(chunk).view(-1, 1),
                          generator=generator, progress=progress, **accentuate_kwargs)
         first = first if first is not None else res
-        dist = res.history.distance if len(res.history) and "distance" in res.history.keys() else None
-        for i in range(len(chunk)):
-            rec: dict[str, Any] = {
-                "image": res.images[i, 0], "mask": res.masks[i, 0],
-                "value": float(res.after["value"][i, 0]), "lam_effective": float(res.lam_effective[i, 0]),
-                "reg_distance": float(dist[-1, i, 0]) if dist is not None else float("nan"),
-            }
-            if "rank" in res.after:
-                rec["rank"] = int(res.after["rank"][i, 0])
-                rec["prob"] = float(res.after["prob"][i, 0])
-            recs.append(rec)
+        recs += _records(res)
     swept, free_rec = recs[: len(values)], (recs[-1] if reference else None)
     before = float(first.before["value"][0, 0])
     seed_canvas = first.seeds[0]

@@ -6,16 +6,21 @@ import argparse
 import shlex
 import sys
 import time
+from pathlib import Path
 from textwrap import fill
+from typing import Any
 
-from ..analysis.explain import explain
+import torch
+
+from ..analysis.explain import Explanation, explain
 from ..outputs import figures
 from ..outputs.animation import snapshot_interval
 from ..outputs.record import RunWriter
 from ..outputs.worklist import TargetInfo
 from ..report import maybe_write_report
+from ..spec import ModelSpec
 from .common import UsageError, add_accentuation_options, add_model_options
-from .runner import Command, add_run_options, check_paths, header, say, steps_bar
+from .runner import Command, add_run_options, check_paths, header, print_results, say, steps_bar
 
 EXAMPLE = """\
 examples:
@@ -63,15 +68,8 @@ def _prob(numbers: dict) -> str:
     return "n/a" if p is None else f"{p:.3f}"
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.misclassified:
-        from .misclassified import run_misclassified
-
-        if args.top is None:
-            args.top = 0
-        return run_misclassified(args)
-    if args.top is None:
-        args.top = 3
+def _check(args: argparse.Namespace) -> None:
+    """The options of ``explain IMAGE``, checked before anything loads."""
     from .distributed import Ranks
 
     if Ranks.from_env().distributed:
@@ -82,6 +80,18 @@ def run(args: argparse.Namespace) -> int:
     if args.top + args.bottom == 0 and args.label is None:
         raise UsageError("nothing to explain: give --top K >= 1, --bottom K >= 1 or --label NAME")
     check_paths([args.image])
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.misclassified:
+        from .misclassified import run_misclassified
+
+        if args.top is None:
+            args.top = 0
+        return run_misclassified(args)
+    if args.top is None:
+        args.top = 3
+    _check(args)
     t0 = time.perf_counter()
     cmd = Command(args, "explain")
     model, spec = cmd.model, cmd.spec
@@ -115,24 +125,7 @@ def run(args: argparse.Namespace) -> int:
     writer = RunWriter(out, header(plan), plan.work)
     entries = writer.write_batch(res, plan.work.batches[0], seconds, alpha=ex.alpha,
                                  timing={"rank": 0, "generator_seed": res.config.seed})
-
-    seed_cap = ", ".join(f"{n or c} {float(ex.probs[c]):.2f}" for c, n in
-                         zip(ex.probs.topk(min(2, ex.probs.numel())).indices.tolist(),
-                             [spec.labels[i] if spec.labels else None for i in
-                              ex.probs.topk(min(2, ex.probs.numel())).indices.tolist()]))
-    items = []
-    for j, e in enumerate(entries):
-        img = figures.composite(res.images[0, j], ex.alpha[0, j])
-        heading = f"{ex.names[j] or ex.classes[j]} [{ex.reasons[j]}]"
-        caption = f"p {_prob(e['before'])} -> {_prob(e['after'])},  {ex.rank_change(j)}"
-        items.append((img, heading, caption))
-    title = (f"{images[0].name}: what drives each class ({spec.name}; opacity normalized over the panel, "
-             f"{res.steps_done} steps)")
-    panel = figures.panel((figures.to_pil(seed), f"model: {seed_cap}"), items, title=title)
-    from ..outputs.io import atomic_write
-
-    atomic_write(out / "explain_panel.png", figures.png_bytes(panel))
-    writer.add_output("explain_panel", "explain_panel.png")
+    _write_panel(ex, entries, seed, images[0].name, spec, writer)
     writer.add_sections(explain={
         "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,
         "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
@@ -149,20 +142,44 @@ def run(args: argparse.Namespace) -> int:
               f"{len(entries)} pair(s) (marked \"partial\" in run.json) to {out}", file=sys.stderr)
         return 130
     writer.save("complete")
-    page = maybe_write_report(out)
+    return _summary(args, ex, entries, images[0].name, seconds, writer, maybe_write_report(out))
+
+
+def _write_panel(ex: Explanation, entries: list[dict[str, Any]], seed: torch.Tensor, name: str, spec: ModelSpec,
+                 writer: RunWriter) -> None:
+    """``explain_panel.png``: the seed with the model's two likeliest classes, then each class's
+    accentuation with its opacity, probability and rank change."""
+    res = ex.result
+    top = ex.probs.topk(min(2, ex.probs.numel())).indices.tolist()
+    seed_cap = ", ".join(f"{(spec.labels[c] if spec.labels else None) or c} {float(ex.probs[c]):.2f}" for c in top)
+    items = []
+    for j, e in enumerate(entries):
+        img = figures.composite(res.images[0, j], ex.alpha[0, j])
+        heading = f"{ex.names[j] or ex.classes[j]} [{ex.reasons[j]}]"
+        caption = f"p {_prob(e['before'])} -> {_prob(e['after'])},  {ex.rank_change(j)}"
+        items.append((img, heading, caption))
+    title = (f"{name}: what drives each class ({spec.name}; opacity normalized over the panel, "
+             f"{res.steps_done} steps)")
+    panel = figures.panel((figures.to_pil(seed), f"model: {seed_cap}"), items, title=title)
+    from ..outputs.io import atomic_write
+
+    atomic_write(writer.out / "explain_panel.png", figures.png_bytes(panel))
+    writer.add_output("explain_panel", "explain_panel.png")
+
+
+def _summary(args: argparse.Namespace, ex: Explanation, entries: list[dict[str, Any]], name: str, seconds: float,
+             writer: RunWriter, page: Path | None) -> int:
+    """What ``explain`` prints at the end, and its exit status (1 when a class failed)."""
     failed = [e for e in entries if e["status"] == "failed"]
     for e in failed:
         print(f"accentuate: warning: {e['target_label']} failed: {e['failed']}", file=sys.stderr)
     if not args.quiet:
-        print(f"explained {images[0].name} in {seconds:.0f} s:")
+        print(f"explained {name} in {seconds:.0f} s:")
         for j, (e, reason) in enumerate(zip(entries, ex.reasons)):
             print(f"  {e['target_label']} [{reason}]: "
                   f"p {_prob(e['before'])} -> {_prob(e['after'])}, {ex.rank_change(j)}")
-        print(f"results in {out}/")
-        print(f"  panel:  {out / 'explain_panel.png'}")
-        print(f"  record: {writer.path}")
-        if page is not None:
-            print(f"  report: {page}")
+        print_results(writer.out, [("panel", writer.out / "explain_panel.png"), ("record", writer.path),
+                                   ("report", page)])
     if failed:
         print(f"accentuate: error: {len(failed)} of {len(entries)} class(es) failed (numerical trouble); "
               f"see run.json; rerun with another --seed or a lower --lr, e.g. "

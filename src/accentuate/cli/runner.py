@@ -60,7 +60,7 @@ from .distributed import (
 )
 
 __all__ = ["Command", "Job", "Plan", "build_settings", "check_paths", "execute", "expand_paths", "load_images",
-           "per_pair_files", "settings_key", "settings_record", "steps_bar"]
+           "per_pair_files", "print_results", "settings_key", "settings_record", "steps_bar"]
 
 #: Default number of pairs (seeds x targets) optimized together in one call.
 DEFAULT_BATCH = 4
@@ -508,18 +508,23 @@ class Job:
             print(f"accentuated {len(entries)} pair(s) in {time.perf_counter() - self.started:.0f} s:")
             for entry in entries:
                 print(_pair_line(entry))
-            print(f"results in {plan.out}/")
-            if sheet is not None:
-                print(f"  contact sheet: {sheet}")
-            print(f"  per pair: {per_pair_files(plan.frames, writer.writes_mp4)}")
-            print(f"  record:   {writer.path}")
-            if page is not None:
-                print(f"  report:   {page}")
+            print_results(plan.out, [("contact sheet", sheet),
+                                     ("per pair", per_pair_files(plan.frames, writer.writes_mp4)),
+                                     ("record", writer.path), ("report", page)])
         if failed:
             print(f"accentuate: error: {len(failed)} of {len(entries)} pair(s) failed (numerical trouble); "
                   "see \"failed\" in run.json", file=sys.stderr)
             return 1
         return 0
+
+
+def print_results(out: Path, files: Sequence[tuple[str, object | None]]) -> None:
+    """``results in OUT/``, then one line per ``(what, path)`` with a path (labels aligned)."""
+    print(f"results in {out}/")
+    shown = [(f"{what}:", v) for what, v in files if v is not None]
+    width = max((len(k) for k, _ in shown), default=0)
+    for k, v in shown:
+        print(f"  {k:<{width}} {v}")
 
 
 def execute(plan: Plan, before_save: Callable[[RunWriter], None] | None = None) -> int:

@@ -117,6 +117,20 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}g}" if abs(v) >= 1000 else f"{v:.{digits}f}"
 
 
+def _distances(dist: Mapping[str, torch.Tensor], hist_dist: torch.Tensor | None, a: int, b: int,
+               reg_layer: str) -> dict[str, Any]:
+    """Pair ``(a, b)``'s distances to its seed as ``run.json`` records them (``distance``)."""
+    return {
+        "pixel_rmse": _num(dist["pixel_rmse"][a, b].item()),
+        "ssim": _num(dist["ssim"][a, b].item()),
+        "reg_layer": _num(dist["reg_layer"][a, b].item()),
+        "reg_layer_name": reg_layer,
+        "reg_layer_crops_last_step": (
+            _num(hist_dist[-1, a, b].item()) if hist_dist is not None and len(hist_dist) else None
+        ),
+    }
+
+
 class RunWriter:
     """Writes the files of a run and keeps ``run.json`` up to date.
 
@@ -336,39 +350,12 @@ class RunWriter:
                 cls = self.targets[j].objective.class_index
                 before = pair_numbers(res.before, a, b, cls, top_b)
                 after = pair_numbers(res.after, a, b, cls, top_a)
-                distances = {
-                    "pixel_rmse": _num(dist["pixel_rmse"][a, b].item()),
-                    "ssim": _num(dist["ssim"][a, b].item()),
-                    "reg_layer": _num(dist["reg_layer"][a, b].item()),
-                    "reg_layer_name": reg_layer,
-                    "reg_layer_crops_last_step": (
-                        _num(hist_dist[-1, a, b].item()) if hist_dist is not None and len(hist_dist) else None
-                    ),
-                }
-                files: dict[str, str] = {}
-                sums: dict[str, str] = {}
-                self._write(f"{stem}.png", figures.png_bytes(figures.to_pil(res.images[a, b])), files, sums,
-                            "image")
-                rgba_img = Image.fromarray(
-                    (rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
-                if res.has_opacity:
-                    self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
+                distances = _distances(dist, hist_dist, a, b, reg_layer)
                 title = f"{self.images[i].name}  accentuated toward  {tinfo['label']}"
                 if status != "complete":
                     title += f"   [{status.upper()}]"
                 lines = self._caption(tinfo, before, after, distances, res, a, b, steps)
-                fig = figures.pair_figure(res.seeds[a] if res.seeds is not None else None, res.images[a, b],
-                                          alpha[a, b], title, lines)
-                self._write(f"{stem}_figure.png", figures.png_bytes(fig), files, sums, "figure")
-                if snaps:
-                    frames = animation.frames(snaps, a, b, steps, label=tinfo["label"])
-                    self._write(f"{stem}.gif", animation.gif_bytes(frames), files, sums, "gif")
-                    if self.mp4_reason is None:
-                        try:
-                            self._write(f"{stem}.mp4", animation.mp4_bytes(frames), files, sums, "mp4")
-                        except Exception as e:  # noqa: BLE001 (an optional writer must not end the run)
-                            self.mp4_reason = f"MP4 writer failed: {type(e).__name__}: {e}"
-                            self.doc["outputs"].update(mp4=False, mp4_note=self.mp4_reason)
+                files, sums = self._pair_files(res, a, b, stem, rgba, alpha, title, lines, snaps, tinfo["label"])
                 entry = {
                     "key": pair.key,
                     "id": stem,
@@ -404,6 +391,31 @@ class RunWriter:
         self.doc.setdefault("engine_config", {**res.config.to_dict(),
                                               **{k: v for k, v in res.run.items() if k != "targets"}})
         return written
+
+    def _pair_files(self, res: Result, a: int, b: int, stem: str, rgba: torch.Tensor, alpha: torch.Tensor,
+                    title: str, lines: list[str], snaps: Mapping[int, torch.Tensor], label: str
+                    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Write pair ``(a, b)`` of ``res``'s files (image, RGBA, figure, animation); ``(files, sha256)``
+        by kind."""
+        files: dict[str, str] = {}
+        sums: dict[str, str] = {}
+        self._write(f"{stem}.png", figures.png_bytes(figures.to_pil(res.images[a, b])), files, sums, "image")
+        if res.has_opacity:
+            rgba_img = Image.fromarray((rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
+            self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
+        fig = figures.pair_figure(res.seeds[a] if res.seeds is not None else None, res.images[a, b],
+                                  alpha[a, b], title, lines)
+        self._write(f"{stem}_figure.png", figures.png_bytes(fig), files, sums, "figure")
+        if snaps:
+            frames = animation.frames(snaps, a, b, res.config.steps, label=label)
+            self._write(f"{stem}.gif", animation.gif_bytes(frames), files, sums, "gif")
+            if self.mp4_reason is None:
+                try:
+                    self._write(f"{stem}.mp4", animation.mp4_bytes(frames), files, sums, "mp4")
+                except Exception as e:  # noqa: BLE001 (an optional writer must not end the run)
+                    self.mp4_reason = f"MP4 writer failed: {type(e).__name__}: {e}"
+                    self.doc["outputs"].update(mp4=False, mp4_note=self.mp4_reason)
+        return files, sums
 
     def _caption(self, t: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
                  dist: dict[str, Any], res: Result, a: int, b: int, steps: int) -> list[str]:

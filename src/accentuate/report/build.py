@@ -172,6 +172,8 @@ def _pair_views(folder: Path, p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    # One piece: one pass over the recorded pairs fills the cards (HTML) and the script's data
+    # side by side, so that a card and its data row cannot disagree.
     images = doc.get("images") or []
     targets = doc.get("targets") or []
     seeds = _seed_views(folder, doc)

@@ -114,6 +114,8 @@ def line_plot(
     Returns:
         A :class:`Plot` for the template's ``plot`` macro.
     """
+    # One piece: the axes, ticks, band, lines and legend are laid out in painting order from the
+    # same scales and plot box; split, each part would take the same dozen values.
     rotate = bool(xcategories) and max((len(c) for c in xcategories or ()), default=0) * len(xcategories or ()) > 60
     bottom = 80 if rotate else 46
     p = Plot(width=width, height=height, left=58, top=30 if title else 12, right=26, bottom=bottom,
