@@ -45,7 +45,8 @@ def child(cfg: dict) -> None:
         model = acc.load_model(cfg["model"])
         extra = {}
     steps = cfg["steps"]
-    res = acc.accentuate(model, [acc.photo(p) for p in cfg["photos"]], cfg["targets"], steps=max(steps),
+    targets = [acc.channel(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) if ":" in t else t for t in cfg["targets"]]
+    res = acc.accentuate(model, [acc.photo(p) for p in cfg["photos"]], targets, steps=max(steps),
                          snapshots=steps, generator=cfg["seed"], **extra)
     torch.save({int(k): v for k, v in res.snapshots.items()}, cfg["file"])
 
@@ -65,12 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--photos", nargs="+", default=["chelsea", "coffee"])
-    p.add_argument("--targets", nargs="+", default=["goldfish", "tiger cat"])
+    p.add_argument("--targets", nargs="+", default=["goldfish", "tiger cat"],
+                   help="class names, or LAYER:CHANNEL (a channel's mean)")
     p.add_argument("--steps", nargs="+", type=int, default=[3, 10, 40])
     p.add_argument("--threads", nargs=2, type=int, default=[2, 1], metavar=("A", "B"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="the tiny test model (seconds)")
-    p.add_argument("--out", default=str(HERE / "RESULTS-threads.md"))
+    p.add_argument("--out", default=str(HERE / "RESULTS-threads.md"),
+                   help="the report (appended to when the file exists; '' prints only)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     model = "tiny test model" if a.tiny else a.model
     targets = ["banana", "cherry"] if a.tiny else a.targets
     lines = [
-        "# Pictures at different CPU thread counts",
+        f"# Pictures at different CPU thread counts: {a.model if not a.tiny else 'tiny'}",
         "",
         f"- Date: {_dt.datetime.now().isoformat(timespec='minutes')}",
         f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at start "
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if a.out:
-        Path(a.out).write_text(text)
+        old = Path(a.out).read_text() if Path(a.out).exists() else ""
+        Path(a.out).write_text(old + ("\n" if old else "") + text)
     return 0
 
 

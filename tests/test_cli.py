@@ -99,6 +99,7 @@ def test_run_numbers_equal_the_api(work: Path) -> None:
     assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST]) == 0
     doc = _record(work / "out")
     (batch,) = doc["timings"]["batches"]
+    assert batch["threads"] == torch.get_num_threads()  # a CPU run's pictures depend on them
     model = acc.load_model("cli_models:tiny")
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),

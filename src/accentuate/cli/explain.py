@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     out = plan.out
     writer = RunWriter(out, header(plan), plan.work)
     entries = writer.write_batch(res, plan.work.batches[0], seconds, alpha=ex.alpha,
-                                 timing={"rank": 0, "generator_seed": res.config.seed})
+                                 timing={"rank": 0, "generator_seed": res.config.seed,
+                                         "threads": torch.get_num_threads()})
     _write_panel(ex, entries, seed, images[0].name, spec, writer)
     writer.add_sections(explain={
         "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,

@@ -393,7 +393,9 @@ class Job:
             close()
         seconds = time.perf_counter() - t0
         self.rank_info["busy_s"] = round(self.rank_info["busy_s"] + seconds, 3)
-        timing: dict[str, Any] = {"rank": self.ranks.rank, "generator_seed": bset.seed}
+        # The threads too: a CPU run's pictures depend on them (docs/scaling-out.md).
+        timing: dict[str, Any] = {"rank": self.ranks.rank, "generator_seed": bset.seed,
+                                  "threads": torch.get_num_threads()}
         if device.type == "cuda":
             peak = int(torch.cuda.max_memory_allocated(device))
             timing["cuda_peak_memory_bytes"] = peak
