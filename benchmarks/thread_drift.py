@@ -62,6 +62,24 @@ def compare(a: dict, b: dict) -> list[dict]:
     return rows
 
 
+def measure(threads: tuple[int, int] | list[int], cfg: dict) -> tuple[list[dict], list[dict]]:
+    """Run ``cfg`` (``tiny``, ``model``, ``photos``, ``targets``, ``steps``, ``seed``) at ``threads[0]``,
+    at ``threads[1]`` and at ``threads[0]`` again, each in its own process; the :func:`compare` rows of
+    the first two (``across``) and of the first and the third (``same``)."""
+    import tempfile
+
+    import torch
+
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, n in (("a", threads[0]), ("b", threads[1]), ("a again", threads[0])):
+            one = {**cfg, "threads": n, "file": str(Path(tmp) / f"{label}.pt")}
+            env = {**os.environ, "OMP_NUM_THREADS": str(n)}
+            subprocess.run([sys.executable, __file__, "--child", json.dumps(one)], check=True, env=env)
+            runs[label] = torch.load(one["file"])
+    return compare(runs["a"], runs["b"]), compare(runs["a"], runs["a again"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="efficientnet_lite0")
@@ -79,21 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         child(json.loads(a.child))
         return 0
-    import tempfile
-
     import torch
 
     load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    runs = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, threads in (("a", a.threads[0]), ("b", a.threads[1]), ("a again", a.threads[0])):
-            cfg = {"threads": threads, "tiny": a.tiny, "model": a.model, "photos": a.photos, "targets": a.targets,
-                   "steps": a.steps, "seed": a.seed, "file": str(Path(tmp) / f"{label}.pt")}
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-            subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], check=True, env=env)
-            runs[label] = torch.load(cfg["file"])
-    across = compare(runs["a"], runs["b"])
-    same = compare(runs["a"], runs["a again"])
+    across, same = measure(a.threads, {"tiny": a.tiny, "model": a.model, "photos": a.photos,
+                                       "targets": a.targets, "steps": a.steps, "seed": a.seed})
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     model = "tiny test model" if a.tiny else a.model
     targets = ["banana", "cherry"] if a.tiny else a.targets
