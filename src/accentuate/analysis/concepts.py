@@ -207,7 +207,8 @@ class Concepts(Display):
         coefficients: ``(N, k)`` the mean of ``heat`` over the positions.
         explained: ``(k,)`` each concept's share of what the factorization explains (sums to 1).
         fraction: ``1 - ||A - U W||^2 / ||A||^2`` of the whole factorization.
-        relative_error, iterations, converged: of the factorization.
+        relative_error, iterations, converged: of the factorization; l1: its L1 penalty on ``U``
+            (semi-NMF), with which new images are measured too.
         canvas: the side of the square canvas the photos were cropped to.
         accentuations: one :class:`ConceptAccentuation` per accentuated (concept, photo), or empty.
         timings: seconds of each part (``activations_s``, ``factorization_s``, ...).
@@ -231,6 +232,7 @@ class Concepts(Display):
     iterations: int
     converged: bool
     canvas: int
+    l1: float = 0.0
     accentuations: list[ConceptAccentuation] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -279,7 +281,7 @@ class Concepts(Display):
         views = resize(images.float(), spec.input_size)
         acts = _positions(model, spec, views, self.layer, self.layout, batch)  # (M, P, C)
         m, p, c = acts.shape
-        u = nnls(acts.reshape(m * p, c).double() - self.offset.double(), self.vectors)
+        u = nnls(acts.reshape(m * p, c).double() - self.offset.double(), self.vectors, l1=self.l1)
         return u.reshape(m, *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
 
     # -- choosing photos and patches -------------------------------------------------------------
@@ -628,7 +630,7 @@ def find_concepts(
         sources=list(sources) if sources is not None else list(views), views=views, vectors=w.float(),
         offset=offset.float(), heat=heat, coefficients=heat.mean(dim=(2, 3)), explained=shares.float(),
         fraction=fraction, relative_error=fit.relative_error, iterations=fit.iterations, converged=fit.converged,
-        canvas=int(canvas if canvas is not None else views.shape[-1]),
+        canvas=int(canvas if canvas is not None else views.shape[-1]), l1=fit.l1,
         timings={"activations_s": t1 - t0, "factorization_s": t2 - t1},
         config={"iterations": iterations, "batch": batch},
     )
