@@ -221,8 +221,9 @@ def test_cli_writes_the_concepts_list_the_atlas_and_the_report(photo_tree: Path,
     assert 'id="concepts"' in html and "Concept atlas: 2 concepts at conv2" in html
     assert "<em>astro" not in html and "&lt;em&gt;astro" in html
     # A concept's vector is a target of an ordinary run.
-    from accentuate.cli.common import parse_target
     from cli_models import tiny
+
+    from accentuate.cli.common import parse_target
 
     target = parse_target(f"conv2:{out / 'concept-0.npy'}", tiny())
     assert repr(target).startswith("Direction(conv2, 16-d")
