@@ -7,6 +7,7 @@ import json
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,16 +174,19 @@ def test_measured_coefficients_match_the_factorization_and_the_default_layer() -
 
 
 # -- the command line ------------------------------------------------------------------------------
-@pytest.fixture
-def photo_tree(tmp_path: Path) -> Path:
-    """Four bundled photos in two subfolders, one with markup in its name."""
-    root = tmp_path / "photos"
+def _photo_tree(root: Path) -> Path:
+    """Four bundled photos in two subfolders of ``root``, one with markup in its name."""
     for sub, names in (("a", ["chelsea", "coffee"]), ("b", ["rocket", "astronaut"])):
         (root / sub).mkdir(parents=True)
         for n in names:
             shutil.copy(DATA / f"{n}.jpg", root / sub / f"{n}.jpg")
     (root / "b" / "astronaut.jpg").rename(root / "b" / "<em>astro.jpg")
     return root
+
+
+@pytest.fixture
+def photo_tree(tmp_path: Path) -> Path:
+    return _photo_tree(tmp_path / "photos")
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
@@ -194,12 +198,19 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]
 FAST = ["--model", "cli_models:tiny", "--steps", "2", "--crops", "2", "--seed", "0"]
 
 
-def test_cli_writes_the_concepts_list_the_atlas_and_the_report(photo_tree: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "out"
-    code, stdout, err = _run(["concepts", str(photo_tree), "--k", "2", "--top", "1", "--weak", "1", "--layer",
-                              "conv2", "--out", str(out), "-q", *FAST], capsys)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def concept_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ``accentuate concepts`` run over the photo tree: 2 concepts, each on 1 top + 1 weak photo."""
+    tmp = tmp_path_factory.mktemp("concepts")
+    out = tmp / "out"
+    code = main(["concepts", str(_photo_tree(tmp / "photos")), "--k", "2", "--top", "1", "--weak", "1", "--layer",
+                 "conv2", "--out", str(out), "-q", *FAST])
+    assert code == 0
+    return out
+
+
+def test_cli_writes_the_concepts_list_the_atlas_and_the_report(concept_run: Path) -> None:
+    out = concept_run
     doc = json.loads((out / "run.json").read_text())
     assert doc["subcommand"] == "concepts" and doc["status"] == "complete"
     f = doc["factorization"]
@@ -227,6 +238,21 @@ def test_cli_writes_the_concepts_list_the_atlas_and_the_report(photo_tree: Path,
 
     target = parse_target(f"conv2:{out / 'concept-0.npy'}", tiny())
     assert repr(target).startswith("Direction(conv2, 16-d")
+
+
+def test_the_concept_atlas_page_loads_offline_without_errors(browser: Any, concept_run: Path) -> None:
+    from browser import Page
+
+    page = Page(browser, concept_run / "report.html")
+    try:
+        assert page.js("document.querySelectorAll('#concepts article.concept').length") == 2
+        page.page.wait_for_function("[...document.querySelectorAll('#concepts img')].every(i => i.naturalWidth > 0)",
+                                    timeout=15000)
+        assert page.console == []  # no script, style or image blocked by the page's CSP
+        base = concept_run.resolve().as_uri() + "/"
+        assert page.requests and all(u.startswith(base) for u in page.requests)
+    finally:
+        page.close()
 
 
 def test_cli_factorization_only(photo_tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
