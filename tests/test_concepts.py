@@ -280,6 +280,13 @@ def test_cli_bad_input_is_one_line(photo_tree: Path, tmp_path: Path, capsys: pyt
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
 
 
+def test_help_has_examples(capsys: pytest.CaptureFixture) -> None:
+    assert main(["--help"]) == 0 and "concepts" in capsys.readouterr().out
+    assert main(["concepts", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "accentuate concepts photos/ --k 8" in text
+
+
 def test_cli_folder_without_images_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     code, _, err = _run(["concepts", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *FAST], capsys)
