@@ -47,7 +47,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -529,6 +529,29 @@ def _bar(items: Any, progress: bool, desc: str, total: int | None = None) -> Any
     return tqdm(items, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
+def _steps_bar(progress: bool, desc: str, total: int) -> Callable[[int, float], None] | None:
+    """A tqdm bar over factorization steps as a ``progress(step, error)`` callback (``step < 0``
+    closes it; a restart starts it again), or ``None``."""
+    if not progress:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def update(step: int, err: float) -> None:
+        if step < 0:
+            bar.close()
+            return
+        if step < bar.n:
+            bar.reset(total=total)
+        bar.update(step - bar.n)
+        bar.set_postfix_str(f"error {err:.4f}", refresh=False)
+
+    return update
+
+
 # -- finding the concepts ------------------------------------------------------------------------
 def _positions(model: nn.Module, spec: ModelSpec, views: torch.Tensor, layer: str, layout: Layout,
                batch: int, progress: bool = False) -> torch.Tensor:
@@ -617,7 +640,12 @@ def find_concepts(
                          "cannot factorize it; use method='semi-nmf' (--method semi-nmf)")
     offset = a.mean(dim=0) if method == "semi-nmf" else torch.zeros(a.shape[1], dtype=a.dtype)
     centred = a - offset
-    fit = (semi_nmf if method == "semi-nmf" else nmf)(centred, k, iterations=iterations)
+    bar = _steps_bar(progress, f"{method} ({centred.shape[0]} x {centred.shape[1]}, k {k})", iterations)
+    try:
+        fit = (semi_nmf if method == "semi-nmf" else nmf)(centred, k, iterations=iterations, progress=bar)
+    finally:
+        if bar is not None:
+            bar(-1, math.nan)
     shares, fraction = explained_shares(centred, fit.u, fit.w)
     order = torch.argsort(shares, descending=True, stable=True)
     u, w, shares = fit.u[:, order], fit.w[order], shares[order]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -189,7 +189,8 @@ def _unit_rows(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _factorize(a: torch.Tensor, k: int, signed: bool, iterations: int, tol: float, init: str,
-               generator: torch.Generator | int | None, sparsity: float = 0.0) -> Factorization:
+               generator: torch.Generator | int | None, sparsity: float = 0.0,
+               progress: Callable[[int, float], None] | None = None) -> Factorization:
     """The alternating loop of :func:`nmf` (``signed=False``) and :func:`semi_nmf` (``signed=True``)."""
     if init == "nndsvda":
         u, w = _nndsvda(a, k)
@@ -224,6 +225,8 @@ def _factorize(a: torch.Tensor, k: int, signed: bool, iterations: int, tol: floa
         # ||A - U W||^2 from the products at hand (U did not change since U^T A and U^T U).
         err = max(a_sq - 2 * float((uta * w).sum()) + float((utu * (w @ w.T)).sum()), 0.0) ** 0.5 / norm
         u, w = _unit_rows(u, w)
+        if progress is not None:
+            progress(step, err)
         if abs(previous - err) < tol * max(previous, 1e-30):
             converged = True
             break
@@ -236,7 +239,8 @@ def _factorize(a: torch.Tensor, k: int, signed: bool, iterations: int, tol: floa
 
 
 def nmf(a: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-5, init: str = "nndsvda",
-        generator: torch.Generator | int | None = None, sparsity: float = 0.0) -> Factorization:
+        generator: torch.Generator | int | None = None, sparsity: float = 0.0,
+        progress: Callable[[int, float], None] | None = None) -> Factorization:
     """Non-negative matrix factorization ``A ~ U W``, ``U, W >= 0``, by HALS.
 
     Args:
@@ -248,6 +252,7 @@ def nmf(a: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-5, in
         generator: a ``torch.Generator`` or an int seed, for ``init="random"``.
         sparsity: an L1 penalty on ``U``, ``sparsity * rms(row norm of A) * sum(U)`` added to
             ``1/2 ||A - U W||^2`` (0: none).
+        progress: called as ``progress(step, relative_error)`` after each step.
 
     Returns:
         A :class:`Factorization` in float64, ``W`` with unit rows.
@@ -257,12 +262,12 @@ def nmf(a: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-5, in
     """
     a = _check(a, k, True)
     with _threads_for(a):
-        return _factorize(a, k, False, iterations, tol, init, generator, sparsity)
+        return _factorize(a, k, False, iterations, tol, init, generator, sparsity, progress)
 
 
 def semi_nmf(a: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-5, init: str = "nndsvda",
              generator: torch.Generator | int | None = None, sparsity: float = 0.05,
-             restarts: int = 2) -> Factorization:
+             restarts: int = 2, progress: Callable[[int, float], None] | None = None) -> Factorization:
     """Semi-NMF ``A ~ U W``: ``U >= 0``, ``W`` signed (for signed activations).
 
     Without a penalty its solutions are not unique: for any invertible ``R >= 0``, ``(U R)
@@ -278,10 +283,10 @@ def semi_nmf(a: torch.Tensor, k: int, *, iterations: int = 300, tol: float = 1e-
     a = _check(a, k, False)
     base = 0 if generator is None or isinstance(generator, torch.Generator) else int(generator)
     with _threads_for(a):
-        fits = [_factorize(a, k, True, iterations, tol, init, generator, sparsity)]
+        fits = [_factorize(a, k, True, iterations, tol, init, generator, sparsity, progress)]
         for r in range(1, max(1, restarts)):
             g = generator if isinstance(generator, torch.Generator) else base + r - 1
-            fits.append(_factorize(a, k, True, iterations, tol, "random", g, sparsity))
+            fits.append(_factorize(a, k, True, iterations, tol, "random", g, sparsity, progress))
     return min(fits, key=lambda f: f.relative_error)
 
 

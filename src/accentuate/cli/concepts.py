@@ -148,12 +148,13 @@ def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
           quiet: bool) -> tuple[list[ImageInfo], list[str], torch.Tensor]:
     """The readable photos (unreadable ones in a folder skipped, as ``run`` does), their names and
     their model views ``(N, 3, h, w)``; the canvas tensors are dropped after each chunk."""
-    from .runner import steps_bar
+    from tqdm.auto import tqdm
 
     infos: list[ImageInfo] = []
     names: list[str] = []
     views: list[torch.Tensor] = []
-    update, close = steps_bar(quiet, "reading photos", len(photos))
+    bar = tqdm(total=len(photos), desc="reading photos", unit="photo", leave=False, file=sys.stderr,
+               dynamic_ncols=True, disable=quiet)
     try:
         for start in range(0, len(photos), CHUNK):
             chunk = photos[start:start + CHUNK]
@@ -164,9 +165,9 @@ def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
                 info.tensor = None
                 names.append(by_path[info.path])
             infos += got
-            update(min(start + CHUNK, len(photos)), len(photos))
+            bar.update(len(chunk))
     finally:
-        close()
+        bar.close()
     return infos, names, torch.stack(views)
 
 
