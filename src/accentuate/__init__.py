@@ -15,6 +15,7 @@ the feature; the accumulated gradient shows *where*.
 from __future__ import annotations
 
 from ._version import __version__
+from .analysis.concepts import Concepts, concepts
 from .analysis.leastchange import LeastChange, least_change
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
@@ -45,11 +46,11 @@ from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, resolve_spec
 
 __all__ = [
-    "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Crops", "FourierParam", "History", "INPUT",
+    "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
     "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
     "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
-    "apply_crops", "capture", "channel", "clip_text", "default_reg_layer", "direction", "find_class", "head",
+    "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
     "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
     "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "photo",
     "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",

@@ -63,16 +63,20 @@ MIN_SIDE = 8
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files directly inside ``folder`` (by name ending), sorted by name.
+def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """Image files directly inside ``folder`` (by name ending), sorted by name; with
+    ``recursive``, those of its subfolders too, sorted by their path inside ``folder``.
 
     Raises:
         ImageError: the folder holds no file with an image ending.
     """
     root = Path(folder)
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = root.rglob("*") if recursive else root.iterdir()
+    files = sorted((p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: p.relative_to(root).parts)
     if not files:
-        raise ImageError(f"folder {str(root)!r} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+        where = " or its subfolders" if recursive else ""
+        raise ImageError(f"folder {str(root)!r}{where} has no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return files
 
 

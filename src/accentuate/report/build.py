@@ -236,6 +236,7 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
         panel = (doc.get("outputs") or {}).get("explain_panel")
         explain = {"rows": rows, "panel": panel if panel and (folder / panel).exists() else None,
                    "opacity": ex.get("opacity")}
+    concepts = _concepts_context(folder, doc) if doc.get("concepts") else None
     sheet = (doc.get("outputs") or {}).get("contact_sheet")
     statuses = [c["status"] for c in cards]
     counts = {st: statuses.count(st) for st in ("complete", "partial", "failed") if st in statuses}
@@ -250,10 +251,36 @@ def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
         "skipped": doc.get("skipped_images") or [], "images": images, "targets": targets,
         "failed": [c for c in cards if c["status"] == "failed"],
         "partial": [c for c in cards if c["status"] == "partial"],
-        "batches": timings.get("batches") or [], "timings": timings, "explain": explain,
+        "batches": timings.get("batches") or [], "timings": timings, "explain": explain, "concepts": concepts,
         "contact_sheet": sheet if sheet and (folder / sheet).exists() else None,
         "columns": min(max(1, len(targets)), 6),
     }
+
+
+def _concepts_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """The concept atlas of ``accentuate concepts``: the factorization, the overview picture and per
+    concept its numbers, a thumbnail of its atlas picture (linked to the picture) and its accentuations."""
+    rows = []
+    for c in doc.get("concepts") or []:
+        if not isinstance(c, dict):
+            continue
+        atlas = c.get("atlas")
+        thumb = None
+        if atlas and (folder / atlas).exists():
+            try:
+                name, size = image_copy(folder, folder / atlas, f"{atlas}|{(folder / atlas).stat().st_mtime_ns}",
+                                        "atlas", side=960)
+                thumb = {"src": file_url(name), "w": size[0], "h": size[1], "full": atlas}
+            except OSError:
+                thumb = None
+        rows.append({"index": c.get("index"), "explained": _num(c, "explained"),
+                     "mean": _num(c, "mean_coefficient"), "present_in": c.get("present_in"),
+                     "top": [str(t.get("image", "")) for t in c.get("top_images") or [] if isinstance(t, dict)],
+                     "accentuated": [a for a in c.get("accentuated") or [] if isinstance(a, dict)],
+                     "atlas": thumb})
+    overview = (doc.get("outputs") or {}).get("concepts_overview")
+    return {"rows": rows, "info": doc.get("factorization") or {},
+            "overview": overview if overview and (folder / overview).exists() else None}
 
 
 # -- the analyses -------------------------------------------------------------------------------

@@ -1,0 +1,759 @@
+"""Concepts across a photo set: factorize a layer's activations, then accentuate each concept.
+
+CRAFT-style concept discovery (Fel et al. 2023) with feature accentuation as the
+visualization. Every photo is centre-cropped to a square canvas (so that any of them can
+share a batch, as in :func:`~accentuate.analysis.latent_features`) and seen by the model as
+the engine evaluates it: the whole canvas resized to the model's input. Each spatial
+position of the layer (a conv map's pixel, or a transformer's patch token: the class and
+register tokens are left out) is one row of the matrix ``A`` ``(patches x channels)``, and
+
+    ``A - offset ~ U W``,  ``U >= 0`` ``(patches x k)``, ``W`` ``(k x channels)``, unit rows:
+
+- ``method="nmf"`` (``W >= 0``, no offset) for non-negative layers (after a ReLU or ReLU6);
+- ``method="semi-nmf"`` (``W`` signed) for signed layers (transformer token layers), on the
+  activations minus their mean over every patch of the set (``offset``): without it the first
+  concept is the mean token, present everywhere;
+- ``method="auto"`` picks NMF when every activation is >= 0, else semi-NMF.
+
+From ``U``: a concept's **heat map** on a photo is its column of ``U`` on the layer's grid; a
+photo's **coefficient** for a concept is the mean of that map (for a new image, ``U`` is solved
+with ``W`` fixed, :func:`~accentuate.analysis.factorize.nnls`); its **top photos** have the
+largest coefficients, its **top patches** the largest entries (at most one per photo), each
+mapped back to a box of the canvas; its **explained** share is how much the squared error of
+the factorization grows without it, over the sum of that for every concept
+(:func:`~accentuate.analysis.factorize.explained_shares`; the shares add up to 1). Concepts
+are numbered by explained share, largest first.
+
+The **accentuation** of concept ``i`` raises its coefficient: the target is
+:class:`~accentuate.objectives.Direction` at the layer (the mean over positions of the
+activation dotted with a unit vector) along row ``i`` of ``(W W^T)^-1 W`` (``target=
+"coefficient"``, the default): that dot product is the concept's least-squares coefficient,
+so the objective is the coefficient itself, up to a positive scale, and it does not reward
+the shared part of correlated concepts (``target="direction"`` takes ``W_i`` itself). Each
+concept is accentuated on its top photos and on photos where it is weak (drawn, reproducibly,
+among the quarter of the photos where its coefficient is lowest), and every concept's
+coefficient is measured on the seed and on the accentuation (``before``/``after``, ``(k,)``).
+
+Example:
+    >>> import accentuate as acc                                            # doctest: +SKIP
+    >>> model = acc.load_model()                                            # doctest: +SKIP
+    >>> con = acc.concepts(model, "photos/", k=8)                           # doctest: +SKIP
+    >>> con.rows()[0]["explained"], con.atlas(0).save("concept-0.png")      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..display import Display
+from ..hooks import OUTPUT, ModelRunner
+from ..images import SeedLike, image_files, load_image, resize
+from ..layout import Layout
+from ..objectives import Direction
+from ..outputs import figures
+from ..settings import Settings
+from ..spec import ModelSpec, resolve_spec
+from ._shared import ImageSet, analysis_settings, markdown_table, spec_of, square_crop
+from .factorize import explained_shares, nmf, nnls, semi_nmf
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..grid import Grid
+
+__all__ = ["ConceptAccentuation", "Concepts", "concept_photos", "concepts", "default_concept_layer",
+           "find_concepts"]
+
+METHODS = ("auto", "nmf", "semi-nmf")
+TARGETS = ("coefficient", "direction")
+#: Side of a top patch's box, at least: this fraction of the canvas (a ViT's 14-px patch alone
+#: is too small to see what it shows), and at least two cells of the layer's grid.
+PATCH_FRACTION = 0.25
+#: Opacity of a photo where a concept is absent, in its heat-map picture.
+HEAT_FLOOR = 0.15
+
+
+# -- choosing the layer and reading the photos ---------------------------------------------------
+def default_concept_layer(model: nn.Module, spec: ModelSpec | None = None) -> str:
+    """The layer concepts are looked for in by default: the last of the spec's pathway layers
+    with more than one spatial position (``head`` of EfficientNet-Lite0, 1280 x 7 x 7 after
+    ReLU6; ``layernorm`` of DINOv2, the final normalized patch tokens), else the last such layer
+    the forward pass runs."""
+    spec = spec or resolve_spec(model)
+    runner = ModelRunner(model, spec)
+    rows = {r.name: r for r in runner.trace()}
+    named = [n for n in spec.pathway_layers if n != OUTPUT and n in rows]
+    order = named or [r.name for r in runner.trace()]
+    for name in reversed(order):
+        lay = rows[name].layout
+        if lay is not None and lay.spatial:
+            return name
+    raise ValueError("the model has no layer with spatial positions to find concepts in; pass layer=")
+
+
+def concept_photos(images: ImageSet, recursive: bool = True) -> tuple[list[SeedLike], list[str]]:
+    """The photos of a set, not yet read: ``(sources, names)``.
+
+    A folder gives its image files (with ``recursive``, its subfolders' too, named by their
+    path inside it without the ending: ``fishes/clownfish``); a path, a tensor ``(3, H, W)`` or
+    ``(N, 3, H, W)``, a PIL image or a list of them give themselves.
+
+    Raises:
+        ImageError: a folder without images, or a path that does not exist.
+    """
+    from ..errors import ImageError
+
+    items: list[Any] = [images] if isinstance(images, (str, os.PathLike, torch.Tensor)) or \
+        not isinstance(images, Sequence) else list(images)
+    sources: list[SeedLike] = []
+    names: list[str] = []
+    for k, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.is_dir():
+                files = image_files(path, recursive=recursive)
+                sources += [str(f) for f in files]
+                names += [f.relative_to(path).with_suffix("").as_posix() for f in files]
+            elif path.exists():
+                sources.append(str(path))
+                names.append(path.stem)
+            else:
+                raise ImageError(f"images: no such file or folder {str(path)!r}")
+        elif isinstance(item, torch.Tensor) and item.dim() == 4:
+            sources += list(item)
+            names += [f"images[{len(names) + j}]" for j in range(item.shape[0])]
+        else:
+            sources.append(item)
+            names.append(f"images[{k}]")
+    if not sources:
+        raise ImageError("images: no images given")
+    return sources, names
+
+
+def canvas_seed(source: SeedLike, side: int) -> torch.Tensor:
+    """One photo centre-cropped to the square canvas ``(3, side, side)`` in [0, 1]."""
+    from ..images import as_tensors
+
+    t = load_image(source) if isinstance(source, (str, os.PathLike)) else as_tensors(source, 0)[0]
+    return square_crop(t.float(), side)
+
+
+# -- the result ----------------------------------------------------------------------------------
+@dataclass
+class ConceptAccentuation:
+    """One concept accentuated on one photo.
+
+    Attributes:
+        concept: the concept's index; image: the photo's index in :attr:`Concepts.names`.
+        kind: ``"top"`` (one of its top photos) or ``"weak"`` (a photo where it is weak).
+        before, after: ``(k,)`` every concept's coefficient on the seed and on the accentuation.
+        seed, image: ``(3, S, S)`` the seed on the canvas and the accentuation.
+        heat_after: ``(h, w)`` the concept's heat map on the accentuation (layer grid).
+        value_before, value_after: the engine's objective (the Direction's value) before and after.
+        pair: the file stem of the pair in an output folder (command line), else ``None``.
+    """
+
+    concept: int
+    image: int
+    kind: str
+    before: torch.Tensor
+    after: torch.Tensor
+    seed: torch.Tensor | None = None
+    accentuated: torch.Tensor | None = None
+    heat_after: torch.Tensor | None = None
+    value_before: float | None = None
+    value_after: float | None = None
+    pair: str | None = None
+
+    @property
+    def gain(self) -> torch.Tensor:
+        """``(k,)`` every concept's coefficient rise."""
+        return self.after - self.before
+
+    @property
+    def own_gain(self) -> float:
+        return float(self.gain[self.concept])
+
+    @property
+    def max_other_gain(self) -> float:
+        """The largest rise among the other concepts (``nan`` with one concept)."""
+        g = self.gain.clone()
+        g[self.concept] = -math.inf
+        return float(g.max()) if g.numel() > 1 else math.nan
+
+
+@dataclass
+class Concepts(Display):
+    """The concepts of a layer across a photo set (see the module's description).
+
+    Attributes:
+        layer: the layer; layout: its :class:`~accentuate.layout.Layout`.
+        method: ``"nmf"`` or ``"semi-nmf"``; target: ``"coefficient"`` or ``"direction"``.
+        names: ``N`` photo names; sources: what each photo was read from (path or tensor).
+        views: ``(N, 3, h, w)`` each photo's canvas as the model sees it (its input size).
+        vectors: ``(k, C)`` the concept vectors ``W`` (unit rows).
+        offset: ``(C,)`` subtracted from every activation before the factorization (zeros for NMF).
+        heat: ``(N, k, gh, gw)`` each concept's coefficient at each position of each photo (``U``).
+        coefficients: ``(N, k)`` the mean of ``heat`` over the positions.
+        explained: ``(k,)`` each concept's share of what the factorization explains (sums to 1).
+        fraction: ``1 - ||A - U W||^2 / ||A||^2`` of the whole factorization.
+        relative_error, iterations, converged: of the factorization; l1: its L1 penalty on ``U``
+            (semi-NMF), with which new images are measured too.
+        canvas: the side of the square canvas the photos were cropped to.
+        accentuations: one :class:`ConceptAccentuation` per accentuated (concept, photo), or empty.
+        timings: seconds of each part (``activations_s``, ``factorization_s``, ...).
+        config: settings of the accentuations, and the factorization's parameters.
+    """
+
+    layer: str
+    layout: Layout
+    method: str
+    target: str
+    names: list[str]
+    sources: list[SeedLike]
+    views: torch.Tensor
+    vectors: torch.Tensor
+    offset: torch.Tensor
+    heat: torch.Tensor
+    coefficients: torch.Tensor
+    explained: torch.Tensor
+    fraction: float
+    relative_error: float
+    iterations: int
+    converged: bool
+    canvas: int
+    l1: float = 0.0
+    accentuations: list[ConceptAccentuation] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def view_size(self) -> tuple[int, int]:
+        """``(h, w)`` of :attr:`views` (the model's input)."""
+        return (int(self.views.shape[-2]), int(self.views.shape[-1]))
+
+    # -- targets and measurement -----------------------------------------------------------------
+    def target_vectors(self) -> torch.Tensor:
+        """``(k, C)`` the vectors whose dot product the accentuation of each concept raises:
+        the rows of ``(W W^T)^-1 W`` (``target="coefficient"``: the least-squares coefficient of
+        each concept), or ``W`` itself (``target="direction"``)."""
+        w = self.vectors.double()
+        if self.target == "direction":
+            return w.float()
+        gram = w @ w.T
+        return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype), w).float()
+
+    def objective(self, i: int) -> Direction:
+        """The accentuation target of concept ``i``: a :class:`~accentuate.objectives.Direction`
+        at :attr:`layer` (mean over positions; patch tokens of a token layer)."""
+        if not 0 <= i < self.k:
+            raise ValueError(f"concept {i} does not exist; there are {self.k} (0..{self.k - 1})")
+        obj = Direction(self.layer, self.target_vectors()[i])
+        obj.source = f"concept {i}"
+        return obj
+
+    def measure(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None = None,
+                batch: int = 16) -> torch.Tensor:
+        """Every concept's coefficient at every position of new images, ``W`` fixed.
+
+        Args:
+            images: ``(M, 3, H, W)`` in [0, 1] (a canvas; resized to the model's input as the
+                engine evaluates it).
+
+        Returns:
+            ``(M, k, gh, gw)``; its mean over the last two axes is each image's coefficient.
+        """
+        spec = spec or resolve_spec(model)
+        views = resize(images.float(), spec.input_size)
+        acts = _positions(model, spec, views, self.layer, self.layout, batch)  # (M, P, C)
+        m, p, c = acts.shape
+        u = nnls(acts.reshape(m * p, c).double() - self.offset.double(), self.vectors, l1=self.l1)
+        return u.reshape(m, *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
+
+    # -- choosing photos and patches -------------------------------------------------------------
+    def top_images(self, i: int, n: int = 6) -> list[int]:
+        """The ``n`` photos with the largest coefficient for concept ``i``, largest first."""
+        order = torch.argsort(self.coefficients[:, i], descending=True, stable=True)
+        return order[:n].tolist()
+
+    def weak_images(self, i: int, n: int = 2, exclude: Sequence[int] = (), seed: int = 0) -> list[int]:
+        """``n`` photos where concept ``i`` is weak: drawn (from ``seed`` and ``i``) among the quarter
+        of the photos with its lowest coefficients (at least ``n``), leaving out ``exclude``.
+
+        Drawing, not taking the lowest, keeps the concepts from all picking the same few photos
+        (many photos hold a concept not at all, and ties would go to the first names)."""
+        order = [j for j in torch.argsort(self.coefficients[:, i], stable=True).tolist() if j not in set(exclude)]
+        pool = order[:max(n, math.ceil(len(self.names) / 4))]
+        g = torch.Generator().manual_seed(int(seed) * 1009 + i)
+        pick = torch.randperm(len(pool), generator=g)[:n].tolist()
+        return sorted((pool[j] for j in pick), key=lambda j: float(self.coefficients[j, i]))
+
+    def top_patches(self, i: int, n: int = 8) -> list[dict[str, Any]]:
+        """The ``n`` positions with the largest coefficient of concept ``i``, at most one per photo.
+
+        Returns:
+            ``{image, y, x, coefficient, box}`` each, ``box`` ``[left, top, right, bottom]`` in
+            pixels of the model's view of the canvas (``views``).
+        """
+        h = self.heat[:, i].reshape(len(self.names), -1)
+        best, where = h.max(dim=1)
+        out = []
+        for j in torch.argsort(best, descending=True, stable=True)[:n].tolist():
+            y, x = divmod(int(where[j]), self.layout.grid[1])
+            out.append({"image": j, "y": y, "x": x, "coefficient": float(best[j]), "box": self.patch_box(y, x)})
+        return out
+
+    def patch_box(self, y: int, x: int) -> list[int]:
+        """The box ``[left, top, right, bottom]`` (pixels of :attr:`views`) shown for grid cell ``(y, x)``:
+        centred on the cell, two cells or :data:`PATCH_FRACTION` of the view wide, whichever is larger,
+        moved inside the view."""
+        vh, vw = self.views.shape[-2:]
+        gh, gw = self.layout.grid
+        sy, sx = max(2 * vh / gh, PATCH_FRACTION * vh), max(2 * vw / gw, PATCH_FRACTION * vw)
+        cy, cx = (y + 0.5) * vh / gh, (x + 0.5) * vw / gw
+        top = int(round(min(max(cy - sy / 2, 0), vh - sy)))
+        left = int(round(min(max(cx - sx / 2, 0), vw - sx)))
+        return [left, top, left + int(round(sx)), top + int(round(sy))]
+
+    def pairs(self, top: int = 2, weak: int = 2, seed: int = 0) -> list[tuple[int, int, str]]:
+        """The accentuations to make: ``(photo, concept, "top" | "weak")``, concept by concept."""
+        out: list[tuple[int, int, str]] = []
+        for i in range(self.k):
+            best = self.top_images(i, top)
+            out += [(j, i, "top") for j in best]
+            out += [(j, i, "weak") for j in self.weak_images(i, weak, exclude=best, seed=seed)]
+        return out
+
+    # -- tables and records ----------------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per concept: index, explained share, mean coefficient, photos where it is
+        present, top photos, and its accentuations' mean own and largest other rise."""
+        out = []
+        for i in range(self.k):
+            acc = [a for a in self.accentuations if a.concept == i]
+            row: dict[str, Any] = {
+                "concept": i, "explained": float(self.explained[i]),
+                "mean_coefficient": float(self.coefficients[:, i].mean()),
+                "present_in": int((self.coefficients[:, i] > 1e-6).sum()),
+                "top_images": ", ".join(self.names[j] for j in self.top_images(i, 3)),
+            }
+            if acc:
+                row["own_rise"] = sum(a.own_gain for a in acc) / len(acc)
+                row["largest_other_rise"] = sum(a.max_other_gain for a in acc) / len(acc)
+            out.append(row)
+        return out
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The table of :meth:`rows`."""
+        return markdown_table(self.rows(), digits=digits)
+
+    def record(self, top: int = 6, patches: int = 8) -> list[dict[str, Any]]:
+        """The ``concepts`` list of ``run.json``: per concept ``index``, ``explained``,
+        ``mean_coefficient``, ``top_images`` and ``top_patches`` (photo names), and ``accentuated``
+        (per accentuated photo its ``before`` and ``after`` coefficient, and every concept's)."""
+        out = []
+        for i in range(self.k):
+            acc = [a for a in self.accentuations if a.concept == i]
+            out.append({
+                "index": i, "explained": _round(self.explained[i]),
+                "mean_coefficient": _round(self.coefficients[:, i].mean()),
+                "present_in": int((self.coefficients[:, i] > 1e-6).sum()),
+                "top_images": [{"image": self.names[j], "coefficient": _round(self.coefficients[j, i])}
+                               for j in self.top_images(i, top)],
+                "top_patches": [{**p, "image": self.names[p["image"]], "coefficient": _round(p["coefficient"])}
+                                for p in self.top_patches(i, patches)],
+                "accentuated": [{"image": self.names[a.image], "kind": a.kind, "pair": a.pair,
+                                 "before": _round(a.before[i]), "after": _round(a.after[i]),
+                                 "largest_other_rise": _round(a.max_other_gain),
+                                 "before_all": [_round(v) for v in a.before], "after_all": [_round(v) for v in a.after],
+                                 "value_before": _round(a.value_before), "value_after": _round(a.value_after)}
+                                for a in acc],
+            })
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """What ``run.json`` keeps as ``factorization``: the layer, method, sizes and fit."""
+        n, p = len(self.names), self.layout.grid[0] * self.layout.grid[1]
+        return {"layer": self.layer, "layout": str(self.layout), "method": self.method, "target": self.target,
+                "k": self.k, "photos": n, "patches": n * p, "channels": int(self.vectors.shape[1]),
+                "canvas": [self.canvas, self.canvas], "explained_fraction": _round(self.fraction),
+                "relative_error": _round(self.relative_error), "iterations": self.iterations,
+                "converged": self.converged, "offset": "mean activation" if bool(self.offset.any()) else "none",
+                "timings": {k: round(v, 3) for k, v in self.timings.items()}, "names": list(self.names)}
+
+    # -- pictures --------------------------------------------------------------------------------
+    def heat_scale(self, i: int) -> float:
+        """The 99th percentile of concept ``i``'s coefficients over every position of the set: its
+        heat maps are divided by it (and clipped at 1), so that they compare between photos; a
+        percentile, not the maximum, so that one outlying patch does not wash out every map."""
+        return max(float(torch.quantile(self.heat[:, i].flatten().float(), 0.99)), 1e-12)
+
+    def heat_picture(self, view: torch.Tensor, heat: torch.Tensor, i: int, side: int = 150) -> Image.Image:
+        """``view`` ``(3, h, w)`` shown through the concept's heat map ``(gh, gw)`` (upsampled) over white,
+        with :data:`HEAT_FLOOR` of the photo kept everywhere so that the rest stays recognizable."""
+        a = resize((heat.float() / self.heat_scale(i)).clamp(0, 1)[None, None].expand(1, 3, -1, -1),
+                   (int(view.shape[-2]), int(view.shape[-1])))[0, 0]
+        return figures.to_pil(figures.over_white(view.float(), HEAT_FLOOR + (1 - HEAT_FLOOR) * a), side)
+
+    def atlas(self, i: int, top: int = 6, patches: int = 8, side: int = 150) -> Image.Image:
+        """Concept ``i`` as one picture: its top patches, its heat maps on its top photos, and its
+        accentuations (seed, accentuation, heat map on the accentuation) with the coefficients."""
+        blocks = []
+        pts = self.top_patches(i, patches)
+        crops = [figures.to_pil(self.views[p["image"], :, p["box"][1]:p["box"][3], p["box"][0]:p["box"][2]],
+                                side * 2 // 3) for p in pts]
+        blocks.append(figures.labelled_grid([crops], col_labels=[f"{self.names[p['image']][-16:]}\n"
+                                                                 f"{p['coefficient']:.3g}" for p in pts],
+                                            row_labels=["top patches"], font_size=11))
+        tops = self.top_images(i, top)
+        pics = [self.heat_picture(self.views[j], self.heat[j, i], i, side) for j in tops]
+        blocks.append(figures.labelled_grid([pics], col_labels=[f"{self.names[j][-20:]}\n"
+                                                                f"coefficient {float(self.coefficients[j, i]):.3g}"
+                                                                for j in tops],
+                                            row_labels=["heat map\non its top\nphotos"], font_size=11))
+        acc = [a for a in self.accentuations if a.concept == i]
+        if acc:
+            blocks.append(self._accentuation_block(i, acc, side))
+        title = (f"concept {i} at {self.layer}: {100 * float(self.explained[i]):.1f} % of the explained part, "
+                 f"present in {int((self.coefficients[:, i] > 1e-6).sum())} of {len(self.names)} photos")
+        return figures.stack_with_title(title, blocks)
+
+    def _accentuation_block(self, i: int, acc: Sequence[ConceptAccentuation], side: int) -> Image.Image:
+        cols, labels = [], []
+        for a in acc:
+            seed = a.seed if a.seed is not None else self.views[a.image]
+            img = a.accentuated if a.accentuated is not None else seed
+            heat = a.heat_after if a.heat_after is not None else self.heat[a.image, i]
+            cols.append([figures.to_pil(seed, side), figures.to_pil(img, side),
+                         self.heat_picture(resize(img.float(), self.view_size), heat, i, side)])
+            labels.append(f"{a.kind}: {self.names[a.image][-18:]}\ncoefficient {float(a.before[i]):.3g} -> "
+                          f"{float(a.after[i]):.3g}\nothers: largest rise {a.max_other_gain:+.3g}")
+        cells = [[c[r] for c in cols] for r in range(3)]
+        return figures.labelled_grid(cells, col_labels=labels, row_labels=["seed", "accentuation",
+                                                                           "its heat map"], font_size=11)
+
+    def overview(self, patches: int = 6, side: int = 84) -> Image.Image:
+        """Every concept on one row: its share and its top patches (the atlas at a glance)."""
+        rows, labels = [], []
+        for i in range(self.k):
+            rows.append([figures.to_pil(self.views[p["image"], :, p["box"][1]:p["box"][3], p["box"][0]:p["box"][2]],
+                                        side) for p in self.top_patches(i, patches)])
+            labels.append(f"concept {i}\n{100 * float(self.explained[i]):.1f} %")
+        return figures.labelled_grid(rows, row_labels=labels, font_size=12,
+                                     title=f"{self.k} concepts at {self.layer} ({self.method}, "
+                                           f"{len(self.names)} photos): top patches, at most one per photo")
+
+    def save(self, directory: str | os.PathLike) -> list[Path]:
+        """Write ``concepts.json`` (:meth:`summary` and :meth:`record`), ``concepts.md``,
+        ``concepts.png`` (:meth:`overview`), ``concept-I.png`` (:meth:`atlas`) and ``concept-I.npy``
+        (the target vector of concept ``I``: ``accentuate run PHOTO --target LAYER:concept-I.npy``)."""
+        import json
+
+        from ..outputs.io import atomic_write, output_folder
+
+        out = output_folder(directory)
+        written = self.write_pictures(out) + self.write_vectors(out)
+        doc = {"format": "accentuate-concepts/1", "factorization": self.summary(), "config": self.config,
+               "concepts": self.record()}
+        atomic_write(out / "concepts.json", (json.dumps(doc, indent=2, default=str) + "\n").encode())
+        atomic_write(out / "concepts.md", (self.to_markdown() + "\n").encode())
+        return [out / "concepts.json", out / "concepts.md", *written]
+
+    def write_pictures(self, out: Path, progress: bool = False) -> list[Path]:
+        """``concepts.png`` and one ``concept-I.png`` per concept in ``out``; returns their paths."""
+        paths = [figures.save_image(self.overview(), out / "concepts.png", max_bytes=600_000)]
+        for i in _bar(range(self.k), progress, "atlas"):
+            paths.append(figures.save_image(self.atlas(i), out / f"concept-{i}.png", max_bytes=900_000))
+        return paths
+
+    def write_vectors(self, out: Path) -> list[Path]:
+        """``concept-I.npy`` in ``out``: the target vector of each concept (float32, ``(C,)``), which
+        ``accentuate run PHOTO --target LAYER:concept-I.npy`` reads as a direction."""
+        import io
+
+        import numpy as np
+
+        from ..outputs.io import atomic_write
+
+        paths = []
+        for i, v in enumerate(self.target_vectors()):
+            buf = io.BytesIO()
+            np.save(buf, v.detach().cpu().numpy().astype("float32"))
+            atomic_write(out / f"concept-{i}.npy", buf.getvalue())
+            paths.append(out / f"concept-{i}.npy")
+        return paths
+
+    def _grid(self) -> Grid:
+        """The notebook view: per concept its top photos through its heat map, and the table."""
+        from ..grid import Cell, Grid, num
+
+        top = 6
+        rows = []
+        for i in range(self.k):
+            cells = [Cell(self.heat_picture(self.views[j], self.heat[j, i], i), [f"{self.names[j][-18:]}",
+                                                                              num(float(self.coefficients[j, i]))])
+                     for j in self.top_images(i, top)]
+            rows.append((f"concept {i} ({100 * float(self.explained[i]):.1f} %)", cells))
+        cols = [f"top {r + 1}" for r in range(min(top, len(self.names)))]
+        table = self.rows()
+        return Grid(f"{self.k} concepts at {self.layer} over {len(self.names)} photos ({self.method})", cols, rows,
+                    "", list(table[0].keys()) if table else [], table)
+
+
+def _round(v: Any, digits: int = 6) -> float | None:
+    x = float(v) if v is not None else math.nan
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def _bar(items: Any, progress: bool, desc: str, total: int | None = None) -> Any:
+    if not progress:
+        return items
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _steps_bar(progress: bool, desc: str, total: int) -> Callable[[int, float], None] | None:
+    """A tqdm bar over factorization steps as a ``progress(step, error)`` callback (``step < 0``
+    closes it; a restart starts it again), or ``None``."""
+    if not progress:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def update(step: int, err: float) -> None:
+        if step < 0:
+            bar.close()
+            return
+        if step < bar.n:
+            bar.reset(total=total)
+        bar.update(step - bar.n)
+        bar.set_postfix_str(f"error {err:.4f}", refresh=False)
+
+    return update
+
+
+# -- finding the concepts ------------------------------------------------------------------------
+def _positions(model: nn.Module, spec: ModelSpec, views: torch.Tensor, layer: str, layout: Layout,
+               batch: int, progress: bool = False) -> torch.Tensor:
+    """``(N, P, C)`` the layer's channel vector at every spatial position of each view."""
+    runner = ModelRunner(model, spec)
+    parts = []
+    for start in _bar(range(0, views.shape[0], batch), progress, "activations",
+                      total=-(-views.shape[0] // batch)):
+        acts = runner.activations(views[start:start + batch], [layer], batch=batch, stop_at=[layer])[layer]
+        parts.append(layout.positions(acts).contiguous())
+    return torch.cat(parts)
+
+
+def check_k(k: int, photos: int, layout: Layout, layer: str) -> None:
+    """``ValueError`` unless ``1 <= k <= min(patches, channels)``, with the numbers in the message."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer (the number of concepts); got {k!r}")
+    patches = photos * layout.grid[0] * layout.grid[1]
+    if k > patches:
+        raise ValueError(f"k = {k} is larger than the {patches} patches of {photos} photo(s) at {layer} "
+                         f"({layout.grid[0]} x {layout.grid[1]} each); use k <= {patches} or more photos")
+    if k > layout.channels:
+        raise ValueError(f"k = {k} is larger than the {layout.channels} channels of {layer}; use k <= "
+                         f"{layout.channels}")
+
+
+def layer_layout(model: nn.Module, spec: ModelSpec, layer: str) -> Layout:
+    """The layout of ``layer``, checked to have spatial positions (a wrong name is a
+    :class:`~accentuate.errors.LayerError` naming the closest ones)."""
+    lay = ModelRunner(model, spec).layouts([layer])[layer]
+    if not lay.spatial:
+        raise ValueError(f"layer {layer!r} has no spatial positions (its layout is {lay}); concepts need "
+                         "a conv map or patch tokens: pick another layer (`accentuate layers` lists them)")
+    return lay
+
+
+def find_concepts(
+    model: nn.Module,
+    views: torch.Tensor,
+    k: int,
+    layer: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    sources: Sequence[SeedLike] | None = None,
+    canvas: int | None = None,
+    method: str = "auto",
+    target: str = "coefficient",
+    iterations: int = 300,
+    batch: int = 16,
+    spec: ModelSpec | None = None,
+    progress: bool = False,
+) -> Concepts:
+    """Factorize ``layer``'s activations over every position of ``views`` into ``k`` concepts.
+
+    Args:
+        model: the model (left as found).
+        views: ``(N, 3, h, w)`` in [0, 1] at the model's input size (each photo's canvas resized).
+        k: the number of concepts.
+        layer: default :func:`default_concept_layer`.
+        names, sources: per photo its name and what it was read from (for records and reloading).
+        canvas: the side of the square canvas the views were made from (recorded).
+        method: ``"auto"``, ``"nmf"`` or ``"semi-nmf"``; target: ``"coefficient"`` or ``"direction"``.
+        iterations: at most this many alternating steps of the factorization.
+
+    Returns:
+        :class:`Concepts` without accentuations.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    spec = spec or resolve_spec(model)
+    layer = layer or default_concept_layer(model, spec)
+    layout = layer_layout(model, spec, layer)
+    n = views.shape[0]
+    check_k(k, n, layout, layer)
+    t0 = time.perf_counter()
+    acts = _positions(model, spec, views, layer, layout, batch, progress)  # (N, P, C)
+    t1 = time.perf_counter()
+    a = acts.reshape(-1, acts.shape[-1]).double()
+    negative = float(a.min()) < 0
+    if method == "auto":
+        method = "semi-nmf" if negative else "nmf"
+    if method == "nmf" and negative:
+        raise ValueError(f"layer {layer!r} has negative activations (down to {float(a.min()):.3g}), so NMF "
+                         "cannot factorize it; use method='semi-nmf' (--method semi-nmf)")
+    offset = a.mean(dim=0) if method == "semi-nmf" else torch.zeros(a.shape[1], dtype=a.dtype)
+    centred = a - offset
+    bar = _steps_bar(progress, f"{method} ({centred.shape[0]} x {centred.shape[1]}, k {k})", iterations)
+    try:
+        fit = (semi_nmf if method == "semi-nmf" else nmf)(centred, k, iterations=iterations, progress=bar)
+    finally:
+        if bar is not None:
+            bar(-1, math.nan)
+    shares, fraction = explained_shares(centred, fit.u, fit.w)
+    order = torch.argsort(shares, descending=True, stable=True)
+    u, w, shares = fit.u[:, order], fit.w[order], shares[order]
+    t2 = time.perf_counter()
+    p = acts.shape[1]
+    heat = u.reshape(n, p, k).permute(0, 2, 1).reshape(n, k, *layout.grid).float()
+    names = list(names) if names is not None else [f"images[{i}]" for i in range(n)]
+    return Concepts(
+        layer=layer, layout=layout, method=method, target=target, names=names,
+        sources=list(sources) if sources is not None else list(views), views=views, vectors=w.float(),
+        offset=offset.float(), heat=heat, coefficients=heat.mean(dim=(2, 3)), explained=shares.float(),
+        fraction=fraction, relative_error=fit.relative_error, iterations=fit.iterations, converged=fit.converged,
+        canvas=int(canvas if canvas is not None else views.shape[-1]), l1=fit.l1,
+        timings={"activations_s": t1 - t0, "factorization_s": t2 - t1},
+        config={"iterations": iterations, "batch": batch},
+    )
+
+
+def load_views(sources: Sequence[SeedLike], canvas: int, input_size: tuple[int, int],
+               progress: bool = False) -> torch.Tensor:
+    """``(N, 3, h, w)``: each photo centre-cropped to the square canvas, then resized to the model's
+    input (the engine's view of that canvas); read one at a time (only the small views are kept)."""
+    return torch.stack([resize(canvas_seed(s, canvas), input_size) for s in _bar(sources, progress, "photos")])
+
+
+def concepts(
+    model: nn.Module,
+    images: ImageSet,
+    k: int = 8,
+    layer: str | None = None,
+    *,
+    method: str = "auto",
+    target: str = "coefficient",
+    top: int = 2,
+    weak: int = 2,
+    canvas: int | None = None,
+    iterations: int = 300,
+    batch: int = 16,
+    generator: int = 0,
+    progress: bool = False,
+    settings: Settings | None = None,
+    **accentuate_kwargs: Any,
+) -> Concepts:
+    """The concepts of ``layer`` across a photo set, each accentuated on photos.
+
+    Args:
+        model: the model (not modified).
+        images: a folder (its subfolders too), a list of paths/PIL images/tensors, or a tensor
+            ``(N, 3, H, W)`` in [0, 1].
+        k: the number of concepts.
+        layer: default :func:`default_concept_layer` (``head`` for EfficientNet-Lite0).
+        method: ``"auto"`` (NMF for a non-negative layer, else semi-NMF), ``"nmf"``, ``"semi-nmf"``.
+        target: ``"coefficient"`` (raise the concept's least-squares coefficient) or ``"direction"``
+            (raise the dot product with the concept vector).
+        top, weak: accentuate each concept on its ``top`` best photos and on ``weak`` photos where it
+            is weak (``0, 0``: no accentuation, only the factorization).
+        canvas: the square canvas' side (default: the model's calibrated canvas).
+        iterations: at most this many steps of the factorization.
+        batch: photos per forward pass when reading activations.
+        generator: int seed of the accentuations (concept ``i`` uses ``generator + i``) and of the
+            draw of weak photos.
+        progress: progress bars on stderr.
+        settings: the :class:`~accentuate.settings.Settings` the accentuations run from (default: the
+            model's), resolved once; settings among the keywords override it.
+
+    Returns:
+        :class:`Concepts` with its accentuations.
+
+    Shape:
+        ``Concepts.heat`` is ``(N, k, gh, gw)``; each accentuation's ``before``/``after`` ``(k,)``.
+    """
+    from ..engine import accentuate
+
+    spec = spec_of(model, accentuate_kwargs)
+    settings = analysis_settings(model, spec, settings, accentuate_kwargs)
+    side = int(canvas if canvas is not None else spec.setting("canvas"))
+    if side < max(spec.input_size):
+        raise ValueError(f"canvas {side} is smaller than the model input {spec.input_size}; use >= "
+                         f"{max(spec.input_size)}")
+    for name, v in (("top", top), ("weak", weak)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
+    sources, names = concept_photos(images)
+    t0 = time.perf_counter()
+    views = load_views(sources, side, spec.input_size, progress)
+    read_s = time.perf_counter() - t0
+    con = find_concepts(model, views, k, layer, names=names, sources=sources, canvas=side, method=method,
+                        target=target, iterations=iterations, batch=batch, spec=spec, progress=progress)
+    con.timings = {"read_s": read_s, **con.timings}
+    t1 = time.perf_counter()
+    for i in _bar(range(con.k), progress and bool(top + weak), "concepts"):
+        chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=generator) if c == i]
+        if not chosen:
+            continue
+        seeds = torch.stack([canvas_seed(sources[j], side) for j, _ in chosen])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"interrupted at step")
+            res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side),
+                             generator=generator + i, **accentuate_kwargs)
+        before = con.measure(model, seeds, spec, batch)
+        after = con.measure(model, res.images[:, 0], spec, batch)
+        for r, (j, kind) in enumerate(chosen):
+            con.accentuations.append(ConceptAccentuation(
+                concept=i, image=j, kind=kind, before=before[r].mean(dim=(1, 2)), after=after[r].mean(dim=(1, 2)),
+                seed=seeds[r], accentuated=res.images[r, 0], heat_after=after[r, i],
+                value_before=float(res.before["value"][r, 0]), value_after=float(res.after["value"][r, 0])))
+        con.config.setdefault("accentuation", res.config.to_dict())
+    con.timings["accentuation_s"] = time.perf_counter() - t1
+    con.config.update({"top": top, "weak": weak, "generator": generator})
+    return con
+

@@ -1,0 +1,274 @@
+"""``accentuate concepts FOLDER --k K``: the concepts a layer uses across a photo set.
+
+The preamble is every accentuating command's (:class:`~accentuate.cli.runner.Command`: options,
+output folder, model, settings, images); then
+
+1. the photos (the folder's subfolders too) are read in chunks, centre-cropped to the square
+   canvas and kept only as the model's view of it;
+2. the layer's activations are factorized (:func:`accentuate.analysis.concepts.find_concepts`);
+3. each concept is accentuated on its top photos and on photos where it is weak: pairs of an
+   ordinary run (:func:`~accentuate.cli.runner.execute`: batches, progress, resume, Ctrl-C,
+   torchrun, ``run.json``'s ``pairs`` and the per-pair files);
+4. once every pair is in the record, each accentuation's coefficients are measured on its
+   written picture (so a resumed pair is measured like a new one), the atlas pictures are drawn
+   and ``run.json`` gets its ``concepts`` list and ``factorization``; ``report.html`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from textwrap import fill
+from typing import Any
+
+import torch
+
+from ..analysis.concepts import (
+    METHODS,
+    TARGETS,
+    ConceptAccentuation,
+    Concepts,
+    check_k,
+    default_concept_layer,
+    find_concepts,
+    layer_layout,
+)
+from ..errors import ImageError, UsageError
+from ..images import image_files, load_image, resize
+from ..outputs.record import RunWriter
+from ..outputs.worklist import ImageInfo, TargetInfo
+from .common import add_accentuation_options, add_model_options, check_layers_run
+from .runner import Command, add_run_options, execute, say
+
+__all__ = ["register", "run"]
+
+EXAMPLE = """\
+examples:
+  accentuate concepts photos/ --k 8 --out runs/concepts
+  accentuate concepts photos/ --k 6 --layer blocks.12.depthwise --top 1 --weak 1
+  accentuate concepts photos/ --k 8 --model dinov2_vits14_focus --out runs/concepts-vit
+  accentuate concepts photos/ --k 10 --top 0 --weak 0          (the factorization only)
+
+Every photo (the folder's subfolders too) is centre-cropped to a square canvas and seen at
+the model's input size. Each position of the layer (a conv map's pixel, a patch token) is a
+row of the matrix that is factorized: NMF for a non-negative layer (after ReLU/ReLU6), semi-NMF
+(signed concept vectors, mean activation removed) otherwise. Writes concepts.png (all concepts
+at a glance), concept-I.png (the atlas of concept I: top patches, heat maps on its top photos,
+its accentuations with the coefficient before and after), concept-I.npy (its target vector:
+accentuate run PHOTO --target LAYER:concept-I.npy), the usual per-pair files, run.json with a
+"concepts" list, and report.html with the concept atlas."""
+
+#: Photos read (and turned into model views) at a time.
+CHUNK = 16
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``concepts`` subcommand."""
+    p = subparsers.add_parser(
+        "concepts", help="the concepts a layer uses across a photo set, each accentuated on photos",
+        description=fill("Factorize a layer's activations over every patch of a photo set into K concepts "
+                         "(CRAFT-style), show each on the photos (top patches, heat maps) with its share of the "
+                         "explained variance, and accentuate it on its top photos and on photos where it is weak, "
+                         "with its coefficient before and after.", 88),
+        epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos", nargs="+", metavar="FOLDER", help="the photos: folders (with their subfolders) or files")
+    p.add_argument("--k", type=int, default=8, metavar="K", help="the number of concepts (default 8)")
+    p.add_argument("--layer", metavar="LAYER",
+                   help="the layer (default: the model's last spatial pathway layer, e.g. head of "
+                        "efficientnet_lite0, layernorm of dinov2_vits14_focus)")
+    p.add_argument("--method", choices=METHODS, default="auto",
+                   help="auto (default): nmf for a non-negative layer, else semi-nmf")
+    p.add_argument("--concept-target", choices=TARGETS, default="coefficient",
+                   help="what an accentuation raises: the concept's coefficient (default; the least-squares "
+                        "coefficient's direction) or the dot product with its concept vector (direction)")
+    p.add_argument("--top", type=int, default=2, metavar="N",
+                   help="accentuate each concept on its N top photos (default 2)")
+    p.add_argument("--weak", type=int, default=2, metavar="N",
+                   help="... and on N photos where it is weak (default 2)")
+    p.add_argument("--show", type=int, default=6, metavar="N", help="top photos per concept in its atlas (default 6)")
+    p.add_argument("--iterations", type=int, default=300, metavar="N",
+                   help="most steps of the factorization (default 300)")
+    add_model_options(p)
+    add_accentuation_options(p)
+    add_run_options(p)
+    p.set_defaults(func=run, frames=0)
+
+
+def _photo_paths(paths: list[str]) -> list[tuple[str, bool, str]]:
+    """``(path, found_in_a_folder, name)`` of every photo: folders recursively (named by their path
+    inside the folder, ending dropped), files as given (named by their stem)."""
+    out: list[tuple[str, bool, str]] = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise ImageError(f"no such file or folder {p!r}; check the path")
+        if path.is_dir():
+            out += [(str(f), True, f.relative_to(path).with_suffix("").as_posix())
+                    for f in image_files(path, recursive=True)]
+        else:
+            out.append((p, False, path.stem))
+    return out
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    if args.k < 1:
+        raise UsageError(f"--k must be at least 1 (the number of concepts); got {args.k}")
+    for opt in ("top", "weak"):
+        if getattr(args, opt) < 0:
+            raise UsageError(f"--{opt} must be >= 0; got {getattr(args, opt)}")
+    for opt in ("show", "iterations"):
+        if getattr(args, opt) < 1:
+            raise UsageError(f"--{opt} must be >= 1; got {getattr(args, opt)}")
+    if args.until is not None:
+        raise UsageError("--until stops at a class; a concept's target is a direction: leave --until out")
+
+
+def _side(cmd: Command) -> int:
+    """The square canvas' side: ``--canvas N`` (or ``NxN``), else the model's calibrated canvas."""
+    canvas = cmd.kw.get("canvas")
+    if canvas is None:
+        side = int(cmd.spec.setting("canvas"))
+    elif isinstance(canvas, int):
+        side = canvas
+    elif canvas[0] == canvas[1]:
+        side = int(canvas[0])
+    else:
+        raise UsageError(f"concepts uses a square canvas: give --canvas as one number (the side); got "
+                         f"{canvas[0]}x{canvas[1]}")
+    if side < max(cmd.spec.input_size):
+        raise UsageError(f"--canvas {side} is smaller than the model input {cmd.spec.input_size}; use >= "
+                         f"{max(cmd.spec.input_size)}")
+    return side
+
+
+def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
+          quiet: bool) -> tuple[list[ImageInfo], list[str], torch.Tensor]:
+    """The readable photos (unreadable ones in a folder skipped, as ``run`` does), their names and
+    their model views ``(N, 3, h, w)``; the canvas tensors are dropped after each chunk."""
+    from tqdm.auto import tqdm
+
+    infos: list[ImageInfo] = []
+    names: list[str] = []
+    views: list[torch.Tensor] = []
+    bar = tqdm(total=len(photos), desc="reading photos", unit="photo", leave=False, file=sys.stderr,
+               dynamic_ncols=True, disable=quiet)
+    try:
+        for start in range(0, len(photos), CHUNK):
+            chunk = photos[start:start + CHUNK]
+            by_path = {p: name for p, _, name in chunk}
+            got = _load(cmd, [(p, inside) for p, inside, _ in chunk], settings)
+            for info in got:
+                views.append(resize(info.tensor, cmd.spec.input_size))  # type: ignore[arg-type]
+                info.tensor = None
+                names.append(by_path[info.path])
+            infos += got
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return infos, names, torch.stack(views)
+
+
+def _load(cmd: Command, items: list[tuple[str, bool]], settings: Any) -> list[ImageInfo]:
+    """:meth:`Command.images` on the square canvas, without a warning per non-square photo (each is
+    centre-cropped; ``--help`` says so once)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"seed \d+ .* has another aspect ratio")
+        return cmd.images(items, settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``accentuate concepts``."""
+    started = time.perf_counter()
+    _check_options(args)
+    if args.preview:
+        args.until = None
+    photos = _photo_paths(args.photos)  # before the model loads: a wrong path fails fast
+    cmd = Command(args, "concepts")
+    cmd.kw.pop("until", None)  # --preview's until is for classes
+    model, spec = cmd.model, cmd.spec
+    side = _side(cmd)
+    cmd.kw["canvas"] = (side, side)
+    settings = cmd.settings()
+    layer = args.layer or default_concept_layer(model, spec)
+    check_layers_run(model, [layer])
+    layout = layer_layout(model, spec, layer)
+    check_k(args.k, len(photos), layout, layer)
+    t0 = time.perf_counter()
+    infos, names, views = _read(cmd, photos, settings, args.quiet)
+    read_s = time.perf_counter() - t0
+    say(args.quiet, f"accentuate: {len(infos)} photo(s) at {layer} ({layout}) of {spec.name}: {args.k} concepts; "
+        f"output: {cmd.out}")
+    con = find_concepts(model, views, args.k, layer, names=names, sources=[i.path for i in infos], canvas=side,
+                        method=args.method, target=args.concept_target, iterations=args.iterations, spec=spec,
+                        progress=not args.quiet)
+    con.timings = {"read_s": read_s, **con.timings}
+    say(args.quiet, f"accentuate: {con.method} of {views.shape[0]} x {layout.grid[0] * layout.grid[1]} patches x "
+        f"{layout.channels} channels explains {100 * con.fraction:.1f} % (relative error {con.relative_error:.3f}, "
+        f"{con.iterations} steps) in {con.timings['factorization_s']:.1f} s")
+    chosen = con.pairs(args.top, args.weak, seed=args.seed)
+    rows = list(dict.fromkeys(j for j, _, _ in chosen))  # the accentuated photos, in order
+    row_of = {j: r for r, j in enumerate(rows)}
+    seeds = _load(cmd, [(infos[j].path, False) for j in rows], settings) if rows else []
+    for info, j in zip(seeds, rows):
+        info.name = infos[j].name
+    targets = [TargetInfo(f"concept {i}", con.objective(i)) for i in range(con.k)]
+    kinds = {(row_of[j], i): kind for j, i, kind in chosen}
+    plan = cmd.plan(settings, seeds, targets, pairs=[(row_of[j], i) for j, i, _ in chosen], kind="concepts",
+                    extra={"factorization": con.summary()})
+    con.config.update({"top": args.top, "weak": args.weak, "show": args.show, "seed": args.seed,
+                       "accentuation": settings.to_dict()})
+
+    def finish(writer: RunWriter) -> None:
+        """The coefficients of every recorded accentuation, the pictures and the record's sections."""
+        _measure(con, model, writer, plan.images, rows, kinds)
+        t = time.perf_counter()
+        drawn = con.write_pictures(plan.out, progress=not args.quiet)
+        con.write_vectors(plan.out)
+        con.timings["figures_s"] = time.perf_counter() - t
+        con.timings["accentuation_s"] = sum(float(b.get("seconds") or 0) for b in writer.batches())
+        con.timings["total_s"] = time.perf_counter() - started
+        record = con.record(top=args.show)
+        for entry in record:
+            entry["atlas"] = f"concept-{entry['index']}.png"
+            entry["vector"] = f"concept-{entry['index']}.npy"
+        writer.add_output("concepts_overview", drawn[0].name)
+        writer.add_sections(concepts=record, factorization=con.summary())
+
+    code = execute(plan, before_save=finish)
+    if not args.quiet:
+        print(con.to_markdown())
+        print(f"concepts: {plan.out / 'concepts.png'} (overview), {plan.out}/concept-I.png (atlas of concept I)")
+        t = con.timings
+        print(f"time: reading {t.get('read_s', 0):.1f} s, activations {t.get('activations_s', 0):.1f} s, "
+              f"factorization {t.get('factorization_s', 0):.1f} s, accentuations {t.get('accentuation_s', 0):.1f} s, "
+              f"measuring {t.get('measure_s', 0):.1f} s, pictures {t.get('figures_s', 0):.1f} s; "
+              f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return code
+
+
+def _measure(con: Concepts, model: Any, writer: RunWriter, images: list[ImageInfo], rows: list[int],
+             kinds: dict[tuple[int, int], str]) -> None:
+    """Fill ``con.accentuations`` from the recorded pairs: every concept's coefficient on the seed and
+    on the accentuation's written picture (8-bit, as the user has it)."""
+    t = time.perf_counter()
+    con.accentuations = []
+    entries = [e for e in writer.entries() if "image" in (e.get("files") or {})
+               and (writer.out / e["files"]["image"]).exists()]
+    if entries:
+        seeds = torch.stack([images[e["seed"]].tensor for e in entries])  # type: ignore[misc]
+        accents = torch.stack([load_image(writer.out / e["files"]["image"]) for e in entries])
+        before = con.measure(model, seeds)
+        after = con.measure(model, accents)
+        for r, e in enumerate(entries):
+            i = int(e["target"])
+            con.accentuations.append(ConceptAccentuation(
+                concept=i, image=rows[e["seed"]], kind=kinds[(e["seed"], i)],
+                before=before[r].mean(dim=(1, 2)), after=after[r].mean(dim=(1, 2)), seed=seeds[r],
+                accentuated=accents[r], heat_after=after[r, i], value_before=(e.get("before") or {}).get("value"),
+                value_after=(e.get("after") or {}).get("value"), pair=str(e.get("id") or "")))
+    con.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
+    con.timings["measure_s"] = time.perf_counter() - t
+
