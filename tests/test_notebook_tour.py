@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,11 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
         try:
             client.execute()
         except nbclient.exceptions.CellExecutionError as e:
-            pytest.fail(f"examples/tour.ipynb: a cell failed: {str(e)[-3000:]}", pytrace=False)
+            failed = [c for c in nb.cells if c.cell_type == "code" and any(o.output_type == "error" for o in c.outputs)]
+            where = failed[0].metadata.get("tags", ["untagged"]) if failed else "?"
+            trace = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(getattr(e, "traceback", "").splitlines()[-12:]))
+            pytest.fail(f"examples/tour.ipynb: the cell tagged {where} failed: {e.ename}: {e.evalue}\n{trace}",
+                        pytrace=False)
     return nb, work
 
 
