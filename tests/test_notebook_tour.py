@@ -23,7 +23,7 @@ import accentuate as acc
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "tour.ipynb"
-TAGS = ["load", "accentuate", "result-display", "numbers", "save-load"]
+TAGS = ["load", "accentuate", "result-display", "numbers", "save-load", "concepts"]
 KERNEL = "accentuate-tests"
 
 
@@ -46,7 +46,7 @@ def test_the_notebook_is_valid_small_and_committed_without_outputs() -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
     assert list(_cells(nb)) == TAGS  # each tagged cell once, in this order
-    assert code[-1].metadata["tags"] == ["save-load"]
+    assert code[-1].metadata["tags"] == ["concepts"]
     # explanatory text before each code cell
     assert nb.cells[0].cell_type == "markdown"
     assert all(a.cell_type == "markdown" for a, b in zip(nb.cells, nb.cells[1:]) if b.cell_type == "code")
@@ -129,3 +129,18 @@ def test_the_loaded_result_equals_the_saved_one(executed: tuple[Any, Path]) -> N
     assert _result(_cells(nb)["save-load"])["text/plain"] == "True"
     doc = json.loads((work / "tour-out" / "run.json").read_text())
     assert doc["status"] == "complete" and [p["id"] for p in doc["pairs"]] == ["chelsea__goldfish", "chelsea__espresso"]
+
+
+@pytest.mark.slow
+def test_the_concept_atlas_shows_itself_and_each_concept_rose_most(executed: tuple[Any, Path]) -> None:
+    nb, _ = executed
+    cell = _cells(nb)["concepts"]
+    data = _result(cell)
+    assert {"text/html", "image/png"} <= set(data)
+    assert all(f"concept {i}" in data["text/html"] for i in range(3))
+    lines = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream").splitlines()
+    assert len(lines) == 3
+    for line in lines:  # "concept 0 on astronaut: its coefficient +4.10, the others' at most +0.30"
+        own = float(line.split("its coefficient ")[1].split(",")[0])
+        other = float(line.split("at most ")[1])
+        assert own > 0 and own > other, line
