@@ -202,3 +202,33 @@ def test_leaf_modules_import_nothing_above_them(leaf: str) -> None:
     graph = import_graph()
     assert leaf in graph, f"{leaf} is missing under {ROOT}"
     assert graph[leaf] <= LEAVES[leaf], f"{leaf} imports {sorted(graph[leaf] - LEAVES[leaf])}"
+
+
+def test_value_types_do_not_know_the_report_page() -> None:
+    """Outside the report and the command line, nothing imports the report's page builder: a result
+    gives its grid and its record, and reads its plots from the leaf ``report.plots``."""
+    import ast
+
+    import accentuate
+
+    src = Path(accentuate.__file__).parent
+    allowed = {"accentuate.report.plots", "accentuate.report.svg"}
+    bad = []
+    for path in src.rglob("*.py"):
+        rel = path.relative_to(src)
+        if rel.parts[0] in ("report", "cli"):
+            continue
+        pkg = ["accentuate", *rel.parts[:-1]]
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = pkg[: len(pkg) - node.level + 1] if node.level else []
+                name = ".".join([*base, node.module] if node.module else base)
+                names = [name] + [f"{name}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            hits = [n for n in names if n.startswith("accentuate.report") and not any(n.startswith(a) for a in allowed)]
+            if hits and not all(n == "accentuate.report" for n in hits):
+                bad.append(f"{rel}:{node.lineno} {hits}")
+    assert bad == []

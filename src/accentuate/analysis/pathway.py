@@ -228,17 +228,18 @@ class Pathway(Display):
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
         from ..grid import MAX_COLS, Cell, Grid, picture
-        from ..report.build import pathway_context as pathway_page
+        from ..report.plots import pathway_columns, pathway_plots
 
         doc = {"target": self.target, "rows": self.rows(), "pairs": self.pairs,
                "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()} for k in self.kinds}}
-        page = pathway_page(Path("."), doc)
+        table = self.rows()
         rows = []
         for k in self.kinds:
             imgs = self.images.get(k, [])[:MAX_COLS]
             if imgs:
                 rows.append((f"{k} ({len(self.images[k])})", [Cell(picture(t)) for t in imgs]))
-        return Grid(f"Pathway similarity: {self.target}", [], rows, "", page["columns"], page["rows"], page["plots"])
+        return Grid(f"Pathway similarity: {self.target}", [], rows, "", pathway_columns(doc), table,
+                    pathway_plots(doc))
 
 
 def augmented_views(

@@ -275,9 +275,9 @@ class Sanity(Display):
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
         from ..grid import MAX_COLS, Cell, Grid, num, picture
         from ..opacity import to_alpha
-        from ..report.build import sanity_context as sanity_page
+        from ..report.plots import sanity_columns, sanity_plots
 
-        page = sanity_page(Path("."), {"target": self.target, "rows": self.rows()})
+        rows = self.rows()
         alpha = to_alpha(self.masks)
         cols, acc, op = ["seed"], [Cell(picture(self.seed))], [Cell(None)]
         for d, label in enumerate(self.depth_labels[:MAX_COLS]):
@@ -285,7 +285,7 @@ class Sanity(Display):
             acc.append(Cell(picture(self.images[d]), [f"SSIM {num(float(self.metrics['image_ssim'][d]))}"]))
             op.append(Cell(picture(alpha[d][None].expand(3, -1, -1))))
         return Grid(f"Cascading randomization: {self.target}", cols, [("accentuation", acc), ("opacity", op)], "",
-                    page["columns"], page["rows"], page["plots"])
+                    sanity_columns(rows), rows, sanity_plots({"rows": rows}))
 
 
 def cascading_randomization(

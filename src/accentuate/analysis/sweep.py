@@ -330,13 +330,13 @@ class Sweep(Display):
     def _grid(self) -> Grid:
         """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
         from ..grid import MAX_COLS, Cell, Grid, clip_count, num, picture
-        from ..report.build import sweep_context as sweep_page
+        from ..report.plots import sweep_plots
 
         rows = self.rows()
         doc = {"target": self.target, "rows": rows, "region": {"low": self.region.low, "high": self.region.high,
                                                              "reason": self.region.reason, "upper": self.region.upper,
                                                              "lower": self.region.lower}}
-        plots = sweep_page(Path("."), doc)["plots"]
+        plots = sweep_plots(doc)
         cells = [Cell(picture(self.seed), ["seed"])]
         cols = ["seed"]
         if self.free is not None:

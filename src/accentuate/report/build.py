@@ -31,7 +31,15 @@ from ..errors import AccentuateError
 from ..grid import INSTALL_HINT, ReportUnavailable, environment, file_url, fmt_num  # noqa: F401 (also from here)
 from ..outputs.io import atomic_write
 from ..outputs.worklist import recorded_work
-from .svg import Series, line_plot
+from .plots import (
+    latent_plots,
+    pathway_columns,
+    pathway_plots,
+    sanity_columns,
+    sanity_plots,
+    sweep_band,
+    sweep_plots,
+)
 from .thumbs import image_copy
 
 __all__ = [
@@ -291,84 +299,38 @@ def _image_if(folder: Path, name: str) -> str | None:
 def sweep_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
     region = doc.get("region") or {}
-    swept = [r for r in rows if (r.get("lam") or 0) > 0]
-    free = next((r for r in rows if r.get("lam") == 0), None)
-    lams = [r["lam"] for r in swept]
-    band = None
-    if region.get("low") is not None and region.get("high") is not None:
-        band = (region["low"], region["high"], f"sensitive region [{fmt_num(region['low'])}, {fmt_num(region['high'])}]")
-    hl = [(region.get("upper", 0.9), "#555555", f"{region.get('upper', 0.9):g}"),
-          (region.get("lower", 0.1), "#555555", f"{region.get('lower', 0.1):g}")]
-    if free is not None:
-        hl.append((free.get("gain_norm"), "#d62728", "lam = 0 (no regularizer)"))
-    notes = [f"#{r['rank']}" for r in swept] if swept and "rank" in swept[0] else None
-    gain = line_plot([Series("target gain / max gain", lams, [r.get("gain_norm") for r in swept], notes=notes)],
-                     title="Target gain (normalized)" + (" with the class's rank" if notes else ""),
-                     xlabel="lam (log scale)", ylabel="gain / max gain", xlog=True, band=band, hlines=hl)
-    dist_hl = [(free.get("pixel_rmse"), "#1f77b4", "pixel RMSE at lam = 0")] if free is not None else []
-    dist = line_plot([Series("pixel RMSE to the seed", lams, [r.get("pixel_rmse") for r in swept], colour="#1f77b4"),
-                      Series("1 - SSIM to the seed", lams,
-                             [None if r.get("ssim_seed") is None else 1 - r["ssim_seed"] for r in swept],
-                             colour="#9467bd")],
-                     title="Distance to the seed", xlabel="lam (log scale)", ylabel="distance", xlog=True,
-                     band=band, hlines=dist_hl, ylim=(0, None))
+    band = sweep_band(region)
     cols = [c for c in ("lam", "lam_effective", "value_after", "gain", "gain_norm", "rank", "prob", "pixel_rmse",
                         "ssim_seed", "reg_distance") if any(c in r for r in rows)]
     inside = [band is not None and r.get("lam", 0) > 0 and band[0] <= r["lam"] <= band[1] for r in rows]
-    return {"kind": "sweep", "title": f"Lambda sweep: {doc.get('target', '')}", "doc": doc, "plots": [gain, dist],
+    return {"kind": "sweep", "title": f"Lambda sweep: {doc.get('target', '')}", "doc": doc, "plots": sweep_plots(doc),
             "columns": cols, "rows": rows, "highlight": inside, "region": region,
             "image": _image_if(folder, "sweep_images.png"), "figure": _image_if(folder, "sweep.png")}
 
 
 def pathway_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
-    kinds = list((doc.get("pairs") or {}).keys())
-    layers = [str(r.get("layer", "")) for r in rows]
-    ticks = [t.replace("blocks.", "b") for t in layers]
-    sd = doc.get("sd") or {}
-    plots = []
-    for which, title in (("pooled", "Pooled (channel means)"), ("unpooled", "Unpooled (C x H x W)")):
-        key = (lambda k: k) if which == "pooled" else (lambda k: f"{k}_unpooled")
-        series = [Series(f"{k} ({(doc.get('pairs') or {}).get(k, '?')} pairs)", list(range(len(rows))),
-                         [r.get(key(k)) for r in rows], sd=(sd.get(k) or {}).get(which),
-                         dashed=k != "accentuation") for k in kinds]
-        plots.append(line_plot(series, title=title, xlabel="layer (input to output)",
-                               ylabel="Pearson r with natural images", xcategories=ticks,
-                               hlines=[(0.0, "#000000", "")]))
-    cols = ["layer"] + [c for k in kinds for c in (k, f"{k}_unpooled")]
-    return {"kind": "pathway", "title": f"Pathway similarity: {doc.get('target', '')}", "doc": doc, "plots": plots,
-            "columns": cols, "rows": rows, "highlight": [False] * len(rows), "summary": doc.get("summary") or {},
+    cols = pathway_columns(doc)
+    return {"kind": "pathway", "title": f"Pathway similarity: {doc.get('target', '')}", "doc": doc,
+            "plots": pathway_plots(doc), "columns": cols, "rows": rows, "highlight": [False] * len(rows),
+            "summary": doc.get("summary") or {},
             "image": _image_if(folder, "pathway_images.png"), "figure": _image_if(folder, "pathway.png")}
 
 
 def latent_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
-    gains = line_plot([Series("gain", list(range(1, len(rows) + 1)), [r.get("gain") for r in rows])],
-                      title="The feature's rise, sorted", xlabel="image (by rank)", ylabel="gain")
-    return {"kind": "latent", "title": f"Latent feature: {doc.get('target', '')}", "doc": doc, "plots": [gains],
+    return {"kind": "latent", "title": f"Latent feature: {doc.get('target', '')}", "doc": doc,
+            "plots": latent_plots(doc),
             "columns": ["rank", "seed", "value_before", "value_after", "gain", "mean_opacity"], "rows": rows,
             "highlight": [False] * len(rows), "image": _image_if(folder, "latent.png"), "figure": None}
 
 
 def sanity_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
     rows = doc.get("rows") or []
-    depth_rows = [r for r in rows if isinstance(r.get("depth"), int)]
     repeat = next((r for r in rows if not isinstance(r.get("depth"), int)), None)
-    names = {"image_ssim": "SSIM of the accentuation", "change_ssim": "SSIM of the change",
-             "mask_spearman": "Spearman of the opacity mask"}
-    colours = {"image_ssim": "#1f77b4", "change_ssim": "#d62728", "mask_spearman": "#2ca02c"}
-    series = [Series(names[k], list(range(len(depth_rows))), [r.get(k) for r in depth_rows], colour=colours[k])
-              for k in names if depth_rows and k in depth_rows[0]]
-    hl = [(repeat.get(k), colours[k], f"{names[k]}, original model rerun") for k in names
-          if repeat is not None and repeat.get(k) is not None]
-    ticks = [str(r.get("randomized down to", "")).replace("blocks.", "b") for r in depth_rows]
-    plot = line_plot(series, title="Similarity to the original accentuation (dotted: rerun, other crops)",
-                     xlabel="randomized from the top down to (cumulative)", ylabel="similarity",
-                     xcategories=ticks, hlines=hl, ylim=(None, 1.05))
-    cols = [c for c in ("depth", "randomized down to", "image_ssim", "change_ssim", "mask_spearman", "seed_ssim",
-                        "gain", "rank") if any(c in r for r in rows)]
+    cols = sanity_columns(rows)
     return {"kind": "sanity", "title": f"Cascading randomization: {doc.get('target', '')}", "doc": doc,
-            "plots": [plot], "columns": cols, "rows": rows, "highlight": [r is repeat for r in rows],
+            "plots": sanity_plots(doc), "columns": cols, "rows": rows, "highlight": [r is repeat for r in rows],
             "image": _image_if(folder, "sanity_images.png"), "figure": _image_if(folder, "sanity.png")}
 
 
