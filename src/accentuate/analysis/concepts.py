@@ -46,7 +46,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -717,8 +716,6 @@ def concepts(
     Shape:
         ``Concepts.heat`` is ``(N, k, gh, gw)``; each accentuation's ``before``/``after`` ``(k,)``.
     """
-    from ..engine import accentuate
-
     spec = spec_of(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     side = int(canvas if canvas is not None else spec.setting("canvas"))
@@ -736,15 +733,26 @@ def concepts(
                         target=target, iterations=iterations, batch=batch, spec=spec, progress=progress)
     con.timings = {"read_s": read_s, **con.timings}
     t1 = time.perf_counter()
+    _accentuate_all(con, model, spec, settings, top, weak, generator, batch, progress, accentuate_kwargs)
+    con.timings["accentuation_s"] = time.perf_counter() - t1
+    con.config.update({"top": top, "weak": weak, "generator": generator})
+    return con
+
+
+def _accentuate_all(con: Concepts, model: nn.Module, spec: ModelSpec, settings: Settings, top: int, weak: int,
+                    generator: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
+    """Accentuate each concept on its chosen photos (one batched engine call per concept, generator
+    ``generator + i``) and append the :class:`ConceptAccentuation` of each to ``con``."""
+    from ..engine import accentuate
+
+    side = con.canvas
     for i in _bar(range(con.k), progress and bool(top + weak), "concepts"):
         chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=generator) if c == i]
         if not chosen:
             continue
-        seeds = torch.stack([canvas_seed(sources[j], side) for j, _ in chosen])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"interrupted at step")
-            res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side),
-                             generator=generator + i, **accentuate_kwargs)
+        seeds = torch.stack([canvas_seed(con.sources[j], side) for j, _ in chosen])
+        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), generator=generator + i,
+                         **kwargs)
         before = con.measure(model, seeds, spec, batch)
         after = con.measure(model, res.images[:, 0], spec, batch)
         for r, (j, kind) in enumerate(chosen):
@@ -753,7 +761,3 @@ def concepts(
                 seed=seeds[r], accentuated=res.images[r, 0], heat_after=after[r, i],
                 value_before=float(res.before["value"][r, 0]), value_after=float(res.after["value"][r, 0])))
         con.config.setdefault("accentuation", res.config.to_dict())
-    con.timings["accentuation_s"] = time.perf_counter() - t1
-    con.config.update({"top": top, "weak": weak, "generator": generator})
-    return con
-
