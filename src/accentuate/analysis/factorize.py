@@ -169,12 +169,21 @@ def _error(a_sq: float, a: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> fl
     return max(a_sq - 2 * cross + quad, 0.0)
 
 
+#: Two concept vectors closer than this (|cosine|) are one concept twice: the later one restarts.
+DUPLICATE = 0.98
+
+
 def _revive(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, signed: bool) -> bool:
-    """Restart the dead concepts (a column of ``U`` all zero, which HALS never leaves) in place:
-    each takes the worst-fit row of ``A`` (largest residual; its non-negative part for NMF) as
-    its vector, with that row's coefficient. Returns whether any was restarted."""
-    dead = [j for j in range(u.shape[1]) if float(u[:, j].max()) <= 0]
+    """Restart, in place, the dead concepts (a column of ``U`` all zero, which HALS never leaves)
+    and the duplicates (a vector within :data:`DUPLICATE` of an earlier one, or of its opposite:
+    with signed ``W`` two such vectors can cancel each other with huge coefficients): each takes
+    the worst-fit row of ``A`` (largest residual; its non-negative part for NMF) as its vector,
+    with that row's coefficient. Returns whether any was restarted."""
+    unit = w / w.norm(dim=1, keepdim=True).clamp(min=1e-30)
+    cos = (unit @ unit.T).abs().triu(diagonal=1)
+    dead = [j for j in range(u.shape[1]) if float(u[:, j].max()) <= 0 or float(cos[:, j].max()) > DUPLICATE]
     for j in dead:
+        u[:, j] = 0
         r = a - u @ w
         row = int((r * r).sum(dim=1).argmax())
         v = r[row] if signed else r[row].clamp(min=0)
