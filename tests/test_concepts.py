@@ -79,6 +79,21 @@ def test_semi_nmf_without_its_penalty_can_find_a_mixture() -> None:
     assert float((plain.w.float() @ planted.T).max(dim=0).values.min()) < 0.9  # ...and is not the planted one
 
 
+def test_a_duplicated_or_opposite_concept_is_restarted() -> None:
+    """Two signed concept vectors almost opposite can cancel each other with huge coefficients (as
+    semi-NMF did on centred DINOv2 tokens); the later one restarts on the worst-fit row."""
+    from accentuate.analysis.factorize import _revive
+
+    a, planted = _planted(True)
+    w = planted.double().clone()
+    w[2] = -w[1] + 1e-3 * w[0]
+    u = torch.rand(a.shape[0], 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert _revive(a.double(), u, w, signed=True)
+    unit = w / w.norm(dim=1, keepdim=True)
+    assert float((unit[1] @ unit[2]).abs()) < 0.98 and float(u[:, 2].gt(0).sum()) == 1
+    assert not _revive(a.double(), u, w, signed=True)  # nothing left to restart
+
+
 def test_nmf_refuses_negative_data_and_bad_k() -> None:
     with pytest.raises(ValueError, match="semi-NMF"):
         nmf(torch.randn(20, 5), 2)

@@ -7,12 +7,14 @@ the engine evaluates it: the whole canvas resized to the model's input. Each spa
 position of the layer (a conv map's pixel, or a transformer's patch token: the class and
 register tokens are left out) is one row of the matrix ``A`` ``(patches x channels)``, and
 
-    ``A - offset ~ U W``,  ``U >= 0`` ``(patches x k)``, ``W`` ``(k x channels)``, unit rows:
+    ``A ~ U W``,  ``U >= 0`` ``(patches x k)``, ``W`` ``(k x channels)``, unit rows:
 
-- ``method="nmf"`` (``W >= 0``, no offset) for non-negative layers (after a ReLU or ReLU6);
+- ``method="nmf"`` (``W >= 0``) for non-negative layers (after a ReLU or ReLU6);
 - ``method="semi-nmf"`` (``W`` signed) for signed layers (transformer token layers), on the
-  activations minus their mean over every patch of the set (``offset``): without it the first
-  concept is the mean token, present everywhere;
+  activations as they are: with their mean removed, semi-NMF needs pairs of opposite concepts to
+  go both ways from the mean and degenerates (on DINOv2's patch tokens, two nearly parallel
+  concepts with coefficients of 10^5 cancelling each other); uncentred, one concept is close to
+  the mean token, present in every patch;
 - ``method="auto"`` picks NMF when every activation is >= 0, else semi-NMF.
 
 From ``U``: a concept's **heat map** on a photo is its column of ``U`` on the layer's grid; a
@@ -46,7 +48,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,11 +203,12 @@ class Concepts(Display):
         names: ``N`` photo names; sources: what each photo was read from (path or tensor).
         views: ``(N, 3, h, w)`` each photo's canvas as the model sees it (its input size).
         vectors: ``(k, C)`` the concept vectors ``W`` (unit rows).
-        offset: ``(C,)`` subtracted from every activation before the factorization (zeros for NMF).
         heat: ``(N, k, gh, gw)`` each concept's coefficient at each position of each photo (``U``).
         coefficients: ``(N, k)`` the mean of ``heat`` over the positions.
         explained: ``(k,)`` each concept's share of what the factorization explains (sums to 1).
-        fraction: ``1 - ||A - U W||^2 / ||A||^2`` of the whole factorization.
+        fraction: ``1 - ||A - U W||^2 / ||A||^2`` of the whole factorization (of the sum of squares).
+        variance_fraction: ``1 - ||A - U W||^2 / ||A - mean(A)||^2`` (of the variance around the mean
+            patch: what the concepts explain beyond the average patch).
         relative_error, iterations, converged: of the factorization; l1: its L1 penalty on ``U``
             (semi-NMF), with which new images are measured too.
         canvas: the side of the square canvas the photos were cropped to.
@@ -223,11 +225,11 @@ class Concepts(Display):
     sources: list[SeedLike]
     views: torch.Tensor
     vectors: torch.Tensor
-    offset: torch.Tensor
     heat: torch.Tensor
     coefficients: torch.Tensor
     explained: torch.Tensor
     fraction: float
+    variance_fraction: float
     relative_error: float
     iterations: int
     converged: bool
@@ -281,7 +283,7 @@ class Concepts(Display):
         views = resize(images.float(), spec.input_size)
         acts = _positions(model, spec, views, self.layer, self.layout, batch)  # (M, P, C)
         m, p, c = acts.shape
-        u = nnls(acts.reshape(m * p, c).double() - self.offset.double(), self.vectors, l1=self.l1)
+        u = nnls(acts.reshape(m * p, c).double(), self.vectors, l1=self.l1)
         return u.reshape(m, *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
 
     # -- choosing photos and patches -------------------------------------------------------------
@@ -392,7 +394,7 @@ class Concepts(Display):
                 "k": self.k, "photos": n, "patches": n * p, "channels": int(self.vectors.shape[1]),
                 "canvas": [self.canvas, self.canvas], "explained_fraction": _round(self.fraction),
                 "relative_error": _round(self.relative_error), "iterations": self.iterations,
-                "converged": self.converged, "offset": "mean activation" if bool(self.offset.any()) else "none",
+                "converged": self.converged, "explained_variance": _round(self.variance_fraction),
                 "timings": {k: round(v, 3) for k, v in self.timings.items()}, "names": list(self.names)}
 
     # -- pictures --------------------------------------------------------------------------------
@@ -416,12 +418,12 @@ class Concepts(Display):
         pts = self.top_patches(i, patches)
         crops = [figures.to_pil(self.views[p["image"], :, p["box"][1]:p["box"][3], p["box"][0]:p["box"][2]],
                                 side * 2 // 3) for p in pts]
-        blocks.append(figures.labelled_grid([crops], col_labels=[f"{self.names[p['image']][-16:]}\n"
+        blocks.append(figures.labelled_grid([crops], col_labels=[f"{_short(self.names[p['image']], 16)}\n"
                                                                  f"{p['coefficient']:.3g}" for p in pts],
                                             row_labels=["top patches"], font_size=11))
         tops = self.top_images(i, top)
         pics = [self.heat_picture(self.views[j], self.heat[j, i], i, side) for j in tops]
-        blocks.append(figures.labelled_grid([pics], col_labels=[f"{self.names[j][-20:]}\n"
+        blocks.append(figures.labelled_grid([pics], col_labels=[f"{_short(self.names[j])}\n"
                                                                 f"coefficient {float(self.coefficients[j, i]):.3g}"
                                                                 for j in tops],
                                             row_labels=["heat map\non its top\nphotos"], font_size=11))
@@ -440,7 +442,7 @@ class Concepts(Display):
             heat = a.heat_after if a.heat_after is not None else self.heat[a.image, i]
             cols.append([figures.to_pil(seed, side), figures.to_pil(img, side),
                          self.heat_picture(resize(img.float(), self.view_size), heat, i, side)])
-            labels.append(f"{a.kind}: {self.names[a.image][-18:]}\ncoefficient {float(a.before[i]):.3g} -> "
+            labels.append(f"{a.kind}: {_short(self.names[a.image], 18)}\ncoefficient {float(a.before[i]):.3g} -> "
                           f"{float(a.after[i]):.3g}\nothers: largest rise {a.max_other_gain:+.3g}")
         cells = [[c[r] for c in cols] for r in range(3)]
         return figures.labelled_grid(cells, col_labels=labels, row_labels=["seed", "accentuation",
@@ -504,7 +506,7 @@ class Concepts(Display):
         top = 6
         rows = []
         for i in range(self.k):
-            cells = [Cell(self.heat_picture(self.views[j], self.heat[j, i], i), [f"{self.names[j][-18:]}",
+            cells = [Cell(self.heat_picture(self.views[j], self.heat[j, i], i), [_short(self.names[j], 18),
                                                                               num(float(self.coefficients[j, i]))])
                      for j in self.top_images(i, top)]
             rows.append((f"concept {i} ({100 * float(self.explained[i]):.1f} %)", cells))
@@ -512,6 +514,12 @@ class Concepts(Display):
         table = self.rows()
         return Grid(f"{self.k} concepts at {self.layer} over {len(self.names)} photos ({self.method})", cols, rows,
                     "", list(table[0].keys()) if table else [], table)
+
+
+def _short(name: str, n: int = 20) -> str:
+    """A photo's name for a caption: its last part (no folder), at most ``n`` characters."""
+    base = name.rsplit("/", 1)[-1]
+    return base if len(base) <= n else base[: n - 2] + ".."
 
 
 def _round(v: Any, digits: int = 6) -> float | None:
@@ -638,15 +646,15 @@ def find_concepts(
     if method == "nmf" and negative:
         raise ValueError(f"layer {layer!r} has negative activations (down to {float(a.min()):.3g}), so NMF "
                          "cannot factorize it; use method='semi-nmf' (--method semi-nmf)")
-    offset = a.mean(dim=0) if method == "semi-nmf" else torch.zeros(a.shape[1], dtype=a.dtype)
-    centred = a - offset
-    bar = _steps_bar(progress, f"{method} ({centred.shape[0]} x {centred.shape[1]}, k {k})", iterations)
+    bar = _steps_bar(progress, f"{method} ({a.shape[0]} x {a.shape[1]}, k {k})", iterations)
     try:
-        fit = (semi_nmf if method == "semi-nmf" else nmf)(centred, k, iterations=iterations, progress=bar)
+        fit = (semi_nmf if method == "semi-nmf" else nmf)(a, k, iterations=iterations, progress=bar)
     finally:
         if bar is not None:
             bar(-1, math.nan)
-    shares, fraction = explained_shares(centred, fit.u, fit.w)
+    shares, fraction = explained_shares(a, fit.u, fit.w)
+    spread = float((a - a.mean(dim=0)).pow(2).sum())
+    variance = 1 - (1 - fraction) * float(a.pow(2).sum()) / spread if spread > 0 else math.nan
     order = torch.argsort(shares, descending=True, stable=True)
     u, w, shares = fit.u[:, order], fit.w[order], shares[order]
     t2 = time.perf_counter()
@@ -656,8 +664,8 @@ def find_concepts(
     return Concepts(
         layer=layer, layout=layout, method=method, target=target, names=names,
         sources=list(sources) if sources is not None else list(views), views=views, vectors=w.float(),
-        offset=offset.float(), heat=heat, coefficients=heat.mean(dim=(2, 3)), explained=shares.float(),
-        fraction=fraction, relative_error=fit.relative_error, iterations=fit.iterations, converged=fit.converged,
+        heat=heat, coefficients=heat.mean(dim=(2, 3)), explained=shares.float(),
+        fraction=fraction, variance_fraction=variance, relative_error=fit.relative_error, iterations=fit.iterations, converged=fit.converged,
         canvas=int(canvas if canvas is not None else views.shape[-1]), l1=fit.l1,
         timings={"activations_s": t1 - t0, "factorization_s": t2 - t1},
         config={"iterations": iterations, "batch": batch},
@@ -717,8 +725,6 @@ def concepts(
     Shape:
         ``Concepts.heat`` is ``(N, k, gh, gw)``; each accentuation's ``before``/``after`` ``(k,)``.
     """
-    from ..engine import accentuate
-
     spec = spec_of(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     side = int(canvas if canvas is not None else spec.setting("canvas"))
@@ -736,15 +742,26 @@ def concepts(
                         target=target, iterations=iterations, batch=batch, spec=spec, progress=progress)
     con.timings = {"read_s": read_s, **con.timings}
     t1 = time.perf_counter()
+    _accentuate_all(con, model, spec, settings, top, weak, generator, batch, progress, accentuate_kwargs)
+    con.timings["accentuation_s"] = time.perf_counter() - t1
+    con.config.update({"top": top, "weak": weak, "generator": generator})
+    return con
+
+
+def _accentuate_all(con: Concepts, model: nn.Module, spec: ModelSpec, settings: Settings, top: int, weak: int,
+                    generator: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
+    """Accentuate each concept on its chosen photos (one batched engine call per concept, generator
+    ``generator + i``) and append the :class:`ConceptAccentuation` of each to ``con``."""
+    from ..engine import accentuate
+
+    side = con.canvas
     for i in _bar(range(con.k), progress and bool(top + weak), "concepts"):
         chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=generator) if c == i]
         if not chosen:
             continue
-        seeds = torch.stack([canvas_seed(sources[j], side) for j, _ in chosen])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"interrupted at step")
-            res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side),
-                             generator=generator + i, **accentuate_kwargs)
+        seeds = torch.stack([canvas_seed(con.sources[j], side) for j, _ in chosen])
+        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), generator=generator + i,
+                         **kwargs)
         before = con.measure(model, seeds, spec, batch)
         after = con.measure(model, res.images[:, 0], spec, batch)
         for r, (j, kind) in enumerate(chosen):
@@ -753,7 +770,3 @@ def concepts(
                 seed=seeds[r], accentuated=res.images[r, 0], heat_after=after[r, i],
                 value_before=float(res.before["value"][r, 0]), value_after=float(res.after["value"][r, 0])))
         con.config.setdefault("accentuation", res.config.to_dict())
-    con.timings["accentuation_s"] = time.perf_counter() - t1
-    con.config.update({"top": top, "weak": weak, "generator": generator})
-    return con
-
