@@ -7,7 +7,8 @@
 - :func:`latent_features`: one neuron, channel or direction accentuated in many images.
 - :func:`least_change`: the smallest change that still makes the model see the target
   (a per-pair search of the regularization weight).
-- :func:`concepts`: the concepts a layer uses across a photo set (NMF / semi-NMF of its
+- :func:`accentuate.concepts` (module :mod:`accentuate.analysis.concepts`; the function is not
+  re-exported here, where its name is the module's): the concepts a layer uses across a photo set (NMF / semi-NMF of its
   activations over every patch), each shown on photos and accentuated.
 - :func:`cascading_randomization`: the sanity check (randomize the model from the top;
   the explanation must change).
@@ -17,7 +18,7 @@ Plots need matplotlib (``pip install accentuate[plot]``); image grids need only 
 
 from __future__ import annotations
 
-from .concepts import ConceptAccentuation, Concepts, concepts, find_concepts
+from .concepts import ConceptAccentuation, Concepts, find_concepts
 from .latent import Latent, latent_features
 from .leastchange import LeastChange, least_change
 from .pathway import Pathway, augmented_views, pathway_similarity
@@ -36,7 +37,6 @@ __all__ = [
     "augmented_views",
     "cascade_order",
     "cascading_randomization",
-    "concepts",
     "find_concepts",
     "lambda_sweep",
     "latent_features",

@@ -20,7 +20,7 @@ Example:
     >>> a = torch.rand(60, 4, generator=g) @ torch.rand(4, 12, generator=g)
     >>> f = nmf(a, 4)
     >>> f.u.shape, f.w.shape, f.relative_error < 0.01
-    ((torch.Size([60, 4]), torch.Size([4, 12]), True)
+    (torch.Size([60, 4]), torch.Size([4, 12]), True)
 """
 
 from __future__ import annotations
@@ -175,13 +175,17 @@ DUPLICATE = 0.98
 
 def _revive(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, signed: bool) -> bool:
     """Restart, in place, the dead concepts (a column of ``U`` all zero, which HALS never leaves)
-    and the duplicates (a vector within :data:`DUPLICATE` of an earlier one, or of its opposite:
+    and, for semi-NMF, the duplicates (a vector within :data:`DUPLICATE` of an earlier one, or of its opposite:
     with signed ``W`` two such vectors can cancel each other with huge coefficients): each takes
     the worst-fit row of ``A`` (largest residual; its non-negative part for NMF) as its vector,
     with that row's coefficient. Returns whether any was restarted."""
     unit = w / w.norm(dim=1, keepdim=True).clamp(min=1e-30)
     cos = (unit @ unit.T).abs().triu(diagonal=1)
-    dead = [j for j in range(u.shape[1]) if float(u[:, j].max()) <= 0 or float(cos[:, j].max()) > DUPLICATE]
+    # Duplicates only for signed W: non-negative concept vectors are often close in angle (all their
+    # entries share a sign) without being the same concept, and restarting them kept an exact
+    # rank-k NMF from converging (relative error 0.10 instead of 4e-4 on the module's example).
+    dead = [j for j in range(u.shape[1])
+            if float(u[:, j].max()) <= 0 or (signed and float(cos[:, j].max()) > DUPLICATE)]
     for j in dead:
         u[:, j] = 0
         r = a - u @ w
