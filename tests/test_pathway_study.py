@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from PIL import Image
 
 from accentuate.analysis import Interval, bootstrap, pathway_similarity, pathway_study
 from accentuate.analysis._shared import layer_activations, layouts_of, model_view, pair_means, pearson
@@ -159,3 +160,29 @@ def test_study_reads_finished_runs_back_and_refuses_other_settings(tiny, study_i
     assert torch.allclose(again.pathways["cherry"].pooled["accentuation"], first.pathways["cherry"].pooled["accentuation"])
     with pytest.raises(ValueError, match="other settings"):
         pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, **dict(QUICK, steps=5))
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_cli_pathway_lam0_and_intervals_add_to_the_table(tmp_path, seed_img, capsys):
+    from accentuate.cli import main
+
+    paths = []
+    for i, img in enumerate([seed_img, *_photos(seed_img.flip(-2), 3, 4)]):
+        path = tmp_path / f"{'seed' if i == 0 else f'nat{i}'}.png"
+        Image.fromarray((img.permute(1, 2, 0) * 255).round().byte().numpy()).save(path)
+        paths.append(str(path))
+    argv = ["pathway", "cherry", "--class-images", *paths[1:], "--seeds", paths[0], "--feature-vis", "1",
+            "--steps", "3", "--crops", "2", "--canvas", "48", "--model", "test_analysis:tiny_model", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 0
+    plain = capsys.readouterr().out
+    assert "lam0" not in plain and "interval" not in plain
+    assert main([*argv, "--lam0", "--intervals", "200", "--out", str(tmp_path / "more")]) == 0
+    more = capsys.readouterr().out
+    table, _, intervals = more.partition("\nPooled r, mean [95% interval]")
+    assert table.startswith(plain.strip().splitlines()[0][:14])  # the same table, with a lam0 column added
+    assert "lam0 (3 pairs)" in table and "natural (3 pairs)" in table
+    lines = [l for l in intervals.splitlines() if l.startswith("| conv")]
+    assert len(lines) == 3 and all(l.count("[") == 5 for l in lines)  # accentuation, lam0, seed, FV, natural
+    assert (tmp_path / "more" / "pathway_intervals.md").read_text().strip() == intervals.strip().split("\n", 1)[1]
+    assert main([*argv, "--intervals", "1", "--out", str(tmp_path / "bad")]) == 2
+    assert "--intervals" in capsys.readouterr().err

@@ -185,6 +185,17 @@ class Pathway(Display):
         ci = bootstrap(stat, self.unit_sizes(), replicates, level, generator)
         return {k: ci[i] for i, k in enumerate(self.kinds)}
 
+    def intervals_markdown(self, intervals: Mapping[str, Interval], digits: int = 2) -> str:
+        """The :meth:`intervals` as a table: one row per layer, ``mean [lower, upper]`` per kind."""
+        rows = []
+        for i, layer in enumerate(self.layers):
+            row: dict[str, Any] = {"layer": "logits" if layer == OUTPUT else layer}
+            for k, ci in intervals.items():
+                row[k] = (f"{float(ci.estimate[i]):.{digits}f} [{float(ci.lower[i]):.{digits}f}, "
+                          f"{float(ci.upper[i]):.{digits}f}]")
+            rows.append(row)
+        return markdown_table(rows)
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer: ``layer``, ``depth`` and ``{kind}`` (pooled), ``{kind}_unpooled``."""
         out = []
