@@ -9,7 +9,8 @@ seeds, the feature visualizations and the photos (accentuate.analysis.pathway_st
 
 A model with classes (EfficientNet-Lite0): the targets are the classes, and a photo counts as a
 natural photo of C when the model puts C in its top-k (--top, default 5) on the view the
-pathway analysis uses (the whole photo resized to the model's input). A model without classes
+pathway analysis uses (the whole photo resized to the model's input); two files of one source
+(the pool has the Brandenburg Gate twice) are one photo, the first by path. A model without classes
 (DINOv2): the target of class C is "look like" a reference photo of C (its first photo by
 name, acc.like with the default layer), compared with the OTHER photos of C (held out).
 
@@ -42,8 +43,9 @@ from accentuate.hooks import OUTPUT
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import default_cache  # noqa: E402  (benchmarks/photos.py: where the pool is)
 
-#: The pool's classes with at least five photos (church, 4 photos, is left out: the model puts
-#: two of its four cathedrals outside its top-5; screwdriver, 4 photos, to keep the run near an hour).
+#: The pool's classes with at least five files (triumphal arch: four distinct photos, its Brandenburg
+#: Gate is there twice). Left out: church (the model puts two of its four cathedrals outside its
+#: top-5) and screwdriver (four photos; to keep the run near an hour).
 CLASSES = ("hammer", "solar dish", "dam", "triumphal arch", "palace")
 #: Seeds of none of the classes, all 4:3 (one canvas), public domain: a reef fish, a polar bear,
 #: a frying pan, a dog.
@@ -74,7 +76,14 @@ def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path
     lines = ["| class | photo | used as | model's rank of the class |", "|---|---|---|---:|"]
     classes: dict[str, tuple[Any, list[Path]]] = {}
     for name in names:
-        mine = sorted((r for r in rows if r["imagenet_class"] == name), key=lambda r: r["path"])
+        mine, sources = [], {}
+        for r in sorted((r for r in rows if r["imagenet_class"] == name), key=lambda r: r["path"]):
+            if r["source"] in sources:  # the same photo twice (the Brandenburg Gate): one natural photo
+                lines.append(f"| {name} | {r['folder']}/{r['name']} | left out (the same photo as "
+                             f"{sources[r['source']]}) | |")
+                continue
+            sources[r["source"]] = f"{r['folder']}/{r['name']}"
+            mine.append(r)
         if not mine:
             raise SystemExit(f"error: no photo of class {name!r} in the pool")
         files = [cache / r["path"] for r in mine]
