@@ -489,33 +489,12 @@ def pathway_similarity(
         else:
             seed_images = []
     kinds: dict[str, list[torch.Tensor]] = {"accentuation": acc_images}
-    if lam0 is True:  # the same run without the regularizer, from the same seeds
-        if isinstance(accentuations, Result) and seeds is None:
-            seeds = accentuations.seeds
-        r0 = accentuate(model, seeds, objective, settings.replace(lam=0.0), generator=generator, progress=progress,
-                        **accentuate_kwargs)
-        kinds["lam0"] = [t for t in r0.images[:, 0]]
-        config["lam0"] = r0.config.to_dict()
-    elif lam0 is not False:
-        if isinstance(lam0, Result) and lam0.images.shape[1] != 1:
-            raise ValueError(f"lam0 has {lam0.images.shape[1]} targets; pass a Result of one target")
-        kinds["lam0"] = _images_of(lam0, "lam0")
     if seed_images:
         kinds["seed"] = seed_images
-
-    # Feature visualizations: the same optimization without a seed or a regularizer.
-    if isinstance(feature_vis, int):
-        if feature_vis > 0:
-            canvas = tuple(acc_images[0].shape[-2:])
-            fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
-            fvs = []
-            for i in range(feature_vis):
-                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
-                               **accentuate_kwargs)
-                fvs.append(r.images[0, 0])
-            kinds["feature_vis"] = fvs
-    elif feature_vis is not None:
-        kinds["feature_vis"] = _images_of(feature_vis, "feature_vis")
+    if lam0 is True and seeds is None and isinstance(accentuations, Result):
+        seeds = accentuations.seeds
+    kinds.update(_optimized(model, objective, settings, seeds, lam0, feature_vis, tuple(acc_images[0].shape[-2:]),
+                            generator, progress, accentuate_kwargs, config))
     for name, imgs in (extra or {}).items():
         if name in KINDS:
             raise ValueError(f"extra kind {name!r} clashes with a built-in kind; choose another name")
@@ -548,6 +527,47 @@ def pathway_similarity(
         pooled=means["pooled"], unpooled=means["unpooled"], pooled_sd=sds["pooled"], unpooled_sd=sds["unpooled"],
         pairs=pairs, images={k: kinds[k] for k in order}, config=config, pairwise=pairwise,
     )
+
+
+def _optimized(
+    model: nn.Module,
+    objective: Objective,
+    settings: Settings,
+    seeds: Any,
+    lam0: bool | Result | ImageSet,
+    feature_vis: Result | ImageSet | int | None,
+    canvas: tuple[int, ...],
+    generator: int,
+    progress: bool | Callable[[int, int], None],
+    accentuate_kwargs: dict[str, Any],
+    config: dict[str, Any],
+) -> dict[str, list[torch.Tensor]]:
+    """The ``lam0`` and ``feature_vis`` kinds of :func:`pathway_similarity`: made here (the
+    accentuations' settings at ``lam = 0``; noise-seeded, without a regularizer, on the
+    accentuations' ``canvas``) or as given. Records their settings in ``config``."""
+    kinds: dict[str, list[torch.Tensor]] = {}
+    if lam0 is True:  # the same run without the regularizer, from the same seeds
+        r0 = accentuate(model, seeds, objective, settings.replace(lam=0.0), generator=generator, progress=progress,
+                        **accentuate_kwargs)
+        kinds["lam0"] = [t for t in r0.images[:, 0]]
+        config["lam0"] = r0.config.to_dict()
+    elif lam0 is not False:
+        if isinstance(lam0, Result) and lam0.images.shape[1] != 1:
+            raise ValueError(f"lam0 has {lam0.images.shape[1]} targets; pass a Result of one target")
+        kinds["lam0"] = _images_of(lam0, "lam0")
+    # Feature visualizations: the same optimization without a seed or a regularizer.
+    if isinstance(feature_vis, int):
+        if feature_vis > 0:
+            fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
+            fvs = []
+            for i in range(feature_vis):
+                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
+                               **accentuate_kwargs)
+                fvs.append(r.images[0, 0])
+            kinds["feature_vis"] = fvs
+    elif feature_vis is not None:
+        kinds["feature_vis"] = _images_of(feature_vis, "feature_vis")
+    return kinds
 
 
 def _correlations(

@@ -354,6 +354,50 @@ def _cached_run(work: Path | None, name: str, key: dict[str, Any], make: Callabl
     return res, False
 
 
+def _engine_runs(
+    model: nn.Module,
+    model_name: str,
+    objectives: list[Objective],
+    seed_list: list[torch.Tensor],
+    seed_names: list[str],
+    settings: Settings,
+    *,
+    lam0: bool,
+    feature_vis: int,
+    generator: int,
+    work: str | os.PathLike | None,
+    progress: bool | Callable[[int, int], None],
+    accentuate_kwargs: dict[str, Any],
+) -> tuple[dict[str, Result], dict[str, dict[str, Any]]]:
+    """The engine runs of :func:`pathway_study` (each every seed x every class), made or read back.
+
+    Returns:
+        ``({run: Result}, {run: {"seconds", "read_back"}})``.
+    """
+    folder = output_folder(work) if work is not None else None
+    times: dict[str, dict[str, Any]] = {}
+
+    def run(name: str, s: Settings, seeded: bool, g: int) -> Result:
+        key = {"run": name, "model": model_name, "settings": s.hash(), "generator": g,
+               "targets": [o.identity() for o in objectives],
+               "seeds": [tensor_digest(t) for t in seed_list] if seeded else None}
+        res, read = _cached_run(folder, name, key,
+                                lambda: accentuate(model, seed_list if seeded else None, objectives, s, generator=g,
+                                                   progress=progress, **accentuate_kwargs),
+                                seed_names if seeded else None)
+        times[name] = {"seconds": res.run.get("seconds"), "read_back": read}
+        return res
+
+    runs = {"accentuation": run("accentuation", settings, True, generator)}
+    if lam0:
+        runs["lam0"] = run("lam0", settings.replace(lam=0.0), True, generator)
+    canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
+    fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
+    for i in range(feature_vis):
+        runs[f"feature_vis_{i}"] = run(f"feature_vis_{i}", fv_settings, False, generator + 1 + i)
+    return runs, times
+
+
 def pathway_study(
     model: nn.Module,
     classes: Mapping[str, tuple[int | str | Objective, ImageSet]],
@@ -410,29 +454,10 @@ def pathway_study(
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     seed_list, seed_names = load_image_set(seeds, "seeds")
     naturals = {c: load_image_set(classes[c][1], f"natural photos of {c}") for c in names}
-    folder = output_folder(work) if work is not None else None
-
-    def key(run: str, s: Settings, seeded: bool, g: int) -> dict[str, Any]:
-        return {"run": run, "model": spec.name, "settings": s.hash(), "generator": g,
-                "targets": [o.identity() for o in objectives],
-                "seeds": [tensor_digest(t) for t in seed_list] if seeded else None}
-
-    def run(name: str, s: Settings, seeded: bool, g: int) -> Result:
-        res, read = _cached_run(folder, name, key(name, s, seeded, g),
-                                lambda: accentuate(model, seed_list if seeded else None, objectives, s, generator=g,
-                                                   progress=progress, **accentuate_kwargs),
-                                seed_names if seeded else None)
-        times[name] = {"seconds": res.run.get("seconds"), "read_back": read}
-        return res
-
-    times: dict[str, dict[str, Any]] = {}
-    runs = {"accentuation": run("accentuation", settings, True, generator)}
-    if lam0:
-        runs["lam0"] = run("lam0", settings.replace(lam=0.0), True, generator)
+    runs, times = _engine_runs(model, spec.name, objectives, seed_list, seed_names, settings, lam0=lam0,
+                               feature_vis=feature_vis, generator=generator, work=work, progress=progress,
+                               accentuate_kwargs=accentuate_kwargs)
     canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
-    fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
-    for i in range(feature_vis):
-        runs[f"feature_vis_{i}"] = run(f"feature_vis_{i}", fv_settings, False, generator + 1 + i)
     acc_res = runs["accentuation"]
     fitted = list(acc_res.seeds) if acc_res.seeds is not None else seed_list
     pathways = {}
