@@ -1,7 +1,8 @@
 """The paper's analyses, measured: each returns a value with a table, a figure and ``save()``.
 
 - :func:`pathway_similarity`: do accentuations travel through the model like natural
-  images of the target class (layer-by-layer correlations)?
+  images of the target class (layer-by-layer correlations)? :func:`pathway_study` does
+  it for several classes of natural photos at once, with bootstrap intervals.
 - :func:`lambda_sweep` and :func:`sensitive_region`: the regularization weight's
   effect, and the range of ``lam`` where it matters.
 - :func:`latent_features`: one neuron, channel or direction accentuated in many images.
@@ -18,23 +19,28 @@ Plots need matplotlib (``pip install accentuate[plot]``); image grids need only 
 
 from __future__ import annotations
 
+from ._shared import Interval, bootstrap
 from .concepts import ConceptAccentuation, Concepts, find_concepts
 from .latent import Latent, latent_features
 from .leastchange import LeastChange, least_change
 from .pathway import Pathway, augmented_views, pathway_similarity
+from .pathway_study import PathwayStudy, pathway_study
 from .sanity import Sanity, cascade_order, cascading_randomization, randomize
 from .sweep import SensitiveRegion, Sweep, lambda_sweep, sensitive_region
 
 __all__ = [
     "ConceptAccentuation",
     "Concepts",
+    "Interval",
     "Latent",
     "LeastChange",
     "Pathway",
+    "PathwayStudy",
     "Sanity",
     "SensitiveRegion",
     "Sweep",
     "augmented_views",
+    "bootstrap",
     "cascade_order",
     "cascading_randomization",
     "find_concepts",
@@ -42,6 +48,7 @@ __all__ = [
     "latent_features",
     "least_change",
     "pathway_similarity",
+    "pathway_study",
     "randomize",
     "sensitive_region",
 ]

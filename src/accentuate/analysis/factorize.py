@@ -173,19 +173,16 @@ def _error(a_sq: float, a: torch.Tensor, u: torch.Tensor, w: torch.Tensor) -> fl
 DUPLICATE = 0.98
 
 
-def _revive(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, signed: bool) -> bool:
+def _revive(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, signed: bool, duplicates: bool = True) -> int:
     """Restart, in place, the dead concepts (a column of ``U`` all zero, which HALS never leaves)
-    and, for semi-NMF, the duplicates (a vector within :data:`DUPLICATE` of an earlier one, or of its opposite:
+    and (``duplicates``) the duplicates (a vector within :data:`DUPLICATE` of an earlier one, or of its opposite:
     with signed ``W`` two such vectors can cancel each other with huge coefficients): each takes
     the worst-fit row of ``A`` (largest residual; its non-negative part for NMF) as its vector,
     with that row's coefficient. Returns whether any was restarted."""
     unit = w / w.norm(dim=1, keepdim=True).clamp(min=1e-30)
     cos = (unit @ unit.T).abs().triu(diagonal=1)
-    # Duplicates only for signed W: non-negative concept vectors are often close in angle (all their
-    # entries share a sign) without being the same concept, and restarting them kept an exact
-    # rank-k NMF from converging (relative error 0.10 instead of 4e-4 on the module's example).
     dead = [j for j in range(u.shape[1])
-            if float(u[:, j].max()) <= 0 or (signed and float(cos[:, j].max()) > DUPLICATE)]
+            if float(u[:, j].max()) <= 0 or (duplicates and float(cos[:, j].max()) > DUPLICATE)]
     for j in dead:
         u[:, j] = 0
         r = a - u @ w
@@ -196,7 +193,7 @@ def _revive(a: torch.Tensor, u: torch.Tensor, w: torch.Tensor, signed: bool) -> 
             continue
         w[j] = v / size
         u[row, j] = size
-    return bool(dead)
+    return len(dead)
 
 
 def _unit_rows(u: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,11 +220,17 @@ def _factorize(a: torch.Tensor, k: int, signed: bool, iterations: int, tol: floa
     previous = _error(a_sq, a, u, w) ** 0.5 / norm
     done, converged, err = 0, False, previous
     eye = torch.eye(k, dtype=a.dtype, device=a.device)
+    budget = k  # duplicate restarts left to NMF (see below)
     l1 = sparsity * norm / a.shape[0] ** 0.5  # in units of the rows' RMS norm (W's rows are unit)
     for step in range(1, iterations + 1):
         done = step
         _hals_u(u, a @ w.T, w @ w.T, l1)
-        if _revive(a, u, w, signed):
+        # NMF restarts duplicates a few times only (k in all): restarted on every step, two close
+        # non-negative vectors kept an exact rank-k NMF from converging (error 0.10 instead of 4e-4
+        # on the module's example); semi-NMF, whose opposite vectors cancel, always restarts them.
+        restarted = _revive(a, u, w, signed, duplicates=signed or budget > 0)
+        if restarted:
+            budget -= restarted
             previous = math.inf  # the fit jumped: do not take this step for convergence
         utu, uta = u.T @ u, u.T @ a
         if signed:

@@ -5,10 +5,12 @@ and compares their layer activations with those of natural images of the class,
 layer by layer:
 
 - ``accentuation``: the seeds accentuated toward the target;
+- ``lam0`` (on request): the same accentuations without the regularizer (``lam = 0``);
 - ``seed``: the seeds themselves (where the accentuations started);
 - ``feature_vis``: noise-seeded feature visualizations of the target (same
   optimization, no seed, no regularizer);
-- ``natural``: the natural images of the class among themselves (each pair once).
+- ``natural``: the natural images of the class among themselves (each pair once,
+  never an image with itself).
 
 Measure: at each layer, the Pearson correlation between the activations of an
 image of the kind and of a natural image of the class, averaged over all such
@@ -27,11 +29,18 @@ have no space, so both versions agree there.
 The paper's claim is that accentuations correlate with natural images of the
 class about as well as those correlate among themselves, and much better than
 feature visualizations do; the ``seed`` line shows how much of that the
-accentuation owes to its seed being a natural image in the first place.
+accentuation owes to its seed being a natural image in the first place, and the
+``lam0`` line how much it owes to the regularizer.
+
+Every correlation of every pair is kept (:attr:`Pathway.pairwise`), so that
+:meth:`Pathway.intervals` can give bootstrap intervals that resample the images
+(seeds, feature visualizations, natural photos), not their pairs; over several
+classes see :mod:`accentuate.analysis.pathway_study`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,12 +60,15 @@ from ..result import Result
 from ..settings import Settings
 from ._shared import (
     ImageSet,
+    Interval,
     analysis_settings,
+    bootstrap,
     layer_activations,
     layouts_of,
     load_image_set,
     markdown_table,
     model_view,
+    pair_means,
     pearson,
     require_matplotlib,
     save_figure,
@@ -67,19 +79,24 @@ from ._shared import (
 if TYPE_CHECKING:
     from ..grid import Grid
 
-__all__ = ["KINDS", "Pathway", "augmented_views", "pathway_similarity"]
+__all__ = ["KINDS", "SEED_KINDS", "Pathway", "augmented_views", "pathway_similarity"]
 
 #: The image kinds :func:`pathway_similarity` builds, in plotting order.
-KINDS = ("accentuation", "seed", "feature_vis", "natural")
+KINDS = ("accentuation", "lam0", "seed", "feature_vis", "natural")
+
+#: The kinds whose images are one per seed, in the seeds' order (resampled together).
+SEED_KINDS = ("accentuation", "lam0", "seed")
 
 _STYLE = {  # colour, marker, line style
     "accentuation": ("#d62728", "o", "-"),
+    "lam0": ("#ff7f0e", "v", "-."),
     "seed": ("#7f7f7f", "s", "--"),
     "feature_vis": ("#1f77b4", "^", "-"),
     "natural": ("#2ca02c", "D", ":"),
 }
 _LABEL = {
     "accentuation": "accentuation vs natural",
+    "lam0": "accentuation at lam 0 vs natural",
     "seed": "seed vs natural",
     "feature_vis": "feature visualization vs natural",
     "natural": "natural vs natural",
@@ -99,6 +116,10 @@ class Pathway(Display):
         pairs: ``{kind: number of (image, natural image) pairs averaged}``.
         images: ``{kind: (n, 3, H, W)}`` the images compared (as given, before resizing).
         config: how the images were made.
+        pairwise: ``{"pooled" | "unpooled": {kind: (L, n, n_natural)}}`` the correlation of
+            each image of the kind with each natural image, per layer; for ``natural`` the
+            ``(L, n_natural, n_natural)`` matrix of the naturals among themselves, NaN on
+            its diagonal (an image is never paired with itself).
     """
 
     target: str
@@ -111,6 +132,69 @@ class Pathway(Display):
     pairs: dict[str, int]
     images: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    pairwise: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def unit(self, kind: str) -> str:
+        """The resampling unit of a kind's images: ``"seed"`` for the kinds made from the seeds
+        (:data:`SEED_KINDS`, one image per seed, resampled together when they have as many
+        images), ``"natural"`` for the natural images, else the kind itself."""
+        if kind in SEED_KINDS:
+            counts = {len(self.images.get(k, [])) for k in SEED_KINDS if k in self.kinds}
+            return "seed" if len(counts) == 1 else kind
+        return kind
+
+    def unit_sizes(self) -> dict[str, int]:
+        """``{unit: number of images}`` over the compared kinds (see :meth:`unit`)."""
+        return {self.unit(k): int(self.pairwise["pooled"][k].shape[1]) for k in self.kinds}
+
+    def pair_statistic(self, kind: str, draws: Mapping[str, torch.Tensor], measure: str = "pooled") -> torch.Tensor:
+        """The mean r of ``kind`` with the natural images, per replicate of :func:`bootstrap`.
+
+        Args:
+            kind: one of :attr:`kinds`.
+            draws: ``{unit: (R, n) indices}`` for the units of :meth:`unit_sizes`.
+            measure: ``"pooled"`` or ``"unpooled"``.
+
+        Returns:
+            ``(R, L)``.
+        """
+        r = self.pairwise[measure][kind]
+        nat = draws["natural"]
+        rows = nat if kind == "natural" else draws[self.unit(kind)]
+        return pair_means(r, rows, nat)
+
+    def intervals(self, replicates: int = 2000, level: float = 0.95, generator: int = 0,
+                  measure: str = "pooled") -> dict[str, Interval]:
+        """Bootstrap intervals of each kind's mean r, per layer, resampling images, not pairs.
+
+        One joint bootstrap: each replicate redraws the seeds (the accentuations, ``lam0``
+        accentuations and seeds of one seed go together), the feature visualizations and
+        the natural images, each with replacement. Natural-vs-natural pairs are the drawn
+        naturals' distinct pairs (a photo drawn twice is not paired with itself).
+
+        Returns:
+            ``{kind: Interval}`` with ``(L,)`` ends; ``estimate`` equals :attr:`pooled`
+            (or :attr:`unpooled`).
+        """
+        if not self.pairwise:
+            raise ValueError("this Pathway keeps no pairwise correlations; recompute it with pathway_similarity")
+
+        def stat(draws: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.stack([self.pair_statistic(k, draws, measure) for k in self.kinds], dim=1)
+
+        ci = bootstrap(stat, self.unit_sizes(), replicates, level, generator)
+        return {k: ci[i] for i, k in enumerate(self.kinds)}
+
+    def intervals_markdown(self, intervals: Mapping[str, Interval], digits: int = 2) -> str:
+        """The :meth:`intervals` as a table: one row per layer, ``mean [lower, upper]`` per kind."""
+        rows = []
+        for i, layer in enumerate(self.layers):
+            row: dict[str, Any] = {"layer": "logits" if layer == OUTPUT else layer}
+            for k, ci in intervals.items():
+                row[k] = (f"{float(ci.estimate[i]):.{digits}f} [{float(ci.lower[i]):.{digits}f}, "
+                          f"{float(ci.upper[i]):.{digits}f}]")
+            rows.append(row)
+        return markdown_table(rows)
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per layer: ``layer``, ``depth`` and ``{kind}`` (pooled), ``{kind}_unpooled``."""
@@ -218,6 +302,8 @@ class Pathway(Display):
                "summary": self.summary(), "rows": self.rows(),
                "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()}
                       for k in self.kinds}}
+        if self.pairwise:  # every pair's r, NaN (an image with itself) as null
+            doc["pairwise"] = {m: {k: _nan_to_none(v.tolist()) for k, v in d.items()} for m, d in self.pairwise.items()}
         atomic_write(out / "pathway.json", json.dumps(doc, indent=2, default=str).encode())
         written += [out / "pathway.md", out / "pathway.json"]
         if plot:
@@ -291,6 +377,12 @@ def augmented_views(
     return out
 
 
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return None if isinstance(x, float) and x != x else x
+
+
 def _images_of(value: Result | ImageSet, what: str) -> list[torch.Tensor]:
     if isinstance(value, Result):
         return [t for t in value.images[:, 0]]
@@ -304,6 +396,7 @@ def pathway_similarity(
     seeds: ImageSet | None = None,
     *,
     accentuations: Result | ImageSet | None = None,
+    lam0: bool | Result | ImageSet = False,
     feature_vis: Result | ImageSet | int | None = 1,
     extra: Mapping[str, ImageSet] | None = None,
     layers: Sequence[str] | None = None,
@@ -329,6 +422,10 @@ def pathway_similarity(
             :class:`~accentuate.result.Result` (its seeds are used).
         accentuations: accentuations made beforehand (a ``Result`` of one target, or
             images); by default they are made here from ``seeds``.
+        lam0: also compare the seeds accentuated without the regularizer (the ``lam0``
+            kind): ``True`` makes them here (the same settings and generator with
+            ``lam=0``), or pass ready-made ones (a ``Result`` of one target, or images, one
+            per seed); ``False`` (the default) leaves the kind out.
         feature_vis: how many noise-seeded feature visualizations of the target to make
             (same settings as the accentuations, ``reg_layer="none"``, on a canvas of
             the accentuations' size), or ready-made ones (a ``Result`` or images);
@@ -358,8 +455,6 @@ def pathway_similarity(
         >>> pw = pathway_similarity(model, "espresso", "espresso/", acc.photo("chelsea"))  # doctest: +SKIP
         >>> print(pw.to_markdown())                                    # doctest: +SKIP
     """
-    # One piece: the images of every kind are made and measured in one order (natural, seeds and
-    # accentuations, feature visualizations) that the record's rows and figures follow.
     spec = spec_of(model, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     naturals, _ = load_image_set(class_images, "class_images")
@@ -372,9 +467,11 @@ def pathway_similarity(
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     config: dict[str, Any] = {"target": repr(objective), "generator": generator,
                               "accentuate": settings.to_dict()}
-    if accentuations is None:
-        if seeds is None:
+    if accentuations is None or lam0 is True:
+        if seeds is None and not isinstance(accentuations, Result):
             raise ValueError("give seeds to accentuate, or ready-made accentuations=")
+    if accentuations is None:
+        assert seeds is not None
         res = accentuate(model, seeds, objective, settings, generator=generator, progress=progress,
                          **accentuate_kwargs)
         acc_images = [t for t in res.images[:, 0]]
@@ -395,20 +492,10 @@ def pathway_similarity(
     kinds: dict[str, list[torch.Tensor]] = {"accentuation": acc_images}
     if seed_images:
         kinds["seed"] = seed_images
-
-    # Feature visualizations: the same optimization without a seed or a regularizer.
-    if isinstance(feature_vis, int):
-        if feature_vis > 0:
-            canvas = tuple(acc_images[0].shape[-2:])
-            fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
-            fvs = []
-            for i in range(feature_vis):
-                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
-                               **accentuate_kwargs)
-                fvs.append(r.images[0, 0])
-            kinds["feature_vis"] = fvs
-    elif feature_vis is not None:
-        kinds["feature_vis"] = _images_of(feature_vis, "feature_vis")
+    if lam0 is True and seeds is None and isinstance(accentuations, Result):
+        seeds = accentuations.seeds
+    kinds.update(_optimized(model, objective, settings, seeds, lam0, feature_vis, tuple(acc_images[0].shape[-2:]),
+                            generator, progress, accentuate_kwargs, config))
     for name, imgs in (extra or {}).items():
         if name in KINDS:
             raise ValueError(f"extra kind {name!r} clashes with a built-in kind; choose another name")
@@ -427,39 +514,105 @@ def pathway_similarity(
     acts = {k: layer_activations(model, views[k], layer_list, spec, batch) for k in order}
     lays = layouts_of(model, spec, layer_list)
 
-    pooled_r: dict[str, list[float]] = {k: [] for k in order}
-    unpooled_r: dict[str, list[float]] = {k: [] for k in order}
-    pooled_sd: dict[str, list[float]] = {k: [] for k in order}
-    unpooled_sd: dict[str, list[float]] = {k: [] for k in order}
-    pairs: dict[str, int] = {}
     n_nat = len(naturals)
-    for layer in layer_list:
-        nat = acts["natural"][layer]
-        pooled = lays[layer].pool
-        for k in order:
-            a = acts[k][layer]
-            for fn, store, store_sd in ((pooled, pooled_r, pooled_sd),
-                                        (lambda t: t, unpooled_r, unpooled_sd)):
-                corr = pearson(fn(a), fn(nat))
-                if k == "natural":  # each pair of distinct natural images once
-                    iu = torch.triu_indices(n_nat, n_nat, offset=1)
-                    vals = corr[iu[0], iu[1]]
-                else:
-                    vals = corr.flatten()
-                vals = vals[~torch.isnan(vals)]
-                store[k].append(float(vals.mean()) if vals.numel() else float("nan"))
-                store_sd[k].append(float(vals.std(unbiased=False)) if vals.numel() else float("nan"))
-                pairs[k] = int(vals.numel())
+    means, sds, pairs, pairwise = _correlations(acts, lays, layer_list, order)
     if n_nat < 2:
         import warnings
 
         warnings.warn("only one natural image of the class: the natural-vs-natural line is empty; "
                       "give at least 2 class_images", stacklevel=2)
-    t = lambda d: {k: torch.tensor(v) for k, v in d.items()}  # noqa: E731
     config["layers"] = ["logits" if l == OUTPUT else l for l in layer_list]
     config["counts"] = {k: len(kinds[k]) for k in order}
     return Pathway(
         target=repr(objective), layers=layer_list, kinds=order,
-        pooled=t(pooled_r), unpooled=t(unpooled_r), pooled_sd=t(pooled_sd), unpooled_sd=t(unpooled_sd),
-        pairs=pairs, images={k: kinds[k] for k in order}, config=config,
+        pooled=means["pooled"], unpooled=means["unpooled"], pooled_sd=sds["pooled"], unpooled_sd=sds["unpooled"],
+        pairs=pairs, images={k: kinds[k] for k in order}, config=config, pairwise=pairwise,
     )
+
+
+def _optimized(
+    model: nn.Module,
+    objective: Objective,
+    settings: Settings,
+    seeds: Any,
+    lam0: bool | Result | ImageSet,
+    feature_vis: Result | ImageSet | int | None,
+    canvas: tuple[int, ...],
+    generator: int,
+    progress: bool | Callable[[int, int], None],
+    accentuate_kwargs: dict[str, Any],
+    config: dict[str, Any],
+) -> dict[str, list[torch.Tensor]]:
+    """The ``lam0`` and ``feature_vis`` kinds of :func:`pathway_similarity`: made here (the
+    accentuations' settings at ``lam = 0``; noise-seeded, without a regularizer, on the
+    accentuations' ``canvas``) or as given. Records their settings in ``config``."""
+    kinds: dict[str, list[torch.Tensor]] = {}
+    if lam0 is True:  # the same run without the regularizer, from the same seeds
+        r0 = accentuate(model, seeds, objective, settings.replace(lam=0.0), generator=generator, progress=progress,
+                        **accentuate_kwargs)
+        kinds["lam0"] = [t for t in r0.images[:, 0]]
+        config["lam0"] = r0.config.to_dict()
+    elif lam0 is not False:
+        if isinstance(lam0, Result) and lam0.images.shape[1] != 1:
+            raise ValueError(f"lam0 has {lam0.images.shape[1]} targets; pass a Result of one target")
+        kinds["lam0"] = _images_of(lam0, "lam0")
+    # Feature visualizations: the same optimization without a seed or a regularizer.
+    if isinstance(feature_vis, int):
+        if feature_vis > 0:
+            fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
+            fvs = []
+            for i in range(feature_vis):
+                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
+                               **accentuate_kwargs)
+                fvs.append(r.images[0, 0])
+            kinds["feature_vis"] = fvs
+    elif feature_vis is not None:
+        kinds["feature_vis"] = _images_of(feature_vis, "feature_vis")
+    return kinds
+
+
+def _correlations(
+    acts: Mapping[str, Mapping[str, torch.Tensor]],
+    lays: Mapping[str, Any],
+    layer_list: Sequence[str],
+    order: Sequence[str],
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]], dict[str, int],
+           dict[str, dict[str, torch.Tensor]]]:
+    """Every kind's Pearson r with the natural images (``acts["natural"]``), at each layer.
+
+    Returns:
+        ``(means, sds, pairs, pairwise)``: ``means[measure][kind]`` and ``sds[...]`` ``(L,)``
+        over the kind's pairs (NaN pairs left out), ``pairs[kind]`` how many, and
+        ``pairwise[measure][kind]`` ``(L, n, n_natural)`` every pair's r; for ``natural``
+        the naturals among themselves with a NaN diagonal, so that each pair of distinct
+        natural images counts once in the mean and no image is paired with itself.
+    """
+    measures = ("pooled", "unpooled")
+    per: dict[str, dict[str, list[torch.Tensor]]] = {m: {k: [] for k in order} for m in measures}
+    for layer in layer_list:
+        nat = acts["natural"][layer]
+        fns = {"pooled": lays[layer].pool, "unpooled": lambda t: t}
+        for k in order:
+            for m in measures:
+                corr = pearson(fns[m](acts[k][layer]), fns[m](nat))
+                if k == "natural":  # never an image with itself
+                    corr.fill_diagonal_(math.nan)
+                per[m][k].append(corr)
+    pairwise = {m: {k: torch.stack(v) for k, v in d.items()} for m, d in per.items()}
+    means: dict[str, dict[str, torch.Tensor]] = {m: {} for m in measures}
+    sds: dict[str, dict[str, torch.Tensor]] = {m: {} for m in measures}
+    pairs: dict[str, int] = {}
+    for m in measures:
+        for k, r in pairwise[m].items():
+            flat = r.flatten(1)
+            if k == "natural":  # each pair of distinct natural images once
+                iu = torch.triu_indices(r.shape[1], r.shape[2], offset=1)
+                flat = r[:, iu[0], iu[1]]
+            mean, sd = [], []
+            for vals in flat:
+                vals = vals[~torch.isnan(vals)]
+                mean.append(float(vals.mean()) if vals.numel() else math.nan)
+                sd.append(float(vals.std(unbiased=False)) if vals.numel() else math.nan)
+                pairs[k] = int(vals.numel())
+            means[m][k], sds[m][k] = torch.tensor(mean), torch.tensor(sd)
+    return means, sds, pairs, pairwise

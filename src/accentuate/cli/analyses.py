@@ -33,6 +33,8 @@ examples:
   accentuate pathway espresso --class-images espresso_photos/ --seeds cat.jpg dog.jpg
   accentuate pathway espresso --class-images coffee.jpg --views 8 --seeds cat.jpg \\
       --feature-vis 2 --steps 50 --crops 8 --canvas 256 --out runs/pathway
+  accentuate pathway hammer --class-images hammer_photos/ --seeds fish.jpg dog.jpg \\
+      --feature-vis 4 --lam0 --intervals 2000
 
 For each layer, the Pearson correlation between the activations of the
 accentuations (and of their seeds, of noise-seeded feature visualizations, and of
@@ -40,7 +42,10 @@ the class images among themselves) and those of the class images. Pooled = chann
 vectors (spatial means), the main number; unpooled = whole C x H x W tensors.
 --views N replaces each class image by N random crops/flips of it (for when you
 have only a few photos of the class; views of one photo correlate more than
-distinct photos would)."""
+distinct photos would). --lam0 adds the seeds accentuated without the
+regularizer; --intervals N adds bootstrap intervals that resample the images
+(seeds, feature visualizations, class images), not their pairs. Several classes
+at once: accentuate.analysis.pathway_study (benchmarks/pathway_pool.py)."""
 
 _SWEEP_EXAMPLE = """\
 examples:
@@ -84,6 +89,8 @@ def _parser(subparsers: argparse._SubParsersAction, name: str, help_: str, descr
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``pathway``, ``sweep``, ``latent`` and ``sanity`` subcommands."""
+    # One piece: a declaration, option after option, of the four subcommands (their help reads in
+    # this order); it holds no logic to split.
     p = _parser(subparsers, "pathway", "compare how accentuations and feature visualizations travel "
                 "through the model", "Pathway similarity: layer-by-layer correlation with natural images "
                 "of the target class, for accentuations, their seeds, noise-seeded feature "
@@ -104,6 +111,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="noise-seeded feature visualizations to compare (default 1; 0 leaves them out)")
     p.add_argument("--layers", nargs="+", metavar="LAYER",
                    help="layers to compare in depth order (default: the model's pathway layers)")
+    p.add_argument("--lam0", action="store_true",
+                   help="also accentuate the seeds without the regularizer (lam 0) and compare them")
+    p.add_argument("--intervals", type=int, default=0, metavar="N",
+                   help="after the table, 95%% bootstrap intervals per layer from N replicates that resample "
+                        "the seeds, feature visualizations and class images (not their pairs); also written "
+                        "to pathway_intervals.md (default 0: off)")
     add_model_options(p)
     add_accentuation_options(p)
     p.set_defaults(func=run_pathway)
@@ -231,6 +244,8 @@ def run_pathway(args: argparse.Namespace) -> int:
     _paths(args.seeds, "--seeds")
     if args.views < 0 or args.feature_vis < 0:
         raise UsageError("--views and --feature-vis must be >= 0")
+    if args.intervals < 0 or args.intervals == 1:
+        raise UsageError(f"--intervals must be 0 (off) or at least 2 replicates; got {args.intervals}")
     model = load_model_from_args(args)
     if args.like is not None:
         from ..objectives import like
@@ -245,8 +260,16 @@ def run_pathway(args: argparse.Namespace) -> int:
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                layers=args.layers, generator=args.seed, **kw)
-    return _finish(result, args, started, model)
+                                lam0=args.lam0, layers=args.layers, generator=args.seed, **kw)
+    code = _finish(result, args, started, model)
+    if args.intervals:
+        from ..outputs.io import atomic_write
+
+        table = result.intervals_markdown(result.intervals(args.intervals, generator=args.seed))
+        print(f"\nPooled r, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
+        print(table)
+        atomic_write(output_dir(args) / "pathway_intervals.md", (table + "\n").encode())
+    return code
 
 
 def run_sweep(args: argparse.Namespace) -> int:
