@@ -455,6 +455,8 @@ def pathway_similarity(
         >>> pw = pathway_similarity(model, "espresso", "espresso/", acc.photo("chelsea"))  # doctest: +SKIP
         >>> print(pw.to_markdown())                                    # doctest: +SKIP
     """
+    # One piece: it reads top to bottom as the measurement (inputs checked, each kind made, every
+    # layer compared, the record); the optimization and the comparison are already helpers.
     spec = spec_of(model, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     naturals, _ = load_image_set(class_images, "class_images")
