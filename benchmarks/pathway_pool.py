@@ -5,7 +5,7 @@ docs/photos.md), pathway similarity per layer between the natural photos of clas
 (a) accentuations toward C of seed photos of other classes at the model's defaults, (b) the
 same at lam 0, (c) noise-seeded feature visualizations of C, (d) the unchanged seeds; the
 natural photos of C among themselves are the reference. Bootstrap intervals resample the
-seeds, the feature visualizations and the photos (accentuate.analysis.pathway_study).
+seeds, the feature visualizations and the photos (accentuate.analysis.pathway_study, in accentuate/analysis/pathway_pool.py).
 
 A model with classes (EfficientNet-Lite0): the targets are the classes, and a photo counts as a
 natural photo of C when the model puts C in its top-k (--top, default 5) on the view the

@@ -24,7 +24,7 @@ from .concepts import ConceptAccentuation, Concepts, find_concepts
 from .latent import Latent, latent_features
 from .leastchange import LeastChange, least_change
 from .pathway import Pathway, augmented_views, pathway_similarity
-from .pathway_study import PathwayStudy, pathway_study
+from .pathway_pool import PathwayStudy, pathway_study
 from .sanity import Sanity, cascade_order, cascading_randomization, randomize
 from .sweep import SensitiveRegion, Sweep, lambda_sweep, sensitive_region
 

@@ -35,7 +35,7 @@ accentuation owes to its seed being a natural image in the first place, and the
 Every correlation of every pair is kept (:attr:`Pathway.pairwise`), so that
 :meth:`Pathway.intervals` can give bootstrap intervals that resample the images
 (seeds, feature visualizations, natural photos), not their pairs; over several
-classes see :mod:`accentuate.analysis.pathway_study`.
+classes see :mod:`accentuate.analysis.pathway_pool`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ have only a few photos of the class; views of one photo correlate more than
 distinct photos would). --lam0 adds the seeds accentuated without the
 regularizer; --intervals N adds bootstrap intervals that resample the images
 (seeds, feature visualizations, class images), not their pairs. Several classes
-at once: accentuate.analysis.pathway_study (benchmarks/pathway_pool.py)."""
+at once: accentuate.analysis.pathway_study, module accentuate.analysis.pathway_pool (benchmarks/pathway_pool.py)."""
 
 _SWEEP_EXAMPLE = """\
 examples:
