@@ -125,3 +125,26 @@ def nan_when_optimized() -> nn.Module:
 
     model.forward = nan  # type: ignore[method-assign]
     return model
+
+
+class Color(nn.Module):
+    """Logits: the mean red, green and blue of the image minus their mean (ranks one can predict)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.conv(x).mean(dim=(2, 3))
+        return m - m.mean(dim=1, keepdim=True)
+
+
+def color() -> nn.Module:
+    """The colour model with a spec (input 32 x 32, labels red, green, blue; fast pixel settings)."""
+    model = Color()
+    model.accentuate_spec = ModelSpec(name="color", input_size=(32, 32), normalize=None, labels=("red", "green", "blue"),
+                                      reg_layer="conv", defaults={"steps": 8, "canvas": 48, "crops": 4,
+                                                                  "param": "pixel", "lam": 0.5})
+    return model.eval()

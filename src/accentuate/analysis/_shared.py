@@ -6,17 +6,19 @@ Nothing here is public API; the analyses re-export what users need.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ..digest import canonical_sha256
 from ..errors import ImageError
 from ..hooks import ModelRunner
 from ..images import SeedLike, image_files, load_image, resize
@@ -24,6 +26,9 @@ from ..layout import Layout
 from ..outputs.io import atomic_write, output_folder
 from ..settings import SPEC_KEYS, Settings
 from ..spec import ModelSpec, resolve_spec
+
+if TYPE_CHECKING:
+    from ..result import Result
 
 #: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
 ImageSet = str | os.PathLike | torch.Tensor | Sequence[SeedLike]
@@ -384,3 +389,36 @@ def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | No
     """
     own = {k: kwargs.pop(k) for k in list(kwargs) if k not in RUN_KEYS and k not in SPEC_KEYS}
     return Settings.resolve(model, spec, settings, seeded=seeded, runner=kwargs.get("runner"), **own)
+
+
+# -- engine runs kept in a work folder -------------------------------------------------------
+def cached_run(work: Path | None, name: str, key: dict[str, Any], make: Callable[[], Result],
+               names: Sequence[str] | None) -> tuple[Result, bool]:
+    """``make()``, or the result saved under ``work/name`` with the same ``key`` (an analysis's engine
+    runs, read back by a later call instead of optimized again).
+
+    Returns:
+        ``(result, read_back)``.
+
+    Raises:
+        ValueError: ``work/name`` holds a run made otherwise (it is never overwritten).
+    """
+    if work is None:
+        return make(), False
+    folder = work / name
+    key_file = folder / "key.json"
+    digest = canonical_sha256(key)
+    if key_file.exists():
+        saved = json.loads(key_file.read_text())
+        if saved.get("digest") != digest:
+            raise ValueError(f"{folder} holds a {name} run made with other settings, targets or seeds; "
+                             "remove it or give another work folder")
+        from ..result import Result
+
+        return Result.load(folder), True
+    res = make()
+    if res.interrupted:
+        raise KeyboardInterrupt(f"the {name} run was interrupted; nothing was saved for it")
+    res.save(folder, names=list(names) if names is not None else None)
+    atomic_write(key_file, json.dumps({"digest": digest, "key": key}, indent=2, default=str).encode())
+    return res, False

@@ -40,7 +40,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..digest import canonical_sha256
 from ..engine import accentuate
 from ..hooks import OUTPUT
 from ..objectives import Objective, as_objective
@@ -54,6 +53,7 @@ from ._shared import (
     Interval,
     analysis_settings,
     bootstrap,
+    cached_run,
     load_image_set,
     markdown_table,
     require_matplotlib,
@@ -325,35 +325,6 @@ def _layer_name(layer: str) -> str:
     return "logits" if layer == OUTPUT else layer
 
 
-def _cached_run(work: Path | None, name: str, key: dict[str, Any], make: Callable[[], Result],
-                names: Sequence[str] | None) -> tuple[Result, bool]:
-    """``make()``, or the result saved under ``work/name`` with the same ``key``.
-
-    Returns:
-        ``(result, read_back)``.
-
-    Raises:
-        ValueError: ``work/name`` holds a run made otherwise (it is never overwritten).
-    """
-    if work is None:
-        return make(), False
-    folder = work / name
-    key_file = folder / "key.json"
-    digest = canonical_sha256(key)
-    if key_file.exists():
-        saved = json.loads(key_file.read_text())
-        if saved.get("digest") != digest:
-            raise ValueError(f"{folder} holds a {name} run made with other settings, targets or seeds; "
-                             "remove it or give another work folder")
-        return Result.load(folder), True
-    res = make()
-    if res.interrupted:
-        raise KeyboardInterrupt(f"the {name} run was interrupted; nothing was saved for it")
-    res.save(folder, names=list(names) if names is not None else None)
-    atomic_write(key_file, json.dumps({"digest": digest, "key": key}, indent=2, default=str).encode())
-    return res, False
-
-
 def _engine_runs(
     model: nn.Module,
     model_name: str,
@@ -381,7 +352,7 @@ def _engine_runs(
         key = {"run": name, "model": model_name, "settings": s.hash(), "generator": g,
                "targets": [o.identity() for o in objectives],
                "seeds": [tensor_digest(t) for t in seed_list] if seeded else None}
-        res, read = _cached_run(folder, name, key,
+        res, read = cached_run(folder, name, key,
                                 lambda: accentuate(model, seed_list if seeded else None, objectives, s, generator=g,
                                                    progress=progress, **accentuate_kwargs),
                                 seed_names if seeded else None)

@@ -57,7 +57,7 @@ __all__ = [
 #: The page's file name in an output folder.
 REPORT = "report.html"
 #: The analyses' records, in the order their sections appear.
-ANALYSES = ("sweep", "pathway", "latent", "sanity")
+ANALYSES = ("sweep", "pathway", "latent", "sanity", "study")
 #: History records per pair embedded in the page (the full history stays in run.json).
 PAGE_HISTORY = 40
 
@@ -334,7 +334,18 @@ def sanity_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
             "image": _image_if(folder, "sanity_images.png"), "figure": _image_if(folder, "sanity.png")}
 
 
-_ANALYSIS_BUILDERS = {"sweep": sweep_context, "pathway": pathway_context, "latent": latent_context, "sanity": sanity_context}
+def study_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """A human study's analysis (``accentuate study analyze``): accuracy per condition and kind."""
+    rows = doc.get("rows") or []
+    cols = doc.get("columns") or (list(rows[0]) if rows else [])
+    people = len(doc.get("participants") or [])
+    return {"kind": "study", "title": f"Human study: {doc.get('target', '')} ({people} participant(s))", "doc": doc,
+            "plots": [], "columns": cols, "rows": rows, "highlight": [r.get("kind") == "all" for r in rows],
+            "image": _image_if(folder, "study.png"), "figure": _image_if(folder, "study.png")}
+
+
+_ANALYSIS_BUILDERS = {"sweep": sweep_context, "pathway": pathway_context, "latent": latent_context,
+                      "sanity": sanity_context, "study": study_context}
 
 
 # -- the page -----------------------------------------------------------------------------------
