@@ -1,0 +1,1 @@
+"""A human extrapolation study: the trials, the participant page and its server, the analysis."""
