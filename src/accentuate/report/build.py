@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import AccentuateError
 from ..grid import INSTALL_HINT, ReportUnavailable, environment, file_url, fmt_num  # noqa: F401 (also from here)
-from ..outputs.io import atomic_write
+from ..outputs.io import atomic_write, script_json  # noqa: F401 (script_json also from here)
 from ..outputs.worklist import recorded_work
 from .plots import (
     latent_plots,
@@ -73,23 +73,6 @@ def _asset(name: str) -> str:
 
 def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
-
-
-
-
-def script_json(obj: Any) -> str:
-    """JSON for a ``<script type="application/json">`` block: ``<``, ``>``, ``&`` and the
-    line separators escaped, so no string inside can close the block (``</script>``).
-
-    Example:
-        >>> script_json({"a": "</script><b>"})
-        '{"a": "\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"}'
-    """
-    text = json.dumps(obj, allow_nan=False, default=str)
-    for a, b in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                 ("\u2029", "\\u2029")):
-        text = text.replace(a, b)
-    return text
 
 
 def _clean(obj: Any) -> Any:

@@ -1,0 +1,433 @@
+"""The participant page of a study (accentuate.study.page) and its server (accentuate.study.serve).
+
+A synthetic study folder in the format of ``accentuate study build`` (12 trials over 2 features
+and the 4 conditions, 2 catch trials, small PNG and JPEG images, one feature named with markup)
+gets its page from :func:`write_page` and is served by :func:`make_server` in a thread; scripted
+participants take the study in headless Chromium (tests/browser.py). Set
+``ACCENTUATE_STUDY_SHOTS`` to a folder to get a screenshot of each kind of screen there.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from browser import Page
+from PIL import Image
+
+from accentuate.errors import UsageError
+from accentuate.study.page import CSP, STYLE_ATTRIBUTES, parse_instructions, write_page
+from accentuate.study.serve import make_server
+
+STUDY_ID = "3f9a0c1d2b4e5f60"
+HOSTILE = "<img src=x onerror=alert(1)>"
+CONDITIONS = ("accentuation", "feature_vis", "natural", "none")
+KEYS = {"left": "f", "right": "j"}
+SHOTS = os.environ.get("ACCENTUATE_STUDY_SHOTS")
+STATIC = Path(__file__).resolve().parents[1] / "src" / "accentuate" / "study" / "static"
+
+
+# -- the study folder ------------------------------------------------------------------------------
+def _picture(path: Path, strength: float, seed: int, size: int) -> str:
+    """A noisy picture with a disc whose brightness is ``strength`` (0 to 1)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    img = 0.25 + 0.15 * rng.random((size, size, 3))
+    disc = (yy - 0.5 - 0.1 * rng.random()) ** 2 + (xx - 0.5) ** 2 < 0.08
+    img[disc] = [0.2 + 0.8 * strength, 0.3, 0.9 - 0.7 * strength]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path, quality=90)
+    return path.parent.name + "/" + path.name
+
+
+def make_study(folder: Path) -> dict[str, Any]:
+    """Write ``folder/trials.json`` and its images; returns the study."""
+    features = [{"name": "hammer", "kind": "class"}, {"name": HOSTILE, "kind": "channel"}]
+    trials = []
+    for i in range(12):
+        f, cond = i % 2, CONDITIONS[(i // 2) % 4] if i < 8 else CONDITIONS[i % 4]
+        stronger = (i * 7 + 3) % 5 % 2
+        catch = i in (4, 9)
+        refs = {"strong": [_picture(folder / "images" / f"r-{f}-s{k}.png", 0.9, 10 * f + k, 64) for k in range(3)],
+                "weak": [_picture(folder / "images" / f"r-{f}-w{k}.png", 0.1, 20 * f + k, 64) for k in range(3)]}
+        if cond == "none":
+            refs = {"strong": [], "weak": []}
+        hi, lo = (1.0, 0.0) if catch else (0.7, 0.3)
+        queries = [_picture(folder / "images" / f"q-{i}-{side}.jpg", hi if side == stronger else lo, 100 + 2 * i + side,
+                            160) for side in (0, 1)]
+        trials.append({"id": f"t{i + 1:03d}", "feature": features[f]["name"], "feature_kind": features[f]["kind"],
+                       "condition": cond, "catch": catch, "references": refs, "queries": queries,
+                       "stronger": stronger, "values": [hi if stronger == 0 else lo, lo if stronger == 0 else hi]})
+    study = {"format": "accentuate-study/1", "study_id": STUDY_ID, "title": "A study of <b>features</b>",
+             "model": "efficientnet_lite0", "seed": 0, "keys": KEYS, "conditions": list(CONDITIONS),
+             "features": features, "show_feature_names": True, "trials": trials}
+    (folder / "trials.json").write_text(json.dumps(study, indent=1))
+    return study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("study")
+    make_study(folder)
+    write_page(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def served(study: Path) -> Iterator[str]:
+    server = make_server(study, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def _trials(folder: Path) -> dict[str, dict[str, Any]]:
+    return {t["id"]: t for t in json.loads((folder / "trials.json").read_text())["trials"]}
+
+
+# -- without a browser -----------------------------------------------------------------------------
+def test_the_page_has_the_files_a_strict_policy_and_no_outside_url(study: Path) -> None:
+    page = (study / "index.html").read_text()
+    for name in ("jspsych/jspsych.js", "jspsych/plugin-preload.js", "jspsych/plugin-instructions.js",
+                 "jspsych/plugin-html-button-response.js", "jspsych/jspsych.css", "jspsych/LICENSE", "study.js",
+                 "study.css", "instructions.md"):
+        assert (study / name).is_file(), name
+    assert f'content="{CSP}"'.replace("'", "&#x27;") in page
+    assert "default-src 'none'; script-src 'self'; style-src 'self';" in CSP
+    assert "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'" in CSP
+    assert "unsafe-inline" not in CSP and "<script>" not in page  # no inline script
+    texts = [page] + [(study / n).read_text() for n in ("study.js", "study.css", "jspsych/jspsych.css")]
+    for text in texts:
+        assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text)
+        assert "sourceMappingURL" not in text and "@font-face" not in text and "@import" not in text
+    assert HOSTILE not in page and "<b>features</b>" not in page  # escaped in the title and the data
+    assert "values" not in json.loads(re.search(r'id="study-data">(.*?)</script>', page).group(1))["trials"][0]
+
+
+def test_the_style_attributes_allowed_are_those_of_the_instructions_plugin() -> None:
+    found = set(re.findall(r"style='([^']*)'", (STATIC / "jspsych" / "plugin-instructions.js").read_text()))
+    assert found == set(STYLE_ATTRIBUTES)
+    assert "'unsafe-hashes'" in CSP and CSP.count("'sha256-") == len(STYLE_ATTRIBUTES)
+
+
+def test_instructions_are_sections_of_escaped_paragraphs() -> None:
+    text = ("ignored\n# Welcome\nLine one\nline <i>two</i> {trials}\n\n\n# CONSENT\n<script>alert(1)</script>\n"
+            "\n# Keys\nUse {left_key} or {right_key}.\n")
+    consent, pages = parse_instructions(text, {"left": "a", "right": "ArrowRight"}, 7)
+    assert consent == "<h1>CONSENT</h1>\n<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>"
+    assert pages == ["<h1>Welcome</h1>\n<p>Line one<br>line &lt;i&gt;two&lt;/i&gt; 7</p>",
+                     "<h1>Keys</h1>\n<p>Use A or ArrowRight.</p>"]
+    assert parse_instructions("no section", KEYS, 1) == (None, [])
+
+
+def test_write_page_needs_trials_json_and_keeps_edited_instructions(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^no trials\.json in .*accentuate study build") as e:
+        write_page(tmp_path)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="no study folder"):
+        write_page(tmp_path / "missing")
+    study = make_study(tmp_path)
+    (tmp_path / "instructions.md").write_text("# Consent\nYes?\n")
+    write_page(tmp_path)
+    assert (tmp_path / "instructions.md").read_text() == "# Consent\nYes?\n"
+    study["trials"][0]["queries"][0] = "../outside.jpg"
+    (tmp_path / "trials.json").write_text(json.dumps(study))
+    with pytest.raises(UsageError, match="t001.*not a relative path inside the folder"):
+        write_page(tmp_path)
+    (tmp_path / "trials.json").write_text('{"format": "other"}')
+    with pytest.raises(UsageError, match="format is 'other'"):
+        write_page(tmp_path)
+
+
+def _request(url: str, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return reply.status, dict(reply.getheaders()), reply.read()
+    finally:
+        conn.close()
+
+
+def test_the_server_gives_the_folder_only(served: str, study: Path, tmp_path: Path) -> None:
+    status, headers, body = _request(served, "GET", "/")
+    assert status == 200 and body == (study / "index.html").read_bytes()
+    assert headers["Cache-Control"] == "no-store" and headers["Content-Security-Policy"].startswith(CSP)
+    assert headers["Content-Type"].startswith("text/html")
+    assert _request(served, "GET", "/trials.json?x=1")[0] == 200
+    assert _request(served, "GET", "/study.js")[1]["Content-Type"].startswith("text/javascript")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (study / "link.txt").symlink_to(outside)
+    (study / ".hidden").write_text("x")
+    (study / "responses").mkdir(exist_ok=True)
+    (study / "responses" / "someone.json").write_text("secret")
+    (study / "answers.json").symlink_to(study / "responses" / "someone.json")
+    for path in ("/../trials.json", "/%2e%2e/trials.json", "/images/..%2ftrials.json", "/%2e%2e/%2e%2e/etc/passwd",
+                 "//etc/passwd", "/images/", "/images", "/link.txt", "/.hidden", "/responses/",
+                 "/responses/someone.json", "/answers.json", "/nothing.png",
+                 "/%ff.png", "/index.html%00"):
+        status, _, body = _request(served, "GET", path)
+        assert status == 404 and b"secret" not in body, path
+    assert _request(served, "PUT", "/index.html", b"x")[0] == 405
+    assert _request(served, "DELETE", "/trials.json")[0] == 405
+    assert _request(served, "POST", "/index.html", b"[]")[0] == 404
+
+
+def _post(url: str, rows: Any, raw: bytes | None = None) -> tuple[int, Any]:
+    body = raw if raw is not None else json.dumps(rows).encode()
+    status, _, reply = _request(url, "POST", "/responses", body, {"Content-Type": "application/json"})
+    assert reply.count(b"\n") == 1  # one line of JSON
+    return status, json.loads(reply)
+
+
+def test_the_server_saves_responses_without_overwriting(served: str, study: Path) -> None:
+    rows = [{"study_id": STUDY_ID, "participant": "p-1", "trial_type": "preload"},
+            {"study_id": STUDY_ID, "participant": "p-1", "trial_id": "t001", "chosen": 0}]
+    assert _post(served, rows) == (201, {"saved": "responses/p-1.json"})
+    assert _post(served, rows[1:]) == (201, {"saved": "responses/p-1-2.json"})
+    assert json.loads((study / "responses" / "p-1.json").read_text()) == rows
+    assert json.loads((study / "responses" / "p-1-2.json").read_text()) == rows[1:]
+    assert _post(served, [{**rows[0], "study_id": "0000"}])[0] == 409
+    for bad in ([], {"study_id": STUDY_ID}, [1], [{"participant": "p-1"}], [rows[0], {**rows[0], "participant": "p-2"}],
+                [{**rows[0], "participant": "../x"}], [{**rows[0], "participant": "x" * 65}]):
+        status, reply = _post(served, bad)
+        assert status == 400 and set(reply) == {"error"}, bad
+    assert _post(served, None, b'[{"study_id": ')[0] == 400
+    assert _post(served, None, b"\xff\xfe")[0] == 400
+    status, _, _ = _request(served, "POST", "/responses", b"", {"Content-Length": str(11 * 2**20)})
+    assert status == 413
+    assert sorted(p.name for p in (study / "responses").glob("p-*")) == ["p-1-2.json", "p-1.json"]
+
+
+def test_make_server_names_the_problem(tmp_path: Path, study: Path) -> None:
+    with pytest.raises(UsageError, match="no study folder"):
+        make_server(tmp_path / "missing")
+    with pytest.raises(UsageError, match="no trials.json"):
+        make_server(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(UsageError, match=r"port \d+ on 127.0.0.1 is in use; choose another port"):
+            make_server(study, port=s.getsockname()[1])
+
+
+def test_serve_prints_the_address_and_stops_on_ctrl_c(study: Path) -> None:
+    code = f"from accentuate.study.serve import serve; serve({str(study)!r}, port=0)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url and f"study {STUDY_ID}" in line and "Ctrl-C" in line, line
+        assert _request(url.group(0), "GET", "/")[0] == 200
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and out.strip() == "Stopped." and "Traceback" not in err
+
+
+# -- in the browser --------------------------------------------------------------------------------
+_BOTH = """([key, other]) => {
+    const event = (type) => new KeyboardEvent(type, {key: key, code: "Key" + key.toUpperCase(), bubbles: true});
+    document.body.dispatchEvent(event("keydown"));
+    document.querySelector(`[data-side="${other}"]`).click();
+    document.body.dispatchEvent(event("keyup"));
+}"""
+_WATCH = """window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective + " " + e.blockedURI));"""
+
+
+def _open(browser: Any, url: str) -> Page:
+    page = Page(browser)
+    page.page.add_init_script(_WATCH)
+    page.page.goto(url)
+    return page
+
+
+def _shot(page: Page, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.page.mouse.move(1, 1)  # no hover
+        page.page.wait_for_function("[...document.images].every(i => i.complete)")
+        page.page.screenshot(path=str(Path(SHOTS) / f"{name}.png"))
+
+
+def _to_first_trial(page: Page) -> None:
+    """Agree, and read every instruction page."""
+    p = page.page
+    p.wait_for_selector(".study-answer-yes")
+    _shot(page, "1-consent")
+    p.click(".study-answer-yes")
+    title = None
+    while True:
+        p.wait_for_function("t => document.querySelector('[data-trial-id]') || "
+                            "(document.querySelector('.study-text h1') || {}).textContent !== t", arg=title)
+        if p.query_selector("[data-trial-id]"):
+            return
+        if title is None:
+            _shot(page, "2-instructions")
+        title = p.text_content(".study-text h1")
+        p.click("#jspsych-instructions-next")
+
+
+def _take(page: Page, choose: Any, n: int) -> tuple[list[str], Any]:
+    """Answer ``n`` trials with ``choose(trial_id, i) -> (side, "key" | "mouse")``; returns the trial
+    ids in the order shown and the download of the data."""
+    p, seen, shot = page.page, [], set()
+    for i in range(n):
+        el = p.wait_for_selector("[data-trial-id]")
+        tid = el.get_attribute("data-trial-id")
+        seen.append(tid)
+        condition = el.get_attribute("data-condition")
+        if condition not in shot:
+            shot.add(condition)
+            _shot(page, f"3-trial-{condition}")
+        side, how = choose(tid, i)
+        with p.expect_download() if i == n - 1 else _nothing() as download:
+            if how == "key":
+                p.keyboard.press(KEYS["right" if side else "left"])
+            elif how == "both":  # the key, and a click on the other photo in the same instant
+                p.evaluate(_BOTH, [KEYS["right" if side else "left"], 1 - side])
+            else:
+                p.click(f'[data-side="{side}"]')
+            p.wait_for_function("id => !document.querySelector(`[data-trial-id='${id}']`)", arg=tid)
+    return seen, download.value
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+#: What jsPsych writes to the console when opened from file://.
+FILE_WARNING = "warning: jsPsych detected that it is running via the file:// protocol"
+
+
+def _check_clean(page: Page, base: str) -> None:
+    assert [m for m in page.console if not (base.startswith("file:") and m.startswith(FILE_WARNING))] == []
+    assert page.js("window.__csp") == []
+    assert page.dialogs == []
+    assert page.requests and all(u.startswith(base) for u in page.requests), page.requests
+
+
+def _trial_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("phase") == "trial"]
+
+
+@pytest.fixture(scope="module")
+def truthful(browser: Any, served: str, study: Path) -> Iterator[dict[str, Any]]:
+    """A participant who answers every trial by the stored truth, keys and clicks in turn."""
+    truth = _trials(study)
+    page = _open(browser, served + "?participant=alice")
+    hostile = []
+
+    def choose(tid: str, i: int) -> tuple[int, str]:
+        if truth[tid]["feature"] == HOSTILE and not hostile:
+            hostile.append(page.js("document.querySelector('.study-feature-name').textContent"))
+            hostile.append(page.js("document.querySelectorAll('img[onerror], [onerror]').length"))
+            _shot(page, "3-trial-name-with-markup")
+        return truth[tid]["stronger"], "key" if i % 2 else "mouse"
+
+    _to_first_trial(page)
+    order, download = _take(page, choose, len(truth))
+    page.page.wait_for_selector("#study-status[data-state='saved']")
+    _shot(page, "4-end")
+    yield {"page": page, "order": order, "download": download, "hostile": hostile, "truth": truth}
+    page.close()
+
+
+def test_a_truthful_participant_is_right_on_every_trial(truthful: dict[str, Any], study: Path, served: str) -> None:
+    truth, page = truthful["truth"], truthful["page"]
+    saved = json.loads((study / "responses" / "alice.json").read_text())
+    rows = _trial_rows(saved)
+    assert sorted(r["trial_id"] for r in rows) == sorted(truth) and len(rows) == len(truth)
+    assert all(r["correct"] is True and r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows)
+    assert [r["response_source"] for r in rows] == ["mouse", "keyboard"] * (len(truth) // 2)
+    assert all(isinstance(r["rt"], int) and r["rt"] > 0 for r in rows)
+    for r in rows:
+        t = truth[r["trial_id"]]
+        assert (r["condition"], r["feature"], r["feature_kind"], r["catch"], r["stronger"]) == (
+            t["condition"], t["feature"], t["feature_kind"], t["catch"], t["stronger"])
+    assert all(r["study_id"] == STUDY_ID and r["participant"] == "alice" for r in saved)
+    assert [r["trial_id"] for r in rows] == truthful["order"]
+    download = truthful["download"]
+    assert download.suggested_filename == f"study-{STUDY_ID}-alice.json"
+    assert json.loads(Path(download.path()).read_text()) == saved
+    assert "saved" in page.js("document.getElementById('study-status').textContent")
+    _check_clean(page, served)
+
+
+def test_names_with_markup_show_as_text(truthful: dict[str, Any]) -> None:
+    assert truthful["hostile"] == [HOSTILE, 0]
+    assert truthful["page"].dialogs == []
+
+
+def test_a_random_participant_gets_about_half_and_another_order(browser: Any, served: str, study: Path,
+                                                                truthful: dict[str, Any]) -> None:
+    truth = _trials(study)
+    pick = {tid: random.Random(f"7:{tid}").randrange(2) for tid in truth}  # fixed per trial, whatever the order
+    expected = sum(pick[t] == truth[t]["stronger"] for t in truth)
+    assert 3 <= expected <= 9
+    page = _open(browser, served + "?participant=not%20an%20id!&PROLIFIC_PID=bob_2")
+    _to_first_trial(page)
+    order, download = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
+    page.page.wait_for_selector("#study-status[data-state='saved']")
+    rows = _trial_rows(json.loads((study / "responses" / "bob_2.json").read_text()))
+    assert len(rows) == len(truth) and sum(r["correct"] for r in rows) == expected
+    assert [r["trial_id"] for r in rows] == order  # one row per trial: a key and a click at once count once
+    assert [r["response_source"] for r in rows] == ["keyboard", "mouse", "keyboard"] * (len(truth) // 3)
+    assert all(r["chosen"] == pick[r["trial_id"]] for r in rows)
+    assert order != truthful["order"] and sorted(order) == sorted(truthful["order"])
+    assert _trial_rows(json.loads(Path(download.path()).read_text())) == rows
+    _check_clean(page, served)
+    page.close()
+
+
+def test_declining_consent_records_nothing(browser: Any, served: str, study: Path) -> None:
+    page = _open(browser, served + "?participant=carol")
+    page.page.click(".study-answer-no")
+    page.page.wait_for_selector("text=Nothing was recorded")
+    assert not (study / "responses" / "carol.json").exists()
+    _check_clean(page, served)
+    page.close()
+
+
+def test_from_file_with_markup_in_the_instructions(browser: Any, study: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(study, folder, ignore=shutil.ignore_patterns("responses", "link.txt", "answers.json"))
+    (folder / "instructions.md").write_text("# Consent\n<script>alert(1)</script> of {trials}\n\n"
+                                            "# <b>Keys</b>\nPress {left_key} or {right_key}.\n")
+    write_page(folder)
+    page = _open(browser, (folder / "index.html").as_uri())
+    page.page.wait_for_selector(".study-answer-yes")
+    assert page.page.text_content(".study-consent p") == "<script>alert(1)</script> of 12"
+    page.page.click(".study-answer-yes")
+    assert page.page.text_content(".study-text h1") == "<b>Keys</b>"
+    assert page.js("document.querySelectorAll('.study-text b, .study-text script').length") == 0
+    page.page.click("#jspsych-instructions-next")
+    page.page.wait_for_selector("[data-trial-id]")
+    assert page.broken_images() == []
+    _check_clean(page, folder.as_uri() + "/")
+    page.close()
