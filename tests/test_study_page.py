@@ -431,3 +431,60 @@ def test_from_file_with_markup_in_the_instructions(browser: Any, study: Path, tm
     assert page.broken_images() == []
     _check_clean(page, folder.as_uri() + "/")
     page.close()
+
+
+# -- a study made by study build, played through and analyzed ------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A study that ``acc.study.build`` made (the colour model of tests/cli_models.py: its features
+    are the photos' mean red, green and blue), with its page."""
+    import accentuate as acc
+    from cli_models import color
+    from test_study import make_photos
+
+    photos = make_photos(tmp_path_factory.mktemp("photos"), n=10)
+    out = tmp_path_factory.mktemp("built")
+    acc.study.build(color(), photos, out, features=["classes:1"], trials=4, references=1, catch=1, seed=0,
+                    steps=4, crops=2, canvas=48)
+    return out
+
+
+def _play(browser: Any, folder: Path, who: str, choose: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    server = make_server(folder, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        page = _open(browser, base + f"?participant={who}")
+        _to_first_trial(page)
+        order, _ = _take(page, choose, len(_trials(folder)))
+        page.page.wait_for_selector("#study-status[data-state='saved']")
+        _check_clean(page, base)
+        page.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return order, json.loads((folder / "responses" / f"{who}.json").read_text())
+
+
+def test_participants_of_a_built_study_through_analyze(browser: Any, built: Path) -> None:
+    import accentuate as acc
+
+    truth = _trials(built)
+    assert len(truth) == 4 * 4 + 3  # 4 pairs in each condition, a catch trial in the 3 with references
+    _play(browser, built, "truth", lambda tid, i: (truth[tid]["stronger"], "key" if i % 2 else "mouse"))
+    # an attentive guesser: the catch trials right, the others by a coin fixed per trial
+    pick = {t: truth[t]["stronger"] if truth[t]["catch"] else random.Random(f"3:{t}").randrange(2) for t in truth}
+    main = [t for t in truth if not truth[t]["catch"]]
+    expected = sum(pick[t] == truth[t]["stronger"] for t in main)
+    assert 5 <= expected <= 11  # about half of the 16, for this coin
+    _play(browser, built, "guess", lambda tid, i: (pick[tid], "key"))
+    both = acc.study.analyze(built, replicates=300)
+    assert sorted(both.participants) == ["guess", "truth"] and both.excluded == {}
+    alone = acc.study.analyze(built, [built / "responses" / "truth.json"], replicates=300, save=False)
+    assert [r["accuracy"] for r in alone.rows] == [1.0] * len(alone.rows)
+    guess = acc.study.analyze(built, [built / "responses" / "guess.json"], replicates=300, save=False)
+    by = {r["condition"]: r for r in guess.rows}
+    assert sum(by[c]["accuracy"] * by[c]["trials"] for c in acc.study.CONDITIONS) == pytest.approx(expected)
+    assert by["catch"]["accuracy"] == 1.0
+    assert (built / "study.json").exists() and (built / "study.md").read_text().startswith("Study ")

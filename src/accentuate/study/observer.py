@@ -58,7 +58,7 @@ def observe(directory: str | os.PathLike, model: nn.Module, *, layer: str | None
     spec = spec_of(model, kwargs)
     runner = ModelRunner(model, spec)
     layer = layer or default_like_layer(model, spec, runner=runner)
-    name = name or spec.name
+    name = name or spec.name.split(" (", 1)[0]  # the model's name without its description
     files = sorted({f for t in doc["trials"] for f in [*t["queries"], *t["references"]["strong"],
                                                        *t["references"]["weak"]]})
     emb = _embeddings(runner, directory, files, layer, spec.input_size)

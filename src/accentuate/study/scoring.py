@@ -43,6 +43,8 @@ class StudyAnalysis:
     observers: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
     level: float = 0.95
+    #: Each model observer's accuracy per condition (and kind), with an interval over trials.
+    observer_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def accuracy(self, condition: str, kind: str = ALL) -> float | None:
         row = next((r for r in self.rows if r["condition"] == condition and r["kind"] == kind), None)
@@ -60,12 +62,17 @@ class StudyAnalysis:
         lines = [head, "", markdown_table(self.rows, self.columns())]
         if self.excluded:
             lines += ["", "Excluded: " + "; ".join(f"{p} ({why})" for p, why in self.excluded.items())]
+        if self.observer_rows:
+            lines += ["", f"Model observers (accuracy, {round(100 * self.level)} % bootstrap intervals over trials):", "",
+                      markdown_table(self.observer_rows, ["observer", "condition", "kind", "accuracy", "lower",
+                                                          "upper", "trials"])]
         return "\n".join(lines)
 
     def record(self) -> dict[str, Any]:
         return {"kind": "study", "target": self.study.get("title", ""), "study_id": self.study["study_id"],
                 "model": self.study.get("model"), "participants": self.participants, "excluded": self.excluded,
-                "observers": self.observers, "level": self.level, "columns": self.columns(), "rows": self.rows}
+                "observers": self.observers, "level": self.level, "columns": self.columns(), "rows": self.rows,
+                "observer_rows": self.observer_rows}
 
     def plot(self) -> Any:
         """Accuracy per condition with its interval, chance at 0.5, and each observer's accuracy."""
@@ -77,11 +84,19 @@ class StudyAnalysis:
         est = [r["accuracy"] if r["accuracy"] is not None else math.nan for r in rows]
         lo = [e - (r["lower"] if r["lower"] is not None else e) for e, r in zip(est, rows)]
         hi = [(r["upper"] if r["upper"] is not None else e) - e for e, r in zip(est, rows)]
-        ax.bar(x, est, color="#4c72b0", width=0.6, label="participants")
-        ax.errorbar(x, est, yerr=[lo, hi], fmt="none", ecolor="black", capsize=4)
+        if self.participants:
+            ax.bar(x, est, color="#4c72b0", width=0.5, label="participants")
+            ax.errorbar(x, est, yerr=[lo, hi], fmt="none", ecolor="black", capsize=4)
+        n = len(self.observers)
         for k, name in enumerate(self.observers):
-            ax.plot(x, [r.get(f"observer {name}") for r in rows], marker="D", linestyle="none",
-                    color=["#dd8452", "#55a868", "#c44e52"][k % 3], label=f"observer: {name}")
+            shift = 0.3 + 0.12 * (k - (n - 1) / 2) if self.participants else 0.12 * (k - (n - 1) / 2)
+            mine = {r["condition"]: r for r in self.observer_rows if r["observer"] == name and r["kind"] == ALL}
+            xs = [i + shift for i, r in enumerate(rows) if r["condition"] in mine]
+            got = [mine[r["condition"]] for r in rows if r["condition"] in mine]
+            ax.errorbar(xs, [g["accuracy"] for g in got],
+                        yerr=[[g["accuracy"] - g["lower"] for g in got], [g["upper"] - g["accuracy"] for g in got]],
+                        fmt="D", color=["#dd8452", "#55a868", "#c44e52"][k % 3], capsize=3, markersize=5,
+                        label=f"observer: {name}")
         ax.axhline(0.5, color="#777777", linestyle="--", linewidth=1, label="chance")
         ax.set_xticks(x, [r["condition"] for r in rows])
         ax.set_ylim(0, 1.02)
@@ -155,6 +170,21 @@ def _group_row(condition: str, kind: str, ids: list[str], answers: dict[str, dic
     return row
 
 
+def _observer_rows(condition: str, kind: str, ids: list[str], observers: dict[str, dict[str, dict[str, Any]]],
+                   replicates: int, level: float, generator: int) -> list[dict[str, Any]]:
+    """Each observer's accuracy on ``ids`` with a bootstrap interval over the trials."""
+    out = []
+    for name, a in observers.items():
+        m = _matrix({name: a}, [name], ids)
+        if int((~torch.isnan(m)).sum()) == 0:
+            continue
+        ci = _interval(m, replicates, level, generator)
+        out.append({"observer": name, "condition": condition, "kind": kind, "trials": len(ids),
+                    "accuracy": round(float(ci.estimate), 4), "lower": round(float(ci.lower), 4),
+                    "upper": round(float(ci.upper), 4)})
+    return out
+
+
 def _load(directory: Path, doc: dict[str, Any], files: Sequence[str | os.PathLike] | None
           ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
     """``({participant: rows}, {observer: rows})`` from the response and observer files."""
@@ -206,7 +236,8 @@ def analyze(directory: str | os.PathLike, responses: Sequence[str | os.PathLike]
             excluded[p] = f"catch trials {sum(caught)}/{len(caught)}"
     people = sorted(p for p in answers if p not in excluded)
     observers = {o: _scored(rows, trials) for o, rows in sorted(observer_rows.items())}
-    rows = []
+    rows: list[dict[str, Any]] = []
+    obs_rows: list[dict[str, Any]] = []
     kinds = sorted({t["feature_kind"] for t in doc["trials"]})
     for cond in doc["conditions"]:
         for kind in [ALL, *kinds] if len(kinds) > 1 else [ALL]:
@@ -214,10 +245,13 @@ def analyze(directory: str | os.PathLike, responses: Sequence[str | os.PathLike]
                    and (kind == ALL or t["feature_kind"] == kind)]
             if ids:
                 rows.append(_group_row(cond, kind, ids, answers, people, observers, replicates, level, generator))
+                obs_rows += _observer_rows(cond, kind, ids, observers, replicates, level, generator)
     catch_ids = [t["id"] for t in doc["trials"] if t["catch"]]
     if catch_ids:
         rows.append(_group_row("catch", ALL, catch_ids, answers, people, observers, replicates, level, generator))
-    result = StudyAnalysis(directory, doc, people, excluded, list(observers), rows, level)
+        obs_rows += _observer_rows("catch", ALL, catch_ids, observers, replicates, level, generator)
+    obs_rows.sort(key=lambda r: r["observer"])
+    result = StudyAnalysis(directory, doc, people, excluded, list(observers), rows, level, obs_rows)
     if save:
         result.save()
     return result
