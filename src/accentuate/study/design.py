@@ -54,7 +54,7 @@ from ..outputs.io import atomic_write, output_folder
 from ..outputs.worklist import slug
 from .files import FORMAT
 
-__all__ = ["CONDITIONS", "FORMAT", "Feature", "Study", "build", "feature_values", "pick_features"]
+__all__ = ["CONDITIONS", "Feature", "Study", "build", "feature_values", "needed_photos", "pick_features"]
 
 #: The conditions, in the order the tables show them.
 CONDITIONS = ("accentuation", "feature_vis", "natural", "none")
@@ -251,11 +251,16 @@ class _Plan:
     pairs: list[tuple[int, int]]  # (stronger, weaker)
 
 
+def _pool(trials: int) -> int:
+    """Photos at each end of the ranking that the query pairs draw from: ``ceil(trials / 2)``, and
+    enough for ``trials`` different pairs."""
+    return max(math.ceil(trials / 2), math.ceil(math.sqrt(trials)))
+
+
 def needed_photos(references: int, trials: int) -> int:
     """The photos a feature needs: its natural references (``2 x references``), the accentuation
-    seeds (``references``) and two pools of query photos (``ceil(trials / 2)`` each, at least 2)."""
-    pool = max(2, math.ceil(trials / 2))
-    return 3 * references + 2 * pool
+    seeds (``references``) and the two pools of query photos (:func:`_pool` each)."""
+    return 3 * references + 2 * _pool(trials)
 
 
 def _plan(values: torch.Tensor, references: int, trials: int, rng: random.Random) -> _Plan:
@@ -269,7 +274,7 @@ def _plan(values: torch.Tensor, references: int, trials: int, rng: random.Random
     mid = len(middle) // 2
     seeds = sorted(middle[max(0, mid - k // 2):max(0, mid - k // 2) + k], key=order.index)
     rest = [i for i in middle if i not in seeds]
-    pool = max(2, math.ceil(trials / 2))
+    pool = _pool(trials)
     high, low = rest[:pool], rest[len(rest) - pool:]
     pairs = [(h, lo) for h in high for lo in low]
     rng.shuffle(pairs)
@@ -408,11 +413,11 @@ def _feature_trials(feature: Feature, plan: _Plan, refs: dict[str, tuple[list[st
         sv, wv = ref_values[cond]
         for c, side in zip(range(catch), _sides(catch, rng)):
             i = c % len(strong)
-            q, v = [strong[i], weak[i]], [sv[i], wv[i]]
+            files, v = [strong[i], weak[i]], [sv[i], wv[i]]
             if side == 1:
-                q, v = q[::-1], v[::-1]
-            out.append({**base, "condition": cond, "catch": True, "references": references, "queries": q,
-                        "query_names": [Path(x).stem for x in q], "stronger": side, "values": v})
+                files, v = files[::-1], v[::-1]
+            out.append({**base, "condition": cond, "catch": True, "references": references, "queries": files,
+                        "query_names": [Path(x).stem for x in files], "stronger": side, "values": v})
     return out
 
 

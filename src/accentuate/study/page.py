@@ -36,22 +36,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import os
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ..errors import UsageError
 from ..outputs.io import atomic_write, script_json
+from .files import read_trials
 
-__all__ = ["CSP", "FORMAT", "key_label", "parse_instructions", "read_trials", "write_page"]
+__all__ = ["CSP", "key_label", "parse_instructions", "write_page"]
 
-#: The ``format`` of the trials.json this page reads.
-FORMAT = "accentuate-study/1"
-#: Study and participant ids: safe in file names and URLs.
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PAGE = "index.html"
 INSTRUCTIONS = "instructions.md"
 
@@ -75,73 +71,6 @@ def _hash(text: str) -> str:
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; "
        f"style-src-attr 'unsafe-hashes' {' '.join(_hash(s) for s in STYLE_ATTRIBUTES)}; "
        "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'")
-
-
-def _fail(where: Path, what: str) -> UsageError:
-    return UsageError(f"{where}: {what}; make the study folder again with `accentuate study build`")
-
-
-def _image(directory: Path, trials_json: Path, trial_id: str, path: Any) -> str:
-    """The checked relative POSIX path of one image of a trial."""
-    p = PurePosixPath(path) if isinstance(path, str) else None
-    if p is None or not path or "\\" in path or p.is_absolute() or ".." in p.parts or ":" in path:
-        raise _fail(trials_json, f"trial {trial_id!r} has image {path!r}, not a relative path inside the folder")
-    if not (directory / p).is_file():
-        raise _fail(trials_json, f"trial {trial_id!r} needs {path!r}, which is missing")
-    return str(p)
-
-
-def _check_trial(directory: Path, trials_json: Path, trial: Any, seen: set[str]) -> None:
-    if not isinstance(trial, dict) or not isinstance(trial.get("id"), str) or not trial["id"]:
-        raise _fail(trials_json, f"a trial without an id: {str(trial)[:80]}")
-    tid = trial["id"]
-    if tid in seen:
-        raise _fail(trials_json, f"trial id {tid!r} is used twice")
-    seen.add(tid)
-    refs, queries = trial.get("references"), trial.get("queries")
-    if (not isinstance(refs, dict) or not all(isinstance(refs.get(k), list) for k in ("strong", "weak"))
-            or not isinstance(queries, list) or len(queries) != 2 or trial.get("stronger") not in (0, 1)
-            or isinstance(trial.get("stronger"), bool)
-            or not all(isinstance(trial.get(k), str) for k in ("feature", "condition"))):
-        raise _fail(trials_json, f"trial {tid!r} needs feature, condition, references {{strong, weak}}, "
-                                 "two queries and stronger 0 or 1")
-    for path in [*refs["strong"], *refs["weak"], *queries]:
-        _image(directory, trials_json, tid, path)
-
-
-def read_trials(directory: str | os.PathLike) -> dict[str, Any]:
-    """The checked contents of ``DIR/trials.json``.
-
-    Raises:
-        UsageError: the folder or its trials.json is missing, or trials.json is not a study of
-            this format (a bad id, a trial without its fields, an image missing from the folder).
-    """
-    folder = Path(directory)
-    if not folder.is_dir():
-        raise UsageError(f"no study folder {str(folder)!r}; make one with `accentuate study build`")
-    path = folder / "trials.json"
-    if not path.is_file():
-        raise UsageError(f"no trials.json in {str(folder)!r}; make the study folder with `accentuate study build`")
-    try:
-        study = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise _fail(path, f"cannot be read ({e})") from None
-    if not isinstance(study, dict) or study.get("format") != FORMAT:
-        got = study.get("format") if isinstance(study, dict) else type(study).__name__
-        raise _fail(path, f"format is {got!r}, not {FORMAT!r}")
-    if not isinstance(study.get("study_id"), str) or not ID_PATTERN.fullmatch(study["study_id"]):
-        raise _fail(path, f"study_id {study.get('study_id')!r} is not 1 to 64 letters, digits, '-' or '_'")
-    keys = study.setdefault("keys", {"left": "f", "right": "j"})
-    if (not isinstance(keys, dict) or not all(isinstance(keys.get(k), str) and keys[k] for k in ("left", "right"))
-            or keys["left"].lower() == keys["right"].lower()):
-        raise _fail(path, f"keys {keys!r} are not two different keys {{'left': ..., 'right': ...}}")
-    trials = study.get("trials")
-    if not isinstance(trials, list) or not trials:
-        raise _fail(path, "it has no trials")
-    seen: set[str] = set()
-    for trial in trials:
-        _check_trial(folder, path, trial, seen)
-    return study
 
 
 def key_label(key: str) -> str:

@@ -24,7 +24,8 @@ from urllib.parse import unquote
 
 from ..errors import OutputError, UsageError
 from ..outputs.io import atomic_write
-from .page import CSP, ID_PATTERN, PAGE, read_trials
+from .files import ID_PATTERN, read_trials
+from .page import CSP, PAGE
 
 __all__ = ["MAX_BODY", "make_server", "serve"]
 
