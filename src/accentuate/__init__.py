@@ -14,7 +14,7 @@ the feature; the accumulated gradient shows *where*.
 
 from __future__ import annotations
 
-from . import study  # acc.study.build, .analyze, .observe
+from . import study  # noqa: F401 (acc.study.build, .analyze, .observe; not in __all__: pdoc documents the package once)
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
 from .analysis.leastchange import LeastChange, least_change
@@ -54,5 +54,5 @@ __all__ = [
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
     "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
     "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "photo",
-    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "study", "to_alpha",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
 ]

@@ -132,9 +132,16 @@ def _build(args: argparse.Namespace) -> int:
         if not Path(p).exists():
             raise UsageError(f"no such file or folder {p!r}; check the path")
     model = load_model_from_args(args)
-    study = build(model, args.photos, args.out, features=_features(args, model), conditions=args.conditions,
-                  trials=args.trials, references=args.references, catch=args.catch, seed=seed, title=args.title,
-                  show_feature_names=args.show_feature_names, keys=tuple(args.keys), progress=not args.quiet, **kw)
+    try:
+        study = build(model, args.photos, args.out, features=_features(args, model), conditions=args.conditions,
+                      trials=args.trials, references=args.references, catch=args.catch, seed=seed, title=args.title,
+                      show_feature_names=args.show_feature_names, keys=tuple(args.keys), progress=not args.quiet,
+                      **kw)
+    except KeyboardInterrupt:
+        kept = len(list((Path(args.out) / "work").glob("*/key.json")))
+        print(f"accentuate: study build interrupted; {kept} finished engine run(s) are kept in "
+              f"{Path(args.out) / 'work'}: run the same command to go on", file=sys.stderr)
+        raise
     if not args.quiet:
         made = sum(1 for r in study.runs.values() if not r["read_back"])
         print(f"study {study.study_id}: {len(study.trials)} trials ({sum(t['catch'] for t in study.trials)} catch) over "
