@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_models import color
 from PIL import Image
 
 import accentuate as acc
 from accentuate.cli import main
 from accentuate.errors import UsageError
 from accentuate.study import design as build_module
-from cli_models import color
 
 FAST = dict(steps=6, crops=2, canvas=48)
 
@@ -215,3 +215,22 @@ def test_cli_builds_observes_and_analyzes(photos: Path, tmp_path: Path, capsys: 
     assert main(["study", "build", str(photos), "--model", "cli_models:color", "--conditions", "dreams",
                  "--out", str(tmp_path / "x"), "-q"]) == 2
     assert "unknown condition 'dreams'" in capsys.readouterr().err
+
+
+def test_jspsych_csv_reads_as_its_json(study: acc.study.Study, tmp_path: Path) -> None:
+    import csv
+
+    folder = _copy(study, tmp_path / "s")
+    rows = _participant(study.doc, "p1", lambda t: t["stronger"] if t["id"] < "t010" else 1 - t["stronger"],
+                        random.Random(0))
+    (folder / "p1.json").write_text(json.dumps(rows))
+    cols = sorted({k for r in rows for k in r})
+    with open(folder / "p1.csv", "w", newline="") as f:  # as jsPsych writes it: every value as text
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        w.writerows({k: ("" if r.get(k) is None else str(r[k]).lower() if isinstance(r.get(k), bool) else r[k])
+                     for k in cols} for r in rows)
+    from_json = acc.study.analyze(folder, [folder / "p1.json"], catch_min=0, replicates=100, save=False)
+    from_csv = acc.study.analyze(folder, [folder / "p1.csv"], catch_min=0, replicates=100, save=False)
+    assert from_csv.rows == from_json.rows
+    assert 0 < from_json.rows[0]["accuracy"] < 1

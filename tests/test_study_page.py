@@ -438,9 +438,10 @@ def test_from_file_with_markup_in_the_instructions(browser: Any, study: Path, tm
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A study that ``acc.study.build`` made (the colour model of tests/cli_models.py: its features
     are the photos' mean red, green and blue), with its page."""
-    import accentuate as acc
     from cli_models import color
     from test_study import make_photos
+
+    import accentuate as acc
 
     photos = make_photos(tmp_path_factory.mktemp("photos"), n=10)
     out = tmp_path_factory.mktemp("built")
