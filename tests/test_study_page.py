@@ -117,7 +117,8 @@ def test_the_page_has_the_files_a_strict_policy_and_no_outside_url(study: Path) 
         assert not re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", text)
         assert "sourceMappingURL" not in text and "@font-face" not in text and "@import" not in text
     assert HOSTILE not in page and "<b>features</b>" not in page  # escaped in the title and the data
-    assert "values" not in json.loads(re.search(r'id="study-data">(.*?)</script>', page).group(1))["trials"][0]
+    embedded = json.loads(re.search(r'id="study-data">(.*?)</script>', page).group(1))["trials"]
+    assert not any("values" in t or "stronger" in t for t in embedded)  # no model values, no answers
 
 
 def test_the_style_attributes_allowed_are_those_of_the_instructions_plugin() -> None:
@@ -172,7 +173,11 @@ def test_the_server_gives_the_folder_only(served: str, study: Path, tmp_path: Pa
     assert status == 200 and body == (study / "index.html").read_bytes()
     assert headers["Cache-Control"] == "no-store" and headers["Content-Security-Policy"].startswith(CSP)
     assert headers["Content-Type"].startswith("text/html")
-    assert _request(served, "GET", "/trials.json?x=1")[0] == 200
+    assert _request(served, "GET", "/images/" + sorted(p.name for p in (study / "images").iterdir())[0])[0] == 200
+    (study / "work").mkdir(exist_ok=True)
+    (study / "work" / "key.json").write_text("secret")
+    for private in ("/trials.json", "/trials.json?x=1", "/design.json", "/work/key.json", "/observers/m.json"):
+        assert _request(served, "GET", private)[0] == 404, private  # the answers and the model's side stay
     assert _request(served, "GET", "/study.js")[1]["Content-Type"].startswith("text/javascript")
     outside = tmp_path / "secret.txt"
     outside.write_text("secret")
@@ -363,13 +368,14 @@ def test_a_truthful_participant_is_right_on_every_trial(truthful: dict[str, Any]
     saved = json.loads((study / "responses" / "alice.json").read_text())
     rows = _trial_rows(saved)
     assert sorted(r["trial_id"] for r in rows) == sorted(truth) and len(rows) == len(truth)
-    assert all(r["correct"] is True and r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows)
+    assert all(r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows)
+    assert not any("correct" in r or "stronger" in r for r in saved)  # the page does not know the answers
     assert [r["response_source"] for r in rows] == ["mouse", "keyboard"] * (len(truth) // 2)
     assert all(isinstance(r["rt"], int) and r["rt"] > 0 for r in rows)
     for r in rows:
         t = truth[r["trial_id"]]
-        assert (r["condition"], r["feature"], r["feature_kind"], r["catch"], r["stronger"]) == (
-            t["condition"], t["feature"], t["feature_kind"], t["catch"], t["stronger"])
+        assert (r["condition"], r["feature"], r["feature_kind"], r["catch"]) == (
+            t["condition"], t["feature"], t["feature_kind"], t["catch"])
     assert all(r["study_id"] == STUDY_ID and r["participant"] == "alice" for r in saved)
     assert [r["trial_id"] for r in rows] == truthful["order"]
     download = truthful["download"]
@@ -395,7 +401,7 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     order, download = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     rows = _trial_rows(json.loads((study / "responses" / "bob_2.json").read_text()))
-    assert len(rows) == len(truth) and sum(r["correct"] for r in rows) == expected
+    assert len(rows) == len(truth) and sum(r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows) == expected
     assert [r["trial_id"] for r in rows] == order  # one row per trial: a key and a click at once count once
     assert [r["response_source"] for r in rows] == ["keyboard", "mouse", "keyboard"] * (len(truth) // 3)
     assert all(r["chosen"] == pick[r["trial_id"]] for r in rows)

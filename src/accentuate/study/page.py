@@ -9,9 +9,10 @@ At the end the data (jsPsych's JSON, one row per screen) is downloaded as
 to ``responses`` on the same server. Every row has ``study_id``, ``participant`` (the URL's
 ``participant`` or ``PROLIFIC_PID`` when it is 1 to 64 letters, digits, ``-`` or ``_``, else a
 random id) and ``phase`` (preload, consent, instructions or trial); a trial's row also has
-``trial_id``, ``condition``, ``feature``, ``feature_kind``, ``catch``, ``stronger``,
-``position`` (1 for the first trial shown), ``chosen`` (0 left, 1 right), ``correct``, ``rt``
-(ms) and ``response_source`` (``keyboard`` or ``mouse``).
+``trial_id``, ``condition``, ``feature``, ``feature_kind``, ``catch``, ``position`` (1 for the
+first trial shown), ``chosen`` (0 left, 1 right), ``rt`` (ms) and ``response_source``
+(``keyboard`` or ``mouse``). The page does not carry the answers (which query is the stronger):
+``accentuate study analyze`` scores each trial from ``trials.json``, which the server never gives.
 
 The page loads nothing from outside its folder; its policy (:data:`CSP`) allows scripts,
 styles, images and requests from the folder only, and the four style attributes that jsPsych's
@@ -121,12 +122,13 @@ def parse_instructions(text: str, keys: dict[str, str], trials: int) -> tuple[st
 
 
 def _page_data(study: dict[str, Any], consent: str | None, pages: list[str]) -> dict[str, Any]:
-    """What the page's script reads from ``#study-data``: image paths as URLs, no model values."""
+    """What the page's script reads from ``#study-data``: image paths as URLs; no model values and
+    no answers (which query is the stronger stays in trials.json: the analysis scores the trials)."""
     def url(path: str) -> str:
         return quote(path, safe="/")
 
     trials = [{"id": t["id"], "feature": t["feature"], "feature_kind": t.get("feature_kind"),
-               "condition": t["condition"], "catch": bool(t.get("catch", False)), "stronger": t["stronger"],
+               "condition": t["condition"], "catch": bool(t.get("catch", False)),
                "references": {k: [url(p) for p in t["references"][k]] for k in ("strong", "weak")},
                "queries": [url(p) for p in t["queries"]]} for t in study["trials"]]
     images = list(dict.fromkeys(p for t in trials for p in

@@ -1,7 +1,7 @@
 """The analysis of a study's responses (``accentuate study analyze``).
 
 Accuracy is the share of trials in which the participant picked the query on which the feature
-is stronger (scored from ``trials.json``, not from what the page computed). Participants who
+is stronger, scored from ``trials.json`` (the page does not know the answers). Participants who
 fail the catch trials (accuracy on them below ``catch_min``) are excluded, and listed. Per
 condition, and per condition and feature kind: the accuracy over every (participant, trial)
 answer, with a percentile bootstrap interval that resamples participants and trials (both drawn

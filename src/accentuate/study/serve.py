@@ -1,8 +1,9 @@
 """A local web server for a study folder: the participant page, and the responses it sends.
 
 ``GET`` serves the files inside the folder (``/`` is index.html) and nothing else: no folder
-listing, no path out of it (``..``, a symbolic link pointing outside), no hidden file and
-nothing under ``responses/``. ``POST /responses`` takes the data of one participant (the JSON
+listing, no path out of it (``..``, a symbolic link pointing outside), no hidden file, and none
+of the study's private files (:data:`PRIVATE`: ``responses/``, ``trials.json`` with the answers,
+``design.json``, ``work/``, ``observers/``). ``POST /responses`` takes the data of one participant (the JSON
 array of jsPsych rows the page sends at its end) and writes ``DIR/responses/<participant>.json``,
 never over an earlier file (a second one for the same participant is ``<participant>-2.json``).
 Every answer has ``Cache-Control: no-store`` and the page's Content-Security-Policy.
@@ -32,6 +33,9 @@ __all__ = ["MAX_BODY", "make_server", "serve"]
 #: The largest response body taken (bytes).
 MAX_BODY = 10 * 1024 * 1024
 RESPONSES = "responses"
+#: What the server never gives: the participants' files, the answers and the model's side of the
+#: study (the page needs none of them), the engine runs and the observers' answers.
+PRIVATE = frozenset({RESPONSES, "trials.json", "design.json", "work", "observers", "pilot-responses"})
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".html": "text/html; charset=utf-8", ".json": "application/json", ".md": "text/plain; charset=utf-8",
           ".txt": "text/plain; charset=utf-8"}
@@ -101,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
             parts = [PAGE]
         if any(p in ("", ".", "..") or p.startswith(".") or "\\" in p or "\0" in p for p in parts):
             return None
-        if parts[0] == RESPONSES:
+        if parts[0] in PRIVATE:
             return None
         root = self.server.folder
         path = root.joinpath(*parts)
@@ -109,8 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
             real = path.resolve(strict=True)
         except (OSError, RuntimeError):
             return None
-        if not real.is_relative_to(root) or not real.is_file() or real.relative_to(root).parts[0] == RESPONSES:
-            return None  # outside the folder (a link), not a file, or (through a link) a response
+        if not real.is_relative_to(root) or not real.is_file() or real.relative_to(root).parts[0] in PRIVATE:
+            return None  # outside the folder (a link), not a file, or (through a link) a private file
         return real
 
     def _get(self, head_only: bool) -> None:

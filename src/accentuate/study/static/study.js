@@ -2,9 +2,9 @@
 
    Reads the study from the JSON in #study-data and runs it with jsPsych 8: preload the images,
    consent, instructions, every trial in a random order, the end. Every trial row of the data
-   has trial_id, condition, feature, feature_kind, catch, stronger, chosen (0 left, 1 right),
-   correct, rt (ms) and response_source ("keyboard" or "mouse"); every row has study_id and
-   participant. At the end the data is downloaded and, over http(s), sent to `responses`. */
+   has trial_id, condition, feature, feature_kind, catch, position, chosen (0 left, 1 right),
+   rt (ms) and response_source ("keyboard" or "mouse"); every row has study_id and participant.
+   The page does not know the answers: the analysis scores the trials from trials.json. At the end the data is downloaded and, over http(s), sent to `responses`. */
 "use strict";
 
 (function () {
@@ -85,7 +85,7 @@
       button_layout: "flex",
       data: {
         phase: "trial", trial_id: trial.id, condition: trial.condition, feature: trial.feature,
-        feature_kind: trial.feature_kind, catch: trial.catch, stronger: trial.stronger, position: position,
+        feature_kind: trial.feature_kind, catch: trial.catch, position: position,
       },
       on_load: () => {
         const group = document.getElementById("jspsych-html-button-response-btngroup");
@@ -110,7 +110,6 @@
         jsPsych.pluginAPI.cancelKeyboardResponse(listener);  // jsPsych keeps listeners past the trial
         delete data.stimulus;
         data.chosen = data.response;
-        data.correct = data.response === trial.stronger;
         data.response_source = source;
       },
     };
