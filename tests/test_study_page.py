@@ -411,6 +411,18 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     page.close()
 
 
+def test_a_participant_gets_the_same_order_again(browser: Any, served: str, study: Path,
+                                                 truthful: dict[str, Any]) -> None:
+    """The order is seeded by the study and participant ids: a reload (a second visit) repeats it."""
+    page = _open(browser, served + "?participant=alice")
+    _to_first_trial(page)
+    order, _ = _take(page, lambda tid, i: (0, "key"), len(_trials(study)))
+    page.page.wait_for_selector("#study-status[data-state='saved']")
+    assert order == truthful["order"]
+    assert (study / "responses" / "alice-2.json").exists()  # the second visit's file, beside the first
+    page.close()
+
+
 def test_declining_consent_records_nothing(browser: Any, served: str, study: Path) -> None:
     page = _open(browser, served + "?participant=carol")
     page.page.click(".study-answer-no")

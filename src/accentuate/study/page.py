@@ -3,7 +3,8 @@
 :func:`write_page` turns a study folder (``DIR/trials.json`` and its images, written by
 ``accentuate study build``) into a page that runs the study in a browser with jsPsych 8,
 opened from ``file://`` or served by :mod:`accentuate.study.serve`: preload the images, the
-consent page, the instruction pages, every trial in a random order per participant, the end.
+consent page, the instruction pages, every trial in an order of each participant's own (seeded by
+the study and participant ids: a reload repeats it), the end.
 At the end the data (jsPsych's JSON, one row per screen) is downloaded as
 ``study-<study_id>-<participant>.json`` and, when the page is served over http(s), also sent
 to ``responses`` on the same server. Every row has ``study_id``, ``participant`` (the URL's

@@ -1,7 +1,8 @@
 /* The participant page of an accentuate study (written by accentuate.study.page.write_page).
 
    Reads the study from the JSON in #study-data and runs it with jsPsych 8: preload the images,
-   consent, instructions, every trial in a random order, the end. Every trial row of the data
+   consent, instructions, every trial in an order of the participant's own (seeded by the study
+   and participant ids), the end. Every trial row of the data
    has trial_id, condition, feature, feature_kind, catch, position, chosen (0 left, 1 right),
    rt (ms) and response_source ("keyboard" or "mouse"); every row has study_id and participant.
    The page does not know the answers: the analysis scores the trials from trials.json. At the end the data is downloaded and, over http(s), sent to `responses`. */
@@ -30,6 +31,29 @@
     const bytes = new Uint8Array(8);
     crypto.getRandomValues(bytes);
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /* The trials in the order of one participant: a Fisher-Yates shuffle driven by a generator
+     (mulberry32) seeded with a hash (FNV-1a) of the study and participant ids, so each participant
+     has an order of their own, the same one again if the page is reloaded. */
+  function orderFor(key, trials) {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < key.length; i++) {
+      h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
+    }
+    const next = () => {
+      h = (h + 0x6d2b79f5) >>> 0;
+      let t = h;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
+    const out = trials.slice();
+    for (let i = out.length - 1; i > 0; i--) {
+      const j = Math.floor(next() * (i + 1));
+      [out[i], out[j]] = [out[j], out[i]];
+    }
+    return out;
   }
 
   const participant = participantId();
@@ -157,7 +181,7 @@
         data: { phase: "instructions" },
       });
     }
-    const order = jsPsych.randomization.shuffle(study.trials);
+    const order = orderFor(study.study_id + ":" + participant, study.trials);
     order.forEach((trial, i) => rest.push(trialNode(trial, i + 1)));
     nodes.push({ timeline: rest, conditional_function: () => !declined });
     return nodes;
