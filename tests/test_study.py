@@ -234,3 +234,10 @@ def test_jspsych_csv_reads_as_its_json(study: acc.study.Study, tmp_path: Path) -
     from_csv = acc.study.analyze(folder, [folder / "p1.csv"], catch_min=0, replicates=100, save=False)
     assert from_csv.rows == from_json.rows
     assert 0 < from_json.rows[0]["accuracy"] < 1
+
+
+def test_a_feature_that_is_the_same_on_most_photos_is_refused(photos: Path, tmp_path: Path) -> None:
+    obj = acc.channel("conv", 0) * 0.0  # the same (0) on every photo: no pair of queries differs
+    with pytest.raises(UsageError, match=r"feature 'flat' is the same on too many photos \(only 0 query pairs"):
+        acc.study.build(color(), photos, tmp_path / "s", features=[("flat", obj)], trials=2, references=1,
+                        page=False, **FAST)

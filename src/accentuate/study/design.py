@@ -263,7 +263,7 @@ def needed_photos(references: int, trials: int) -> int:
     return 3 * references + 2 * _pool(trials)
 
 
-def _plan(values: torch.Tensor, references: int, trials: int, rng: random.Random) -> _Plan:
+def _plan(name: str, values: torch.Tensor, references: int, trials: int, rng: random.Random) -> _Plan:
     """The photos of one feature, from its ranking: the top and bottom ``references`` are the
     natural references, the ``references`` nearest the median the accentuation seeds, and the
     query pairs are drawn from the next photos at the top and at the bottom, without repeats."""
@@ -276,7 +276,11 @@ def _plan(values: torch.Tensor, references: int, trials: int, rng: random.Random
     rest = [i for i in middle if i not in seeds]
     pool = _pool(trials)
     high, low = rest[:pool], rest[len(rest) - pool:]
-    pairs = [(h, lo) for h in high for lo in low]
+    pairs = [(h, lo) for h in high for lo in low if float(values[h]) > float(values[lo])]
+    if len(pairs) < trials:
+        raise UsageError(f"feature {name!r} is the same on too many photos (only {len(pairs)} query pairs differ, "
+                         f"{trials} asked): a sparse channel is 0 on most photos; choose another feature or layer, "
+                         "or lower trials")
     rng.shuffle(pairs)
     return _Plan(strong, weak, seeds, pairs[:trials])
 
@@ -516,7 +520,7 @@ def build(
     design = []
     for feature in feats:
         rng = random.Random(name_seed(seed, feature.name))
-        plan = _plan(feature.values, references, trials, rng)
+        plan = _plan(feature.name, feature.values, references, trials, rng)
         refs, ref_values = _references(model, runner, feature, plan, conds, paths, side, settings, references, seed,
                                        directory / "work", pics, progress, runs, spec.name)
         all_trials += _feature_trials(feature, plan, refs, ref_values, conds, catch, pics, rng)
