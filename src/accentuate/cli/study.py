@@ -124,9 +124,12 @@ def _build(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise UsageError("give the study's folder with --out DIR")
+    if args.until is not None:
+        raise UsageError("--until stops an accentuation at a class; a study's references are made to a fixed "
+                         "number of steps: leave --until out")
     kw = accentuation_kwargs(args)
     seed = kw.pop("seed", 0)
-    kw.pop("until", None)
+    kw.pop("until", None)  # --preview's stop is for classes
     started = time.perf_counter()
     for p in args.photos:  # a wrong path fails before the model loads
         if not Path(p).exists():
