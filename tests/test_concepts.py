@@ -148,7 +148,7 @@ def palette_photos(n: int = 9) -> torch.Tensor:
     return torch.stack(out)
 
 
-def test_planted_colours_are_the_concepts_and_each_accentuation_raises_its_own_most() -> None:
+def test_planted_colours_are_the_concepts_and_each_accentuation_raises_its_own_most(tmp_path: Path) -> None:
     """Why the accentuation must raise its own concept most here: the layer is the pixel's colour, so
     the gradient of a concept's objective moves each pixel along that concept's colour (no other
     layer mixes them); with ``target="direction"`` a step along concept vector ``w_i`` changes the
@@ -164,6 +164,12 @@ def test_planted_colours_are_the_concepts_and_each_accentuation_raises_its_own_m
     assert len(con.accentuations) == 6 and {a.kind for a in con.accentuations} == {"top", "weak"}
     for a in con.accentuations:
         assert a.own_gain > 0 and a.own_gain > a.max_other_gain, (a.concept, a.gain)
+    # What it saves, and how it shows itself in a notebook.
+    written = {p.name for p in con.save(tmp_path)}
+    assert {"concepts.json", "concepts.md", "concepts.png", "concept-0.png", "concept-2.npy"} <= written
+    saved = json.loads((tmp_path / "concepts.json").read_text())
+    assert [c["index"] for c in saved["concepts"]] == [0, 1, 2] and saved["factorization"]["method"] == "nmf"
+    assert "concept 0" in con._repr_html_() and con._repr_png_()[:4] == b"\x89PNG"
     # The heat map is the concept's coefficient per position: the half of the photo in its colour.
     i = con.accentuations[0].concept
     j = con.top_images(i, 1)[0]
