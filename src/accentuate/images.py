@@ -80,6 +80,27 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return files
 
 
+def photo_set(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, bool, str]]:
+    """``(path, found_in_a_folder, name)`` of every photo of a photo set: folders recursively (each
+    photo named by its path inside the folder, ending dropped), files as given (named by their stem).
+
+    Raises:
+        ImageError: a path that does not exist.
+    """
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    out: list[tuple[str, bool, str]] = []
+    for p in items:
+        path = Path(p).expanduser()
+        if not path.exists():
+            raise ImageError(f"no such file or folder {str(p)!r}; check the path")
+        if path.is_dir():
+            out += [(str(f), True, f.relative_to(path).with_suffix("").as_posix())
+                    for f in image_files(path, recursive=True)]
+        else:
+            out.append((str(p), False, path.stem))
+    return out
+
+
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """A PIL image as a float tensor ``(3, H, W)`` in [0, 1], converting the mode to RGB.
 

@@ -82,6 +82,30 @@ def load_image_set(images: ImageSet, what: str = "images") -> tuple[list[torch.T
     return tensors, names
 
 
+def square_side(spec: ModelSpec, canvas: Any, what: str, flag: str = "canvas") -> int:
+    """The side of the square canvas of a command that crops every photo square (``what``: its
+    name in the message): ``canvas`` as an int or a square ``(H, W)``, else the model's canvas.
+
+    Raises:
+        UsageError: a canvas that is not square, or smaller than the model input.
+    """
+    from ..errors import UsageError
+
+    if canvas is None:
+        side = int(spec.setting("canvas"))
+    elif isinstance(canvas, int):
+        side = canvas
+    elif len(canvas) == 2 and canvas[0] == canvas[1]:
+        side = int(canvas[0])
+    else:
+        raise UsageError(f"{what} uses a square canvas: give {flag} as one number (the side); got "
+                         f"{canvas[0]}x{canvas[1]}")
+    if side < max(spec.input_size):
+        raise UsageError(f"{flag} {side} is smaller than the model input {spec.input_size}; use >= "
+                         f"{max(spec.input_size)}")
+    return side
+
+
 def square_crop(img: torch.Tensor, side: int) -> torch.Tensor:
     """The centred square of ``img`` ``(3, H, W)``, resized to ``side x side`` (antialiased)."""
     h, w = img.shape[-2:]

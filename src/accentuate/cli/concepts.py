@@ -20,12 +20,12 @@ import argparse
 import sys
 import time
 import warnings
-from pathlib import Path
 from textwrap import fill
 from typing import Any
 
 import torch
 
+from ..analysis._shared import square_side
 from ..analysis.concepts import (
     METHODS,
     TARGETS,
@@ -36,8 +36,8 @@ from ..analysis.concepts import (
     find_concepts,
     layer_layout,
 )
-from ..errors import ImageError, UsageError
-from ..images import image_files, load_image, resize
+from ..errors import UsageError
+from ..images import load_image, photo_set, resize
 from ..outputs.record import RunWriter
 from ..outputs.worklist import ImageInfo, TargetInfo
 from .common import add_accentuation_options, add_model_options, check_layers_run
@@ -97,22 +97,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, frames=0)
 
 
-def _photo_paths(paths: list[str]) -> list[tuple[str, bool, str]]:
-    """``(path, found_in_a_folder, name)`` of every photo: folders recursively (named by their path
-    inside the folder, ending dropped), files as given (named by their stem)."""
-    out: list[tuple[str, bool, str]] = []
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise ImageError(f"no such file or folder {p!r}; check the path")
-        if path.is_dir():
-            out += [(str(f), True, f.relative_to(path).with_suffix("").as_posix())
-                    for f in image_files(path, recursive=True)]
-        else:
-            out.append((p, False, path.stem))
-    return out
-
-
 def _check_options(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1 (the number of concepts); got {args.k}")
@@ -124,24 +108,6 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--{opt} must be >= 1; got {getattr(args, opt)}")
     if args.until is not None:
         raise UsageError("--until stops at a class; a concept's target is a direction: leave --until out")
-
-
-def _side(cmd: Command) -> int:
-    """The square canvas' side: ``--canvas N`` (or ``NxN``), else the model's calibrated canvas."""
-    canvas = cmd.kw.get("canvas")
-    if canvas is None:
-        side = int(cmd.spec.setting("canvas"))
-    elif isinstance(canvas, int):
-        side = canvas
-    elif canvas[0] == canvas[1]:
-        side = int(canvas[0])
-    else:
-        raise UsageError(f"concepts uses a square canvas: give --canvas as one number (the side); got "
-                         f"{canvas[0]}x{canvas[1]}")
-    if side < max(cmd.spec.input_size):
-        raise UsageError(f"--canvas {side} is smaller than the model input {cmd.spec.input_size}; use >= "
-                         f"{max(cmd.spec.input_size)}")
-    return side
 
 
 def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
@@ -185,11 +151,11 @@ def run(args: argparse.Namespace) -> int:
     _check_options(args)
     if args.preview:
         args.until = None
-    photos = _photo_paths(args.photos)  # before the model loads: a wrong path fails fast
+    photos = photo_set(args.photos)  # before the model loads: a wrong path fails fast
     cmd = Command(args, "concepts")
     cmd.kw.pop("until", None)  # --preview's until is for classes
     model, spec = cmd.model, cmd.spec
-    side = _side(cmd)
+    side = square_side(cmd.spec, cmd.kw.get("canvas"), "concepts", "--canvas")
     cmd.kw["canvas"] = (side, side)
     settings = cmd.settings()
     layer = args.layer or default_concept_layer(model, spec)

@@ -41,11 +41,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis._shared import analysis_settings, cached_run, name_seed, spec_of, square_crop
+from ..analysis._shared import analysis_settings, cached_run, name_seed, spec_of, square_crop, square_side
 from ..engine import accentuate
 from ..errors import ImageError, UsageError
 from ..hooks import OUTPUT, ModelRunner
-from ..images import image_files, load_image, resize
+from ..images import load_image, photo_set, resize
 from ..objectives import Objective, as_objective, channel, direction
 from ..objectives.base import tensor_digest
 from ..objectives.basic import Channel, Direction, Logit, TokenChannel
@@ -98,28 +98,13 @@ class Study:
 
 
 # -- the photos and the model's responses -------------------------------------------------------
-def _photo_files(photos: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
-    """``(path, name)`` of every photo: folders recursively (named by their path inside the
-    folder, ending dropped), files by their stem."""
-    items = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)
-    out: list[tuple[Path, str]] = []
-    for p in items:
-        path = Path(p).expanduser()
-        if not path.exists():
-            raise ImageError(f"no such file or folder {str(p)!r}; check the path")
-        if path.is_dir():
-            out += [(f, f.relative_to(path).with_suffix("").as_posix()) for f in image_files(path, recursive=True)]
-        else:
-            out.append((path, path.stem))
-    return out
-
-
-def _read_photos(files: list[tuple[Path, str]], side: int, input_size: tuple[int, int]
+def _read_photos(files: list[tuple[str, bool, str]], side: int, input_size: tuple[int, int]
                  ) -> tuple[list[Path], list[str], torch.Tensor, torch.Tensor, list[str]]:
     """The readable photos' paths, names, model views ``(P, 3, h, w)``, display pictures
     ``(P, 3, DISPLAY, DISPLAY)`` (each the centre square of the photo) and SHA-256s."""
     paths, names, views, shown, digests = [], [], [], [], []
-    for path, name in files:
+    for file, _, name in files:
+        path = Path(file)
         try:
             img = load_image(path)
         except ImageError:
@@ -355,23 +340,6 @@ def _check(conditions: Sequence[str], trials: int, references: int, catch: int) 
     return conds
 
 
-def _side(spec: Any, kwargs: dict[str, Any]) -> int:
-    """The square canvas' side: ``canvas`` (an int or a square ``(H, W)``), else the model's."""
-    canvas = kwargs.get("canvas")
-    if canvas is None:
-        side = int(spec.setting("canvas"))
-    elif isinstance(canvas, int):
-        side = canvas
-    elif len(canvas) == 2 and canvas[0] == canvas[1]:
-        side = int(canvas[0])
-    else:
-        raise UsageError(f"a study uses square pictures: give canvas as one number (the side); got {canvas}")
-    if side < max(spec.input_size):
-        raise UsageError(f"canvas {side} is smaller than the model input {spec.input_size}; use >= "
-                         f"{max(spec.input_size)}")
-    return side
-
-
 class _Pictures:
     """The study's pictures under ``DIR/images``: each photo written once, each reference by name,
     and the model's value of a feature on a written picture (read back as the participant sees it)."""
@@ -498,12 +466,12 @@ def build(
     conds = _check(conditions, trials, references, catch)
     spec = spec_of(model, kwargs)
     runner = ModelRunner.reuse(kwargs.pop("runner", None), model, spec)
-    side = _side(spec, kwargs)
+    side = square_side(spec, kwargs.get("canvas"), "a study")
     kwargs["canvas"] = (side, side)
     kwargs.setdefault("opacity", False)
     kwargs["runner"] = runner
     settings = analysis_settings(model, spec, settings, kwargs)
-    paths, names, views, shown, digests = _read_photos(_photo_files(photos), side, spec.input_size)
+    paths, names, views, shown, digests = _read_photos(photo_set(photos), side, spec.input_size)
     need = needed_photos(references, trials)
     if len(paths) < need:
         raise UsageError(f"{len(paths)} photos are too few for {references} references per side and {trials} trials "
