@@ -109,14 +109,9 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
 def _features(args: argparse.Namespace, model: Any) -> list[Any] | None:
     if not args.features:
         return None
-    out: list[Any] = []
-    for f in args.features:
-        head = f.split(":")[0]
-        if head in ("classes", "channels", "directions") and ":" in f:
-            out.append(f)
-        else:
-            out.append((f, parse_target(f, model)))
-    return out
+    from ..study.design import is_request
+
+    return [f if is_request(f) else (f, parse_target(f, model)) for f in args.features]
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -191,6 +191,15 @@ def pooled_activations(runner: ModelRunner, views: torch.Tensor, layer: str) -> 
     return lay.positions(acts).mean(dim=1).float()
 
 
+#: The automatic feature requests: ``classes:N``, ``channels:LAYER:N``, ``directions:LAYER:N``.
+REQUESTS = ("classes", "channels", "directions")
+
+
+def is_request(r: Any) -> bool:
+    """Whether ``r`` is an automatic feature request (see :func:`pick_features`), not a target."""
+    return isinstance(r, str) and ":" in r and r.split(":")[0] in REQUESTS
+
+
 def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[Any],
                   labels: Sequence[str] | None) -> list[Feature]:
     """The study's features with their values on the photos.
@@ -207,7 +216,7 @@ def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[A
     """
     chosen: list[tuple[str, Objective]] = []
     for r in requests:
-        if isinstance(r, str) and r.split(":")[0] in ("classes", "channels", "directions") and ":" in r:
+        if is_request(r):
             chosen += _auto(r, runner, views, labels)
         elif isinstance(r, tuple):
             chosen.append((str(r[0]), as_objective(r[1]).resolve(labels)))
