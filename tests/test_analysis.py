@@ -22,7 +22,9 @@ from accentuate.analysis import (
     randomize,
     sensitive_region,
 )
-from accentuate.analysis._shared import markdown_table, pearson, spearman, units
+from accentuate.analysis.activations import units
+from accentuate.analysis.stats import pearson, spearman
+from accentuate.analysis.writing import markdown_table
 from accentuate.cli import main
 
 QUICK = dict(steps=6, crops=2, canvas=48, lr=0.1)
@@ -353,6 +355,18 @@ def test_cli_pathway(tmp_path, seed_img, capsys):
     assert main(["pathway", "cherry", "--class-images", nat, "--views", "3", "--seeds", seed,
                  "--feature-vis", "1", "--out", str(tmp_path / "p"), *CLI_MODEL]) == 0
     assert "natural (3 pairs)" in capsys.readouterr().out
+
+
+def test_cli_pathway_intervals_without_out_keeps_every_file_in_one_folder(tmp_path, seed_img, capsys, monkeypatch):
+    """Without --out the command picks one new folder; the intervals' table goes beside the rest."""
+    monkeypatch.chdir(tmp_path)
+    seed = _write_seed(tmp_path, seed_img)
+    nat = _write_seed(tmp_path, seed_img.flip(-2), "nat.png")
+    assert main(["pathway", "cherry", "--class-images", nat, "--views", "3", "--seeds", seed, "--feature-vis", "0",
+                 "--intervals", "20", "-q", *CLI_MODEL]) == 0
+    folders = list((tmp_path / "accentuate-runs").iterdir())
+    assert len(folders) == 1, folders
+    assert {"pathway.md", "pathway.json", "pathway_intervals.md", "command.json"} <= {p.name for p in folders[0].iterdir()}
 
 
 def test_cli_pathway_like_a_reference_image(tmp_path, seed_img, capsys):

@@ -22,7 +22,7 @@ from PIL import Image
 import accentuate as acc
 from accentuate.cli import main
 from accentuate.outputs.animation import mp4_available
-from accentuate.outputs.record import file_sha256
+from accentuate.runs.record import file_sha256
 
 TESTS = Path(__file__).parent
 FAST = ["--model", "cli_models:tiny", "--steps", "4", "--crops", "2", "--canvas", "48", "--frames", "3"]
@@ -153,7 +153,7 @@ def test_default_out_is_a_fresh_timestamped_folder(work: Path, capsys: pytest.Ca
 
 def test_ctrl_c_writes_finished_and_partial_pairs(work: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
-    import accentuate.cli.runner as runner
+    import accentuate.runs.job as runner
 
     real = runner.steps_bar
     calls = {"n": 0}
@@ -192,7 +192,7 @@ def test_ctrl_c_writes_finished_and_partial_pairs(work: Path, monkeypatch: pytes
 
 def test_numerical_failure_is_reported_and_others_continue(work: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture) -> None:
-    import accentuate.cli.runner as runner
+    import accentuate.runs.job as runner
 
     real = runner.accentuate
 

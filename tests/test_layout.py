@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import accentuate as acc
-from accentuate.analysis._shared import layouts_of
+from accentuate.analysis.activations import layouts_of
 from accentuate.hooks import OUTPUT, ModelRunner
 from accentuate.layout import Layout, infer_layout, parse_layout
 from accentuate.regularize import Regularizer, distance

@@ -172,7 +172,7 @@ def test_explain_on_an_assumed_size_says_to_pass_input_size() -> None:
 def test_cli_uses_declared_class_names(capsys: pytest.CaptureFixture) -> None:
     assert main(["classes", "gree", "--model", "test_model_configs:timm_like"]) == 0
     assert capsys.readouterr().out.split() == ["1", "green"]
-    from accentuate.cli.common import parse_target
+    from accentuate.objectives import parse_target
 
     assert repr(parse_target("green", timm_like())) == "Logit(1 'green')"
 

@@ -21,7 +21,7 @@ from accentuate.clip import Text
 from accentuate.hooks import OUTPUT, input_of
 from accentuate.layout import Layout
 from accentuate.objectives import Like, Objective, Recorded, from_record
-from accentuate.outputs.worklist import ImageInfo, TargetInfo, WorkList
+from accentuate.runs.work import ImageInfo, TargetInfo, WorkList
 
 PROJ = "layers.1.attention.o_proj"  # the tiny ViT's (tests/test_transformers.py) second attention projection
 

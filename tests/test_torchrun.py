@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accentuate.outputs.record import file_sha256
+from accentuate.runs.record import file_sha256
 
 TESTS = Path(__file__).parent
 OPTS = ["--model", "cli_models:tiny", "--crops", "2", "--canvas", "48", "--frames", "0", "--batch", "1", "-q"]

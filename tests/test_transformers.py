@@ -13,10 +13,10 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.cli import main
-from accentuate.cli.common import UsageError, parse_target
 from accentuate.clip import Text
+from accentuate.errors import TargetError
 from accentuate.hooks import INPUT, ModelRunner, capture, input_of
-from accentuate.objectives import Head, Like, TokenChannel
+from accentuate.objectives import Head, Like, TokenChannel, parse_target
 from accentuate.spec import ModelSpec
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
@@ -252,7 +252,7 @@ def test_cli_target_forms(vit, text, kind, fields):
     ("layers.1:3@middle", r"cannot read target 'layers.1:3@middle'; use a class name.*LAYER:head=H"),
 ])
 def test_cli_target_errors_name_the_valid_range(vit, text, pattern):
-    with pytest.raises(UsageError, match=pattern) as e:
+    with pytest.raises(TargetError, match=pattern) as e:
         parse_target(text, vit)
     one_line(e)
 
@@ -462,7 +462,7 @@ def test_register_tokens_on_dinov2_with_registers():
     lays = run.layouts(names)
     assert float(reg(acts, lays)[0]) == pytest.approx(float(acts[layer][0, 4, 3]))
     assert float(h(acts, lays)[0]) == pytest.approx(float(acts[input_of(h.layer)][0, 1, 2 * 8 + 7]))
-    with pytest.raises(UsageError, match=r"token 5 is out of range .*5 leading token\(s\) \(0..4\)"):
+    with pytest.raises(TargetError, match=r"token 5 is out of range .*5 leading token\(s\) \(0..4\)"):
         parse_target(f"{layer}:3@tok5", model)
-    with pytest.raises(UsageError, match=r"head 3 is out of range .*3 heads \(0..2\)"):
+    with pytest.raises(TargetError, match=r"head 3 is out of range .*3 heads \(0..2\)"):
         parse_target(f"{layer}:head=3", model)

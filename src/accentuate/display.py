@@ -1,8 +1,8 @@
 """Inline display of results in notebooks (Jupyter, JupyterLab, VS Code).
 
 :class:`Display` gives a value type ``_repr_html_`` and ``_repr_png_``: the type says what
-it looks like through its own ``_grid()`` (a :class:`accentuate.grid.Grid` of its images,
-captions and numbers), and :mod:`accentuate.grid`, which knows no result class, renders
+it looks like through its own ``_grid()`` (a :class:`accentuate.outputs.grid.Grid` of its images,
+captions and numbers), and :mod:`accentuate.outputs.grid`, which knows no result class, renders
 that grid. A result on the last line of a cell then shows itself; no widget extension is
 needed.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .grid import Grid
+    from .outputs.grid import Grid
 
 __all__ = ["Display"]
 
@@ -31,12 +31,12 @@ class Display:
 
     def _repr_html_(self) -> str | None:
         """HTML for notebooks (``None`` without Jinja2: the notebook then shows the PNG)."""
-        from .grid import html
+        from .outputs.grid import html
 
         return html(self._grid())
 
     def _repr_png_(self) -> bytes:
         """One PNG of the grid (needs only Pillow)."""
-        from .grid import png
+        from .outputs.grid import png
 
         return png(self._grid())

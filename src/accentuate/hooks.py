@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Capture", "INPUT", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor",
-    "default_reg_layer", "input_of", "layers", "model_state",
+    "default_reg_layer", "input_of", "layers", "model_state", "readable_layouts",
 ]
 
 #: Pseudo layer name for the model's (extracted) output, read by logit objectives.
@@ -96,6 +96,28 @@ def check_layers(model: nn.Module, names: Iterable[str]) -> None:
                 f"layer {name!r} is not in the model ({hint}); "
                 "list valid names with accentuate.layers(model) or `accentuate layers`"
             )
+
+
+def readable_layouts(runner: ModelRunner, names: Sequence[str]) -> dict[str, Layout]:
+    """Check that every layer of ``names`` exists, runs in the forward pass and has channels and
+    positions accentuate can read; returns the layouts of every readable layer the runner's one
+    traced pass found.
+
+    Raises:
+        LayerError: a name that is not in the model (with the closest names), a layer that never
+            runs in the forward pass, or one whose output accentuate cannot read as channels and
+            positions.
+    """
+    check_layers(runner.model, list(names))
+    layouts = {r.name: r.layout for r in runner.trace()}
+    for layer in names:
+        if layer not in layouts:
+            raise LayerError(f"layer {layer!r} never runs in the model's forward pass; pick one "
+                             "`accentuate layers` lists")
+        if layouts[layer] is None:
+            raise LayerError(f"layer {layer!r} has an output accentuate cannot read as channels and positions; "
+                             "pick another layer (`accentuate layers` shows each layout)")
+    return {name: lay for name, lay in layouts.items() if lay is not None}
 
 
 @contextlib.contextmanager

@@ -12,11 +12,10 @@ import torch
 from . import saving
 from .display import Display
 from .objectives import Objective
-from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .grid import Grid
+    from .outputs.grid import Grid
 
 __all__ = ["History", "Result"]
 
@@ -255,8 +254,8 @@ class Result(Display):
         return saving.load(path, seeds=seeds, batch=batch)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from .grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from .outputs.grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, overlay, picture
 
         n, m = self.images.shape[:2]
         rn, note_r = clip_count(n, MAX_ROWS, "seeds")

@@ -25,12 +25,12 @@ from ..labels import find_class
 from ..result import Result
 from ..settings import Settings
 from ..spec import ModelSpec
-from ._shared import analysis_settings, spec_of
+from .setup import analysis_settings, analysis_spec
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
-__all__ = ["Explanation", "choose_classes", "explain"]
+__all__ = ["Explanation", "choose_classes", "class_probabilities", "explain"]
 
 
 @dataclass
@@ -87,8 +87,8 @@ class Explanation(Display):
         return text
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import Cell, Grid, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import Cell, Grid, num, overlay, picture
 
         res = self.result
         cells = [Cell(picture(res.seeds[0]) if res.seeds is not None else None, ["seed"])]
@@ -107,8 +107,10 @@ class Explanation(Display):
                     table)
 
 
-def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec,
-                   runner: ModelRunner | None = None) -> torch.Tensor:
+def class_probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec,
+                        runner: ModelRunner | None = None) -> torch.Tensor:
+    """``(C,)`` the model's class probabilities on ``seed`` ``(1, 3, H, W)`` or ``(3, H, W)`` (the whole
+    canvas resized to the model's input, as the engine evaluates it)."""
     logits = ModelRunner.reuse(runner, model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]
     if logits.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}; explain needs (1, classes)")
@@ -202,12 +204,12 @@ def explain(
         >>> ex.names, ex.result.after["rank"]                           # doctest: +SKIP
     """
     kw = dict(accentuate_kwargs)
-    spec = spec_of(model, kw)
+    spec = analysis_spec(model, kw)
     settings = analysis_settings(model, spec, settings, kw)
     seed = prepare_seeds(image, settings.canvas)
     if seed.shape[0] != 1:
         raise ValueError(f"explain takes one image; got {seed.shape[0]}")
-    probs = _probabilities(model, seed, spec, kw.get("runner"))
+    probs = class_probabilities(model, seed, spec, kw.get("runner"))
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
     res = accentuate(model, seed, classes, settings, **kw)
     names = [spec.labels[c] if spec.labels is not None and c < len(spec.labels) else None for c in classes]

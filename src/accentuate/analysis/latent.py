@@ -25,22 +25,16 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
+from ..images import ImageSet, load_image_set, square_crop, square_side
 from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
 from ..outputs.figures import labelled_grid, over_white, stack_with_title, to_pil
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    save_analysis,
-    spec_of,
-    square_crop,
-)
+from .setup import analysis_settings, analysis_spec
+from .writing import markdown_table, save_analysis
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["Latent", "latent_features"]
 
@@ -111,8 +105,8 @@ class Latent(Display):
                              {"latent.png": lambda: self.grid(columns=columns)})
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, clip_count, num, overlay, picture
 
         order = self.order.tolist()
         cm, note = clip_count(len(order), MAX_COLS * 2, "images")
@@ -174,15 +168,11 @@ def latent_features(
         raise TypeError("latent_features takes one target and one set of seeds")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer; got {batch!r}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     images, names = load_image_set(seeds, "seeds")
-    side = int(canvas if canvas is not None else spec.setting("canvas"))
-    if side < max(spec.input_size):
-        raise ValueError(
-            f"canvas {side} is smaller than the model input {spec.input_size}; use >= {max(spec.input_size)}"
-        )
+    side = square_side(spec, canvas, "latent features")
     square = torch.stack([square_crop(t, side) for t in images])
     outs = []
     for b, start in enumerate(range(0, square.shape[0], batch)):

@@ -26,10 +26,10 @@ from ..metrics import ssim
 from ..objectives import Objective
 from ..result import Result
 from ..settings import Settings, Until
-from ._shared import analysis_settings, spec_of
+from .setup import analysis_settings, analysis_spec
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["LeastChange", "least_change"]
 
@@ -70,8 +70,8 @@ class LeastChange(Display):
         ]
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, picture
 
         n, m = self.reached.shape
         rn, note_r = clip_count(n, MAX_ROWS, "seeds")
@@ -132,7 +132,7 @@ def least_change(
     if "generator" not in kwargs or kwargs["generator"] is None:
         kwargs["generator"] = 0  # every round must see the same crops to be comparable
     kwargs.setdefault("opacity", False)  # only images are kept: one backward per step
-    spec = spec_of(model, kwargs)
+    spec = analysis_spec(model, kwargs)
     settings = analysis_settings(model, spec, settings, kwargs)
     current: torch.Tensor | None = None
     best: dict[str, torch.Tensor] = {}

@@ -52,32 +52,20 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..hooks import OUTPUT, check_layers
+from ..hooks import OUTPUT, ModelRunner, check_layers
+from ..images import ImageSet, load_image_set, model_view
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..outputs.io import output_folder
 from ..result import Result
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    Interval,
-    analysis_settings,
-    bootstrap,
-    layer_activations,
-    layouts_of,
-    load_image_set,
-    markdown_table,
-    model_view,
-    pair_means,
-    pearson,
-    require_matplotlib,
-    save_figure,
-    spec_of,
-    units,
-)
+from .activations import layer_activations, layouts_of, units
+from .setup import analysis_settings, analysis_spec
+from .stats import Interval, bootstrap, pair_means, pearson
+from .writing import markdown_table, require_matplotlib, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["KINDS", "SEED_KINDS", "Pathway", "augmented_views", "pathway_similarity"]
 
@@ -312,9 +300,9 @@ class Pathway(Display):
         return written
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, picture
-        from ..report.plots import pathway_columns, pathway_plots
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, picture
+        from ..outputs.plots import pathway_columns, pathway_plots
 
         doc = {"target": self.target, "rows": self.rows(), "pairs": self.pairs,
                "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()} for k in self.kinds}}
@@ -457,7 +445,8 @@ def pathway_similarity(
     """
     # One piece: it reads top to bottom as the measurement (inputs checked, each kind made, every
     # layer compared, the record); the optimization and the comparison are already helpers.
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
+    runner = accentuate_kwargs["runner"] = ModelRunner.reuse(accentuate_kwargs.get("runner"), model, spec)
     objective = as_objective(target).resolve(spec.labels)
     naturals, _ = load_image_set(class_images, "class_images")
     if isinstance(feature_vis, bool) or (isinstance(feature_vis, int) and feature_vis < 0):
@@ -506,15 +495,15 @@ def pathway_similarity(
 
     layer_list = list(layers) if layers is not None else list(spec.pathway_layers)
     if not layer_list:
-        layer_list = units(model, spec) + [OUTPUT]
+        layer_list = units(model, spec, runner) + [OUTPUT]
     check_layers(model, layer_list)
 
     # Activations of every image at every layer (model input size, whole image).
     # Built-in kinds, then the extra ones, then the natural images (the reference) last.
     order = [k for k in KINDS[:-1] if k in kinds] + [k for k in kinds if k not in KINDS] + ["natural"]
     views = {k: model_view(kinds[k], spec.input_size) for k in order}
-    acts = {k: layer_activations(model, views[k], layer_list, spec, batch) for k in order}
-    lays = layouts_of(model, spec, layer_list)
+    acts = {k: layer_activations(model, views[k], layer_list, spec, batch, runner) for k in order}
+    lays = layouts_of(model, spec, layer_list, runner)
 
     n_nat = len(naturals)
     means, sds, pairs, pairwise = _correlations(acts, lays, layer_list, order)

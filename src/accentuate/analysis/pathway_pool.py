@@ -42,25 +42,18 @@ from torch import nn
 
 from ..engine import accentuate
 from ..hooks import OUTPUT
+from ..images import ImageSet, load_image_set
 from ..objectives import Objective, as_objective
 from ..objectives.base import tensor_digest
 from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..outputs.io import atomic_write, output_folder
 from ..result import Result
+from ..runs.cache import cached_run
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    Interval,
-    analysis_settings,
-    bootstrap,
-    cached_run,
-    load_image_set,
-    markdown_table,
-    require_matplotlib,
-    save_figure,
-    spec_of,
-)
 from .pathway import _LABEL, _STYLE, KINDS, Pathway, pathway_similarity
+from .setup import analysis_settings, analysis_spec
+from .stats import Interval, bootstrap
+from .writing import markdown_table, require_matplotlib, save_figure
 
 __all__ = ["COMPARISONS", "PathwayStudy", "pathway_study"]
 
@@ -418,7 +411,7 @@ def pathway_study(
         raise ValueError("give at least one class: {name: (target, natural photos)}")
     if isinstance(feature_vis, bool) or not isinstance(feature_vis, int) or feature_vis < 0:
         raise ValueError(f"feature_vis must be a count >= 0; got {feature_vis!r}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     names = list(classes)
     objectives = [as_objective(classes[c][0]).resolve(spec.labels) for c in names]
     accentuate_kwargs.setdefault("opacity", False)

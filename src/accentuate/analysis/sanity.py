@@ -44,29 +44,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..digest import name_seed
 from ..display import Display
 from ..engine import accentuate
-from ..hooks import check_layers
-from ..images import SeedLike
+from ..hooks import ModelRunner, check_layers
+from ..images import SeedLike, load_image_set
 from ..metrics import gray, ssim
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, stack_with_title, to_pil
 from ..settings import Settings
-from ._shared import (
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    name_seed,
-    require_matplotlib,
-    save_analysis,
-    save_figure,
-    spearman,
-    spec_of,
-    units,
-)
+from .activations import units
+from .setup import analysis_settings, analysis_spec
+from .stats import spearman
+from .writing import markdown_table, require_matplotlib, save_analysis, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["Sanity", "cascade_order", "cascading_randomization", "randomize"]
 
@@ -80,7 +73,7 @@ def cascade_order(model: nn.Module, **spec_overrides: Any) -> list[str]:
     ``nn.ModuleList`` containers split into their members (for the embedded model:
     ``classifier, head, blocks.15, ..., blocks.0, stem``).
     """
-    spec = spec_of(model, spec_overrides)
+    spec = analysis_spec(model, spec_overrides)
     return units(model, spec)[::-1]
 
 
@@ -272,10 +265,10 @@ class Sanity(Display):
                              self.plot if plot else None)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, num, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
         from ..opacity import to_alpha
-        from ..report.plots import sanity_columns, sanity_plots
+        from ..outputs.grid import MAX_COLS, Cell, Grid, num, picture
+        from ..outputs.plots import sanity_columns, sanity_plots
 
         rows = self.rows()
         alpha = to_alpha(self.masks)
@@ -343,10 +336,12 @@ def cascading_randomization(
     seeds, _ = load_image_set([seed] if not isinstance(seed, (list, tuple)) else seed, "seed")
     if len(seeds) != 1:
         raise ValueError(f"cascading_randomization takes one seed image; got {len(seeds)}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
+    # The original model's runs reuse the caller's runner; a randomized copy is another model.
+    runner = ModelRunner.reuse(accentuate_kwargs.pop("runner", None), model, spec)
     objective = as_objective(target).resolve(spec.labels)
-    order = list(cascade) if cascade is not None else units(model, spec)[::-1]
+    order = list(cascade) if cascade is not None else units(model, spec, runner)[::-1]
     if not order:
         raise ValueError("nothing to randomize: the cascade is empty")
     if not isinstance(every, int) or every < 1:
@@ -355,7 +350,8 @@ def cascading_randomization(
     check_layers(model, order)
 
     def run(m: nn.Module, gen: int) -> Any:
-        return accentuate(m, seeds[0], objective, settings, generator=gen, progress=progress, **accentuate_kwargs)
+        return accentuate(m, seeds[0], objective, settings, generator=gen, progress=progress,
+                          runner=runner if m is model else None, **accentuate_kwargs)
 
     results = [run(model, generator)]
     work = copy.deepcopy(model)

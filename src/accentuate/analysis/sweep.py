@@ -43,23 +43,16 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..images import SeedLike
+from ..images import SeedLike, load_image_set
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, to_pil
 from ..settings import Settings
-from ._shared import (
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    require_matplotlib,
-    save_analysis,
-    save_figure,
-    spec_of,
-)
+from .setup import analysis_settings, analysis_spec
+from .writing import markdown_table, require_matplotlib, save_analysis, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["SensitiveRegion", "Sweep", "lambda_sweep", "sensitive_region"]
 
@@ -328,9 +321,9 @@ class Sweep(Display):
                              self.plot if plot else None)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, picture
-        from ..report.plots import sweep_plots
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, clip_count, num, picture
+        from ..outputs.plots import sweep_plots
 
         rows = self.rows()
         doc = {"target": self.target, "rows": rows, "region": {"low": self.region.low, "high": self.region.high,
@@ -449,7 +442,7 @@ def lambda_sweep(
     seeds, _ = load_image_set([seed] if not isinstance(seed, (list, tuple)) else seed, "seed")
     if len(seeds) != 1:
         raise ValueError(f"lambda_sweep takes one seed image; got {len(seeds)}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     objective = as_objective(target).resolve(spec.labels)
     values = _swept_values(lams, num, lam_range, batch)

@@ -17,7 +17,6 @@ from .common import (
     add_global_options,
     add_model_options,
     load_model_from_args,
-    parse_target,
 )
 
 __all__ = ["register"]
@@ -109,6 +108,7 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
 def _features(args: argparse.Namespace, model: Any) -> list[Any] | None:
     if not args.features:
         return None
+    from ..objectives import parse_target
     from ..study.design import is_request
 
     return [f if is_request(f) else (f, parse_target(f, model)) for f in args.features]

@@ -17,7 +17,9 @@ The package, one idea a module:
 - :mod:`~accentuate.objectives.heads`: :class:`Head` (an attention head's output, read from the
   INPUT of the attention output projection, captured as ``NAME@input``);
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
-  :func:`like`).
+  :func:`like`);
+- :mod:`~accentuate.objectives.target`: :func:`parse_target`, the target grammar (``goldfish``,
+  ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ...) from text to an objective.
 
 The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
 An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
@@ -56,6 +58,7 @@ from .base import (
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
 from .heads import Head, head, head_projection, heads_of
 from .reference import Like, default_like_layer, like
+from .target import TARGET_FORMS, parse_target, read_vector
 
 __all__ = [
     "Acts",
@@ -69,6 +72,7 @@ __all__ = [
     "Objective",
     "Recorded",
     "Sum",
+    "TARGET_FORMS",
     "TokenChannel",
     "as_objective",
     "channel",
@@ -82,6 +86,8 @@ __all__ = [
     "like",
     "logit",
     "neuron",
+    "parse_target",
+    "read_vector",
     "recorded_unit",
     "tensor_digest",
     "tensor_from_record",

@@ -14,7 +14,7 @@ import torch
 from ..hooks import OUTPUT, ModelRunner
 from ..layout import Layout
 from .base import Acts, Layouts, Objective, tensor_digest, tensor_from_record, tensor_record
-from .basic import _check_token, _tail
+from .checks import check_token, short_layer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,7 +64,7 @@ class Like(Objective):
     def validate(self, layouts: Layouts) -> None:
         lay = layouts[self.layer]
         if self.pool == "cls" and lay.kind != "vector":
-            _check_token(self.layer, 0, lay)
+            check_token(self.layer, 0, lay)
         if self.reference.numel() != lay.channels:
             raise ValueError(
                 f"the reference feature has {self.reference.numel()} entries but layer {self.layer!r} has "
@@ -81,7 +81,7 @@ class Like(Objective):
     def describe(self) -> dict[str, Any]:
         return {"kind": "like", "layer": self.layer, "reference": self.name, "pool": self.pool,
                 "measure": self.measure, "label": f"like {self.name} at {self.layer} ({self.pool}, {self.measure})",
-                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{_tail(self.layer)}",
+                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{short_layer(self.layer)}",
                 "value_name": f"{self.measure} to reference"}
 
     def to_fields(self) -> dict[str, Any]:
@@ -165,5 +165,5 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
     if pool is None:
         pool = "cls" if lay.kind == "tokens" and lay.prefix > 0 else "mean"
     if pool == "cls" and lay.kind != "vector":
-        _check_token(layer, 0, lay)
+        check_token(layer, 0, lay)
     return Like(layer, _pooled(lay, acts[layer], pool)[0], pool, measure, name)
