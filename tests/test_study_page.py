@@ -294,9 +294,9 @@ def _to_first_trial(page: Page) -> None:
         p.click("#jspsych-instructions-next")
 
 
-def _take(page: Page, choose: Any, n: int) -> tuple[list[str], Any]:
+def _take(page: Page, choose: Any, n: int) -> list[str]:
     """Answer ``n`` trials with ``choose(trial_id, i) -> (side, "key" | "mouse")``; returns the trial
-    ids in the order shown and the download of the data."""
+    ids in the order shown."""
     p, seen, shot = page.page, [], set()
     for i in range(n):
         el = p.wait_for_selector("[data-trial-id]")
@@ -307,23 +307,14 @@ def _take(page: Page, choose: Any, n: int) -> tuple[list[str], Any]:
             shot.add(condition)
             _shot(page, f"3-trial-{condition}")
         side, how = choose(tid, i)
-        with p.expect_download() if i == n - 1 else _nothing() as download:
-            if how == "key":
-                p.keyboard.press(KEYS["right" if side else "left"])
-            elif how == "both":  # the key, and a click on the other photo in the same instant
-                p.evaluate(_BOTH, [KEYS["right" if side else "left"], 1 - side])
-            else:
-                p.click(f'[data-side="{side}"]')
-            p.wait_for_function("id => !document.querySelector(`[data-trial-id='${id}']`)", arg=tid)
-    return seen, download.value
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+        if how == "key":
+            p.keyboard.press(KEYS["right" if side else "left"])
+        elif how == "both":  # the key, and a click on the other photo in the same instant
+            p.evaluate(_BOTH, [KEYS["right" if side else "left"], 1 - side])
+        else:
+            p.click(f'[data-side="{side}"]')
+        p.wait_for_function("id => !document.querySelector(`[data-trial-id='${id}']`)", arg=tid)
+    return seen
 
 
 #: What jsPsych writes to the console when opened from file://.
@@ -335,6 +326,11 @@ def _check_clean(page: Page, base: str) -> None:
     assert page.js("window.__csp") == []
     assert page.dialogs == []
     assert page.requests and all(u.startswith(base) for u in page.requests), page.requests
+
+
+def _kept(page: Page) -> list[str]:
+    """The keys of the data the page keeps in the browser until the server confirms it."""
+    return page.js("Object.keys(localStorage).filter(k => k.startsWith('accentuate-study:'))")
 
 
 def _trial_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -356,10 +352,10 @@ def truthful(browser: Any, served: str, study: Path) -> Iterator[dict[str, Any]]
         return truth[tid]["stronger"], "key" if i % 2 else "mouse"
 
     _to_first_trial(page)
-    order, download = _take(page, choose, len(truth))
+    order = _take(page, choose, len(truth))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     _shot(page, "4-end")
-    yield {"page": page, "order": order, "download": download, "hostile": hostile, "truth": truth}
+    yield {"page": page, "order": order, "hostile": hostile, "truth": truth}
     page.close()
 
 
@@ -378,10 +374,10 @@ def test_a_truthful_participant_is_right_on_every_trial(truthful: dict[str, Any]
             t["condition"], t["feature"], t["feature_kind"], t["catch"])
     assert all(r["study_id"] == STUDY_ID and r["participant"] == "alice" for r in saved)
     assert [r["trial_id"] for r in rows] == truthful["order"]
-    download = truthful["download"]
-    assert download.suggested_filename == f"study-{STUDY_ID}-alice.json"
-    assert json.loads(Path(download.path()).read_text()) == saved
+    assert len({r["submission"] for r in saved}) == 1 and re.fullmatch(r"[0-9a-f]{32}", saved[0]["submission"])
+    assert not any(k.startswith("prolific_") for r in saved for k in r)  # not opened from Prolific
     assert "saved" in page.js("document.getElementById('study-status').textContent")
+    assert page.downloads == [] and _kept(page) == []  # confirmed: no download, nothing left in the browser
     _check_clean(page, served)
 
 
@@ -398,7 +394,7 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     assert 3 <= expected <= 9
     page = _open(browser, served + "?participant=not%20an%20id!&PROLIFIC_PID=bob_2")
     _to_first_trial(page)
-    order, download = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
+    order = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     rows = _trial_rows(json.loads((study / "responses" / "bob_2.json").read_text()))
     assert len(rows) == len(truth) and sum(r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows) == expected
@@ -406,7 +402,6 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     assert [r["response_source"] for r in rows] == ["keyboard", "mouse", "keyboard"] * (len(truth) // 3)
     assert all(r["chosen"] == pick[r["trial_id"]] for r in rows)
     assert order != truthful["order"] and sorted(order) == sorted(truthful["order"])
-    assert _trial_rows(json.loads(Path(download.path()).read_text())) == rows
     _check_clean(page, served)
     page.close()
 
@@ -416,7 +411,7 @@ def test_a_participant_gets_the_same_order_again(browser: Any, served: str, stud
     """The order is seeded by the study and participant ids: a reload (a second visit) repeats it."""
     page = _open(browser, served + "?participant=alice")
     _to_first_trial(page)
-    order, _ = _take(page, lambda tid, i: (0, "key"), len(_trials(study)))
+    order = _take(page, lambda tid, i: (0, "key"), len(_trials(study)))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     assert order == truthful["order"]
     assert (study / "responses" / "alice-2.json").exists()  # the second visit's file, beside the first
@@ -447,6 +442,13 @@ def test_from_file_with_markup_in_the_instructions(browser: Any, study: Path, tm
     page.page.click("#jspsych-instructions-next")
     page.page.wait_for_selector("[data-trial-id]")
     assert page.broken_images() == []
+    order = _take(page, lambda tid, i: (i % 2, "key"), len(_trials(folder)))
+    page.page.wait_for_selector("#study-status[data-state='local']")  # no server: the data is downloaded
+    (download,) = page.downloads
+    assert download.suggested_filename.startswith(f"study-{STUDY_ID}-")
+    rows = _trial_rows(json.loads(Path(download.path()).read_text()))
+    assert [r["trial_id"] for r in rows] == order and [r["chosen"] for r in rows] == [i % 2 for i in range(len(order))]
+    assert _kept(page) == [] and not (folder / "responses").exists()
     _check_clean(page, folder.as_uri() + "/")
     page.close()
 
@@ -476,7 +478,7 @@ def _play(browser: Any, folder: Path, who: str, choose: Any) -> tuple[list[str],
     try:
         page = _open(browser, base + f"?participant={who}")
         _to_first_trial(page)
-        order, _ = _take(page, choose, len(_trials(folder)))
+        order = _take(page, choose, len(_trials(folder)))
         page.page.wait_for_selector("#study-status[data-state='saved']")
         _check_clean(page, base)
         page.close()
