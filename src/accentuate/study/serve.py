@@ -125,8 +125,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.silence  # each read and write of the connection
         super().setup()
+        self.connection.settimeout(self.server.silence)  # each read and write of the connection
 
     def _send(self, status: HTTPStatus, body: bytes, ctype: str, head_only: bool = False,
               extra: tuple[tuple[str, str], ...] = ()) -> None:

@@ -11,8 +11,8 @@
    until the server confirms it: a send that gets no answer, or a 5xx, 408 or 429, is tried again
    after a pause that doubles (1 s to 30 s); after three failed tries a download is offered too; a
    reload while data is kept offers to send it. Every row carries this visit's `submission` id, so
-   the server saves a submission once however often it comes. A refusal (another 4xx) downloads
-   the data at once. Opened from file://, the page downloads the data. With Prolific, the server's
+   the server saves a submission once however often it comes. A refusal (another 4xx: a host
+   without the server) downloads the data at once, and the browser keeps it no longer. Opened from file://, the page downloads the data. With Prolific, the server's
    answer carries the completion code and the page then goes to Prolific's completion URL. */
 "use strict";
 
@@ -362,8 +362,9 @@
           return;
         }
         const why = result.status === 0 ? "no connection to the server" : `the server answered ${result.status}`;
-        if (!temporary(result.status)) {
+        if (!temporary(result.status)) {  // the server will not take it: downloaded, then not kept
           show("refused", { why: why, error: answer && typeof answer.error === "string" ? answer.error : "" });
+          forget(item);
           resolve(null);
           return;
         }
