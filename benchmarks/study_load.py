@@ -10,10 +10,10 @@ connection, send the headers of a submission and a tenth of its body, and then s
 (held open until the end). Then ``--threads`` client threads send, in a shuffled order, every
 participant's data ``--sends`` times (the same body each time, with one submission id per
 participant: as a page that sends again would) and ``--bad`` malformed bodies (not JSON, another
-study, rows without a study, a participant id with a path in it, a body too large). Each send opens
-a new connection. A send that gets no answer (a connection reset, a timeout) or a 5xx is sent again
-after a pause that doubles (0.1 s, 0.2 s, ... at most 2 s), at most ``--retries`` times, as the
-page does.
+study, rows without a study, a participant id with a path in it, a body too large, a client that
+leaves in the middle of its body). Each send opens a new connection. A send that gets no answer (a
+connection reset, a timeout) or a 5xx is sent again after the page's pause (1 s, doubling, at most
+30 s), at most ``--retries`` times.
 
 Reported: how each first attempt went (status or exception), what was finally saved (files in
 ``responses/``, each compared byte for byte with what was sent), the requests per second over the
@@ -166,11 +166,7 @@ def dropped_after(socks: list[socket.socket], started: float, limit: float) -> l
     """When (seconds after ``started``) the server closed each stalled connection, None if not by ``limit``."""
     out: list[float | None] = []
     for s in socks:
-        left = started + limit - time.perf_counter()
-        if left <= 0:
-            out.append(None)
-            continue
-        s.settimeout(left)
+        s.settimeout(max(0.05, started + limit - time.perf_counter()))  # closed already: at once
         try:
             while s.recv(65536):
                 pass
@@ -241,8 +237,8 @@ def burst(port: int, study_id: str, participants: int = 400, sends: int = 2, bad
                         first[str(result)] += 1
                 if (isinstance(result, int) and result < 500) or result == "left":
                     break
-                if k < retries:
-                    time.sleep(min(2.0, 0.1 * 2**k) * (0.5 + random.random()))
+                if k < retries:  # the page's pauses: 1 s, doubling, at most 30 s, +-25 %
+                    time.sleep(min(30.0, 2.0**k) * (0.75 + 0.5 * random.random()))
             with lock:
                 if kind == "valid":
                     saved = json.loads(answer).get("saved") if result in (200, 201) else None
@@ -333,7 +329,8 @@ def main() -> None:
     ap.add_argument("--bad", type=int, default=200, help="malformed bodies (default 200)")
     ap.add_argument("--stalled", type=int, default=50, help="clients that never finish their body (default 50)")
     ap.add_argument("--threads", type=int, default=64)
-    ap.add_argument("--retries", type=int, default=6, help="sends again after a reset or a 5xx (default 6; 0: none)")
+    ap.add_argument("--retries", type=int, default=6,
+                    help="sends again after a reset or a 5xx, as the page does (default 6; 0: none)")
     ap.add_argument("--server", default="{}", help="make_server's keywords as JSON (default {})")
     ap.add_argument("--drop-limit", type=float, default=40.0,
                     help="seconds to wait for the server to drop the stalled clients (default 40)")

@@ -1,4 +1,4 @@
-"""``accentuate study build | serve | observe | analyze``: a human extrapolation study of a model's
+"""``accentuate study build | serve | page | observe | analyze``: a human extrapolation study of a model's
 features, as a kit a lab runs (:mod:`accentuate.study`; docs/study.md)."""
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _build_parser(sub)
     s = sub.add_parser("serve", help="serve the study's page on this machine and save each participant's file",
                        description="Serve DIR's index.html on a local port; each finished participant's data is "
-                       "also saved under DIR/responses/ (the page downloads it too).")
+                       "saved under DIR/responses/ (the page keeps it and sends it again until the server confirms "
+                       "the save). Online, put it behind an HTTPS proxy (docs/study.md). -q: no log lines.")
     s.add_argument("directory", metavar="DIR", help="the study folder")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
