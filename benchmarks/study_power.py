@@ -28,16 +28,17 @@ from accentuate.study.scoring import _interval
 
 
 def offset(accuracy: float, sd: float, draws: int = 400_000, seed: int = 0) -> float:
-    """The ``a`` for which the mean of ``sigmoid(a + z)``, ``z ~ N(0, sd)``, is ``accuracy`` (bisection)."""
+    """The ``a`` for which the mean of ``sigmoid(a + z)``, ``z ~ N(0, sd)``, is ``accuracy`` (Newton's method
+    on ``draws`` fixed draws of ``z``)."""
     z = torch.randn(draws, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sd
-    lo, hi = -10.0, 10.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if float(torch.sigmoid(mid + z).mean()) < accuracy:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    a = math.log(accuracy / (1 - accuracy))
+    for _ in range(50):
+        p = torch.sigmoid(a + z)
+        step = float((p.mean() - accuracy) / (p * (1 - p)).mean())
+        a -= step
+        if abs(step) < 1e-12:
+            break
+    return a
 
 
 def simulate(participants: int, trials: int, accuracy: float, sd_participant: float, sd_trial: float,

@@ -54,3 +54,19 @@ def test_the_load_counts_what_was_lost(load: ModuleType, tmp_path: Path) -> None
     (out / "p1.json").write_bytes(bodies["p1"][:-5])
     assert load.check_saved(tmp_path, {"bodies": bodies}) == {
         "files": 3, "participants_saved": 2, "participants": 3, "most_files_of_one": 2, "damaged": ["p1.json"]}
+
+
+def test_the_participant_table_uses_the_analysis_interval() -> None:
+    """benchmarks/study_power.py (docs/study.md, "How many participants") on a tiny scale."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("study_power", ROOT / "benchmarks" / "study_power.py")
+    power = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(power)
+    a = power.offset(0.8, 1.0)
+    z = torch.randn(200_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert float(torch.sigmoid(a + z).mean()) == pytest.approx(0.8, abs=0.003)
+    few = power.simulate(5, 20, 0.8, 0.5, 0.0, studies=3, replicates=100, seed=0)
+    many = power.simulate(60, 20, 0.8, 0.5, 0.0, studies=3, replicates=100, seed=0)
+    assert 0 < many["half_width"] < few["half_width"] < 0.5
+    assert 0 <= many["coverage"] <= 1
