@@ -33,7 +33,7 @@ there with the no-consent code, when one is set. The completion code is not in t
 participant whose data was saved gets it.
 
 The text of the consent and instruction pages is ``DIR/instructions.md`` (the packaged
-default is copied there when it is missing; edit it and rebuild the page):
+default is copied there when it is missing; edit it and write the page again, ``accentuate study page DIR``):
 
 - a line ``# Title`` starts a section; text before the first one is ignored;
 - the section titled ``Consent`` (any letter case) is shown first, with an "I agree" and an
