@@ -32,7 +32,7 @@ from browser import Page
 from PIL import Image
 
 from accentuate.errors import UsageError
-from accentuate.study.page import CSP, PROLIFIC_URL, STYLE_ATTRIBUTES, parse_instructions, write_page
+from accentuate.study.page import CSP, PROLIFIC_URL, STYLE_ATTRIBUTES, parse_instructions, set_prolific, write_page
 from accentuate.study.serve import make_server
 
 STUDY_ID = "3f9a0c1d2b4e5f60"
@@ -285,6 +285,14 @@ def test_a_submission_sent_again_is_saved_once(served: str, study: Path) -> None
     assert _post(served, _rows("p-9", "short"))[0] == 400
     assert _post(served, _rows("p-9", "../" * 4))[0] == 400
     assert sorted(p.name for p in (study / "responses").glob("p-9*")) == ["p-9-2.json", "p-9-3.json", "p-9.json"]
+    try:  # with Prolific: the answer carries the completion code; a broken prolific.json does not stop a save
+        (study / "prolific.json").write_text("[1]")
+        assert _post(served, _rows("p-10", "d" * 32)) == (201, {"saved": "responses/p-10.json"})
+        set_prolific(study, "C0DE")
+        assert _post(served, _rows("p-10", "d" * 32)) == (200, {"saved": "responses/p-10.json",
+                                                                "completion_code": "C0DE"})
+    finally:
+        set_prolific(study, None)
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:

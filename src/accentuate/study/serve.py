@@ -209,7 +209,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.log_message("%s %s", "already saved as" if again else "saved", name)
         reply: dict[str, Any] = {"saved": name}
-        prolific = read_prolific(self.server.folder)
+        try:
+            prolific = read_prolific(self.server.folder)
+        except UsageError as e:  # a prolific.json edited by hand: saved all the same, without the code
+            self.log_message("%s", e)
+            prolific = None
         if prolific:
             reply["completion_code"] = prolific["completion_code"]
         self._json(HTTPStatus.OK if again else HTTPStatus.CREATED, reply)
