@@ -2,18 +2,20 @@
 
    Reads the study from the JSON in #study-data and runs it with jsPsych 8: preload the images,
    consent, instructions, every trial in an order of the participant's own (seeded by the study
-   and participant ids), the end. Every trial row of the data
-   has trial_id, condition, feature, feature_kind, catch, position, chosen (0 left, 1 right),
-   rt (ms) and response_source ("keyboard" or "mouse"); every row has study_id and participant.
-   The page does not know the answers: the analysis scores the trials from trials.json.
+   and participant ids), the end. Every trial row of the data has trial_id, condition, feature,
+   feature_kind, catch, position, chosen (0 left, 1 right), rt (ms) and response_source
+   ("keyboard" or "mouse"); every row has study_id, participant, submission and, from Prolific,
+   prolific_pid, prolific_study_id and prolific_session_id. The page does not know the answers:
+   the analysis scores the trials from trials.json.
 
    At the end, over http(s), the data is sent to `responses` and kept in the browser (localStorage)
    until the server confirms it: a send that gets no answer, or a 5xx, 408 or 429, is tried again
    after a pause that doubles (1 s to 30 s); after three failed tries a download is offered too; a
    reload while data is kept offers to send it. Every row carries this visit's `submission` id, so
    the server saves a submission once however often it comes. A refusal (another 4xx: a host
-   without the server) downloads the data at once, and the browser keeps it no longer. Opened from file://, the page downloads the data. With Prolific, the server's
-   answer carries the completion code and the page then goes to Prolific's completion URL. */
+   without the server) downloads the data at once, and the browser keeps it no longer. Opened
+   from file://, the page downloads the data. With Prolific, the server's answer carries the
+   completion code and the page then goes to Prolific's completion URL. */
 "use strict";
 
 (function () {
