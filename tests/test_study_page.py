@@ -316,7 +316,10 @@ def test_the_server_bounds_connections_and_drops_silent_ones(study: Path) -> Non
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
         for s in silent:
             s.sendall(b"GET / HTTP/1.1\r\n")  # the request line, then nothing
-        time.sleep(0.2)
+        for _ in range(100):
+            if srv.server.open_connections == 2:
+                break
+            time.sleep(0.05)
         status, headers, body = _request(srv.url, "GET", "/")
         assert status == 503 and headers["Retry-After"] == "2" and headers["Cache-Control"] == "no-store"
         assert json.loads(body) == {"error": "the server is busy; send again in a moment"}
@@ -334,7 +337,7 @@ def test_the_server_bounds_connections_and_drops_silent_ones(study: Path) -> Non
             s.sendall(b"POST /responses HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
             s.settimeout(0.2)
             ended = None
-            while time.perf_counter() - started < 5 and ended is None:
+            while time.perf_counter() - started < 10 and ended is None:
                 try:
                     s.sendall(b" ")
                     if s.recv(65536) == b"":
@@ -343,7 +346,7 @@ def test_the_server_bounds_connections_and_drops_silent_ones(study: Path) -> Non
                     pass
                 except OSError:
                     ended = time.perf_counter() - started
-        assert ended is not None and 1.4 < ended < 3.5, ended
+        assert ended is not None and 1.4 < ended < 8, ended
         assert srv.server.counts["busy"] == 1 and srv.server.counts["dropped"] == 1
     finally:
         srv.stop()

@@ -304,6 +304,12 @@ class _StudyServer(HTTPServer):
                       + b"Retry-After: 2\r\nConnection: close\r\n"
                       + b"".join(f"{k}: {v}\r\n".encode() for k, v in _HEADERS) + b"\r\n" + body)
 
+    @property
+    def open_connections(self) -> int:
+        """The connections being handled now."""
+        with self._active_lock:
+            return len(self._active)
+
     def log(self, address: Any, message: str) -> None:
         """One line on stderr (nothing when quiet)."""
         if not self.quiet:
