@@ -244,3 +244,32 @@ def test_a_feature_that_is_the_same_on_most_photos_is_refused(photos: Path, tmp_
     with pytest.raises(UsageError, match=r"feature 'flat' is the same on too many photos \(only 0 query pairs"):
         acc.study.build(color(), photos, tmp_path / "s", features=[("flat", obj)], trials=2, references=1,
                         page=False, **FAST)
+
+
+def test_cli_sets_the_prolific_codes(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from accentuate.study.page import read_prolific
+
+    out = tmp_path / "online"
+    argv = ["study", "build", str(photos), "--model", "cli_models:color", "--features", "red", "--trials", "2",
+            "--references", "1", "--conditions", "natural", "--steps", "4", "--canvas", "48", "--out", str(out), "-q"]
+    assert main([*argv, "--prolific-code", "not a code"]) == 2
+    assert "the Prolific completion code 'not a code' is not 1 to 64 letters" in capsys.readouterr().err
+    assert not out.exists()  # refused before the build
+    assert main([*argv, "--prolific-code", "C0DE1234"]) == 0
+    assert read_prolific(out) == {"completion_code": "C0DE1234", "no_consent_code": None}
+    assert "C0DE1234" not in (out / "index.html").read_text()  # the server gives it to a saved submission only
+    assert main(["study", "page", str(out), "--no-consent-code", "N0C0NSENT"]) == 0
+    assert capsys.readouterr().out.strip() == (f"page: {out / 'index.html'} (Prolific: completion code C0DE1234, "
+                                               "no-consent code N0C0NSENT)")
+    assert '"no_consent_code": "N0C0NSENT"' in (out / "index.html").read_text()
+    assert main([*argv, "-q"]) == 0  # built again without the option: the codes stay
+    assert read_prolific(out) == {"completion_code": "C0DE1234", "no_consent_code": "N0C0NSENT"}
+    assert main(["study", "page", str(out), "--no-prolific", "--prolific-code", "X1"]) == 2
+    assert "--no-prolific removes the Prolific codes" in capsys.readouterr().err
+    assert main(["study", "page", str(out), "--no-prolific", "-q"]) == 0
+    assert read_prolific(out) is None and '"no_consent_code": null' in (out / "index.html").read_text()
+    assert main(["study", "page", str(out), "--no-consent-code", "N0C0NSENT"]) == 2
+    assert "a no-consent code goes with a completion code" in capsys.readouterr().err
+    (out / "prolific.json").write_text("[1]")
+    assert main(["study", "page", str(out)]) == 2
+    assert "is not an object of Prolific codes" in capsys.readouterr().err

@@ -490,6 +490,8 @@ def build(
     settings: Any = None,
     progress: bool = False,
     page: bool = True,
+    prolific_code: str | None = None,
+    no_consent_code: str | None = None,
     **kwargs: Any,
 ) -> Study:
     """Build a study in ``out``: ``trials.json``, ``design.json``, the pictures and ``index.html``.
@@ -512,16 +514,22 @@ def build(
             default: the model's) and model-spec keys; ``runner`` reuses a caller's runner.
         progress: show progress bars.
         page: write ``index.html`` (:func:`accentuate.study.page.write_page`).
+        prolific_code, no_consent_code: Prolific's completion and no-consent codes
+            (:func:`accentuate.study.page.update_prolific`: a code not given stays as it was set).
 
     Returns:
         A :class:`Study`.
 
     Raises:
-        UsageError: an unknown condition, a bad count, too few photos for the asked design.
+        UsageError: an unknown condition, a bad count, too few photos for the asked design, a
+            Prolific code that is not one.
         ImageError: a missing photo path, or no readable photo.
     """
+    from .page import check_prolific, update_prolific, write_page
+
     started = time.perf_counter()
     conds = _check(conditions, trials, references, catch)
+    check_prolific(prolific_code, no_consent_code)
     spec = analysis_spec(model, kwargs)
     runner = ModelRunner.reuse(kwargs.pop("runner", None), model, spec)
     side = square_side(spec, kwargs.get("canvas"), "a study")
@@ -570,9 +578,8 @@ def build(
         "references": references, "trials_per_condition": trials, "catch": catch, "features": design,
         "photos": [{"name": nm, "sha256": d} for nm, d in zip(names, digests)],
         "runs": runs, "seconds": round(time.perf_counter() - started, 1)}, indent=1).encode())
+    update_prolific(directory, prolific_code, no_consent_code)
     if page:
-        from .page import write_page
-
         write_page(directory)
     return Study(directory, doc, runs)
 
