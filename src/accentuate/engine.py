@@ -225,9 +225,7 @@ class Accentuator:
         """Accentuations (or seeds) per model pass (see ``per_pass``)."""
         if self.per_pass is not None:
             return self.per_pass
-        h, w = self.input_size
-        budget = _CPU_PASS_PIXELS if self.device.type == "cpu" else _DEVICE_PASS_PIXELS
-        return max(1, budget // (self.crops * h * w))
+        return pass_size(self.device, self.crops, self.input_size)
 
     @property
     def n_active(self) -> int:
@@ -685,6 +683,18 @@ _CPU_PASS_PIXELS = 16 * 224 * 224
 #: measured with ``torch.autograd.graph.saved_tensors_hooks``), so 128 crops keep 6 and 10 GiB,
 #: where the 1024 crops of 64 accentuations at once would not fit in 80 GB.
 _DEVICE_PASS_PIXELS = 128 * 224 * 224
+
+
+def pass_size(device: torch.device | str, crops: int, input_size: tuple[int, int]) -> int:
+    """The engine's default ``per_pass``: accentuations of ``crops`` crops at ``input_size`` per model pass.
+
+    Example:
+        >>> pass_size("cpu", 16, (224, 224)), pass_size("cuda", 16, (224, 224)), pass_size("cuda", 4, (224, 224))
+        (1, 8, 32)
+    """
+    h, w = input_size
+    budget = _CPU_PASS_PIXELS if torch.device(device).type == "cpu" else _DEVICE_PASS_PIXELS
+    return max(1, budget // (crops * h * w))
 
 
 def _phase(name: str) -> contextlib.AbstractContextManager[Any]:
