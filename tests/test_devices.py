@@ -236,3 +236,26 @@ def test_saving_reads_tensors_only_through_the_cpu(tiny, seed_img, tmp_path: Pat
     away.save(tmp_path / "out")
     back = Result.load(tmp_path / "out")
     assert torch.equal(back.images, res.images) and torch.equal(back.masks, res.masks)
+
+
+def test_a_compiled_model_runs_or_says_why_it_cannot(tiny, seed_img):
+    """A model compiled and first called on another batch (here 8 crops, channels_last, autograd on)
+    may keep a graph that ignores the hooks the engine adds later: dynamo does not guard on module
+    hooks by default. The engine then cannot read its layers and says why (on torch 2.13 this call
+    does), instead of "layer never ran"; where the graph sees the hooks, the pictures are the
+    uncompiled model's."""
+    opts = {**FAST, "steps": 2}
+    ref = acc.accentuate(tiny, seed_img, TARGETS, **opts)
+    tiny.requires_grad_(False)  # frozen, as the engine runs it
+    tiny.compile(backend="eager")  # dynamo's tracing only: no code generation
+    try:
+        x = torch.rand(8, 3, 32, 32).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        tiny(x)
+        try:
+            res = acc.accentuate(tiny, seed_img, TARGETS, **opts)
+        except acc.LayerError as e:
+            assert "the model is compiled" in str(e) and "accentuate the model before compiling" in str(e)
+        else:
+            assert torch.equal(res.images, ref.images)
+    finally:
+        torch._dynamo.reset()
