@@ -638,7 +638,7 @@ def sweep_row(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.
     """Floor and step + history (what :func:`accentuate.accentuate` spends per step) for ``b``
     accentuations (``b`` seeds x 1 target), interleaved over ``cfg.repeats`` rounds after warm-up."""
     a = make_accentuator(model, spec, cfg, n=b, m=1, seeds=seeds[:b])
-    per = a._per_pass()
+    per = min(b, a._per_pass())
     floor = make_floor_batch(model, spec, cfg, b * cfg.crops, per * cfg.crops)
     for _ in range(max(1, cfg.warmup)):
         floor()
