@@ -659,8 +659,6 @@ def sweep_row(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.
     if mem_floor is not None:
         row["cuda_floor"] = mem_floor
         row["cuda_step"] = _cuda_peak(cfg.device, lambda: loop_iteration(a))
-    del a, floor
-    _free(cfg.device)
     return row
 
 
@@ -772,7 +770,7 @@ def run_sweep(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable
             except Exception as e:  # out of memory, a kernel missing for this dtype: the row says it
                 row = {"batch": b, "error": _error_text(e)}
                 log(f"  batch {b}: FAILED {row['error']}")
-                _free(cfg.device)
+            _free(cfg.device)  # the batch's accentuator and inputs are gone with sweep_row's frame
             rows.append(row)
         comp = None
         if cfg.compile:

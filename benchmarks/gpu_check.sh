@@ -5,7 +5,7 @@
 #   1. the tests that take a device, on CUDA (pytest -m cuda): the engine (one step, a batch against
 #      its single runs, masks, until), every parameterization, objectives, the regularizer, autocast
 #      bfloat16 and float16, channels_last, Result.save/load, a two-process torchrun job on one GPU,
-#      and a command-line run with --device cuda;
+#      a command-line run with --device cuda, and two analyses (pathway similarity, latent features);
 #   2. benchmarks/bench_step.py --sweep: the floor and the full step at 1, 16 and 64 accentuations per
 #      step, float32 and bfloat16, on EfficientNet-Lite0 and a ResNet-50 (bench_models:resnet50), as
 #      accentuations/s, ratios to the floor and CUDA peak memory;
@@ -63,6 +63,7 @@ DEVICE_TESTS=(
     tests/test_fast_paths.py
     tests/test_torchrun.py
     tests/test_cli.py
+    tests/test_analysis.py
 )
 # Which of them each half runs (pytest -m).
 CUDA_MARK="cuda"
@@ -195,11 +196,13 @@ STEP_STATUS=()
 FAILED=0
 SKIPPED=0
 
-# step NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less when the budget is nearly spent).
+# step NAME LIMIT CMD...: run CMD with at most LIMIT seconds (less when the budget is nearly spent;
+# on the CPU the budget alone limits it, since the CPU's speed varies more than a GPU's).
 step() {
     local name="$1" limit="$2"
     shift 2
     local left=$((BUDGET - ($(date +%s) - START)))
+    ((CPU_ONLY)) && limit=$left
     if ((left < 15)); then
         STEP_NAMES+=("$name"); STEP_STATUS+=("not run: the time budget (${BUDGET} s) was spent")
         SKIPPED=1

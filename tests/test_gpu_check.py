@@ -39,6 +39,8 @@ REQUIRED = {
     "tests/test_devices.py::test_a_device_run_saves_and_loads": (),
     "tests/test_torchrun.py::test_two_processes_make_the_same_pictures_as_one": (),
     "tests/test_cli.py::test_run_numbers_equal_the_api": (),
+    "tests/test_analysis.py::test_pathway_averages_pairs_exactly": (),
+    "tests/test_analysis.py::test_latent_sorted_by_gain_collective_masks_and_batching": (),
 }
 
 

@@ -38,7 +38,16 @@ from torch import nn
 
 from .errors import ModelNameError
 from .hooks import OUTPUT, model_state
-from .objectives import Acts, Layouts, Objective, constant_like, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .objectives import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
 from .spec import ModelSpec
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPImage", "Text", "clip_text", "load_clip"]

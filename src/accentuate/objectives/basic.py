@@ -20,7 +20,16 @@ import torch
 
 from ..hooks import OUTPUT
 from ..layout import Layout
-from .base import Acts, Layouts, Objective, constant_like, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .base import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
 
 __all__ = ["Channel", "Direction", "Logit", "Neuron", "TokenChannel", "channel", "direction", "logit", "neuron"]
 
