@@ -663,7 +663,8 @@ def sweep_row(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.
 
 
 def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.Tensor,
-                log: Callable[[str], None]) -> dict[str, Any]:
+                log: Callable[[str], None], partial: Callable[[dict[str, Any]], None] = lambda d: None
+                ) -> dict[str, Any]:
     """Eager against ``torch.compile`` of the model (``nn.Module.compile``, on a copy, so layer
     names stay), at ``cfg.compile_batch`` accentuations: the floor, then step + history, each with
     the seconds its first calls took (compilation) and what dynamo counted.
@@ -671,7 +672,9 @@ def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torc
     The engine reads layers with forward hooks that it adds for each pass and removes after it.
     Dynamo does not guard on module hooks by default (``torch._dynamo.config.skip_nnmodule_hook_guards``),
     so a compiled graph ignores hooks added after it was compiled; the step is measured with those
-    guards on (hooks then force recompilations), and a failure is reported as the answer.
+    guards on (new hooks then force recompilations: past :data:`STEP_RECOMPILES` of them dynamo runs
+    the model eagerly, which bounds the time compilation takes), and a failure is reported as the
+    answer. ``partial`` gets the results so far (the floor's) before the step is measured.
     """
     import copy
 
@@ -711,6 +714,7 @@ def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torc
     floor.update(eager_ms=1e3 * statistics.median(fe.wall), compiled_ms=1e3 * statistics.median(fc.wall),
                  speedup=_paired(fe, fc), dynamo=dynamo())
     out["floor"] = floor
+    partial(out)
     del eager_f, comp_f
     _free(cfg.device)
 
@@ -719,10 +723,14 @@ def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torc
     compiled = copy.deepcopy(model)
     compiled.compile(backend=cfg.compile_backend)
     guards = getattr(_dynamo.config, "skip_nnmodule_hook_guards", None)
-    step: dict[str, Any] = {"hook_guards": guards is not None}
+    limit_name = next((n for n in ("recompile_limit", "cache_size_limit") if hasattr(_dynamo.config, n)), None)
+    limit = getattr(_dynamo.config, limit_name) if limit_name else None
+    step: dict[str, Any] = {"hook_guards": guards is not None, "recompile_limit": STEP_RECOMPILES if limit_name else None}
     try:
         if guards is not None:
             _dynamo.config.skip_nnmodule_hook_guards = False
+        if limit_name:
+            setattr(_dynamo.config, limit_name, STEP_RECOMPILES)
         eager_a = make_accentuator(model, spec, cfg, n=b, m=1, seeds=seeds[:b])
         t0 = time.perf_counter()
         comp_a = make_accentuator(compiled, spec, cfg, n=b, m=1, seeds=seeds[:b])
@@ -743,10 +751,17 @@ def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torc
     finally:
         if guards is not None:
             _dynamo.config.skip_nnmodule_hook_guards = guards
+        if limit_name:
+            setattr(_dynamo.config, limit_name, limit)
     step["dynamo"] = dynamo()
     out["step"] = step
     _free(cfg.device)
     return out
+
+
+#: Compilations of the model's forward the step's compile check allows (dynamo's recompile limit)
+#: before dynamo runs it eagerly: the engine's new hooks for each pass fail the hook guards.
+STEP_RECOMPILES = 2
 
 
 def pass_size_for(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, b: int) -> int:
@@ -756,11 +771,17 @@ def pass_size_for(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, b: int) -
     return cfg.per_pass or min(b, pass_size(cfg.device, cfg.crops, spec.input_size))
 
 
-def run_sweep(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable[[str], None]) -> dict[str, Any]:
+def run_sweep(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable[[str], None],
+              partial: Callable[[dict[str, Any]], None] = lambda d: None) -> dict[str, Any]:
     """Every batch size of ``cfg.sweep`` (a row with ``error`` where one fails, e.g. out of memory),
-    then the compile check."""
+    then the compile check. ``partial`` gets the results so far after each part (so that a run
+    stopped from outside leaves what it measured)."""
     seeds = seeds_for(cfg, spec, max([*cfg.sweep, cfg.compile_batch if cfg.compile else 1]))
-    rows = []
+    a = build_accentuator(model, spec, cfg, seeds=seeds[:1])
+    facts = {"reg_layer": str(a.reg), "param": spec.setting("param"), "canvas": list(a.canvas),
+             "input_size": list(spec.input_size), "lam": float(spec.setting("lam"))}
+    del a
+    rows: list[dict[str, Any]] = []
     with model_state(model):
         for b in cfg.sweep:
             try:
@@ -772,17 +793,17 @@ def run_sweep(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable
                 log(f"  batch {b}: FAILED {row['error']}")
             _free(cfg.device)  # the batch's accentuator and inputs are gone with sweep_row's frame
             rows.append(row)
+            partial({"rows": rows, "compile": None, **facts})
         comp = None
         if cfg.compile:
             try:
-                comp = run_compile(model, spec, cfg, seeds, log)
+                comp = run_compile(model, spec, cfg, seeds, log,
+                                   partial=lambda c: partial({"rows": rows, "compile": c, **facts}))
             except Exception as e:
                 comp = {"batch": cfg.compile_batch, "backend": cfg.compile_backend, "error": _error_text(e)}
                 log(f"  compile: FAILED {comp['error']}")
                 _free(cfg.device)
-    a = build_accentuator(model, spec, cfg, seeds=seeds[:1])
-    return {"rows": rows, "compile": comp, "reg_layer": str(a.reg), "param": spec.setting("param"),
-            "canvas": list(a.canvas), "input_size": list(spec.input_size), "lam": float(spec.setting("lam"))}
+    return {"rows": rows, "compile": comp, **facts}
 
 
 def sweep_markdown(res: dict[str, Any]) -> str:
@@ -836,7 +857,9 @@ def sweep_markdown(res: dict[str, Any]) -> str:
         if "step" in comp:
             lines.append("- The step is run with dynamo's guards on module hooks on (`torch._dynamo.config."
                          "skip_nnmodule_hook_guards = False`): the engine adds its capture hooks for each pass, and "
-                         "without those guards a compiled graph ignores them.")
+                         "without those guards a compiled graph ignores them. New hooks fail those guards, so past "
+                         f"{comp['step'].get('recompile_limit')} compilations (dynamo's recompile limit, lowered to "
+                         "bound the time) the model runs eagerly.")
     return "\n".join(lines) + "\n"
 
 
@@ -1006,14 +1029,17 @@ def run_suite(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     res: dict[str, Any] = {"config": asdict(cfg), "date": _dt.datetime.now().isoformat(timespec="minutes"),
                            "load_start": load_start}
     if cfg.sweep:
-        res["sweep"] = run_sweep(cfg, model, spec, log)
-        res["machine"] = machine()
+        def write(sweep: dict[str, Any]) -> None:
+            res["sweep"], res["machine"] = sweep, machine()
+            if cfg.out:
+                Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(cfg.out).write_text(sweep_markdown(res))
+            if cfg.json_out:
+                Path(cfg.json_out).write_text(json.dumps(res, indent=1))
+
+        write(run_sweep(cfg, model, spec, log, partial=write))
         if cfg.out:
-            Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(cfg.out).write_text(sweep_markdown(res))
             log(f"wrote {cfg.out}")
-        if cfg.json_out:
-            Path(cfg.json_out).write_text(json.dumps(res, indent=1))
         return res
     res["timings"] = run_timings(cfg, model, spec, log)
     if cfg.profile:

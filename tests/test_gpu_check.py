@@ -4,7 +4,8 @@ The CUDA half cannot run here (no GPU), so it is read: each test file it names e
 device tests the check is for, with their CUDA variants (``pytest --collect-only -m cuda``), its
 markers are registered, and each ``bench_step.py`` command it runs parses with the real argument
 parser. The CPU half (``--cpu-only``) runs: a step that fails makes the exit status non-zero, and
-(``slow``: about 1.5 minutes on 2 idle cores) the whole CPU half passes and writes its report.
+the whole CPU half passes and writes its report (``slow``: 115 CPU-seconds, which took 5.5 minutes
+on a shared 2-core machine at load average 12 to 17).
 """
 
 from __future__ import annotations
