@@ -174,9 +174,9 @@ def test_sweep_rejects_lam_and_several_seeds(tiny, seed_img):
 
 
 # -- pathway ----------------------------------------------------------------------------------
-def test_pathway_averages_pairs_exactly(tiny, seed_img):
+def test_pathway_averages_pairs_exactly(tiny, seed_img, device):
     a, b = seed_img, seed_img.flip(-1).roll(9, dims=-2)
-    pw = pathway_similarity(tiny, 2, [a, b], accentuations=[a], feature_vis=0, extra={"other": [b * 0.5]})
+    pw = pathway_similarity(tiny.to(device), 2, [a, b], accentuations=[a], feature_vis=0, extra={"other": [b * 0.5]})
     assert pw.kinds == ["accentuation", "other", "natural"]
     # The "accentuation" is a itself: its r with (a, b) is (1 + r_ab) / 2, r_ab being natural-vs-natural.
     for i in range(len(pw.layers)):
@@ -234,7 +234,8 @@ def test_augmented_views_are_distinct_and_reproducible(seed_img):
 
 
 # -- latent features --------------------------------------------------------------------------
-def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp_path):
+def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp_path, device):
+    tiny = tiny.to(device)
     seeds = [seed_img, seed_img.flip(-1), seed_img.flip(-2)]
     for i, s in enumerate(seeds):
         save_png(tmp_path / f"img{i}.png", (s * 255).round().byte().permute(1, 2, 0).numpy())

@@ -93,14 +93,19 @@ def test_run_writes_every_file_and_record(work: Path, capsys: pytest.CaptureFixt
     assert "wide.png -> apple (0): rank" in text and "contact sheet" in text
 
 
-def test_run_numbers_equal_the_api(work: Path) -> None:
+def test_run_numbers_equal_the_api(work: Path, device: torch.device) -> None:
     """run.json holds what the library returns for the same settings (and the batch's generator seed,
-    which the record gives)."""
-    assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST]) == 0
+    which the record gives), on each device."""
+    assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST,
+                 "--device", device.type]) == 0
     doc = _record(work / "out")
     (batch,) = doc["timings"]["batches"]
-    assert batch["threads"] == torch.get_num_threads()  # a CPU run's pictures depend on them
-    model = acc.load_model("cli_models:tiny")
+    assert doc["device"].split(":")[0] == device.type
+    if device.type == "cpu":
+        assert batch["threads"] == torch.get_num_threads()  # a CPU run's pictures depend on them
+    else:
+        assert batch["cuda_peak_memory_bytes"] > 0
+    model = acc.load_model("cli_models:tiny", device=torch.device(doc["device"]))
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),
                          generator=batch["generator_seed"])

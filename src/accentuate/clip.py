@@ -38,7 +38,16 @@ from torch import nn
 
 from .errors import ModelNameError
 from .hooks import OUTPUT, model_state
-from .objectives import Acts, Layouts, Objective, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .objectives import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
 from .spec import ModelSpec
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPImage", "Text", "clip_text", "load_clip"]
@@ -86,7 +95,7 @@ class Text(Objective):
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         img = acts[OUTPUT]
-        cos = torch.nn.functional.cosine_similarity(img, self.embedding.to(img)[None], dim=1, eps=1e-8)
+        cos = torch.nn.functional.cosine_similarity(img, constant_like(self.embedding, img)[None], dim=1, eps=1e-8)
         return -cos if self.away else cos
 
     def describe(self) -> dict[str, Any]:

@@ -102,8 +102,15 @@ class Accentuator:
     model (each brings its K crops). ``None``: on CPU as many as fit in one default step's
     worth of input (16 crops of 224 x 224), since larger passes only add memory traffic
     there (a batch then costs per accentuation what its single runs cost, and peak memory
-    stays that of one pass); all at once on other devices. Results depend on it only
-    through rounding.
+    stays that of one pass); on other devices as many as fit in 128 crops of 224 x 224
+    (8 accentuations of 16 crops), which bounds the activations the backward pass keeps
+    (about 6 GiB for EfficientNet-Lite0 and 10 GiB for a ResNet-50 in float32, where 64
+    accentuations at once would need 50 and 82 GiB). Results depend on it only through
+    rounding.
+
+    A step waits for the device once, in its check for non-finite losses (which warns and
+    stops the accentuations concerned); what else it needs to know on the host (whether a
+    balance is still to be measured, which accentuations still run) is kept on the host.
     """
 
     def __init__(
@@ -155,6 +162,18 @@ class Accentuator:
         self.weight = (torch.full((p_count,), math.nan, device=self.device)
                        if self.reg.active and self.balance else self.lam.clone())
         self.active = torch.ones(p_count, dtype=torch.bool, device=self.device)
+        # Known on the host, so that a step need not ask the device: whether any lambda is
+        # positive, how many accentuations are active, and whether any balance (of all
+        # accentuations, of the active ones) is still unmeasured (NaN).
+        self._lam_positive = bool((self.lam > 0).any())
+        self._n_active = p_count
+        self._weight_nan = self._weight_nan_active = bool(self.reg.active and self.balance)
+        # Index tensors of each chunk's objectives (see _pair_objective), made once.
+        self._pair_rows: dict[tuple[int, int, int], tuple[list[tuple[int, torch.Tensor | None]],
+                                                          torch.Tensor | None]] = {}
+        classes = [o.class_index for o in self.objectives]
+        self._classes = (torch.tensor(classes, device=self.device) if all(c is not None for c in classes)
+                         else None)
         self.failed: dict[int, str] = {}
         self.steps_used = torch.full((p_count,), -1, dtype=torch.long, device=self.device)
         self.opacity = torch.zeros((p_count, *self.canvas), device=self.device)
@@ -206,10 +225,12 @@ class Accentuator:
         """Accentuations (or seeds) per model pass (see ``per_pass``)."""
         if self.per_pass is not None:
             return self.per_pass
-        if self.device.type != "cpu":
-            return self.n * self.m
-        h, w = self.input_size
-        return max(1, _CPU_PASS_PIXELS // (self.crops * h * w))
+        return pass_size(self.device, self.crops, self.input_size)
+
+    @property
+    def n_active(self) -> int:
+        """How many accentuations still run (known on the host: reading it does not wait for the device)."""
+        return self._n_active
 
     def _images(self) -> torch.Tensor:
         """The current images ``(N * M, 3, H, W)`` with their graph to the parameters.
@@ -230,24 +251,39 @@ class Accentuator:
         """The un-augmented view the model sees: the whole canvas resized to its input."""
         return resize(images, self.input_size)
 
+    def _rows_of(self, p0: int, p1: int, k: int) -> tuple[list[tuple[int, torch.Tensor | None]], torch.Tensor | None]:
+        """For accentuations ``p0 .. p1 - 1`` (``k`` rows each): per objective ``j`` that has some,
+        ``(j, rows)`` (``None``: all rows), and the order that puts their values back in place
+        (``None``: already in place). Made on the device once per chunk, not at every step."""
+        key = (p0, p1, k)
+        if key not in self._pair_rows:
+            count, m = p1 - p0, self.m
+            parts: list[tuple[int, torch.Tensor | None]] = []
+            where: list[int] = []
+            for j in range(m):
+                idx = [q for q in range(count) if (p0 + q) % m == j]
+                if not idx:
+                    continue
+                rows = None if len(idx) == count else (torch.tensor(idx, device=self.device)[:, None] * k
+                                                       + torch.arange(k, device=self.device)).flatten()
+                parts.append((j, rows))
+                where += idx
+            order = None if where == sorted(where) else torch.argsort(torch.tensor(where, device=self.device))
+            self._pair_rows[key] = (parts, order)
+        return self._pair_rows[key]
+
     def _pair_objective(self, acts: dict[str, torch.Tensor], p0: int, p1: int, k: int) -> torch.Tensor:
         """Objective of accentuations ``p0 .. p1 - 1`` (``k`` rows each, in order), ``(p1 - p0,)``."""
-        count, m = p1 - p0, self.m
-        parts, where = [], []
-        for j, obj in enumerate(self.objectives):
-            idx = [q for q in range(count) if (p0 + q) % m == j]
-            if not idx:
-                continue
-            if len(idx) == count:
-                sub = acts
-            else:
-                rows = (torch.tensor(idx, device=self.device)[:, None] * k
-                        + torch.arange(k, device=self.device)).flatten()
-                sub = {name: a.index_select(0, rows) for name, a in acts.items() if name in obj.layers}
-            parts.append(obj(sub, self.layouts).view(len(idx), k).mean(dim=1))
-            where += idx
-        values = torch.cat(parts)
-        return values[torch.argsort(torch.tensor(where, device=self.device))]
+        rows_of, order = self._rows_of(p0, p1, k)
+        parts = []
+        for j, rows in rows_of:
+            obj = self.objectives[j]
+            sub = acts if rows is None else {name: a.index_select(0, rows) for name, a in acts.items()
+                                             if name in obj.layers}
+            count = p1 - p0 if rows is None else rows.shape[0] // k
+            parts.append(obj(sub, self.layouts).view(count, k).mean(dim=1))
+        values = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return values if order is None else values[order]
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -282,10 +318,9 @@ class Accentuator:
         if logits.dim() == 2:
             logits = logits.view(self.n, self.m, -1)
             out["logits"] = logits
-            idx = [o.class_index for o in self.objectives]
-            if all(i is not None for i in idx):
-                c = torch.tensor(idx, device=logits.device).view(1, self.m, 1).expand(self.n, -1, 1)
-                out["rank"], out["prob"] = class_rank(logits, c[..., 0])
+            if self._classes is not None:
+                c = self._classes.view(1, self.m).expand(self.n, -1)
+                out["rank"], out["prob"] = class_rank(logits, c)
         return out
 
     def _seed_distance(self, views: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -321,7 +356,7 @@ class Accentuator:
         reg = self.reg
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
-        use_reg = reg.active and bool((self.lam > 0).any()) and self.t > 0
+        use_reg = reg.active and self._lam_positive and self.t > 0
         with self.runner.state():
             with _phase("render"):
                 images = self._images()
@@ -348,7 +383,7 @@ class Accentuator:
             # balance is known, one backward of (objective - weight * distance) gives the
             # update (the regularizer's gradient joins at its layer), saving the second
             # backward through the layers below it. g_obj then holds that combined ascent.
-            fused = use_reg and not self.opacity_on and not bool(torch.isnan(self.weight[self.active]).any())
+            fused = use_reg and not self.opacity_on and not self._weight_nan_active
             for p0 in range(0, pairs, per):
                 p1 = min(pairs, p0 + per)
                 x = crops_all[p0 * k:p1 * k].detach().requires_grad_(True)
@@ -387,7 +422,7 @@ class Accentuator:
 
             with _phase("update"):
                 weight = self.weight
-                if use_reg and self.balance and bool(torch.isnan(weight).any()):
+                if use_reg and self.balance and self._weight_nan:
                     weight = self._measure_balance(images, g_obj, g_reg)  # type: ignore[arg-type]
                 grad = -g_obj
                 if g_reg is not None:
@@ -416,7 +451,15 @@ class Accentuator:
         ratio = num / den
         ready = torch.isnan(self.weight) & (den > 0) & torch.isfinite(ratio)
         self.weight = torch.where(ready, self.lam * ratio, self.weight)
+        self._note_weights()
         return self.weight
+
+    def _note_weights(self) -> None:
+        """Read on the host whether any balance is still unmeasured (NaN), overall and among the
+        active accentuations (one wait for the device, at the steps that measure it)."""
+        nan = torch.isnan(self.weight)
+        both = torch.stack([nan.any(), (nan & self.active).any()]).tolist()
+        self._weight_nan, self._weight_nan_active = bool(both[0]), bool(both[1])
 
     # -- bookkeeping of active / failed accentuations --------------------------------------
     def _check_finite(self, obj: torch.Tensor, dist: torch.Tensor, grad: torch.Tensor) -> None:
@@ -432,13 +475,17 @@ class Accentuator:
     def deactivate(self, which: torch.Tensor) -> None:
         """Stop the accentuations where ``which`` (``(N * M,)`` bool) is set; they keep their image."""
         which = which & self.active
-        for p in which.nonzero().flatten().tolist():
+        stopped = which.nonzero().flatten().tolist()
+        for p in stopped:
             self._frozen[p] = [q.detach()[p].clone() for q in self.param.parameters()]
             self.steps_used[p] = self.t
         self.active &= ~which
+        self._n_active -= len(stopped)
+        if stopped and self._weight_nan_active:
+            self._note_weights()
 
     def _skip_inactive_grads(self) -> None:
-        if bool(self.active.all()):
+        if self._n_active == self.n * self.m:
             return
         for q in self.param.parameters():
             if q.grad is not None:
@@ -608,7 +655,7 @@ def accentuate(
             if t in snap_steps:
                 snaps[t] = _snap(acc)
             bar(t)
-            if not bool(acc.active.any()):
+            if acc.n_active == 0:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -630,6 +677,24 @@ def accentuate(
 #: ``per_pass`` says otherwise: beyond it, activations only grow past what caches and the
 #: allocator's reuse cover, and the pass gets slower per crop.
 _CPU_PASS_PIXELS = 16 * 224 * 224
+#: On other devices (CUDA), model passes hold at most this many input pixels (128 crops of
+#: 224 x 224): the backward pass keeps about 50 MiB of activations per such crop for
+#: EfficientNet-Lite0 and 82 MiB for a ResNet-50 in float32 (half that under bfloat16 autocast;
+#: measured with ``torch.autograd.graph.saved_tensors_hooks``), so 128 crops keep 6 and 10 GiB,
+#: where the 1024 crops of 64 accentuations at once would not fit in 80 GB.
+_DEVICE_PASS_PIXELS = 128 * 224 * 224
+
+
+def pass_size(device: torch.device | str, crops: int, input_size: tuple[int, int]) -> int:
+    """The engine's default ``per_pass``: accentuations of ``crops`` crops at ``input_size`` per model pass.
+
+    Example:
+        >>> pass_size("cpu", 16, (224, 224)), pass_size("cuda", 16, (224, 224)), pass_size("cuda", 4, (224, 224))
+        (1, 8, 32)
+    """
+    h, w = input_size
+    budget = _CPU_PASS_PIXELS if torch.device(device).type == "cpu" else _DEVICE_PASS_PIXELS
+    return max(1, budget // (crops * h * w))
 
 
 def _phase(name: str) -> contextlib.AbstractContextManager[Any]:

@@ -279,6 +279,13 @@ def autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
     raise ValueError(f"autocast must be None, 'bfloat16' or 'float16'; got {value!r}")
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` runs through ``torch.compile`` (``model.compile()`` or ``torch.compile(model)``)."""
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return True
+    return type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod")
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without any)."""
     p = next(model.parameters(), None)
@@ -405,6 +412,12 @@ class ModelRunner:
                 raise self._wrap(e) from e
             missing = cap.missing()
             if missing:
+                if is_compiled(self.model):
+                    raise LayerError(
+                        f"layer {missing[0]!r} never ran as far as its hook can tell: the model is compiled "
+                        "(torch.compile), and a compiled graph does not see forward hooks added after it was "
+                        "compiled (torch._dynamo.config.skip_nnmodule_hook_guards); accentuate the model "
+                        "before compiling it, or set that option to False before the model's first call")
                 cap[missing[0]]  # raises LayerError: never ran
             acts = dict(cap.outputs)
         if result is not None:

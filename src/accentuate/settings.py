@@ -116,7 +116,7 @@ def _lam_value(lam: Any) -> float | tuple[Any, ...]:
     if isinstance(lam, (int, float)):
         return float(lam)
     try:
-        t = torch.as_tensor(lam, dtype=torch.float64)
+        t = torch.as_tensor(lam, dtype=torch.float64, device="cpu")
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"lam must be a number or one number per accentuation; got {lam!r}") from None
     if t.dim() == 0:
@@ -194,7 +194,7 @@ class Settings:
         if self.reg_layer is not None:
             set_(self, "reg_layer", regularizer(self.reg_layer))
         set_(self, "lam", _lam_value(self.lam))
-        lam_t = torch.as_tensor(self.lam, dtype=torch.float64)
+        lam_t = torch.as_tensor(self.lam, dtype=torch.float64, device="cpu")
         if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
             raise ValueError(f"lam must be a finite number >= 0; got {self.lam!r}")
         _positive_int(self.steps, "steps")

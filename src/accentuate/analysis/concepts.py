@@ -287,7 +287,7 @@ class Concepts(Display):
         if self.target == "direction":
             return w.float()
         gram = w @ w.T
-        return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype), w).float()
+        return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype, device=w.device), w).float()
 
     def objective(self, i: int) -> Direction:
         """The accentuation target of concept ``i``: a :class:`~accentuate.objectives.Direction`

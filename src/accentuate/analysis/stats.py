@@ -149,7 +149,7 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
     x = x.double()
     order = torch.argsort(x)
     ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(x.numel(), dtype=torch.float64)
+    ranks[order] = torch.arange(x.numel(), dtype=torch.float64, device=x.device)
     # Average the ranks of ties (masks have many exact zeros).
     values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
     if values.numel() < x.numel():

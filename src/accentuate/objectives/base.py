@@ -41,10 +41,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layout import Layout
 
-__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "as_objective", "from_record", "kinds",
+__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "as_objective", "constant_like", "from_record", "kinds",
            "recorded_unit", "tensor_digest", "tensor_from_record", "tensor_record"]
 
 Acts = Mapping[str, torch.Tensor]
@@ -305,6 +306,38 @@ def as_objective(target: object) -> Objective:
     raise TypeError(
         f"a target must be a class index, a class name or an Objective; got {type(target).__name__}"
     )
+
+
+# -- constant tensors on the activations' device --------------------------------------------------
+#: Copies of objectives' constant tensors, per source tensor: ``{(device, dtype, version): copy}``.
+_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def constant_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` on the device and in the dtype of ``like``, copied once, not at every call.
+
+    For the constants an objective holds (a direction's vector, a reference image's feature, a
+    text embedding), kept on the CPU where they were made: ``t.to(like)`` at every step would copy
+    from host memory each time, and such a copy makes the host wait for the device. The copy is
+    kept while ``t`` lives and is unchanged (an in-place change of ``t`` makes a new one).
+
+    Example:
+        >>> v = torch.tensor([1.0, 2.0])
+        >>> a = constant_like(v, torch.zeros(3, dtype=torch.float64))
+        >>> a.dtype, a is constant_like(v, torch.zeros(1, dtype=torch.float64))
+        (torch.float64, True)
+    """
+    if t.device == like.device and t.dtype == like.dtype:
+        return t
+    per = _COPIES.get(t)
+    if per is None:
+        per = _COPIES[t] = {}
+    key = (like.device, like.dtype, t._version)
+    out = per.get(key)
+    if out is None:
+        per.clear()  # an older version, or another device: keep one copy per source
+        out = per[key] = t.detach().to(like)
+    return out
 
 
 # -- tensors in records ------------------------------------------------------------------------

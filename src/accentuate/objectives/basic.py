@@ -20,7 +20,16 @@ import torch
 
 from ..hooks import OUTPUT
 from ..layout import Layout
-from .base import Acts, Layouts, Objective, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .base import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
 from .checks import check_channel, check_position, check_token
 
 __all__ = ["Channel", "Direction", "Logit", "Neuron", "TokenChannel", "channel", "direction", "logit", "neuron"]
@@ -250,7 +259,7 @@ class Direction(Objective):
         lay = layouts[self.layer]
         t = lay.positions(acts[self.layer]) if self.token is None else \
             lay.token(acts[self.layer], self.token)[:, None]  # (B, P, C)
-        dots = t @ self.vector.to(t)
+        dots = t @ constant_like(self.vector, t)
         if self.kind == "cosine":
             dots = dots / t.norm(dim=-1).clamp(min=1e-8)
         return dots.mean(dim=1)

@@ -13,7 +13,7 @@ import torch
 
 from ..hooks import OUTPUT, ModelRunner
 from ..layout import Layout
-from .base import Acts, Layouts, Objective, tensor_digest, tensor_from_record, tensor_record
+from .base import Acts, Layouts, Objective, constant_like, tensor_digest, tensor_from_record, tensor_record
 from .checks import check_token, short_layer
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class Like(Objective):
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         f = _pooled(layouts[self.layer], acts[self.layer], self.pool)
-        ref = self.reference.to(f)
+        ref = constant_like(self.reference, f)
         if self.measure == "cosine":
             return torch.nn.functional.cosine_similarity(f, ref[None], dim=1, eps=1e-8)
         return f @ (ref / ref.norm())

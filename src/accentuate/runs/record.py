@@ -438,7 +438,8 @@ class RunWriter:
         sums: dict[str, str] = {}
         self._write(f"{stem}.png", figures.png_bytes(figures.to_pil(res.images[a, b])), files, sums, "image")
         if res.has_opacity:
-            rgba_img = Image.fromarray((rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
+            rgba_img = Image.fromarray((rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy(),
+                                       "RGBA")
             self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
         fig = figures.pair_figure(res.seeds[a] if res.seeds is not None else None, res.images[a, b],
                                   alpha[a, b], title, lines)

@@ -103,7 +103,7 @@ def save_result(
     infos = []
     for i in range(n):
         seed = res.seeds[i] if res.seeds is not None else None
-        content = (seed.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes() if seed is not None else b""
+        content = (seed.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy().tobytes() if seed is not None else b""
         infos.append(ImageInfo(path=names[i], name=names[i], sha256=hashlib.sha256(content).hexdigest(),
                                size=(int(hw[1]), int(hw[0])), canvas=hw, tensor=seed))  # type: ignore[arg-type]
     targets = [TargetInfo(repr(o), o) for o in res.targets]
