@@ -56,11 +56,16 @@ SPEC_DEFAULTS = ("lam", "steps", "lr", "param", "canvas", "crops", "crop_range")
 
 #: Named groups of settings. ``preview``: a quick first look (a 256-pixel canvas, 8 crops a step,
 #: and, for class targets, stopping as soon as the target is the model's top-1, checked every 2
-#: steps); ``accentuate run --preview`` and ``accentuate(..., **PRESETS["preview"])`` use it. Its
-#: measured effect on the calibration pairs is in the README and ``benchmarks/CALIBRATION.md``.
+#: steps: ``until="top1 for classes"``, dropped for a run whose targets are not all classes, see
+#: :meth:`Settings.for_targets`); ``accentuate run --preview`` and
+#: ``accentuate(..., **PRESETS["preview"])`` use it, with the same rule. Its measured effect on the
+#: calibration pairs is in the README and ``benchmarks/CALIBRATION.md``.
 PRESETS: dict[str, dict[str, Any]] = {
-    "preview": {"canvas": 256, "crops": 8, "until": "top1", "check_every": 2},
+    "preview": {"canvas": 256, "crops": 8, "until": "top1 for classes", "check_every": 2},
 }
+
+#: What ends an ``until`` that applies only when every target is a class (see :class:`Until`).
+FOR_CLASSES = " for classes"
 
 
 @dataclass(frozen=True)
@@ -69,22 +74,40 @@ class Until:
 
     Exactly one criterion: ``rank`` (e.g. 1 for top-1) or ``prob`` (softmax
     probability of the target class). Checked every ``every`` steps on the
-    un-augmented image.
+    un-augmented image. ``classes_only``: the rule applies when every target of the run is a
+    class and is dropped otherwise (written ``"top1 for classes"``; what the ``preview`` preset
+    uses); without it a target that is not a class is an error.
+
+    Example:
+        >>> Until.parse("top1"), str(Until.parse("top1 for classes")), str(Until.parse(0.5))
+        (Until(rank=1, prob=None, every=5, classes_only=False), 'top1 for classes', 'p>=0.5')
+        >>> Until.parse("top0")
+        Traceback (most recent call last):
+        ...
+        ValueError: until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); got 'top0'
     """
 
     rank: int | None = None
     prob: float | None = None
     every: int = 5
+    classes_only: bool = False
 
     @staticmethod
     def parse(value: str | int | float | Until | None, every: int = 5) -> Until | None:
-        """``"top1"``/``"top5"`` or an int rank, or a float probability in (0, 1)."""
+        """``"top1"``/``"top5"`` or an int rank, or a float probability in (0, 1); a string may end
+        in ``" for classes"`` (see ``classes_only``)."""
         if value is None or isinstance(value, Until):
             return value
+        classes_only = False
         if isinstance(value, str):
             v = value.strip().lower()
+            if v.endswith(FOR_CLASSES):
+                classes_only, v = True, v[:-len(FOR_CLASSES)].strip()
             if v.startswith("top") and v[3:].isdigit():
-                return Until(rank=int(v[3:]), every=every)
+                v = v[3:]
+                if int(v) < 1:
+                    raise ValueError(f"until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); "
+                                     f"got {value!r}")
             if v.startswith("p>="):
                 v = v[3:]
             try:
@@ -95,10 +118,10 @@ class Until:
                 ) from None
             value = int(num) if num >= 1 and num.is_integer() else num
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return Until(rank=value, every=every)
+            return Until(rank=value, every=every, classes_only=classes_only)
         if isinstance(value, float) and 0 < value < 1:
-            return Until(prob=value, every=every)
-        raise ValueError(f"until must be 'topK', a rank >= 1 or a probability in (0, 1); got {value!r}")
+            return Until(prob=value, every=every, classes_only=classes_only)
+        raise ValueError(f"until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); got {value!r}")
 
     def reached(self, rank: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         if self.rank is not None:
@@ -106,7 +129,8 @@ class Until:
         return prob >= float(self.prob)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        return f"top{self.rank}" if self.rank is not None else f"p>={self.prob}"
+        rule = f"top{self.rank}" if self.rank is not None else f"p>={self.prob}"
+        return rule + (FOR_CLASSES if self.classes_only else "")
 
 
 def _lam_value(lam: Any) -> float | tuple[Any, ...]:
@@ -160,7 +184,8 @@ class Settings:
         optimizer: ``"adam"`` or a callable ``(params, lr=...) -> Optimizer`` (recorded by repr).
         crops, crop_range, noise: paired augmentation per step (see :mod:`accentuate.augment`).
         canvas: the long side (the seed's aspect ratio kept) or ``(H, W)``.
-        seed: the random seed (``None``: drawn, then recorded, by :func:`accentuate.accentuate`).
+        seed: the random seed of the crops, noise, transforms and a noise seed's start (default 0, as
+            ``--seed``; ``None``: drawn, then recorded, by :func:`accentuate.accentuate`).
         until: least-change stopping (``"top1"``, ``"top5"``, ``"p>=0.5"``; see :class:`Until`).
         check_every: steps between ``until`` checks.
         opacity: accumulate the opacity masks.
@@ -180,7 +205,7 @@ class Settings:
     crop_range: tuple[float, float] = REFERENCE_DEFAULTS["crop_range"]
     noise: tuple[float, float] = (0.02, 0.02)
     canvas: int | tuple[int, int] = REFERENCE_DEFAULTS["canvas"]
-    seed: int | None = None
+    seed: int | None = 0
     until: str | None = None
     check_every: int = 5
     opacity: bool = True
@@ -225,7 +250,8 @@ class Settings:
         elif not isinstance(canvas, int) or isinstance(canvas, bool) or canvas < 1:
             raise ValueError(f"canvas must be a positive int or (H, W); got {canvas!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise TypeError(f"the seed (generator) must be an int, a torch.Generator or None; got {self.seed!r}")
+            raise TypeError(f"seed must be an int, None (draw one) or, in accentuate(), a torch.Generator; "
+                            f"got {self.seed!r}")
         _positive_int(self.check_every, "check_every")
         if self.until is not None:
             set_(self, "until", str(Until.parse(self.until, self.check_every)))
@@ -278,10 +304,34 @@ class Settings:
 
     def check_targets(self, objectives: Sequence[Any]) -> None:
         """Raise ``ValueError`` when ``until`` is set and a target is not a class: stopping at
-        top-1 (or a probability) can only judge class logits (``class_index`` not ``None``)."""
-        if self.until is not None and any(getattr(o, "class_index", None) is None for o in objectives):
+        top-1 (or a probability) can only judge class logits (``class_index`` not ``None``).
+        An ``until`` that applies only to classes (``"top1 for classes"``) is never an error."""
+        rule = self.until_rule
+        if rule is not None and not rule.classes_only and \
+                any(getattr(o, "class_index", None) is None for o in objectives):
             raise ValueError(f"until {self.until!r} needs class targets (logits); it cannot judge channels, "
                              "neurons or directions")
+
+    def for_targets(self, objectives: Sequence[Any]) -> Settings:
+        """The settings a run of ``objectives`` uses: an ``until`` for classes only (``"top1 for
+        classes"``, the ``preview`` preset's) becomes plain ``"top1"`` when every target is a class
+        and is dropped otherwise; any other ``until`` is checked (:meth:`check_targets`). With no
+        objectives (not known yet) the settings come back unchanged. The library and the command
+        line apply this one rule.
+
+        Example:
+            >>> from accentuate.objectives import channel, logit
+            >>> s = Settings(until="top1 for classes")
+            >>> s.for_targets([logit(3)]).until, s.for_targets([logit(3), channel("blocks.5", 2)]).until
+            ('top1', None)
+        """
+        self.check_targets(objectives)
+        rule = self.until_rule
+        if rule is None or not rule.classes_only or not objectives:
+            return self
+        if all(getattr(o, "class_index", None) is not None for o in objectives):
+            return self.replace(until=str(dataclasses.replace(rule, classes_only=False)))
+        return self.replace(until=None)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (validated like a new value)."""

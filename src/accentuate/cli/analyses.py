@@ -184,7 +184,7 @@ def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str,
     for opt in forbid:
         if opt in kw:
             raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")
-    kw.pop("seed", None)  # passed as generator=
+    kw.pop("seed", None)  # passed as seed= (each analysis derives its runs' seeds from it)
     kw["progress"] = not args.quiet
     return kw
 
@@ -272,7 +272,7 @@ def run_pathway(args: argparse.Namespace) -> int:
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                lam0=args.lam0, layers=args.layers, generator=args.seed, **kw)
+                                lam0=args.lam0, layers=args.layers, seed=args.seed, **kw)
     out = _finish(result, args, started, model)
     if args.intervals:
         from ..outputs.io import atomic_write
@@ -303,7 +303,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise UsageError("--lams needs at least 2 positive, strictly increasing values")
     model, read = _model(args, kw)
     result = lambda_sweep(model, args.seed_image, read(args.target), args.lams, num=args.num, lam_range=(lo, hi),
-                          reference=not args.no_reference, batch=args.batch, generator=args.seed, **kw)
+                          reference=not args.no_reference, batch=args.batch, seed=args.seed, **kw)
     _finish(result, args, started, model)
     if not result.region.found:
         print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
@@ -324,7 +324,7 @@ def run_latent(args: argparse.Namespace) -> int:
     model, read = _model(args, kw)
     canvas = square_side(kw["runner"].spec, canvas, "latent", "--canvas")
     result = latent_features(model, args.seeds, read(args.target), canvas=canvas, batch=args.batch,
-                             generator=args.seed, **kw)
+                             seed=args.seed, **kw)
     _finish(result, args, started, model, columns=args.columns)
     return 0
 
@@ -340,6 +340,6 @@ def run_sanity(args: argparse.Namespace) -> int:
     model, read = _model(args, kw)
     result = cascading_randomization(model, args.seed_image, read(args.target), cascade=args.cascade, every=args.every,
                                      bn_stats=args.bn_stats, weights_seed=args.weights_seed,
-                                     repeat=not args.no_repeat, generator=args.seed, **kw)
+                                     repeat=not args.no_repeat, seed=args.seed, **kw)
     _finish(result, args, started, model)
     return 0

@@ -18,6 +18,7 @@ Mistakes in the input raise :class:`UsageError` (exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -188,12 +189,13 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
-    from ..settings import PRESETS
+    from ..settings import PRESETS, Until
 
     quick = PRESETS["preview"]
+    stop = str(dataclasses.replace(Until.parse(quick["until"]), classes_only=False))  # type: ignore[type-var]
     g.add_argument("--preview", action="store_true",
-                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and for "
-                   f"class targets stop at {quick['until']} checked every {quick['check_every']} steps (options "
+                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and when "
+                   f"every target is a class stop at {stop} checked every {quick['check_every']} steps (options "
                    "given explicitly still win)")
     g.add_argument("--out", metavar="DIR",
                    help=f"output folder (default: a new {RUNS_DIR}/YYYYmmdd-HHMMSS)")

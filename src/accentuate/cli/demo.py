@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cmd = Command(args, "demo")
     targets = cmd.targets(DEMO_TARGETS)
-    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    settings = cmd.settings(targets)
     images = cmd.images([photo(DEMO_PHOTO)], settings)
     p = cmd.plan(settings, images, targets)
     status = finish(p, execute(p))
