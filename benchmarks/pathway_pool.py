@@ -100,7 +100,7 @@ def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path
             reference, keep = files[0], files[1:]
             lines += [f"| {name} | {f.parent.name}/{f.stem} | {'reference' if f == reference else 'natural'} | |"
                       for f in files]
-            classes[name] = (acc.like(None, reference, model, name=reference.stem), keep)
+            classes[name] = (acc.like(reference, model, name=reference.stem), keep)
         if len(classes[name][1]) < 2:
             raise SystemExit(f"error: class {name!r} has fewer than 2 natural photos left; lower --top or drop it")
     return classes, lines

@@ -216,7 +216,7 @@ def test_pathway_needs_seeds(tiny, seed_img):
 def test_pathway_with_a_reference_image_target(tiny, seed_img):
     """A model without classes: the target is "look like the reference", the naturals are its views."""
     reference = seed_img.flip(-1).roll(13, dims=-1) * 0.8
-    target = acc.like(None, reference, tiny)
+    target = acc.like(reference, tiny)
     views = augmented_views([reference], 4, side=48, generator=1)
     pw = pathway_similarity(tiny, target, views, [seed_img], feature_vis=0, **dict(QUICK, steps=16, lam=0.01))
     assert pw.kinds == ["accentuation", "seed", "natural"] and pw.target.startswith("Like(")

@@ -272,7 +272,7 @@ def test_real_model_like_target_at_its_calibrated_defaults(focus):
     and the run used the spec's calibrated settings (benchmarks/CALIBRATION.md)."""
     from accentuate.metrics import patch_grid_score, ssim
 
-    target = acc.like(None, acc.photo("astronaut"), focus)
+    target = acc.like(acc.photo("astronaut"), focus)
     assert target.layer == "layernorm" and target.pool == "cls"
     res = acc.accentuate(focus, acc.photo("chelsea"), target, steps=10, generator=0)
     cfg = res.config

@@ -264,12 +264,12 @@ def test_like_identity_follows_the_image_not_its_name(tmp_path: Path) -> None:
     copy = tmp_path / "c" / "other.png"
     copy.parent.mkdir()
     copy.write_bytes(a.read_bytes())
-    like_a, like_b, like_copy = (acc.like(None, str(p), model) for p in (a, b, copy))
+    like_a, like_b, like_copy = (acc.like(str(p), model) for p in (a, b, copy))
     assert repr(like_a) == repr(like_b)  # the same label ...
     assert like_a.identity() != like_b.identity()  # ... but two images
     assert like_a.identity() == like_copy.identity() and repr(like_a) != repr(like_copy)  # renamed: same target
     _save_photo(a, 2)  # the photo replaced under its old name
-    assert acc.like(None, str(a), model).identity() != like_a.identity()
+    assert acc.like(str(a), model).identity() != like_a.identity()
     # two references named alike are two pairs of a run
     info = ImageInfo(path="seed.png", name="seed.png", sha256="abc", size=(40, 40), canvas=(40, 40))
     work = WorkList([info], [TargetInfo(f"like:{a}", like_a), TargetInfo(f"like:{b}", like_b)], "k1", 4)

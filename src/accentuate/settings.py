@@ -276,7 +276,7 @@ class Settings:
             ValueError: not resolved yet (see :meth:`resolve`).
         """
         if self.reg_layer is None:
-            raise ValueError("these settings name no regularization layer yet; use Settings.resolve(model, spec, "
+            raise ValueError("these settings name no regularization layer yet; use Settings.resolve(model, base="
                              "settings) or give reg_layer=")
         return self.reg_layer  # type: ignore[return-value]
 
@@ -375,10 +375,14 @@ class Settings:
 
     # -- resolution -----------------------------------------------------------------------------
     @classmethod
-    def resolve(cls, model: nn.Module, spec: ModelSpec, base: Settings | None = None, *,
+    def resolve(cls, model: nn.Module, spec: ModelSpec | None = None, base: Settings | None = None, *,
                 seeded: bool = True, runner: ModelRunner | None = None, **overrides: Any) -> Settings:
         """Every setting for ``model``: ``overrides``, else ``base``'s, else the spec's calibrated
         defaults (:data:`SPEC_DEFAULTS`), else the reference recipe's.
+
+        ``spec``: the model's :class:`~accentuate.spec.ModelSpec`; default the one the model
+        carries (the ``runner``'s, else :func:`accentuate.spec.resolve_spec`), so
+        ``Settings.resolve(model, steps=40)`` is enough for a loaded model.
 
         The regularization layer, when neither given nor in ``base``, is the spec's, else the
         rule's (one pass of the model); ``"none"`` without seeds (``seeded=False``). The
@@ -393,6 +397,10 @@ class Settings:
         unknown = [k for k in overrides if k not in FIELDS]
         if unknown:
             raise _unknown(unknown[0], FIELDS)
+        if spec is None:
+            from .spec import resolve_spec
+
+            spec = runner.spec if runner is not None else resolve_spec(model)
         given = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "until", "autocast",
                                                                              "per_pass")}
         if base is not None:

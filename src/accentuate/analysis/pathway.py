@@ -400,7 +400,7 @@ def pathway_similarity(
         model: the model (not modified).
         target: the class (index, name, a target string such as ``"goldfish"``, or logit
             objective) whose pathway is studied, or any other objective with natural images that show it: for a model without
-            classes, ``acc.like(None, photo, model)`` with views of ``photo``
+            classes, ``acc.like(photo, model)`` with views of ``photo``
             (:func:`augmented_views`) as ``class_images``.
         class_images: natural images of the target class (of the feature): a folder,
             paths, PIL images or tensors in [0, 1]; at least 2 for the natural-vs-natural

@@ -384,7 +384,7 @@ def pathway_study(
     Args:
         model: the model (not modified).
         classes: ``{name: (target, natural photos)}``: the target (class index, name, target
-            string or objective, e.g. ``acc.like(None, reference_photo, model)``) and its natural
+            string or objective, e.g. ``acc.like(reference_photo, model)``) and its natural
             photos (a folder, paths or tensors; at least 2 distinct photos).
         seeds: the seed photos (of none of the classes), fitted to one canvas as
             :func:`accentuate.accentuate` fits seeds (the same aspect ratio, or

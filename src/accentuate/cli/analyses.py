@@ -263,7 +263,7 @@ def run_pathway(args: argparse.Namespace) -> int:
         from ..objectives import like
 
         try:
-            target: Any = like(None, args.like, model, runner=kw["runner"])
+            target: Any = like(args.like, model, runner=kw["runner"])
         except ValueError as e:
             raise UsageError(f"--like {args.like!r}: {e}") from None
     else:

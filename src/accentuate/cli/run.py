@@ -129,7 +129,7 @@ def reference_targets(args: argparse.Namespace, model: nn.Module, runner: ModelR
     for ref in args.like:
         obj: Objective
         try:
-            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure,
+            obj = like(ref, model, args.like_layer, pool=args.like_pool, measure=args.like_measure,
                        runner=runner)
         except ValueError as e:
             if isinstance(e, UsageError):
@@ -144,7 +144,7 @@ def reference_targets(args: argparse.Namespace, model: nn.Module, runner: ModelR
         if not prompt.strip():
             raise UsageError("an empty --text / --away-from prompt; give the text, e.g. \"a photo of a dog\"")
         try:
-            obj = clip_text(model, prompt, away=away)
+            obj = clip_text(prompt, model, away=away)
         except ValueError as e:
             raise UsageError(f"{'--away-from' if away else '--text'} {prompt!r}: {e}") from None
         out.append(TargetInfo(("away:" if away else "text:") + prompt, obj))
