@@ -58,8 +58,8 @@ def kinds() -> dict[str, type[Objective]]:
     """The registered objective kinds, ``{record_type: class}`` (a copy).
 
     Example:
-        >>> sorted(kinds())[:4]
-        ['channel', 'direction', 'head', 'like']
+        >>> sorted(kinds())[:5]
+        ['channel', 'direction', 'function', 'head', 'like']
     """
     return dict(_KINDS)
 
@@ -321,7 +321,7 @@ def as_objective(target: object, model: Any = None, spec: Any = None, *, runner:
     Example:
         >>> from torch import nn
         >>> from accentuate.spec import ModelSpec
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(1), nn.LazyLinear(2))
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2))
         >>> spec = ModelSpec(input_size=(8, 8), normalize=None, labels=("cat", "dog"))
         >>> as_objective("0:5@2,3", net, spec), as_objective("dog", net, spec), as_objective(0, net, spec)
         (Neuron(0, 5, y=2, x=3), Logit(1 'dog'), Logit(0 'cat'))
