@@ -8,9 +8,11 @@ stopping and interrupt handling.
 
 One step:
 
-1. Draw K crops and their noise once (:mod:`accentuate.augment`); every
-   accentuation and every seed gets the same crops, which pairs the regularizer
-   and makes a batch equal to its single runs.
+1. Draw K crops and their noise once (:mod:`accentuate.augment`), and the crops'
+   jitter, scale and rotation when ``transforms`` asks for them
+   (:mod:`accentuate.transforms`); every accentuation and every seed gets the same
+   crops and transforms, which pairs the regularizer and makes a batch equal to its
+   single runs.
 2. Render all images (reusing the rendering made for the last evaluation when the
    parameters have not changed since), crop them with one linear operator
    (:class:`~accentuate.augment.CropOperator`: two sparse resampling passes on CPU),
@@ -59,6 +61,7 @@ from .result import History, Result
 from .settings import FIELDS as SETTING_FIELDS
 from .settings import SPEC_KEYS, Settings, Until
 from .spec import ModelSpec, resolve_spec
+from .transforms import TransformParams, apply_transforms, sample_transforms
 
 __all__ = ["Accentuator", "Until", "accentuate", "model_state"]
 
@@ -162,6 +165,9 @@ class Accentuator:
         self._frozen: dict[int, list[torch.Tensor]] = {}
         self.history = History()
         self.last_crops: Crops | None = None
+        #: The transforms drawn for the last step (``None`` without ``settings.transforms``).
+        self.last_transforms: TransformParams | None = None
+        self.transforms = settings.transforms
 
         # The layers' layouts from their real shapes, and the objectives checked against
         # them, before the first step.
@@ -318,7 +324,10 @@ class Accentuator:
         with _phase("sample"):
             crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
                                  self.noise[1], generator=self.generator, device=self.device)
-        self.last_crops = crops
+            # Only when asked for: without transforms the generator draws what it always drew.
+            warp = (sample_transforms(self.transforms, k, self.input_size, generator=self.generator,
+                                      device=self.device) if self.transforms else None)
+        self.last_crops, self.last_transforms = crops, warp
         reg = self.reg
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
@@ -330,13 +339,17 @@ class Accentuator:
             with _phase("crop"):
                 op = CropOperator(crops)
                 # Graph boundary: the model's gradients are taken at the crops (leaves),
-                # and mapped to the canvas by the crop operator's adjoint.
-                crops_all = self.runner.memory_format(op(images.detach()))  # (N * M * K, 3, h, w)
+                # and mapped to the canvas by the crop operator's adjoint. With transforms the
+                # leaves are the crops before the warp (and the noise, added after it).
+                crops_all = (self.runner.memory_format(op(images.detach())) if warp is None
+                             else op(images.detach(), add_noise=False))  # (N * M * K, 3, h, w)
             seed_act: torch.Tensor | None = None
             if use_reg:
                 with _phase("seed_forward"), torch.no_grad():
                     assert self.seeds is not None  # use_reg needs seeds
-                    seed_x = self.runner.memory_format(op(self.seeds))  # (N * K, 3, h, w)
+                    seed_x = self.runner.memory_format(op(self.seeds) if warp is None  # (N * K, 3, h, w)
+                                                       else apply_transforms(op(self.seeds, add_noise=False), warp,
+                                                                             crops.noise))
                     if reg.kind == "pixel":
                         seed_act = seed_x
                     else:
@@ -354,10 +367,11 @@ class Accentuator:
                 p1 = min(pairs, p0 + per)
                 x = crops_all[p0 * k:p1 * k].detach().requires_grad_(True)
                 with _phase("forward"):
-                    acts = self._run(x, self._layers())
+                    x_in = x if warp is None else self.runner.memory_format(apply_transforms(x, warp, crops.noise))
+                    acts = self._run(x_in, self._layers())
                     obj_p = self._pair_objective(acts, p0, p1, k)
                 if seed_act is not None:
-                    img_act = reg.activations(acts, x)
+                    img_act = reg.activations(acts, x_in)
                     mine = torch.arange(p0, p1, device=self.device) // m  # each accentuation's seed
                     paired = seed_act.view(n, k, *seed_act.shape[1:])[mine].flatten(0, 1)
                     dist_p = reg.distance(img_act, paired, p1 - p0, 1, self.layouts.get(str(reg.name))).view(-1)
@@ -379,7 +393,7 @@ class Accentuator:
                 obj_parts.append(obj_p.detach())
                 if use_reg:
                     dist_parts.append(dist_p.detach())
-                del gx, gx_reg, x
+                del gx, gx_reg, x, x_in
             del crops_all, seed_act
             obj = torch.cat(obj_parts).view(n, m)
             dist = torch.cat(dist_parts).view(n, m) if use_reg else torch.zeros((n, m), device=self.device)

@@ -183,6 +183,9 @@ class Settings:
             see :func:`accentuate.params.register_param`).
         optimizer: ``"adam"`` or a callable ``(params, lr=...) -> Optimizer`` (recorded by repr).
         crops, crop_range, noise: paired augmentation per step (see :mod:`accentuate.augment`).
+        transforms: jitter, scale and rotation of each crop on top of them, e.g.
+            ``("jitter:8", "scale:0.9,1.1", "rotate:10")`` (see :mod:`accentuate.transforms`; default
+            none: the crops alone).
         canvas: the long side (the seed's aspect ratio kept) or ``(H, W)``.
         seed: the random seed of the crops, noise, transforms and a noise seed's start (default 0, as
             ``--seed``; ``None``: drawn, then recorded, by :func:`accentuate.accentuate`).
@@ -204,6 +207,7 @@ class Settings:
     crops: int = REFERENCE_DEFAULTS["crops"]
     crop_range: tuple[float, float] = REFERENCE_DEFAULTS["crop_range"]
     noise: tuple[float, float] = (0.02, 0.02)
+    transforms: tuple[str, ...] = ()
     canvas: int | tuple[int, int] = REFERENCE_DEFAULTS["canvas"]
     seed: int | None = 0
     until: str | None = None
@@ -242,6 +246,9 @@ class Settings:
         if not all(math.isfinite(v) and v >= 0 for v in noise):
             raise ValueError(f"noise must be (gaussian sd, uniform width), two numbers >= 0; got {self.noise!r}")
         set_(self, "noise", noise)
+        from .transforms import parse_transforms
+
+        set_(self, "transforms", parse_transforms(self.transforms))
         canvas = self.canvas
         if isinstance(canvas, (list, tuple)):
             if len(canvas) != 2 or not all(isinstance(v, int) and v > 0 for v in canvas):
@@ -342,10 +349,14 @@ class Settings:
 
     # -- records --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values; :meth:`from_dict` reads them back (a callable optimizer as its repr)."""
+        """Plain JSON values; :meth:`from_dict` reads them back (a callable optimizer as its repr).
+        ``transforms`` is left out when there are none (so the records and hashes of settings
+        without transforms are those written before the field existed)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "transforms" and not v:
+                continue
             if f.name == "reg_layer":
                 v = None if v is None else str(v)
             elif f.name == "optimizer" and not isinstance(v, str):
@@ -362,7 +373,7 @@ class Settings:
         if unknown:
             raise _unknown(unknown[0], FIELDS)
         kw = dict(d)
-        for k in ("crop_range", "noise"):
+        for k in ("crop_range", "noise", "transforms"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         if isinstance(kw.get("canvas"), list):
