@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
     for seed_name, ref_name in pairs:
         t0 = time.time()
         target = acc.like(acc.photo(ref_name), model, args.layer)
-        res = acc.accentuate(model, acc.photo(seed_name), target, generator=args.seed, snapshots=args.every,
+        res = acc.accentuate(model, acc.photo(seed_name), target, seed=args.seed, snapshots=args.every,
                              progress=False, **overrides)
         config = {**res.config.to_dict(), **{k: v for k, v in res.run.items() if k != "seconds"}}
         seed = res.seeds[0]

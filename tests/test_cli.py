@@ -103,7 +103,7 @@ def test_run_numbers_equal_the_api(work: Path) -> None:
     model = acc.load_model("cli_models:tiny")
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),
-                         generator=batch["generator_seed"])
+                         seed=batch["generator_seed"])
     pairs = _pairs(doc)
     for j, name in enumerate(["Logit(1 'banana')", "Logit(2 'cherry')"]):
         p = pairs[("wide.png", name)]

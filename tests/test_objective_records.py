@@ -215,7 +215,7 @@ def vit_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[acc.Result, Pa
     runnable = [CASES[k]() for k in sorted(CASES) if k != "recorded"]
     seed = (0.5 + 0.2 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     res = acc.accentuate(model, seed, [*runnable, acc.logit(0)], steps=2, crops=2, canvas=32, lr=0.1,
-                         param="pixel", reg_layer="none", generator=0)
+                         param="pixel", reg_layer="none", seed=0)
     res = dataclasses.replace(res, targets=[*res.targets[:-1], CASES["recorded"]()])
     out = tmp_path_factory.mktemp("records") / "saved"
     res.save(out)

@@ -22,7 +22,7 @@ from accentuate.spec import ModelSpec
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
 
 #: Fast settings: few steps and crops on a small canvas, no regularizer (the objectives are under test).
-QUICK = dict(steps=6, crops=2, canvas=32, lr=0.1, param="pixel", reg_layer="none", generator=0)
+QUICK = dict(steps=6, crops=2, canvas=32, lr=0.1, param="pixel", reg_layer="none", seed=0)
 
 HEADS = 4
 PATCH = 8
@@ -170,7 +170,7 @@ def test_model_state_untouched():
     photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     objs = [acc.head("layers.1", 1, model=model), acc.channel("layers.1", 0, token=0),
             acc.like(photo.flip(-1), model)]
-    acc.accentuate(model, photo, objs, steps=2, crops=2, canvas=32, generator=0, reg_layer="layers.0")
+    acc.accentuate(model, photo, objs, steps=2, crops=2, canvas=32, seed=0, reg_layer="layers.0")
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())

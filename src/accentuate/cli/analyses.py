@@ -126,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
     p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
                    help="range of log-spaced values when --lams is not given (default 0.001 100)")
@@ -147,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "opacity masks normalized across the set.", _LATENT_EXAMPLE)
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="LAYER:CHANNEL, LAYER:CHANNEL@Y,X, a class name or a class index")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
@@ -161,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--cascade", nargs="+", metavar="MODULE",
                    help="modules to randomize, top first (default: the model's units, top down)")
     p.add_argument("--every", type=int, default=1, metavar="K",

@@ -191,15 +191,15 @@ def finish(p: Plan, outcome: Outcome, listing: Sequence[tuple[str, object | None
     return outcome.status
 
 
-def add_run_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    """``--batch`` (unless ``batch`` is False) and ``--frames``."""
+def add_run_options(p: argparse.ArgumentParser, batch: bool = True, frames: int = DEFAULT_FRAMES) -> None:
+    """``--batch`` (unless ``batch`` is False) and ``--frames`` (default ``frames``, which its help says)."""
     g = p.add_argument_group("output")
     if batch:
         g.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="B",
                        help=f"pairs optimized together in one batch (default {DEFAULT_BATCH}); lower it "
                        "if memory runs out")
-    g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="F",
-                   help=f"animation frames per pair (default {DEFAULT_FRAMES}; 0: no animation)")
+    g.add_argument("--frames", type=int, default=frames, metavar="F",
+                   help=f"animation frames per pair (default {frames}; 0: no animation)")
 
 
 def check_run_options(args: argparse.Namespace) -> None:
