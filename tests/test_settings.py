@@ -162,8 +162,9 @@ def test_preview_preset_on_the_command_line(tmp_path, seed_img):
     out = tmp_path / "cls"
     assert main(["run", *common, "-t", "cherry", "--out", str(out)]) == 0
     s = json.loads((out / "run.json").read_text())["settings"]
-    assert (s["canvas"], s["crops"], s["until"], s["check_every"]) == (256, 8, "top1", 2) == tuple(
-        PRESETS["preview"][k] for k in ("canvas", "crops", "until", "check_every"))
+    assert (s["canvas"], s["crops"], s["until"], s["check_every"]) == (256, 8, "top1", 2)
+    assert (PRESETS["preview"]["canvas"], PRESETS["preview"]["crops"], PRESETS["preview"]["check_every"]) == (256, 8, 2)
+    assert PRESETS["preview"]["until"] == "top1 for classes"  # top1 when every target is a class
     # A channel target cannot be judged by top-1: the preview then runs its steps, no error.
     out = tmp_path / "chan"
     assert main(["run", *common, "-t", "conv2:3", "--canvas", "48", "--out", str(out)]) == 0

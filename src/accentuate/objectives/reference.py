@@ -153,6 +153,8 @@ def like(image: Any, model: nn.Module, layer: str | None = None, pool: str | Non
     import warnings
     from pathlib import Path
 
+    from torch import nn
+
     from ..images import prepare_seeds, resize
     from ..spec import resolve_spec
 
