@@ -12,7 +12,7 @@ def test_same_seed_bit_identical(tiny, seed_img):
     a = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
     b = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
-    c = acc.accentuate(tiny, seed_img, [1, 2], **{**FAST, "generator": 1})
+    c = acc.accentuate(tiny, seed_img, [1, 2], **{**FAST, "seed": 1})
     assert not torch.equal(a.images, c.images)
 
 

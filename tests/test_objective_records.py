@@ -44,6 +44,15 @@ def _like(layer: str = "layernorm", reference: torch.Tensor | None = None, pool:
 
 LABELS = [f"c{i}" for i in range(32)]
 
+
+def patch_unit5(acts):
+    """A function objective (acc.objective): unit 5 of layers.1's patch tokens (importable: records rebuild it)."""
+    return acts[next(iter(acts))][:, 2:, 5].mean(dim=1)
+
+
+def patch_unit6(acts):
+    return acts[next(iter(acts))][:, 2:, 6].mean(dim=1)
+
 #: One objective of each registered kind (``record_type`` -> builder), on the layers of the tiny ViT.
 CASES: dict[str, Callable[[], Objective]] = {
     "logit": lambda: acc.logit(3).resolve(LABELS),
@@ -56,6 +65,7 @@ CASES: dict[str, Callable[[], Objective]] = {
     "text": lambda: Text("a photo of a dog", _vec(3), away=True),
     "sum": lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(),
     "recorded": lambda: Recorded("Custom()", 2),
+    "function": lambda: acc.objective(patch_unit5, layers="layers.1"),
 }
 
 #: For each kind, objectives that measure something else than its case (one change each).
@@ -78,6 +88,8 @@ VARIANTS: dict[str, list[Callable[[], Objective]]] = {
     "sum": [lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(reference=_vec(9)),
             lambda: 3 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like()],
     "recorded": [lambda: Recorded("Other()", 2)],
+    "function": [lambda: acc.objective(patch_unit6, layers="layers.1"),
+                 lambda: acc.objective(patch_unit5, layers="layers.0")],
 }
 
 

@@ -334,3 +334,19 @@ def test_no_deprecated_call_inside_the_library(tiny, img):
         warnings.simplefilter("error", DeprecationWarning)
         acc.least_change(tiny, img, "banana", rounds=1, **QUICK)
     assert TinyNet  # the fixture's class, imported for the spec's model
+
+
+def test_transforms_on_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from accentuate.cli import main
+
+    path = tmp_path / "seed.png"
+    Image.new("RGB", (48, 48), (120, 80, 40)).save(path)
+    common = [str(path), "-t", "cherry", "--model", "cli_models:tiny", "--steps", "2", "--crops", "2", "--canvas",
+              "48", "--frames", "0", "-q"]
+    out = tmp_path / "out"
+    assert main(["run", *common, "--transforms", "rotate:10", "jitter:2", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["settings"]["transforms"] == ["rotate:10", "jitter:2"]
+    assert main(["run", *common, "--transforms", "twist:3", "--out", str(tmp_path / "bad")]) == 2
+    assert "--transforms: unknown transform 'twist:3'" in capsys.readouterr().err

@@ -792,10 +792,9 @@ def _snap(acc: Accentuator) -> torch.Tensor:
 
 def _progress(progress: bool | Callable[[int, int], None] | None, total: int) -> Callable[[int | None], None]:
     if callable(progress):
-        return lambda t: None if t is None else progress(t, total)
-    if progress is None:
-        progress = progress_visible()
-    if not progress:
+        call = progress
+        return lambda t: None if t is None else call(t, total)
+    if not (progress_visible() if progress is None else progress):
         return lambda t: None
     from tqdm.auto import tqdm
 

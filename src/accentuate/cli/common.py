@@ -184,6 +184,9 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
         action = g.add_argument(flag, **kw)
         action.help_text = text  # type: ignore[attr-defined]  # the help without the default
     show_model_defaults(p, DEFAULT_MODEL)
+    g.add_argument("--transforms", nargs="+", metavar="T",
+                   help="jitter, scale and rotation of each crop on top of the crops, e.g. jitter:8 "
+                   "scale:0.9,1.1 rotate:10 (default: none)")
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed; the same seed gives the same result (default 0)")
     g.add_argument("--until", metavar="STOP",
@@ -260,7 +263,7 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     ``progress``, ``snapshots`` and the like are the caller's to add.
 
     Raises:
-        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``).
+        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``, ``--transforms``).
     """
     kw: dict[str, Any] = {}
     if getattr(args, "preview", False):
@@ -289,6 +292,14 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"--until: {e}") from None
         kw["until"] = until
+    transforms = getattr(args, "transforms", None)
+    if transforms:
+        from ..transforms import parse_transforms
+
+        try:
+            kw["transforms"] = parse_transforms(transforms)
+        except ValueError as e:
+            raise UsageError(f"--transforms: {e}") from None
     seed = getattr(args, "seed", None)
     if seed is not None:
         kw["seed"] = int(seed)
