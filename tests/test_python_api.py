@@ -144,7 +144,7 @@ def test_progress_bar_where_it_can_be_seen(tiny, img, monkeypatch, capsys):
     monkeypatch.setattr("sys.stderr", term)
     assert progress_visible()
     acc.accentuate(tiny, img, "banana", **QUICK)
-    assert "accentuate" in term.getvalue() and "3/3" in term.getvalue()  # the default draws a bar
+    assert "accentuate:" in term.getvalue() and "/3 [" in term.getvalue()  # the default draws a bar
     quiet = _Terminal()
     monkeypatch.setattr("sys.stderr", quiet)
     acc.accentuate(tiny, img, "banana", progress=False, **QUICK)
