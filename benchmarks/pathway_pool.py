@@ -100,7 +100,7 @@ def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path
             reference, keep = files[0], files[1:]
             lines += [f"| {name} | {f.parent.name}/{f.stem} | {'reference' if f == reference else 'natural'} | |"
                       for f in files]
-            classes[name] = (acc.like(None, reference, model, name=reference.stem), keep)
+            classes[name] = (acc.like(reference, model, name=reference.stem), keep)
         if len(classes[name][1]) < 2:
             raise SystemExit(f"error: class {name!r} has fewer than 2 natural photos left; lower --top or drop it")
     return classes, lines
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     classes, photo_lines = pick_classes(model, rows, cache, args.classes, args.top)
     overrides = {k: v for k, v in (("steps", args.steps), ("crops", args.crops), ("lam", args.lam)) if v is not None}
     study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
-                          generator=args.generator, work=args.work or args.out / "work", progress=True, **overrides)
+                          seed=args.generator, work=args.work or args.out / "work", progress=True, **overrides)
     ci = study.intervals(replicates=args.replicates, level=args.level, generator=args.generator)
     study.config.update({"argv": sys.argv[1:] if argv is None else argv, "seconds": round(time.perf_counter() - started),
                          "seed_photos": args.seeds})

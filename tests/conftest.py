@@ -60,7 +60,7 @@ def color_seed(size: int = 48) -> torch.Tensor:
 
 
 COLOR_OPTS = dict(input_size=32, normalize=None, labels=["red", "green", "blue"], reg_layer="conv",
-                  param="pixel", crops=4, canvas=48, generator=0)
+                  param="pixel", crops=4, canvas=48, seed=0)
 
 
 TINY_SPEC = ModelSpec(
@@ -72,7 +72,7 @@ TINY_SPEC = ModelSpec(
 )
 
 #: Fast settings for engine tests on the tiny model.
-FAST = dict(steps=8, crops=4, canvas=48, lr=0.05, generator=0)
+FAST = dict(steps=8, crops=4, canvas=48, lr=0.05, seed=0)
 
 
 #: Where the device tests run: the CPU everywhere, and CUDA where there is a GPU. The CUDA

@@ -216,7 +216,7 @@ def test_pathway_needs_seeds(tiny, seed_img):
 def test_pathway_with_a_reference_image_target(tiny, seed_img):
     """A model without classes: the target is "look like the reference", the naturals are its views."""
     reference = seed_img.flip(-1).roll(13, dims=-1) * 0.8
-    target = acc.like(None, reference, tiny)
+    target = acc.like(reference, tiny)
     views = augmented_views([reference], 4, side=48, generator=1)
     pw = pathway_similarity(tiny, target, views, [seed_img], feature_vis=0, **dict(QUICK, steps=16, lam=0.01))
     assert pw.kinds == ["accentuation", "seed", "natural"] and pw.target.startswith("Like(")
@@ -240,7 +240,7 @@ def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp
     for i, s in enumerate(seeds):
         save_png(tmp_path / f"img{i}.png", (s * 255).round().byte().permute(1, 2, 0).numpy())
     target = acc.channel("conv2", 3)
-    opts = {k: v for k, v in FAST.items() if k not in ("canvas", "generator")}
+    opts = {k: v for k, v in FAST.items() if k not in ("canvas", "seed")}
     lat = latent_features(tiny, tmp_path, target, canvas=48, batch=2, **opts)
     assert lat.names == ["img0", "img1", "img2"]
     g = lat.gain[lat.order]
@@ -251,11 +251,11 @@ def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp
     assert float(lat.alpha.flatten(1).amax(1).min()) <= 1.0
     own = acc.to_alpha(lat.masks)
     assert not torch.allclose(own, lat.alpha)
-    # Batch b used generator b: each seed's result equals its single run with that generator.
+    # Batch b used seed b: each seed's result equals its single run with that seed.
     files = sorted(tmp_path.glob("img*.png"))
     for i, gen in ((0, 0), (2, 1)):
         single = acc.accentuate(tiny, acc.load_image(files[i]), target,
-                                **{**FAST, "generator": gen, "canvas": (48, 48)})
+                                **{**FAST, "seed": gen, "canvas": (48, 48)})
         assert torch.allclose(single.images[0, 0], lat.images[i], atol=2e-4)
     grid = lat.grid(side=40, columns=2)
     assert grid.size[0] > 2 * 40 and grid.size[1] > 2 * 3 * 40

@@ -108,7 +108,7 @@ def test_run_numbers_equal_the_api(work: Path, device: torch.device) -> None:
     model = acc.load_model("cli_models:tiny", device=torch.device(doc["device"]))
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),
-                         generator=batch["generator_seed"])
+                         seed=batch["generator_seed"])
     pairs = _pairs(doc)
     for j, name in enumerate(["Logit(1 'banana')", "Logit(2 'cherry')"]):
         p = pairs[("wide.png", name)]

@@ -12,7 +12,7 @@ def test_same_seed_bit_identical(tiny, seed_img):
     a = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
     b = acc.accentuate(tiny, seed_img, [1, 2], **FAST)
     assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks)
-    c = acc.accentuate(tiny, seed_img, [1, 2], **{**FAST, "generator": 1})
+    c = acc.accentuate(tiny, seed_img, [1, 2], **{**FAST, "seed": 1})
     assert not torch.equal(a.images, c.images)
 
 
@@ -148,7 +148,7 @@ def test_record_every_still_checks_until_on_its_steps():
     """``until`` is checked every 5 steps whatever ``record_every`` is."""
     seed = torch.full((3, 32, 32), 0.5)
     res = acc.accentuate(ColorNet(), seed, 0, until="top1", record_every=7, steps=20, crops=2, canvas=32,
-                         lr=0.1, reg_layer="none", generator=0, input_size=32, normalize=None, labels=None)
+                         lr=0.1, reg_layer="none", seed=0, input_size=32, normalize=None, labels=None)
     assert res.after["rank"][0, 0] == 1
     assert int(res.steps_used[0, 0]) in (5, 10, 15)
 

@@ -78,7 +78,7 @@ def test_hugging_face_config_fills_the_spec_without_warnings() -> None:
     assert spec.input_size == (32, 32) and spec.labels == ("cat", "dog", "bird")
     assert spec.assumed == () and spec.name == "ViTForImageClassification"
     res = acc.accentuate(vit, torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)), "dog",
-                         normalize=None, steps=2, crops=2, canvas=32, generator=0)
+                         normalize=None, steps=2, crops=2, canvas=32, seed=0)
     assert res.targets[0].class_index == 1 and res.run["input_size"] == [32, 32]
     assert res.after["logits"].shape[-1] == 3
 

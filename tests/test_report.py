@@ -356,7 +356,7 @@ def analysis_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     from accentuate.analysis import cascading_randomization, latent_features, pathway_similarity
 
     model = tiny()
-    quick = dict(steps=3, crops=2, canvas=32, generator=0)
+    quick = dict(steps=3, crops=2, canvas=32, seed=0)
     seeds = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0))
     root = tmp_path_factory.mktemp("analyses")
     results = {

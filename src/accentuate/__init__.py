@@ -49,6 +49,7 @@ from .objectives import (
     like,
     logit,
     neuron,
+    objective,
     parse_target,
 )
 from .opacity import to_alpha
@@ -67,7 +68,8 @@ __all__ = [
     "PixelParam", "Regularizer", "Result", "Settings", "TargetError", "Until", "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
     "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
-    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "parse_target", "photo",
+    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "objective", "parse_target",
+    "photo",
     "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
 ]
 

@@ -54,7 +54,26 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
 
 Normalize = tuple[Sequence[float], Sequence[float]] | Callable[[torch.Tensor], torch.Tensor] | None
 
-_UNSET: Any = object()
+class _Unset:
+    """The default of a :func:`resolve_spec` keyword that was not given (``None`` is a value there:
+    ``normalize=None`` means the model takes [0, 1] input). Shown as ``UNSET`` by ``help()``."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "_UNSET"
+
+
+#: "Not given" (see :class:`_Unset`).
+_UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True)
@@ -344,8 +363,9 @@ def resolve_spec(
 ) -> ModelSpec:
     """The spec of ``model``: its own (``model.accentuate_spec``) with overrides applied.
 
-    For a model without a spec, what the keyword arguments leave open is read from what
-    the model declares (:func:`declared`: a Hugging Face ``config``'s ``image_size`` and
+    A keyword left ``UNSET`` (or ``None`` for ``input_size``, ``output``, ``name``, ``layouts``)
+    keeps the model's own value. For a model without a spec, what the keyword arguments leave
+    open is read from what the model declares (:func:`declared`: a Hugging Face ``config``'s ``image_size`` and
     ``id2label``, a timm ``pretrained_cfg``'s ``input_size``, ``mean`` and ``std``). A
     size still missing defaults to 224 x 224 and a normalization to ImageNet mean/std,
     each with a warning saying so (pass ``normalize=None`` for a model that takes [0, 1]

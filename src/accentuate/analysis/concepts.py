@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..display import Display
+from ..display import Display, progress_visible
 from ..hooks import OUTPUT, ModelRunner, readable_layouts
 from ..images import ImageSet, SeedLike, load_image, photo_set, resize, square_crop, square_side
 from ..layout import Layout
@@ -65,7 +65,7 @@ from ..outputs import figures
 from ..settings import Settings
 from ..spec import ModelSpec, resolve_spec
 from .factorize import explained_shares, nmf, nnls, semi_nmf
-from .setup import analysis_settings, analysis_spec
+from .setup import analysis_settings, analysis_spec, run_seed
 from .writing import markdown_table
 
 if TYPE_CHECKING:
@@ -735,8 +735,8 @@ def concepts(
     canvas: int | None = None,
     iterations: int = 300,
     batch: int = 16,
-    generator: int = 0,
-    progress: bool = False,
+    seed: int | None = 0,
+    progress: bool | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Concepts:
@@ -756,9 +756,10 @@ def concepts(
         canvas: the square canvas' side (default: the model's calibrated canvas).
         iterations: at most this many steps of the factorization.
         batch: photos per forward pass when reading activations.
-        generator: int seed of the accentuations (concept ``i`` uses ``generator + i``) and of the
-            draw of weak photos.
-        progress: progress bars on stderr.
+        seed: the int seed of the accentuations (concept ``i`` uses ``seed + i``) and of the
+            draw of weak photos (as :func:`accentuate.accentuate`'s, default 0).
+        progress: progress bars (default: where one can be seen, see
+            :func:`accentuate.display.progress_visible`).
         settings: the :class:`~accentuate.settings.Settings` the accentuations run from (default: the
             model's), resolved once; settings among the keywords override it.
 
@@ -768,6 +769,9 @@ def concepts(
     Shape:
         ``Concepts.heat`` is ``(N, k, gh, gw)``; each accentuation's ``before``/``after`` ``(k,)``.
     """
+    seed = run_seed(seed, accentuate_kwargs, "concepts")
+    if progress is None:
+        progress = progress_visible()
     spec = analysis_spec(model, accentuate_kwargs)
     runner = ModelRunner.reuse(accentuate_kwargs.get("runner"), model, spec)
     accentuate_kwargs["runner"] = runner
@@ -786,27 +790,28 @@ def concepts(
                         iterations=iterations, batch=batch, spec=spec, progress=progress, runner=runner)
     con.timings = {"read_s": read_s, **con.timings}
     t1 = time.perf_counter()
-    _accentuate_all(con, model, settings, top, weak, generator, batch, progress, accentuate_kwargs)
+    _accentuate_all(con, model, settings, top, weak, seed, batch, progress, accentuate_kwargs)
     con.timings["accentuation_s"] = time.perf_counter() - t1
-    con.config.update({"top": top, "weak": weak, "generator": generator})
+    con.config.update({"top": top, "weak": weak, "generator": seed})
     return con
 
 
 def _accentuate_all(con: Concepts, model: nn.Module, settings: Settings, top: int, weak: int,
-                    generator: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
-    """Accentuate each concept on its chosen photos (one batched engine call per concept, generator
-    ``generator + i``) and add them to ``con`` (:meth:`Concepts.add_accentuations`)."""
+                    seed: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
+    """Accentuate each concept on its chosen photos (one batched engine call per concept, seed
+    ``seed + i``; the concepts' bar shows the progress) and add them to ``con``
+    (:meth:`Concepts.add_accentuations`)."""
     from ..engine import accentuate
 
     side = con.canvas
     made: list[Made] = []
     for i in _bar(range(con.k), progress and bool(top + weak), "concepts"):
-        chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=generator) if c == i]
+        chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=seed) if c == i]
         if not chosen:
             continue
         seeds = torch.stack([canvas_seed(con.sources[j], side) for j, _ in chosen])
-        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), generator=generator + i,
-                         **kwargs)
+        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), seed=seed + i,
+                         progress=False, **kwargs)
         made += [Made(i, j, kind, seeds[r], res.images[r, 0], float(res.before["value"][r, 0]),
                       float(res.after["value"][r, 0])) for r, (j, kind) in enumerate(chosen)]
         con.config.setdefault("accentuation", res.config.to_dict())

@@ -18,14 +18,15 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..errors import ClassNameError
+from ..errors import ClassNameError, TargetError
 from ..hooks import OUTPUT, ModelRunner
 from ..images import SeedLike, prepare_seeds, resize
 from ..labels import find_class
+from ..objectives import as_objective
 from ..result import Result
 from ..settings import Settings
 from ..spec import ModelSpec
-from .setup import analysis_settings, analysis_spec
+from .setup import analysis_settings, analysis_spec, run_seed
 
 if TYPE_CHECKING:
     from ..outputs.grid import Grid
@@ -188,11 +189,12 @@ def explain(
         image: one seed: a path, PIL image or ``(3, H, W)`` tensor in [0, 1].
         top: how many of the most likely classes.
         bottom: how many of the least likely classes.
-        label: the image's true class (index or name); added when not in the top.
+        label: the image's true class (index, name, or a target string naming a class, read as
+            :func:`accentuate.parse_target` reads it); added when not in the top.
         settings: the :class:`~accentuate.settings.Settings` to run with (default: the
             model's); settings among ``accentuate_kwargs`` override it.
         **accentuate_kwargs: passed to :func:`accentuate.accentuate` (``steps``,
-            ``lam``, ``canvas``, ``generator``, ``snapshots``, ``progress``, ``runner`` ...).
+            ``lam``, ``canvas``, ``seed``, ``snapshots``, ``progress``, ``runner`` ...).
 
     Returns:
         An :class:`Explanation`; ``alpha`` is normalized over all K masks together.
@@ -204,11 +206,19 @@ def explain(
         >>> ex.names, ex.result.after["rank"]                           # doctest: +SKIP
     """
     kw = dict(accentuate_kwargs)
+    if "generator" in kw:
+        kw["seed"] = run_seed(None, kw, "explain")
     spec = analysis_spec(model, kw)
     settings = analysis_settings(model, spec, settings, kw)
     seed = prepare_seeds(image, settings.canvas)
     if seed.shape[0] != 1:
         raise ValueError(f"explain takes one image; got {seed.shape[0]}")
+    if label is not None:  # read as a target is (acc.parse_target): a class name or index
+        true = as_objective(label, model, spec, runner=kw.get("runner"))
+        if true.class_index is None:
+            raise TargetError(f"label {label!r} is not a class; explain's label is the image's true class "
+                              "(a class name or index)")
+        label = true.class_index
     probs = class_probabilities(model, seed, spec, kw.get("runner"))
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
     res = accentuate(model, seed, classes, settings, **kw)

@@ -30,7 +30,7 @@ from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
 from ..outputs.figures import labelled_grid, over_white, stack_with_title, to_pil
 from ..settings import Settings
-from .setup import analysis_settings, analysis_spec
+from .setup import analysis_settings, analysis_spec, run_seed
 from .writing import markdown_table, save_analysis
 
 if TYPE_CHECKING:
@@ -128,8 +128,8 @@ def latent_features(
     *,
     canvas: int | None = None,
     batch: int = 8,
-    generator: int = 0,
-    progress: bool | Callable[[int, int], None] = False,
+    seed: int | None = 0,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Latent:
@@ -140,13 +140,14 @@ def latent_features(
         seeds: a folder of images, a list of paths/PIL images/tensors, or a tensor
             ``(N, 3, H, W)`` in [0, 1].
         target: a neuron, channel or direction (``acc.neuron(...)``, ``acc.channel(...)``,
-            ``acc.direction(...)``), or a class.
+            ``acc.direction(...)``), a class, or a target string (``"blocks.10:7"``, ``"goldfish"``;
+            see :func:`accentuate.parse_target`).
         canvas: side of the square canvas every seed is centre-cropped and resized to
             (default: the model's calibrated canvas).
         batch: seeds per :func:`accentuate.accentuate` call.
-        generator: int seed; batch ``b`` uses ``generator + b`` (results do not depend
-            on which other seeds share the batch, only on the batch's crops).
-        progress: passed to each call.
+        seed: the int seed (as :func:`accentuate.accentuate`'s); batch ``b`` uses ``seed + b``
+            (results do not depend on which other seeds share the batch, only on the batch's crops).
+        progress: passed to each call (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``lam``, ...).
@@ -168,16 +169,17 @@ def latent_features(
         raise TypeError("latent_features takes one target and one set of seeds")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer; got {batch!r}")
+    seed = run_seed(seed, accentuate_kwargs, "latent_features")
     spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    objective = as_objective(target).resolve(spec.labels)
+    objective = as_objective(target, model, spec, runner=accentuate_kwargs.get("runner"))
     images, names = load_image_set(seeds, "seeds")
     side = square_side(spec, canvas, "latent features")
     square = torch.stack([square_crop(t, side) for t in images])
     outs = []
     for b, start in enumerate(range(0, square.shape[0], batch)):
         outs.append(accentuate(model, square[start : start + batch], objective, settings, canvas=(side, side),
-                               generator=generator + b, progress=progress, **accentuate_kwargs))
+                               seed=seed + b, progress=progress, **accentuate_kwargs))
     res_images = torch.cat([r.images[:, 0] for r in outs])
     masks = torch.cat([r.masks[:, 0] for r in outs])
     before = torch.cat([r.before["value"][:, 0] for r in outs])

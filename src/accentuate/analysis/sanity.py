@@ -26,7 +26,7 @@ Similarity to the original accentuation, per depth:
 - ``mask_spearman``: Spearman rank correlation of the raw opacity masks (the "where").
 
 For reference, ``repeat`` holds the same numbers for the original model run again
-with other random crops (``generator + 1``): the similarity that run-to-run noise
+with other random crops (``seed + 1``): the similarity that run-to-run noise
 alone allows. A sane explanation falls well below it as the randomization deepens.
 For a logit target, randomizing the classifier changes what the logit *means*, so
 a drop at the first step is expected; the deeper steps test the features.
@@ -54,7 +54,7 @@ from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, stack_with_title, to_pil
 from ..settings import Settings
 from .activations import units
-from .setup import analysis_settings, analysis_spec
+from .setup import analysis_settings, analysis_spec, run_seed
 from .stats import spearman
 from .writing import markdown_table, require_matplotlib, save_analysis, save_figure
 
@@ -283,7 +283,7 @@ class Sanity(Display):
 
 def cascading_randomization(
     model: nn.Module,
-    seed: SeedLike,
+    image: SeedLike,
     target: int | str | Objective,
     *,
     cascade: Sequence[str] | None = None,
@@ -291,8 +291,8 @@ def cascading_randomization(
     bn_stats: str = "keep",
     every: int = 1,
     repeat: bool = True,
-    generator: int = 0,
-    progress: bool | Callable[[int, int], None] = False,
+    seed: int | None = 0,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Sanity:
@@ -300,17 +300,19 @@ def cascading_randomization(
 
     Args:
         model: the model (not modified: randomization works on a copy).
-        seed: one seed image.
-        target: a class (index or name) or an :class:`~accentuate.objectives.Objective`.
+        image: the one seed image.
+        target: a class (index or name), a target string (``"blocks.5:20"``; see
+            :func:`accentuate.parse_target`) or an :class:`~accentuate.objectives.Objective`.
         cascade: modules to randomize, top first (default :func:`cascade_order`).
         weights_seed: seed of the random weights.
         bn_stats: ``"keep"`` or ``"reset"`` BatchNorm running statistics (see :func:`randomize`).
         every: accentuate after every ``every``-th randomized module (and always after
             the first and the last); the randomization itself stays cumulative over
             every module of the cascade. ``every=2`` halves the cost.
-        repeat: also rerun the original model with ``generator + 1`` (the noise level).
-        generator: int seed of the accentuation's crops; the same at every depth.
-        progress: passed to each :func:`accentuate.accentuate` call.
+        repeat: also rerun the original model with ``seed + 1`` (the noise level).
+        seed: the int seed of the accentuation's crops; the same at every depth.
+        progress: passed to each :func:`accentuate.accentuate` call (default: a bar where one
+            can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``canvas``, ``lam``, ...).
@@ -333,14 +335,15 @@ def cascading_randomization(
             raise TypeError(f"cascading_randomization takes one seed and one target; do not pass {bad!r}")
     if bn_stats not in ("keep", "reset"):
         raise ValueError(f"bn_stats must be 'keep' or 'reset'; got {bn_stats!r}")
-    seeds, _ = load_image_set([seed] if not isinstance(seed, (list, tuple)) else seed, "seed")
+    seed = run_seed(seed, accentuate_kwargs, "cascading_randomization")
+    seeds, _ = load_image_set([image] if not isinstance(image, (list, tuple)) else image, "seed")
     if len(seeds) != 1:
         raise ValueError(f"cascading_randomization takes one seed image; got {len(seeds)}")
     spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     # The original model's runs reuse the caller's runner; a randomized copy is another model.
     runner = ModelRunner.reuse(accentuate_kwargs.pop("runner", None), model, spec)
-    objective = as_objective(target).resolve(spec.labels)
+    objective = as_objective(target, model, spec, runner=runner)
     order = list(cascade) if cascade is not None else units(model, spec, runner)[::-1]
     if not order:
         raise ValueError("nothing to randomize: the cascade is empty")
@@ -350,19 +353,19 @@ def cascading_randomization(
     check_layers(model, order)
 
     def run(m: nn.Module, gen: int) -> Any:
-        return accentuate(m, seeds[0], objective, settings, generator=gen, progress=progress,
+        return accentuate(m, seeds[0], objective, settings, seed=gen, progress=progress,
                           runner=runner if m is model else None, **accentuate_kwargs)
 
-    results = [run(model, generator)]
+    results = [run(model, seed)]
     work = copy.deepcopy(model)
     mods = dict(work.named_modules())
     stops: list[str] = []
     for i, name in enumerate(order):
         _randomize_module(mods[name], name_seed(weights_seed, name), bn_stats)
         if i in report:
-            results.append(run(work, generator))
+            results.append(run(work, seed))
             stops.append(name)
-    again = run(model, generator + 1) if repeat else None
+    again = run(model, seed + 1) if repeat else None
 
     seed_canvas = results[0].seeds[0]
     ref_img, ref_mask = results[0].images[0, 0], results[0].masks[0, 0]

@@ -2,12 +2,14 @@
 
 An analysis takes the keywords of :func:`accentuate.accentuate`: :func:`analysis_spec` reads the
 model-spec keys among them (``input_size``, ``normalize``, ...), :func:`analysis_settings` the
-settings (``lam``, ``steps``, ...); what stays are :data:`RUN_KEYS` (``generator``, ``progress``,
-``runner``, ...), passed on to each engine call.
+settings (``lam``, ``steps``, ...); what stays are :data:`RUN_KEYS` (``snapshots``, ``progress``,
+``runner``), passed on to each engine call. :func:`run_seed` reads an analysis's ``seed`` (and its
+old name ``generator=``, deprecated).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import nn
@@ -16,7 +18,7 @@ from ..hooks import ModelRunner
 from ..settings import SPEC_KEYS, Settings
 from ..spec import ModelSpec, resolve_spec
 
-__all__ = ["RUN_KEYS", "analysis_settings", "analysis_spec"]
+__all__ = ["RUN_KEYS", "analysis_settings", "analysis_spec", "run_seed"]
 
 
 def analysis_spec(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
@@ -31,7 +33,32 @@ def analysis_spec(model: nn.Module, kwargs: dict[str, Any]) -> ModelSpec:
 
 #: Keywords of :func:`accentuate.accentuate` that are not settings (``runner``: the caller's
 #: :class:`~accentuate.hooks.ModelRunner`, reused by every pass of the analysis).
-RUN_KEYS = ("generator", "snapshots", "progress", "runner")
+RUN_KEYS = ("snapshots", "progress", "runner")
+
+
+def run_seed(seed: int | None, kwargs: dict[str, Any], where: str) -> int:
+    """The int seed an analysis runs from: ``seed``, or ``generator`` among its keywords (its old
+    name, taken out of ``kwargs`` with a ``DeprecationWarning`` at the analysis's caller);
+    ``None`` draws one. The analysis records it and derives the seed of each of its runs from it.
+
+    Raises:
+        TypeError: both given, or not an int.
+    """
+    if "generator" in kwargs:
+        old = kwargs.pop("generator")
+        if "seed" in kwargs:
+            raise TypeError(f"{where}() got both seed= and generator=; give seed= only (generator= is its old name)")
+        warnings.warn(f"{where}(generator=...) is deprecated; it is seed=..., as in accentuate() and the "
+                      "command line's --seed", DeprecationWarning, stacklevel=3)
+        seed = old
+    if seed is None:
+        import torch
+
+        return int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{where}() needs an int seed (each of its runs uses a seed derived from it); "
+                        f"got {type(seed).__name__}")
+    return seed
 
 
 def analysis_settings(model: nn.Module, spec: ModelSpec, settings: Settings | None,

@@ -126,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
     p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
                    help="range of log-spaced values when --lams is not given (default 0.001 100)")
@@ -147,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "opacity masks normalized across the set.", _LATENT_EXAMPLE)
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="LAYER:CHANNEL, LAYER:CHANNEL@Y,X, a class name or a class index")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
@@ -161,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--cascade", nargs="+", metavar="MODULE",
                    help="modules to randomize, top first (default: the model's units, top down)")
     p.add_argument("--every", type=int, default=1, metavar="K",
@@ -184,7 +187,7 @@ def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str,
     for opt in forbid:
         if opt in kw:
             raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")
-    kw.pop("seed", None)  # passed as generator=
+    kw.pop("seed", None)  # passed as seed= (each analysis derives its runs' seeds from it)
     kw["progress"] = not args.quiet
     return kw
 
@@ -263,7 +266,7 @@ def run_pathway(args: argparse.Namespace) -> int:
         from ..objectives import like
 
         try:
-            target: Any = like(None, args.like, model, runner=kw["runner"])
+            target: Any = like(args.like, model, runner=kw["runner"])
         except ValueError as e:
             raise UsageError(f"--like {args.like!r}: {e}") from None
     else:
@@ -272,7 +275,7 @@ def run_pathway(args: argparse.Namespace) -> int:
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                lam0=args.lam0, layers=args.layers, generator=args.seed, **kw)
+                                lam0=args.lam0, layers=args.layers, seed=args.seed, **kw)
     out = _finish(result, args, started, model)
     if args.intervals:
         from ..outputs.io import atomic_write
@@ -303,7 +306,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise UsageError("--lams needs at least 2 positive, strictly increasing values")
     model, read = _model(args, kw)
     result = lambda_sweep(model, args.seed_image, read(args.target), args.lams, num=args.num, lam_range=(lo, hi),
-                          reference=not args.no_reference, batch=args.batch, generator=args.seed, **kw)
+                          reference=not args.no_reference, batch=args.batch, seed=args.seed, **kw)
     _finish(result, args, started, model)
     if not result.region.found:
         print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
@@ -324,7 +327,7 @@ def run_latent(args: argparse.Namespace) -> int:
     model, read = _model(args, kw)
     canvas = square_side(kw["runner"].spec, canvas, "latent", "--canvas")
     result = latent_features(model, args.seeds, read(args.target), canvas=canvas, batch=args.batch,
-                             generator=args.seed, **kw)
+                             seed=args.seed, **kw)
     _finish(result, args, started, model, columns=args.columns)
     return 0
 
@@ -340,6 +343,6 @@ def run_sanity(args: argparse.Namespace) -> int:
     model, read = _model(args, kw)
     result = cascading_randomization(model, args.seed_image, read(args.target), cascade=args.cascade, every=args.every,
                                      bn_stats=args.bn_stats, weights_seed=args.weights_seed,
-                                     repeat=not args.no_repeat, generator=args.seed, **kw)
+                                     repeat=not args.no_repeat, seed=args.seed, **kw)
     _finish(result, args, started, model)
     return 0

@@ -37,23 +37,17 @@ def say(quiet: bool, *parts: object) -> None:
 
 
 def build_settings(model: nn.Module, spec: ModelSpec, kw: dict[str, Any],
-                   targets: Sequence[TargetInfo] = (), preview_until: bool = False,
-                   runner: ModelRunner | None = None) -> Settings:
+                   targets: Sequence[TargetInfo] = (), runner: ModelRunner | None = None) -> Settings:
     """The run's :class:`~accentuate.settings.Settings`, resolved and checked once, before
     anything runs (mistakes are :class:`UsageError`: exit status 2).
 
-    ``preview_until``: ``until`` came from ``--preview``, not from ``--until``; it is dropped
-    when a target is not a class (it cannot be judged) instead of being an error.
+    ``until`` follows :meth:`Settings.for_targets <accentuate.settings.Settings.for_targets>`, as in
+    the library: ``--preview``'s ``"top1 for classes"`` is dropped when a target is not a class,
+    an explicit ``--until`` with such a target is an error.
     """
     objectives = [t.objective for t in targets]
     try:
-        settings = Settings.resolve(model, spec, runner=runner, **kw)
-        try:
-            settings.check_targets(objectives)
-        except ValueError:
-            if not preview_until:
-                raise
-            settings = settings.replace(until=None)  # --preview stops early only on classes
+        settings = Settings.resolve(model, spec, runner=runner, **kw).for_targets(objectives)
     except (ValueError, TypeError) as e:
         if isinstance(e, AccentuateError):
             raise
@@ -92,10 +86,9 @@ class Command:
         """The targets typed on the command line, each read against the model."""
         return [TargetInfo(t, self.target(t)) for t in texts]
 
-    def settings(self, targets: Sequence[TargetInfo] = (), preview_until: bool = False) -> Settings:
+    def settings(self, targets: Sequence[TargetInfo] = ()) -> Settings:
         """The run's settings from the options (:func:`build_settings`)."""
-        return build_settings(self.model, self.spec, self.kw, targets, preview_until=preview_until,
-                              runner=self.runner)
+        return build_settings(self.model, self.spec, self.kw, targets, runner=self.runner)
 
     def images(self, paths: Sequence[str | os.PathLike | tuple[str, bool]], settings: Settings) -> list[ImageInfo]:
         """The seed images fitted to the canvas (:func:`~accentuate.runs.load_images`; unreadable
@@ -198,15 +191,15 @@ def finish(p: Plan, outcome: Outcome, listing: Sequence[tuple[str, object | None
     return outcome.status
 
 
-def add_run_options(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    """``--batch`` (unless ``batch`` is False) and ``--frames``."""
+def add_run_options(p: argparse.ArgumentParser, batch: bool = True, frames: int = DEFAULT_FRAMES) -> None:
+    """``--batch`` (unless ``batch`` is False) and ``--frames`` (default ``frames``, which its help says)."""
     g = p.add_argument_group("output")
     if batch:
         g.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="B",
                        help=f"pairs optimized together in one batch (default {DEFAULT_BATCH}); lower it "
                        "if memory runs out")
-    g.add_argument("--frames", type=int, default=DEFAULT_FRAMES, metavar="F",
-                   help=f"animation frames per pair (default {DEFAULT_FRAMES}; 0: no animation)")
+    g.add_argument("--frames", type=int, default=frames, metavar="F",
+                   help=f"animation frames per pair (default {frames}; 0: no animation)")
 
 
 def check_run_options(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ Mistakes in the input raise :class:`UsageError` (exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -183,17 +184,21 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
         action = g.add_argument(flag, **kw)
         action.help_text = text  # type: ignore[attr-defined]  # the help without the default
     show_model_defaults(p, DEFAULT_MODEL)
+    g.add_argument("--transforms", nargs="+", metavar="T",
+                   help="jitter, scale and rotation of each crop on top of the crops, e.g. jitter:8 "
+                   "scale:0.9,1.1 rotate:10 (default: none)")
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed; the same seed gives the same result (default 0)")
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
-    from ..settings import PRESETS
+    from ..settings import PRESETS, Until
 
     quick = PRESETS["preview"]
+    stop = str(dataclasses.replace(Until.parse(quick["until"]), classes_only=False))  # type: ignore[type-var]
     g.add_argument("--preview", action="store_true",
-                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and for "
-                   f"class targets stop at {quick['until']} checked every {quick['check_every']} steps (options "
+                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and when "
+                   f"every target is a class stop at {stop} checked every {quick['check_every']} steps (options "
                    "given explicitly still win)")
     g.add_argument("--out", metavar="DIR",
                    help=f"output folder (default: a new {RUNS_DIR}/YYYYmmdd-HHMMSS)")
@@ -258,7 +263,7 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     ``progress``, ``snapshots`` and the like are the caller's to add.
 
     Raises:
-        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``).
+        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``, ``--transforms``).
     """
     kw: dict[str, Any] = {}
     if getattr(args, "preview", False):
@@ -287,6 +292,14 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"--until: {e}") from None
         kw["until"] = until
+    transforms = getattr(args, "transforms", None)
+    if transforms:
+        from ..transforms import parse_transforms
+
+        try:
+            kw["transforms"] = parse_transforms(transforms)
+        except ValueError as e:
+            raise UsageError(f"--transforms: {e}") from None
     seed = getattr(args, "seed", None)
     if seed is not None:
         kw["seed"] = int(seed)

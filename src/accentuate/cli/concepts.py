@@ -76,8 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="most steps of the factorization (default 300)")
     add_model_options(p)
     add_accentuation_options(p)
-    add_run_options(p)
-    p.set_defaults(func=run, frames=0)
+    add_run_options(p, frames=0)
+    p.set_defaults(func=run)
 
 
 def _check_options(args: argparse.Namespace) -> None:

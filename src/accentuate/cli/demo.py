@@ -16,7 +16,7 @@ DEMO_TARGETS = ("tiger cat", "goldfish")
 EXAMPLE = f"""\
 examples:
   accentuate demo
-  accentuate demo --steps 40 --out demo-run
+  accentuate demo --preview --out demo-run    # a quick first look (256-pixel canvas, 8 crops)
 
 Accentuates the bundled photo '{DEMO_PHOTO}' (a cat) toward {' and '.join(repr(t) for t in DEMO_TARGETS)}
 with the embedded model and its default settings (a few minutes on a laptop CPU), then
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     cmd = Command(args, "demo")
     targets = cmd.targets(DEMO_TARGETS)
-    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    settings = cmd.settings(targets)
     images = cmd.images([photo(DEMO_PHOTO)], settings)
     p = cmd.plan(settings, images, targets)
     status = finish(p, execute(p))

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [(str(src), inside) for src, inside, _ in photo_set(args.images, recursive=False)]
     cmd = Command(args, "run")
     targets = cmd.targets(args.target) + reference_targets(args, cmd.model, cmd.runner)
-    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    settings = cmd.settings(targets)
     images = cmd.images(paths, settings)
     p = cmd.plan(settings, images, targets)
     return finish(p, execute(p))
@@ -129,7 +129,7 @@ def reference_targets(args: argparse.Namespace, model: nn.Module, runner: ModelR
     for ref in args.like:
         obj: Objective
         try:
-            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure,
+            obj = like(ref, model, args.like_layer, pool=args.like_pool, measure=args.like_measure,
                        runner=runner)
         except ValueError as e:
             if isinstance(e, UsageError):
@@ -144,7 +144,7 @@ def reference_targets(args: argparse.Namespace, model: nn.Module, runner: ModelR
         if not prompt.strip():
             raise UsageError("an empty --text / --away-from prompt; give the text, e.g. \"a photo of a dog\"")
         try:
-            obj = clip_text(model, prompt, away=away)
+            obj = clip_text(prompt, model, away=away)
         except ValueError as e:
             raise UsageError(f"{'--away-from' if away else '--text'} {prompt!r}: {e}") from None
         out.append(TargetInfo(("away:" if away else "text:") + prompt, obj))
@@ -160,6 +160,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     settings = cmd.settings()
     images, targets, pairs, where = resolve_manifest(rows, cmd.runner, settings,
                                                      lambda paths: cmd.images(paths, settings))
+    settings = settings.for_targets([t.objective for t in targets])  # --preview's until: classes only
     extra = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows), "pairs": len(pairs)}}
     p = cmd.plan(settings, images, targets, pairs=pairs, kind="manifest", rows=where, extra=extra)
     return finish(p, execute(p))

@@ -18,6 +18,8 @@ The package, one idea a module:
   INPUT of the attention output projection, captured as ``NAME@input``);
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
   :func:`like`);
+- :mod:`~accentuate.objectives.function`: :func:`objective`, a function of your own as an objective
+  (recorded by its module, qualified name and a hash of its code);
 - :mod:`~accentuate.objectives.target`: :func:`parse_target`, the target grammar (``goldfish``,
   ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ...) from text to an objective.
 
@@ -57,6 +59,7 @@ from .base import (
     tensor_record,
 )
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
+from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
 from .reference import Like, default_like_layer, like
 from .target import TARGET_FORMS, parse_target, read_vector
@@ -65,6 +68,7 @@ __all__ = [
     "Acts",
     "Channel",
     "Direction",
+    "Function",
     "Head",
     "Layouts",
     "Like",
@@ -88,6 +92,7 @@ __all__ = [
     "like",
     "logit",
     "neuron",
+    "objective",
     "parse_target",
     "read_vector",
     "recorded_unit",

@@ -123,9 +123,13 @@ def default_like_layer(model: nn.Module, spec: ModelSpec | None = None, *,
     return spatial[-1]
 
 
-def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = None, measure: str = "cosine",
+def like(image: Any, model: nn.Module, layer: str | None = None, pool: str | None = None, measure: str = "cosine",
          *, name: str | None = None, runner: ModelRunner | None = None, **spec_overrides: Any) -> Like:
     """Make an image look more like ``image`` to ``model`` at ``layer`` (see :class:`Like`).
+
+    Like every objective builder it takes what it measures first, then the model
+    (``parse_target(text, model)``, ``clip_text(prompt, model)``, ``head(layer, h, model=model)``).
+    The order of before, ``like(layer, image, model)``, still works, with a ``DeprecationWarning``.
 
     The reference image is fitted to the model's input size the way an accentuation's whole
     view is (resized, aspect ratio not kept), preprocessed as the model's spec says, and run
@@ -133,10 +137,10 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
     mean of the patch positions (``pool="mean"``).
 
     Args:
-        layer: a layer name, :data:`~accentuate.hooks.OUTPUT` (``"@output"``: the model's output,
-            e.g. CLIP's image embedding) or ``None`` (:func:`default_like_layer`).
         image: a path, PIL image or ``(3, H, W)`` tensor in [0, 1].
         model: the model that will be accentuated.
+        layer: a layer name, :data:`~accentuate.hooks.OUTPUT` (``"@output"``: the model's output,
+            e.g. CLIP's image embedding) or ``None`` (default: :func:`default_like_layer`).
         pool: ``"cls"``, ``"mean"``, or ``None``: ``"cls"`` when the layer has a leading token,
             else ``"mean"``.
         measure: ``"cosine"`` or ``"dot"``.
@@ -146,10 +150,20 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
         spec_overrides: for a model without a spec, as for :func:`accentuate.spec.resolve_spec`.
     """
     import os
+    import warnings
     from pathlib import Path
+
+    from torch import nn
 
     from ..images import prepare_seeds, resize
     from ..spec import resolve_spec
+
+    if isinstance(layer, nn.Module) and not isinstance(model, nn.Module):  # like(layer, image, model)
+        warnings.warn("like(layer, image, model) is deprecated; write like(image, model, layer=...) (an objective "
+                      "builder takes what it measures, then the model)", DeprecationWarning, stacklevel=2)
+        image, model, layer = model, layer, image
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"like(image, model, layer=None): model must be a torch.nn.Module; got {type(model).__name__}")
 
     spec = runner.spec if runner is not None and not spec_overrides else resolve_spec(model, **spec_overrides)
     runner = ModelRunner.reuse(runner, model, spec)

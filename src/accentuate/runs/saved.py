@@ -114,7 +114,7 @@ def save_result(
                         device=str(run.get("device") or "cpu"), settings=res.config, frames=frames)
     work = WorkList(infos, targets, settings_key(res.config, frames, spec.name), batch_size=n * m)  # one batched run
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an unreadable run.json already there is simply replaced
+        warnings.filterwarnings("ignore", message="ignoring unreadable")  # an unreadable run.json is replaced
         writer = RunWriter(out, header, work, lossless=True)
     writer.forget_previous()
     entries = writer.write_batch(res, work.batches[0], float(run.get("seconds") or 0.0))

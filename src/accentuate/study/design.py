@@ -216,7 +216,8 @@ def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[A
             top class on most photos; ``"channels:LAYER:N"``: the N most selective channels of
             LAYER, by how far their top tenth of photos sits above their mean, in SDs;
             ``"directions:LAYER:N"``: the first N principal directions of LAYER's activations over
-            the photos), a target (class index, class name, :class:`Objective`) or ``(name, target)``.
+            the photos), a target (class index, target string as on the command line, e.g. ``"goldfish"`` or
+            ``"blocks.5:20"``, or :class:`Objective`) or ``(name, target)``.
         labels: the model's class names, if it has classes.
     """
     chosen: list[tuple[str, Objective]] = []
@@ -224,11 +225,12 @@ def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[A
         if is_request(r):
             chosen += _auto(r, runner, views, labels)
         elif isinstance(r, tuple):
-            chosen.append((str(r[0]), as_objective(r[1]).resolve(labels)))
+            chosen.append((str(r[0]), as_objective(r[1], runner.model, runner.spec, runner=runner)))
         else:
-            obj = as_objective(r).resolve(labels)
+            obj = as_objective(r, runner.model, runner.spec, runner=runner)
             idx = obj.class_index
-            chosen.append((labels[idx] if labels and idx is not None else repr(obj), obj))
+            name = labels[idx] if labels and idx is not None else (r.strip() if isinstance(r, str) else repr(obj))
+            chosen.append((name, obj))
     names = [n for n, _ in chosen]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
