@@ -5,14 +5,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate photos gpu-check gpu-wheels
+.PHONY: demo test test-slow test-all test-vit lint docs tour hero bench bench-vit calibrate photos gpu-check gpu-wheels
 
 $(PY):
 	python3 -m venv $(VENV)
 
+# The demo, then the path of its report.html (the page to open). accentuate is then .venv/bin/accentuate.
+DEMO_OUT ?= accentuate-runs/demo
 demo: $(PY)
-	$(PIP) -e ".[plot]"
-	$(VENV)/bin/accentuate demo
+	$(PIP) -e ".[plot,report]"
+	$(VENV)/bin/accentuate demo --out $(DEMO_OUT)
+	@test -f $(DEMO_OUT)/report.html && echo "report: $$(cd $(DEMO_OUT) && pwd)/report.html"
+	@echo "the command line: $(VENV)/bin/accentuate --help (or: source $(VENV)/bin/activate)"
 
 # The suite without the tests that use the pretrained model (marked slow): a few minutes.
 test: $(PY)
@@ -65,10 +69,25 @@ calibrate: $(PY)
 	$(PIP) -e ".[test]"
 	$(PY) benchmarks/calibrate.py --markdown benchmarks/calibration/defaults.md
 
-# The API reference from the docstrings (pdoc) in build/api; fails on any pdoc warning.
+# The documentation site (MkDocs + mkdocstrings: the guides of docs/ and the API reference) in
+# build/site; strict, so any warning (a broken link or anchor, a docstring griffe cannot read) fails.
 docs: $(PY)
 	$(PIP) -e ".[docs]"
-	$(PY) docs/api.py build/api
+	$(VENV)/bin/mkdocs build --strict
+	@echo "site: build/site/index.html"
+
+# examples/tour.ipynb executed again in place, its outputs and the hash of its sources kept in it
+# (about 2 minutes on 2 cores).
+tour: $(PY)
+	$(PIP) -e ".[test]"
+	$(PY) examples/run_tour.py
+
+# The README's figure, docs/figures/hero.png: the run's own figure of the bundled cat toward "tiger"
+# at the defaults (a few minutes on 2 cores); the numbers under it are in build/hero/run.json.
+hero: $(PY)
+	$(PIP) -e .
+	$(VENV)/bin/accentuate run src/accentuate/data/chelsea.jpg --target tiger --frames 0 --out build/hero
+	cp build/hero/chelsea__tiger_figure.png docs/figures/hero.png
 
 # The GCompris photo pool (Debian's gcompris-qt-data, fetched with apt-get download, about 44 MB):
 # photos, licences and manifest in $$ACCENTUATE_PHOTOS or ~/.cache/accentuate/gcompris, the

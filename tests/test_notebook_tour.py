@@ -4,12 +4,17 @@ display methods return.
 
 The kernel is this interpreter (``sys.executable``), named by a kernelspec written to a temporary
 ``JUPYTER_PATH``; the runtime, config and IPython folders are temporary too, so the user's Jupyter
-and IPython set-up is neither read nor written. The notebook is committed without outputs.
+and IPython set-up is neither read nor written.
+
+The notebook is committed with its outputs (pictures included), made by ``make tour``
+(``examples/run_tour.py``), which keeps in its metadata the hash of the code cells' sources that made
+them: a cell edited since fails the fast test below until ``make tour`` is run again.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import re
@@ -39,18 +44,51 @@ def _result(cell: Any) -> dict[str, Any]:
     return dict(results[0].data)
 
 
-def test_the_notebook_is_valid_small_and_committed_without_outputs() -> None:
+def _run_tour() -> Any:
+    """examples/run_tour.py as a module (what ``make tour`` runs)."""
+    spec = importlib.util.spec_from_file_location("run_tour", ROOT / "examples" / "run_tour.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_the_outputs_were_made_by_the_cells_as_they_are() -> None:
+    """The committed outputs come from the committed sources: the hash kept by ``make tour`` matches."""
+    nbformat = pytest.importorskip("nbformat", reason="nbformat (the test extra) is not installed")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    kept = nb.metadata.get("accentuate", {}).get("sources_sha256")
+    assert kept == _run_tour().sources_sha256(nb), (
+        "examples/tour.ipynb: a cell's source changed since its outputs were made; run `make tour`")
+
+
+def test_the_sources_hash_sees_a_changed_cell_and_ignores_markdown() -> None:
+    nbformat = pytest.importorskip("nbformat", reason="nbformat (the test extra) is not installed")
+    run_tour = _run_tour()
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    before = run_tour.sources_sha256(nb)
+    nb.cells[0].source += "\nMore text."  # markdown
+    assert run_tour.sources_sha256(nb) == before
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.source = code.source.replace("acc.load_model()", "acc.load_model('efficientnet_lite0')")
+    assert run_tour.sources_sha256(nb) != before
+
+
+def test_the_notebook_is_valid_and_committed_with_its_outputs() -> None:
     nbformat = pytest.importorskip("nbformat", reason="nbformat (the test extra) is not installed")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "run it in order: make tour"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    for tag in ("result-display", "concepts"):  # the pictures are in it
+        assert "image/png" in _result(_cells(nb)[tag]), tag
     assert list(_cells(nb)) == TAGS  # each tagged cell once, in this order
     assert code[-1].metadata["tags"] == ["concepts"]
     # explanatory text before each code cell
     assert nb.cells[0].cell_type == "markdown"
     assert all(a.cell_type == "markdown" for a, b in zip(nb.cells, nb.cells[1:]) if b.cell_type == "code")
-    assert NOTEBOOK.stat().st_size < 20_000
+    assert sum(len(c.source) for c in nb.cells) < 20_000  # the tour stays short
+    assert NOTEBOOK.stat().st_size < 2_000_000
     assert 'acc.PRESETS["preview"]' in _cells(nb)["accentuate"].source
 
 

@@ -3,7 +3,6 @@ that overtook one, and the API reference building without warnings."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -76,16 +75,3 @@ def test_explain_command_prints_the_rank_change(work: Path, capsys: pytest.Captu
     for line, over in zip(lines, doc["explain"]["overtaken_by"]):
         assert ("overtaken by" in line) == bool(over)
         assert all(o["name"] in line for o in over[:3])
-
-
-@pytest.mark.skipif(importlib.util.find_spec("pdoc") is None, reason='pdoc not installed (pip install "accentuate[docs]")')
-def test_api_reference_builds_without_warnings(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("docs_api", Path(__file__).parents[1] / "docs" / "api.py")
-    api = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(api)  # type: ignore[union-attr]
-    assert "accentuate.result" in api.modules() and "accentuate.__main__" not in api.modules()
-    problems = api.build(tmp_path)
-    assert problems == []
-    page = (tmp_path / "accentuate" / "result.html").read_text()
-    assert 'id="Result.load"' in page and 'id="Result.save"' in page  # the new methods are documented
-    assert (tmp_path / "accentuate" / "outputs" / "saved.html").exists()
