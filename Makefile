@@ -11,10 +11,14 @@ $(PY):
 	python3 -m venv $(VENV)
 
 # The demo, then the path of its report.html (the page to open). accentuate is then .venv/bin/accentuate.
-DEMO_OUT ?= accentuate-runs/demo
+# DEMO_ARGS=--preview: the quick look instead of the defaults.
+ifndef DEMO_OUT
+DEMO_OUT := accentuate-runs/demo-$(shell date +%Y%m%d-%H%M%S)
+endif
+DEMO_ARGS ?=
 demo: $(PY)
 	$(PIP) -e ".[plot,report]"
-	$(VENV)/bin/accentuate demo --out $(DEMO_OUT)
+	$(VENV)/bin/accentuate demo --out $(DEMO_OUT) $(DEMO_ARGS)
 	@test -f $(DEMO_OUT)/report.html && echo "report: $$(cd $(DEMO_OUT) && pwd)/report.html"
 	@echo "the command line: $(VENV)/bin/accentuate --help (or: source $(VENV)/bin/activate)"
 

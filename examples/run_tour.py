@@ -3,7 +3,8 @@
 The notebook is committed with its outputs (pictures included), so that it reads on a code host.
 This executes every cell in a Jupyter kernel of this interpreter (nbclient and ipykernel, the
 ``test`` extra), in a temporary working folder (what the tour saves does not land in the checkout),
-and writes the notebook back with its new outputs and, in its metadata, the hash of the code cells'
+and writes the notebook back with its new outputs (progress bars as Jupyter shows them once they are
+done: see :func:`coalesce_streams`) and, in its metadata, the hash of the code cells'
 sources that made them (``metadata["accentuate"]["sources_sha256"]``). ``tests/test_notebook_tour.py``
 fails when a cell's source no longer matches that hash: edit a cell, then run this.
 
@@ -53,7 +54,8 @@ def kernel_env(src: Path | None = None) -> Iterator[str]:
         path = os.pathsep.join([str(src), *filter(None, [os.environ.get("PYTHONPATH")])])
         spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                 "display_name": "accentuate (tour)", "language": "python",
-                "env": {"PYTHONPATH": path, "MPLBACKEND": "Agg"}}
+                # tqdm.auto's note that ipywidgets is absent (the text bar is used instead) is not part of the tour
+                "env": {"PYTHONPATH": path, "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore:IProgress not found"}}
         (spec_dir / "kernel.json").write_text(json.dumps(spec))
         os.environ["JUPYTER_PATH"] = str(root / "jupyter")
         for var, name in [("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_CONFIG_DIR", "config"),
@@ -69,6 +71,38 @@ def kernel_env(src: Path | None = None) -> Iterator[str]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+
+
+def as_displayed(text: str) -> str:
+    """Stream text as a terminal or Jupyter shows it: each carriage return goes back to the start of
+    the line and what follows writes over it (a progress bar's updates leave its last state)."""
+    lines = []
+    for raw in text.split("\n"):
+        shown = ""
+        for segment in raw.split("\r"):
+            shown = segment + shown[len(segment):]
+        lines.append(shown.rstrip())
+    return "\n".join(lines)
+
+
+def coalesce_streams(nb: Any) -> Any:
+    """Join each cell's consecutive stream outputs of one name and keep them as they are displayed
+    (:func:`as_displayed`); a stream left blank (a progress bar cleared at its end) is dropped."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        joined: list[Any] = []
+        for out in cell.outputs:
+            if (out.output_type == "stream" and joined and joined[-1].output_type == "stream"
+                    and joined[-1].name == out.name):
+                joined[-1].text += out.text
+            else:
+                joined.append(out)
+        for out in joined:
+            if out.output_type == "stream":
+                out.text = as_displayed(out.text).strip("\n") + "\n"
+        cell.outputs = [o for o in joined if o.output_type != "stream" or o.text.strip()]
+    return nb
 
 
 def execute(nb: Any, workdir: Path, kernel: str, timeout: int = 900) -> Any:
@@ -95,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with kernel_env() as kernel, tempfile.TemporaryDirectory(prefix="tour-run-") as work:
         execute(nb, Path(work), kernel)
+    coalesce_streams(nb)
     nb.metadata.pop("widgets", None)
     nb.metadata[META] = {"sources_sha256": sources_sha256(nb), "made_by": "make tour (examples/run_tour.py)"}
     nbformat.validate(nb)
