@@ -113,14 +113,16 @@ def study_inputs(seed_img):
 def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inputs, tmp_path):
     classes, seeds = study_inputs
     st = pathway_study(tiny, classes, seeds, feature_vis=2, work=tmp_path / "work", **QUICK)
-    assert st.kinds == ["accentuation", "lam0", "seed", "feature_vis", "natural"]
+    assert st.kinds == ["accentuation", "lam0", "seed", "feature_vis", "other_class", "natural"]
     assert set(st.runs) == {"accentuation", "lam0", "feature_vis_0", "feature_vis_1"}
     assert st.runs["accentuation"].images.shape[:2] == (2, 2) and st.runs["feature_vis_0"].images.shape[:2] == (1, 2)
-    # one seed draw for every class; naturals and feature visualizations per class
+    # one seed draw for every class; naturals and feature visualizations per class (the floor of a
+    # class is drawn from the other classes' naturals, not on its own)
     assert st.unit_sizes() == {"seed": 2, "cherry/natural": 3, "cherry/feature_vis": 2, "date/natural": 4,
                                "date/feature_vis": 2}
     # every accentuation or seed is compared with every natural photo of its class
-    assert st.pathways["date"].pairs == {"accentuation": 8, "lam0": 8, "seed": 8, "feature_vis": 8, "natural": 6}
+    assert st.pathways["date"].pairs == {"accentuation": 8, "lam0": 8, "seed": 8, "feature_vis": 8,
+                                         "other_class": 12, "natural": 6}
     # the lam-0 run differs from the regularized one; both start from the same seeds
     assert not torch.equal(st.runs["lam0"].images, st.runs["accentuation"].images)
     ci = st.intervals(replicates=300)
@@ -128,7 +130,8 @@ def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inp
     n = len(st.layers)
     for scope, by_name in ci.items():
         assert set(by_name) == {*st.kinds, "accentuation - seed", "accentuation - lam0",
-                                "accentuation - feature_vis", "natural - accentuation"}
+                                "accentuation - feature_vis", "natural - accentuation",
+                                "accentuation - other_class", "natural - other_class"}
         for name, iv in by_name.items():
             assert isinstance(iv, Interval) and iv.estimate.shape == (n,)
             assert torch.all(iv.lower <= iv.estimate + 1e-9) and torch.all(iv.estimate <= iv.upper + 1e-9), (scope, name)
@@ -145,7 +148,7 @@ def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inp
                        "pathway_pool_images.png"}
     csv_lines = (tmp_path / "out" / "pathway_pool.csv").read_text().splitlines()
     assert csv_lines[0] == "scope,layer,depth,quantity,estimate,lower,upper,pairs"
-    assert len(csv_lines) == 1 + 3 * (5 + 4) * n
+    assert len(csv_lines) == 1 + 3 * (6 + 6) * n
     doc = json.loads((tmp_path / "out" / "pathway_pool.json").read_text())
     assert doc["natural_photos"]["date"] == [f"natural photos of date[{i}]" for i in range(4)]
 

@@ -1,0 +1,170 @@
+"""The numbers of a pathway comparison: which vectors, which correlation, against what.
+
+A pathway comparison (:func:`~accentuate.analysis.pathway.pathway_similarity`) describes
+each image, at each layer, by one vector per *form* and correlates vectors:
+
+- measure ``"activation"`` (the path similarity of Geirhos et al. 2023): form ``pooled``,
+  the channels' spatial means ``(C,)``; and ``unpooled``, the whole ``C x H x W`` output
+  (compared in pairs only);
+- measure ``"attribution"`` (the paper's circuits, see :mod:`accentuate.analysis.attribution`):
+  forms ``absolute`` and ``signed``, each channel's spatial mean of ``|a| |dT/da|`` or
+  ``a dT/da``.
+
+A *statistic* is a form and a correlation: ``"pooled"`` is the Pearson r of pooled vectors,
+``"pooled_spearman"`` their Spearman r (Pearson r of the ranks, ties at their average rank).
+
+Two *baselines* say what an image is compared with:
+
+- ``"pairs"``: every natural photo of the class, one by one (the mean over pairs); the
+  natural photos among themselves, each pair of distinct photos once;
+- ``"prototype"``: the class's prototype, the mean vector of its natural photos; a natural
+  photo is compared with the mean of the *other* natural photos (leave one out: never with
+  a prototype that holds itself).
+
+The functions here are vectorized over bootstrap replicates (see
+:func:`accentuate.analysis.bootstrap`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["BASELINES", "CORRELATIONS", "MEASURES", "correlation_matrix", "prototype_means", "row_correlation",
+           "row_ranks", "split_statistic", "statistics_of"]
+
+#: What describes an image at a layer.
+MEASURES = ("activation", "attribution")
+#: How two vectors are compared.
+CORRELATIONS = ("pearson", "spearman")
+#: What an image is compared with.
+BASELINES = ("pairs", "prototype")
+
+_FORMS = {"activation": ("pooled",), "attribution": ("absolute", "signed")}
+
+
+def check_measure(measure: str) -> str:
+    """``measure`` if it is one of :data:`MEASURES`, else a ``ValueError`` naming them."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
+    return measure
+
+
+def check_baseline(baseline: str) -> str:
+    """``baseline`` if it is one of :data:`BASELINES`, else a ``ValueError`` naming them."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {', '.join(BASELINES)}; got {baseline!r}")
+    return baseline
+
+
+def forms_of(measure: str) -> tuple[str, ...]:
+    """The vector forms of a measure: ``("pooled",)`` or ``("absolute", "signed")``."""
+    return _FORMS[check_measure(measure)]
+
+
+def statistics_of(measure: str) -> list[str]:
+    """The statistics of a measure, the main one first.
+
+    Example:
+        >>> statistics_of("activation")
+        ['pooled', 'unpooled', 'pooled_spearman']
+        >>> statistics_of("attribution")
+        ['absolute', 'signed', 'absolute_spearman', 'signed_spearman']
+    """
+    forms = forms_of(measure)
+    extra = ["unpooled"] if measure == "activation" else []
+    return [*forms, *extra, *(f"{f}_spearman" for f in forms)]
+
+
+def split_statistic(statistic: str) -> tuple[str, str]:
+    """``(form, correlation)`` of a statistic: ``"signed_spearman"`` -> ``("signed", "spearman")``."""
+    form, _, corr = statistic.partition("_")
+    return form, corr or "pearson"
+
+
+def row_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The rank of each entry along the last axis (0-based, ties at their average rank).
+
+    Example:
+        >>> row_ranks(torch.tensor([[3.0, 1.0, 3.0, 0.0]]))
+        tensor([[2.5000, 1.0000, 2.5000, 0.0000]], dtype=torch.float64)
+    """
+    x = x.double()
+    values, order = x.sort(dim=-1)
+    n = x.shape[-1]
+    pos = torch.arange(n, dtype=torch.float64).expand_as(values)
+    new = torch.ones_like(values, dtype=torch.bool)
+    new[..., 1:] = values[..., 1:] != values[..., :-1]
+    group = new.long().cumsum(dim=-1) - 1  # the tie group of each sorted entry
+    sums = torch.zeros_like(values).scatter_add_(-1, group, pos)
+    counts = torch.zeros_like(values).scatter_add_(-1, group, torch.ones_like(values))
+    mean = sums.gather(-1, group) / counts.gather(-1, group)
+    return torch.empty_like(values).scatter_(-1, order, mean)
+
+
+def row_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson r along the last axis of ``x`` and ``y`` (broadcast); NaN where one is constant."""
+    x = x.double() - x.double().mean(dim=-1, keepdim=True)
+    y = y.double() - y.double().mean(dim=-1, keepdim=True)
+    den = x.norm(dim=-1) * y.norm(dim=-1)
+    r = (x * y).sum(dim=-1) / den
+    return torch.where(den > 0, r, torch.full_like(r, math.nan))
+
+
+def correlation_matrix(a: torch.Tensor, b: torch.Tensor, correlation: str = "pearson") -> torch.Tensor:
+    """The correlation of every row of ``a`` ``(Na, ...)`` with every row of ``b`` ``(Nb, ...)`` (flattened),
+    ``(Na, Nb)``, float32; NaN where a row is constant."""
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}; got {correlation!r}")
+    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"cannot correlate vectors of {a.shape[1]} and {b.shape[1]} entries")
+    if correlation == "spearman":
+        a, b = row_ranks(a), row_ranks(b)
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    den = na[:, None] * nb[None, :]
+    r = (a @ b.T) / den
+    return torch.where(den > 0, r, torch.full_like(r, math.nan)).float()
+
+
+def prototype_means(vectors: torch.Tensor, naturals: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor,
+                    correlation: str = "pearson") -> torch.Tensor:
+    """The mean correlation of drawn images with the prototype of the drawn natural photos.
+
+    Args:
+        vectors: ``(n, C)`` the images of a kind; ``None`` rows (below) for the natural photos.
+        naturals: ``(m, C)`` the natural photos of the class.
+        rows: ``(R, a)`` drawn indices into ``vectors``; ``None`` compares the natural photos
+            themselves, each with the mean of the *other* drawn photos (a photo drawn twice
+            is left out of its own prototype with all its copies; NaN if no other is drawn).
+        cols: ``(R, b)`` drawn indices into ``naturals`` (the photos of the prototype).
+        correlation: ``"pearson"`` or ``"spearman"``.
+
+    Returns:
+        ``(R,)``, float64: each replicate's mean correlation over its drawn images.
+    """
+    if correlation not in CORRELATIONS:
+        raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}; got {correlation!r}")
+    spearman = correlation == "spearman"
+    nat = naturals.double()[cols]  # (R, b, C)
+    total = nat.sum(dim=1)
+    b = cols.shape[1]
+    if rows is None:  # leave one out (all copies of the photo itself)
+        copies = (cols[:, :, None] == cols[:, None, :]).sum(dim=-1).double()  # (R, b)
+        others = b - copies
+        proto = (total[:, None, :] - copies[..., None] * nat) / others.clamp(min=1)[..., None]
+        x = (row_ranks(naturals) if spearman else naturals.double())[cols]
+        empty = others == 0
+    else:
+        proto = (total / b)[:, None, :]
+        x = (row_ranks(vectors) if spearman else vectors.double())[rows]  # (R, a, C): ranks are per image
+        empty = None
+    if spearman:
+        proto = row_ranks(proto)
+    r = row_correlation(x, proto)
+    if empty is not None:
+        r = r.masked_fill(empty, math.nan)
+    return torch.nanmean(r, dim=1)
