@@ -17,7 +17,7 @@ from accentuate.analysis.attribution import channel_attributions
 from accentuate.analysis.pathway import no_residual_layers
 from accentuate.analysis.pathway_measures import (
     correlation_matrix,
-    prototype_means,
+    prototype_correlations,
     row_correlation,
     row_ranks,
     statistics_of,
@@ -114,22 +114,28 @@ def test_ranks_and_spearman_match_the_one_dimensional_helpers():
 def test_prototype_baseline_leaves_the_image_itself_out():
     g = torch.Generator().manual_seed(0)
     nat = torch.randn(4, 10, generator=g, dtype=torch.float64)
-    cols = torch.arange(4)[None]
-    loo = prototype_means(None, nat, None, cols)  # type: ignore[arg-type]
+    other = torch.randn(2, 10, generator=g, dtype=torch.float64)
+
+    def proto(cols, rows=((0, 1),), correlation="pearson"):
+        return prototype_correlations({"other": other}, nat, {"other": torch.tensor(rows)}, torch.tensor(cols),
+                                      correlation)
+
+    loo = proto([[0, 1, 2, 3]])["natural"]
     by_hand = sum(float(row_correlation(nat[j], (nat.sum(0) - nat[j]) / 3)) for j in range(4)) / 4
     with_itself = sum(float(row_correlation(nat[j], nat.mean(0))) for j in range(4)) / 4
     assert float(loo) == pytest.approx(by_hand, abs=1e-9)
     assert with_itself > by_hand + 0.05  # what including itself would have added
     # a photo drawn twice is left out of its own prototype with its copy
-    two = prototype_means(None, nat, None, torch.tensor([[0, 0, 1]]))  # type: ignore[arg-type]
     r01 = float(row_correlation(nat[0], nat[1]))
-    assert float(two) == pytest.approx(r01, abs=1e-9)  # photo 0 against photo 1, photo 1 against photo 0
-    assert math.isnan(float(prototype_means(None, nat, None, torch.tensor([[2, 2, 2]]))))  # type: ignore[arg-type]
-    # another kind is compared with the full prototype of the drawn photos
-    other = torch.randn(2, 10, generator=g, dtype=torch.float64)
-    full = prototype_means(other, nat, torch.tensor([[1, 1]]), torch.tensor([[0, 3]]), "spearman")
+    assert float(proto([[0, 0, 1]])["natural"]) == pytest.approx(r01, abs=1e-9)  # 0 against 1, 1 against 0
+    assert math.isnan(float(proto([[2, 2, 2]])["natural"]))  # no other photo drawn
+    # another kind is compared with the full prototype of the drawn photos; Spearman ranks the mean vector
+    full = proto([[0, 3]], rows=((1, 1),), correlation="spearman")["other"]
     ranks = row_ranks(torch.stack([other[1], (nat[0] + nat[3]) / 2]))
     assert float(full) == pytest.approx(float(row_correlation(ranks[0], ranks[1])), abs=1e-9)
+    # replicates are independent rows
+    two = proto([[0, 1, 2, 3], [0, 0, 1, 1]])["natural"]
+    assert float(two[0]) == pytest.approx(by_hand, abs=1e-9) and float(two[1]) == pytest.approx(r01, abs=1e-9)
 
 
 # -- pathway_similarity -----------------------------------------------------------------------
@@ -246,6 +252,6 @@ def test_attribution_on_the_embedded_model(lite0):
     runner = acc.hooks.ModelRunner(lite0, lite0.accentuate_spec)
     value = runner(views)[acc.OUTPUT][0, index]
     total = float(attr["head"]["signed"].sum()) * 49
-    assert total == pytest.approx(float(value - lite0.classifier.bias[index]), rel=1e-4)
+    assert total == pytest.approx(float(value - lite0.classifier.bias[index].detach()), rel=1e-4)
     marks = no_residual_layers(lite0, list(lite0.accentuate_spec.pathway_layers))
     assert sorted(marks, key=lambda l: int(l.split(".")[1])) == [f"blocks.{i}" for i in (0, 1, 3, 5, 8, 11, 15)]

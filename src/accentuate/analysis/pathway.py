@@ -94,7 +94,7 @@ from .pathway_measures import (
     check_measure,
     correlation_matrix,
     forms_of,
-    prototype_means,
+    prototype_correlations,
     split_statistic,
     statistics_of,
 )
@@ -235,7 +235,8 @@ class Pathway(Display):
         vector of the natural images); a natural image with the mean of the *other* ones."""
         statistic = self._stat(statistic)
         ident = {u: torch.arange(n)[None] for u, n in self.unit_sizes().items()}
-        return {k: self.pair_statistic(k, ident, statistic, "prototype")[0].float() for k in self.kinds}
+        table = self.statistic_table(ident, statistic, "prototype")[0].float()
+        return {k: table[i] for i, k in enumerate(self.kinds)}
 
     # -- resampling -----------------------------------------------------------------------------
     def unit(self, kind: str) -> str:
@@ -267,17 +268,31 @@ class Pathway(Display):
             ``(R, L)``.
         """
         statistic, baseline = self._stat(statistic), check_baseline(baseline)
-        nat = draws["natural"]
-        rows = nat if kind == "natural" else draws[self.unit(kind)]
         if baseline == "pairs":
+            nat = draws["natural"]
+            rows = nat if kind == "natural" else draws[self.unit(kind)]
             return pair_means(self.pairwise[statistic][kind], rows, nat)
+        return self.statistic_table(draws, statistic, baseline, [kind])[:, 0]
+
+    def statistic_table(self, draws: Mapping[str, torch.Tensor], statistic: str | None = None,
+                        baseline: str = "pairs", kinds: Sequence[str] | None = None) -> torch.Tensor:
+        """:meth:`pair_statistic` of several kinds (default: all) at once, ``(R, K, L)`` (one
+        prototype per replicate and layer serves every kind)."""
+        statistic, baseline = self._stat(statistic), check_baseline(baseline)
+        kinds = list(self.kinds if kinds is None else kinds)
+        if baseline == "pairs":
+            return torch.stack([self.pair_statistic(k, draws, statistic) for k in kinds], dim=1)
         form, corr = split_statistic(statistic)
         if form not in self.vectors:
             raise ValueError(f"the {statistic} statistic has no prototype baseline (its vectors are not kept)")
         vec = self.vectors[form]
-        out = [prototype_means(vec[kind][i], vec["natural"][i], None if kind == "natural" else rows, nat, corr)
-               for i in range(len(self.layers))]
-        return torch.stack(out, dim=1)
+        others = [k for k in kinds if k != "natural"]
+        rows = {k: draws[self.unit(k)] for k in others}
+        per_layer = []
+        for i in range(len(self.layers)):
+            r = prototype_correlations({k: vec[k][i] for k in others}, vec["natural"][i], rows, draws["natural"], corr)
+            per_layer.append(torch.stack([r[k] for k in kinds], dim=1))
+        return torch.stack(per_layer, dim=2)
 
     def intervals(self, replicates: int = 2000, level: float = 0.95, generator: int = 0,
                   statistic: str | None = None, baseline: str = "pairs") -> dict[str, Interval]:
@@ -302,7 +317,7 @@ class Pathway(Display):
         statistic, baseline = self._stat(statistic), check_baseline(baseline)
 
         def stat(draws: dict[str, torch.Tensor]) -> torch.Tensor:
-            return torch.stack([self.pair_statistic(k, draws, statistic, baseline) for k in self.kinds], dim=1)
+            return self.statistic_table(draws, statistic, baseline)
 
         ci = bootstrap(stat, self.unit_sizes(), replicates, level, generator)
         return {k: ci[i] for i, k in enumerate(self.kinds)}

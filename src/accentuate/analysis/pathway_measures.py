@@ -28,10 +28,11 @@ The functions here are vectorized over bootstrap replicates (see
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
-__all__ = ["BASELINES", "CORRELATIONS", "MEASURES", "correlation_matrix", "prototype_means", "row_correlation",
+__all__ = ["BASELINES", "CORRELATIONS", "MEASURES", "correlation_matrix", "prototype_correlations", "row_correlation",
            "row_ranks", "split_statistic", "statistics_of"]
 
 #: What describes an image at a layer.
@@ -130,41 +131,52 @@ def correlation_matrix(a: torch.Tensor, b: torch.Tensor, correlation: str = "pea
     return torch.where(den > 0, r, torch.full_like(r, math.nan)).float()
 
 
-def prototype_means(vectors: torch.Tensor, naturals: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor,
-                    correlation: str = "pearson") -> torch.Tensor:
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Each row centred and scaled to norm 1 along the last axis (NaN rows where it is constant), so
+    that Pearson r is a dot product."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    n = x.norm(dim=-1, keepdim=True)
+    return x / torch.where(n > 0, n, torch.full_like(n, math.nan))
+
+
+def prototype_correlations(kinds: Mapping[str, torch.Tensor], naturals: torch.Tensor,
+                           rows: Mapping[str, torch.Tensor], cols: torch.Tensor,
+                           correlation: str = "pearson") -> dict[str, torch.Tensor]:
     """The mean correlation of drawn images with the prototype of the drawn natural photos.
 
+    The prototype is the mean vector of the drawn natural photos. Each natural photo is
+    compared with the mean of the *other* drawn photos (leave one out: a photo drawn twice is
+    left out of its own prototype with all its copies; NaN when no other photo is drawn).
+
     Args:
-        vectors: ``(n, C)`` the images of a kind; ``None`` rows (below) for the natural photos.
+        kinds: ``{kind: (n, C)}`` the images of the other kinds (not the natural photos).
         naturals: ``(m, C)`` the natural photos of the class.
-        rows: ``(R, a)`` drawn indices into ``vectors``; ``None`` compares the natural photos
-            themselves, each with the mean of the *other* drawn photos (a photo drawn twice
-            is left out of its own prototype with all its copies; NaN if no other is drawn).
-        cols: ``(R, b)`` drawn indices into ``naturals`` (the photos of the prototype).
-        correlation: ``"pearson"`` or ``"spearman"``.
+        rows: ``{kind: (R, a)}`` drawn indices into ``kinds[kind]``.
+        cols: ``(R, b)`` drawn indices into ``naturals``.
+        correlation: ``"pearson"`` or ``"spearman"`` (the prototype's ranks: the mean vector is
+            ranked, not the mean of ranks).
 
     Returns:
-        ``(R,)``, float64: each replicate's mean correlation over its drawn images.
+        ``{kind: (R,), "natural": (R,)}``, float64: each replicate's mean over its drawn images.
     """
     if correlation not in CORRELATIONS:
         raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}; got {correlation!r}")
-    spearman = correlation == "spearman"
-    nat = naturals.double()[cols]  # (R, b, C)
-    total = nat.sum(dim=1)
-    b = cols.shape[1]
-    if rows is None:  # leave one out (all copies of the photo itself)
-        copies = (cols[:, :, None] == cols[:, None, :]).sum(dim=-1).double()  # (R, b)
-        others = b - copies
-        proto = (total[:, None, :] - copies[..., None] * nat) / others.clamp(min=1)[..., None]
-        x = (row_ranks(naturals) if spearman else naturals.double())[cols]
-        empty = others == 0
-    else:
-        proto = (total / b)[:, None, :]
-        x = (row_ranks(vectors) if spearman else vectors.double())[rows]  # (R, a, C): ranks are per image
-        empty = None
-    if spearman:
-        proto = row_ranks(proto)
-    r = row_correlation(x, proto)
-    if empty is not None:
-        r = r.masked_fill(empty, math.nan)
-    return torch.nanmean(r, dim=1)
+    rank = row_ranks if correlation == "spearman" else (lambda t: t.double())
+    nat = naturals.double()
+    r_count, b = cols.shape
+    m = nat.shape[0]
+    total = nat[cols].sum(dim=1)  # (R, C)
+    proto = _unit_rows(rank(total / b))  # (R, C)
+    out = {}
+    for k, vec in kinds.items():
+        r = proto @ _unit_rows(rank(vec)).T  # (R, n)
+        out[k] = torch.nanmean(r.gather(1, rows[k]), dim=1)
+    # leave one out, per distinct photo j: the mean of the drawn photos without j's copies
+    copies = torch.zeros(r_count, m, dtype=torch.float64).scatter_add_(1, cols, torch.ones_like(cols, dtype=torch.float64))
+    others = b - copies  # (R, m)
+    loo = (total[:, None, :] - copies[..., None] * nat[None]) / others.clamp(min=1)[..., None]  # (R, m, C)
+    r = (_unit_rows(rank(loo)) * _unit_rows(rank(nat))[None]).sum(dim=-1)  # (R, m)
+    weight = torch.where((others > 0) & ~torch.isnan(r), copies, torch.zeros_like(copies))
+    mean = (torch.nan_to_num(r) * weight).sum(dim=1) / weight.sum(dim=1)
+    out["natural"] = torch.where(weight.sum(dim=1) > 0, mean, torch.full_like(mean, math.nan))
+    return out

@@ -200,8 +200,7 @@ class PathwayStudy:
             per_class = []
             for c in self.classes:
                 pw = self.pathways[c]
-                view = self._view(c, draws, shared)
-                per_class.append(torch.stack([pw.pair_statistic(k, view, statistic, baseline) for k in kinds], dim=1))
+                per_class.append(pw.statistic_table(self._view(c, draws, shared), statistic, baseline, kinds))
             values = torch.stack(per_class, dim=1)  # (R, C, K, L)
             values = torch.cat([values, values.mean(dim=1, keepdim=True)], dim=1)  # + the mean over classes
             diffs = [values[:, :, idx[a]] - values[:, :, idx[b]] for a, b in comps]
