@@ -97,6 +97,8 @@ def row_ranks(x: torch.Tensor) -> torch.Tensor:
     pos = torch.arange(n, dtype=torch.float64).expand_as(values)
     new = torch.ones_like(values, dtype=torch.bool)
     new[..., 1:] = values[..., 1:] != values[..., :-1]
+    if bool(new.all()):  # no ties: the ranks are the sorting order inverted
+        return torch.empty_like(values).scatter_(-1, order, pos)
     group = new.long().cumsum(dim=-1) - 1  # the tie group of each sorted entry
     sums = torch.zeros_like(values).scatter_add_(-1, group, pos)
     counts = torch.zeros_like(values).scatter_add_(-1, group, torch.ones_like(values))
@@ -161,22 +163,58 @@ def prototype_correlations(kinds: Mapping[str, torch.Tensor], naturals: torch.Te
     """
     if correlation not in CORRELATIONS:
         raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}; got {correlation!r}")
-    rank = row_ranks if correlation == "spearman" else (lambda t: t.double())
     nat = naturals.double()
     r_count, b = cols.shape
     m = nat.shape[0]
-    total = nat[cols].sum(dim=1)  # (R, C)
-    proto = _unit_rows(rank(total / b))  # (R, C)
-    out = {}
-    for k, vec in kinds.items():
-        r = proto @ _unit_rows(rank(vec)).T  # (R, n)
-        out[k] = torch.nanmean(r.gather(1, rows[k]), dim=1)
-    # leave one out, per distinct photo j: the mean of the drawn photos without j's copies
     copies = torch.zeros(r_count, m, dtype=torch.float64).scatter_add_(1, cols, torch.ones_like(cols, dtype=torch.float64))
-    others = b - copies  # (R, m)
-    loo = (total[:, None, :] - copies[..., None] * nat[None]) / others.clamp(min=1)[..., None]  # (R, m, C)
-    r = (_unit_rows(rank(loo)) * _unit_rows(rank(nat))[None]).sum(dim=-1)  # (R, m)
+    others = b - copies  # (R, m): the drawn photos that are not photo j
+    if correlation == "pearson":
+        out, r = _pearson_prototype(kinds, nat, rows, copies)
+    else:
+        out, r = _spearman_prototype(kinds, nat, rows, copies, others)
     weight = torch.where((others > 0) & ~torch.isnan(r), copies, torch.zeros_like(copies))
-    mean = (torch.nan_to_num(r) * weight).sum(dim=1) / weight.sum(dim=1)
+    mean = (torch.nan_to_num(r) * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1)
     out["natural"] = torch.where(weight.sum(dim=1) > 0, mean, torch.full_like(mean, math.nan))
     return out
+
+
+def _pearson_prototype(kinds: Mapping[str, torch.Tensor], nat: torch.Tensor, rows: Mapping[str, torch.Tensor],
+                       copies: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Pearson r with the prototype from dot products: centring is linear, and r does not depend on
+    the prototype's scale, so the drawn sum ``S = copies @ V`` of the centred natural vectors ``V``
+    stands for the prototype and every norm comes from the Gram matrix ``V V^T``.
+
+    Returns:
+        ``({kind: (R,)}, (R, m))``: each kind's mean r, and each natural photo's r with the
+        prototype of the other drawn photos.
+    """
+    v = nat - nat.mean(dim=1, keepdim=True)
+    gram = v @ v.T  # (m, m)
+    s_v = copies @ gram  # (R, m): <S, v_j>
+    s_norm = (s_v * copies).sum(dim=1).clamp(min=0).sqrt()  # (R,): |S|
+    out = {}
+    for k, vec in kinds.items():
+        num = copies @ (v @ _unit_rows(vec.double()).T)  # (R, n): <S, x_i / |x_i|>
+        r = num / torch.where(s_norm > 0, s_norm, torch.full_like(s_norm, math.nan))[:, None]
+        out[k] = torch.nanmean(r.gather(1, rows[k]), dim=1)
+    # photo j against S - c_j v_j (the others' sum): <v_j, S - c_j v_j> / (|v_j| |S - c_j v_j|)
+    sq = gram.diagonal()[None]  # (1, m): |v_j|^2
+    num = s_v - copies * sq
+    den = (s_norm[:, None] ** 2 - 2 * copies * s_v + copies ** 2 * sq).clamp(min=0).sqrt() * sq.sqrt()
+    r = num / torch.where(den > 1e-12 * (sq + 1), den, torch.full_like(den, math.nan))
+    return out, r
+
+
+def _spearman_prototype(kinds: Mapping[str, torch.Tensor], nat: torch.Tensor, rows: Mapping[str, torch.Tensor],
+                        copies: torch.Tensor, others: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Spearman r with the prototype: the ranks of the mean vector (per replicate), against each
+    image's ranks. Returns what :func:`_pearson_prototype` returns."""
+    total = copies @ nat  # (R, C)
+    proto = _unit_rows(row_ranks(total))  # the ranks of the sum are those of the mean
+    out = {}
+    for k, vec in kinds.items():
+        r = proto @ _unit_rows(row_ranks(vec)).T  # (R, n)
+        out[k] = torch.nanmean(r.gather(1, rows[k]), dim=1)
+    loo = total[:, None, :] - copies[..., None] * nat[None]  # (R, m, C): the others' sum
+    r = (_unit_rows(row_ranks(loo)) * _unit_rows(row_ranks(nat))[None]).sum(dim=-1)
+    return out, torch.where(others > 0, r, torch.full_like(r, math.nan))
