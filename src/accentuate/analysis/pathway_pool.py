@@ -317,6 +317,9 @@ class PathwayStudy:
 
     def _lines(self, ax: Any, by_name: Mapping[str, Interval], label: bool = True) -> None:
         x = list(range(len(self.layers)))
+        for i, layer in enumerate(self.layers):  # the layers without a residual connection, shaded
+            if layer in self.marks:
+                ax.axvspan(i - 0.5, i + 0.5, color="0.9", lw=0, zorder=0)
         for k in self.kinds:
             colour, marker, ls = _STYLE.get(k, (None, "x", "-"))
             ci = by_name[k]
@@ -348,7 +351,7 @@ class PathwayStudy:
                              fontsize=9)
             axes[i, 0].set_ylabel("r with natural photos", fontsize=8)
         level = next(iter(next(iter(all_intervals.values()))[MEAN].values())).level
-        marks = "; * no residual connection" if self.marks else ""
+        marks = "; * shaded: no residual connection" if self.marks else ""
         fig.suptitle(title or f"Pathway similarity ({self.measure}), mean over {len(self.classes)} classes, "
                      f"{round(100 * level)}% bootstrap intervals{marks}", fontsize=11)
         handles, labels = axes[0, 0].get_legend_handles_labels()
