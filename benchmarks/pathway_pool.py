@@ -45,8 +45,11 @@ import torch
 
 import accentuate as acc
 from accentuate.analysis import pathway_study
-from accentuate.analysis._shared import layer_activations, markdown_table, model_view, spec_of
+from accentuate.analysis.activations import layer_activations
+from accentuate.analysis.setup import analysis_spec
+from accentuate.analysis.writing import markdown_table
 from accentuate.hooks import OUTPUT
+from accentuate.images import model_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import default_cache  # noqa: E402  (benchmarks/photos.py: where the pool is)
@@ -71,7 +74,7 @@ def read_manifest(cache: Path) -> list[dict[str, str]]:
 
 def class_ranks(model: torch.nn.Module, files: list[Path], index: int) -> list[int]:
     """The model's rank (1 = top) of class ``index`` on each photo, seen as the pathway analysis sees it."""
-    spec = spec_of(model, {})
+    spec = analysis_spec(model, {})
     images = [acc.load_image(f) for f in files]
     logits = layer_activations(model, model_view(images, spec.input_size), [OUTPUT], spec)[OUTPUT]
     return [int((row > row[index]).sum()) + 1 for row in logits]
@@ -80,7 +83,7 @@ def class_ranks(model: torch.nn.Module, files: list[Path], index: int) -> list[i
 def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path, names: list[str],
                  top: int) -> tuple[dict[str, tuple[Any, list[Path]]], list[str]]:
     """``{class: (target, natural photos)}`` and the lines of photos.md."""
-    labels = spec_of(model, {}).labels
+    labels = analysis_spec(model, {}).labels
     lines = ["| class | photo | used as | model's rank of the class |", "|---|---|---|---:|"]
     classes: dict[str, tuple[Any, list[Path]]] = {}
     for name in names:
@@ -106,7 +109,7 @@ def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path
             reference, keep = files[0], files[1:]
             lines += [f"| {name} | {f.parent.name}/{f.stem} | {'reference' if f == reference else 'natural'} | |"
                       for f in files]
-            classes[name] = (acc.like(None, reference, model, name=reference.stem), keep)
+            classes[name] = (acc.like(reference, model, name=reference.stem), keep)
         if len(classes[name][1]) < 2:
             raise SystemExit(f"error: class {name!r} has fewer than 2 natural photos left; lower --top or drop it")
     return classes, lines
@@ -132,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lam", type=float, help="override the model's lambda of condition (a)")
     ap.add_argument("--measures", nargs="+", choices=("activation", "attribution"),
                     default=["activation", "attribution"], help="the measures compared (default both)")
+    ap.add_argument("--no-lam0", action="store_true", help="leave out condition (b), the accentuations at lam 0")
+    ap.add_argument("--chunk", type=int, default=1, help="classes per engine run, each saved as it finishes "
+                    "(default 1: a stopped study loses at most one class's run)")
+    ap.add_argument("--runs-only", action="store_true", help="make (or read back) the engine runs and stop: "
+                    "no statistics, no files but the runs under --work and photos.md")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--work", type=Path, help="folder of the engine runs (default OUT/work)")
     args = ap.parse_args(argv)
@@ -152,8 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     written: list[Path] = []
     for measure in args.measures:
         study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
-                              generator=args.generator, work=args.work or args.out / "work", progress=True,
-                              measure=measure, **overrides)
+                              lam0=not args.no_lam0, seed=args.generator, work=args.work or args.out / "work",
+                              chunk=args.chunk, progress=True, measure=measure, **overrides)
+        if args.runs_only:
+            for name, t in study.config["runs"].items():
+                print(f"run {name}: {t['seconds']} s{' (read back)' if t['read_back'] else ''}")
+            return 0
         t0 = time.perf_counter()
         ci = study.all_intervals(replicates=args.replicates, level=args.level, generator=args.generator)
         study.config.update({"argv": sys.argv[1:] if argv is None else argv,

@@ -12,7 +12,8 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.analysis import pathway_similarity, pathway_study
-from accentuate.analysis._shared import model_view, spearman
+from accentuate.analysis.stats import spearman
+from accentuate.images import model_view
 from accentuate.analysis.attribution import channel_attributions
 from accentuate.analysis.pathway import no_residual_layers
 from accentuate.analysis.pathway_measures import (

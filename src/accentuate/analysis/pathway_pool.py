@@ -5,10 +5,10 @@ several target classes at once, from one set of seed photos of *other* classes:
 
 - (a) ``accentuation``: every seed accentuated toward every class at the given settings
   (one batched engine run of seeds x classes);
-- (b) ``lam0``: the same without the regularizer (``lam = 0``, same generator);
+- (b) ``lam0``: the same without the regularizer (``lam = 0``, same seed);
 - (c) ``feature_vis``: noise-seeded feature visualizations of each class (same steps,
   crops and canvas, no seed, no regularizer; ``feature_vis`` runs of all the classes,
-  generator ``generator + 1 + i``), as ``pathway_similarity`` makes them;
+  seed ``seed + 1 + i``), as ``pathway_similarity`` makes them;
 - (d) ``seed``: the seeds themselves;
 - ``other_class`` (the floor): the natural photos of the *other* classes of the study;
 - ``natural``: the natural photos of each class among themselves (distinct photos, each
@@ -27,7 +27,7 @@ is about (:data:`COMPARISONS`): natural - (a) (the claim: below 0), (a) - (d), (
 
 With ``work=FOLDER`` each engine run is saved (:meth:`Result.save
 <accentuate.result.Result.save>`) under ``FOLDER/<run>/`` with a ``key.json`` of what made
-it; a later call with the same model, settings, targets, seeds and generator reads it back
+it; a later call with the same model, settings, targets, seeds and seed reads it back
 instead of optimizing again, so that the analysis can be redone (other layers, more
 replicates) without the hour of optimization.
 """
@@ -47,26 +47,19 @@ from torch import nn
 
 from ..engine import accentuate
 from ..hooks import OUTPUT
+from ..images import ImageSet, load_image_set
 from ..objectives import Objective, as_objective
 from ..objectives.base import tensor_digest
 from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..outputs.io import atomic_write, output_folder
 from ..result import Result
+from ..runs.cache import cached_run
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    Interval,
-    analysis_settings,
-    bootstrap,
-    cached_run,
-    load_image_set,
-    markdown_table,
-    require_matplotlib,
-    save_figure,
-    spec_of,
-)
 from .pathway import _LABEL, _STYLE, KINDS, STATISTIC_TITLE, Pathway, pathway_similarity
 from .pathway_measures import BASELINES, check_measure
+from .setup import analysis_settings, analysis_spec, run_seed
+from .stats import Interval, bootstrap
+from .writing import markdown_table, require_matplotlib, save_figure
 
 __all__ = ["COMPARISONS", "PathwayStudy", "pathway_study"]
 
@@ -93,10 +86,11 @@ class PathwayStudy:
         classes: the class names, in order.
         pathways: ``{class: Pathway}``, each with every pair's r (:attr:`Pathway.pairwise`).
         runs: ``{run: Result}`` the engine runs: ``accentuation`` ``(N, C)``, ``lam0``
-            ``(N, C)``, ``feature_vis_i`` ``(1, C)``.
+            ``(N, C)``, ``feature_vis_i`` ``(1, C)``; with ``chunk``, their pieces
+            ``accentuation_a-b`` (classes ``a`` to ``b``) or ``accentuation_a`` (class ``a``).
         seed_names: a name per seed.
         natural_names: ``{class: [photo name]}`` the natural photos of each class.
-        config: how it was made (settings, generator, run times, which runs were read back).
+        config: how it was made (settings, the seed as ``generator``, run times, which runs were read back).
         floor: ``{class: [other class]}``: whose natural photos, in this order, are the
             class's ``other_class`` images (empty: no floor).
     """
@@ -496,38 +490,58 @@ def _engine_runs(
     *,
     lam0: bool,
     feature_vis: int,
-    generator: int,
+    seed: int,
+    chunk: int | None,
     work: str | os.PathLike | None,
-    progress: bool | Callable[[int, int], None],
+    progress: bool | Callable[[int, int], None] | None,
     accentuate_kwargs: dict[str, Any],
-) -> tuple[dict[str, Result], dict[str, dict[str, Any]]]:
-    """The engine runs of :func:`pathway_study` (each every seed x every class), made or read back.
+) -> tuple[dict[str, Result], dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
+    """The engine runs of :func:`pathway_study`, made or read back.
+
+    Each kind is every seed x every class, in one engine run, or with ``chunk`` classes per run
+    (named ``KIND_a`` or ``KIND_a-b`` by the classes' indices), each saved as it finishes.
 
     Returns:
-        ``({run: Result}, {run: {"seconds", "read_back"}})``.
+        ``({run: Result}, {kind: images (N, C, 3, H, W)}, {run: {"seconds", "read_back"}})``.
     """
     folder = output_folder(work) if work is not None else None
     times: dict[str, dict[str, Any]] = {}
+    runs: dict[str, Result] = {}
+    size = len(objectives) if chunk is None else chunk
+    parts = [(a, min(a + size, len(objectives))) for a in range(0, len(objectives), size)]
 
-    def run(name: str, s: Settings, seeded: bool, g: int) -> Result:
-        key = {"run": name, "model": model_name, "settings": s.hash(), "generator": g,
-               "targets": [o.identity() for o in objectives],
+    def run(name: str, s: Settings, seeded: bool, g: int, objs: list[Objective]) -> Result:
+        # The run's seed is keyed as "generator"; the settings without it (as keyed before the seed
+        # setting defaulted to 0), so that runs kept in `work` are still found.
+        key = {"run": name, "model": model_name, "settings": s.replace(seed=None).hash(), "generator": g,
+               "targets": [o.identity() for o in objs],
                "seeds": [tensor_digest(t) for t in seed_list] if seeded else None}
         res, read = cached_run(folder, name, key,
-                                lambda: accentuate(model, seed_list if seeded else None, objectives, s, generator=g,
+                                lambda: accentuate(model, seed_list if seeded else None, objs, s, seed=g,
                                                    progress=progress, **accentuate_kwargs),
                                 seed_names if seeded else None)
         times[name] = {"seconds": res.run.get("seconds"), "read_back": read}
         return res
 
-    runs = {"accentuation": run("accentuation", settings, True, generator)}
+    def kind(name: str, s: Settings, seeded: bool, g: int) -> torch.Tensor:
+        if len(parts) == 1:
+            runs[name] = run(name, s, seeded, g, objectives)
+            return runs[name].images
+        pieces = []
+        for a, b in parts:
+            piece = f"{name}_{a}" if b - a == 1 else f"{name}_{a}-{b - 1}"
+            runs[piece] = run(piece, s, seeded, g, objectives[a:b])
+            pieces.append(runs[piece].images)
+        return torch.cat(pieces, dim=1)
+
+    images = {"accentuation": kind("accentuation", settings, True, seed)}
     if lam0:
-        runs["lam0"] = run("lam0", settings.replace(lam=0.0), True, generator)
-    canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
+        images["lam0"] = kind("lam0", settings.replace(lam=0.0), True, seed)
+    canvas = tuple(int(v) for v in images["accentuation"].shape[-2:])
     fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
     for i in range(feature_vis):
-        runs[f"feature_vis_{i}"] = run(f"feature_vis_{i}", fv_settings, False, generator + 1 + i)
-    return runs, times
+        images[f"feature_vis_{i}"] = kind(f"feature_vis_{i}", fv_settings, False, seed + 1 + i)
+    return runs, images, times
 
 
 def pathway_study(
@@ -540,10 +554,11 @@ def pathway_study(
     measure: str = "activation",
     floor: bool = True,
     layers: Sequence[str] | None = None,
-    generator: int = 0,
+    seed: int | None = 0,
     work: str | os.PathLike | None = None,
+    chunk: int | None = None,
     batch: int = 16,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> PathwayStudy:
@@ -551,8 +566,8 @@ def pathway_study(
 
     Args:
         model: the model (not modified).
-        classes: ``{name: (target, natural photos)}``: the target (class index, name or
-            objective, e.g. ``acc.like(None, reference_photo, model)``) and its natural
+        classes: ``{name: (target, natural photos)}``: the target (class index, name, target
+            string or objective, e.g. ``acc.like(reference_photo, model)``) and its natural
             photos (a folder, paths or tensors; at least 2 distinct photos).
         seeds: the seed photos (of none of the classes), fitted to one canvas as
             :func:`accentuate.accentuate` fits seeds (the same aspect ratio, or
@@ -565,12 +580,15 @@ def pathway_study(
         floor: compare the natural photos of the other classes with each class's (the
             ``other_class`` kind; needs two classes or more).
         layers: layers compared (default: the spec's pathway layers).
-        generator: int seed of the accentuations; feature visualization ``i`` uses
-            ``generator + 1 + i`` (as :func:`pathway_similarity`).
+        seed: the int seed of the accentuations; feature visualization ``i`` uses
+            ``seed + 1 + i`` (as :func:`pathway_similarity`).
         work: folder for the engine runs (saved, and read back by a later call; see the
             module's docstring); ``None`` keeps nothing.
+        chunk: classes per engine run (default: all in one run of seeds x classes); with
+            ``work=``, each run is saved as it finishes, so a stopped study loses at most one
+            run (``chunk=1``: one class's seeds) and a later call goes on from there.
         batch: images per forward pass when reading activations.
-        progress: passed to :func:`accentuate.accentuate`.
+        progress: passed to :func:`accentuate.accentuate` (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` (default: the model's), with
             the settings among the keywords applied; ``opacity`` defaults to off.
         **accentuate_kwargs: settings (``steps``, ``crops``, ``lam``, ...) and model-spec keys.
@@ -587,34 +605,37 @@ def pathway_study(
     if isinstance(feature_vis, bool) or not isinstance(feature_vis, int) or feature_vis < 0:
         raise ValueError(f"feature_vis must be a count >= 0; got {feature_vis!r}")
     check_measure(measure)
-    spec = spec_of(model, accentuate_kwargs)
+    seed = run_seed(seed, accentuate_kwargs, "pathway_study")
+    spec = analysis_spec(model, accentuate_kwargs)
     names = list(classes)
-    objectives = [as_objective(classes[c][0]).resolve(spec.labels) for c in names]
+    objectives = [as_objective(classes[c][0], model, spec, runner=accentuate_kwargs.get("runner")) for c in names]
     accentuate_kwargs.setdefault("opacity", False)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     seed_list, seed_names = load_image_set(seeds, "seeds")
     naturals = {c: load_image_set(classes[c][1], f"natural photos of {c}") for c in names}
-    runs, times = _engine_runs(model, spec.name, objectives, seed_list, seed_names, settings, lam0=lam0,
-                               feature_vis=feature_vis, generator=generator, work=work, progress=progress,
-                               accentuate_kwargs=accentuate_kwargs)
-    canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
-    acc_res = runs["accentuation"]
-    fitted = list(acc_res.seeds) if acc_res.seeds is not None else seed_list
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be a count of classes >= 1 (or None: all in one run); got {chunk!r}")
+    runs, images, times = _engine_runs(model, spec.name, objectives, seed_list, seed_names, settings, lam0=lam0,
+                                       feature_vis=feature_vis, seed=seed, chunk=chunk, work=work,
+                                       progress=progress, accentuate_kwargs=accentuate_kwargs)
+    canvas = tuple(int(v) for v in images["accentuation"].shape[-2:])
+    first = next(r for r in runs.values() if r.seeds is not None)
+    fitted = list(first.seeds) if first.seeds is not None else seed_list
     floors = {c: [d for d in names if d != c] for c in names} if floor and len(names) > 1 else {}
     pathways = {}
     for j, c in enumerate(names):
-        fvs = [runs[f"feature_vis_{i}"].images[0, j] for i in range(feature_vis)]
+        fvs = [images[f"feature_vis_{i}"][0, j] for i in range(feature_vis)]
         others = [t for d in floors.get(c, []) for t in naturals[d][0]]
         pathways[c] = pathway_similarity(
-            model, objectives[j], naturals[c][0], fitted, accentuations=list(acc_res.images[:, j]),
-            lam0=list(runs["lam0"].images[:, j]) if lam0 else False, feature_vis=fvs or None,
+            model, objectives[j], naturals[c][0], fitted, accentuations=list(images["accentuation"][:, j]),
+            lam0=list(images["lam0"][:, j]) if lam0 else False, feature_vis=fvs or None,
             other_classes=others or None, measure=measure, layers=layers, batch=batch, settings=settings,
             **accentuate_kwargs)
     odd = [c for c in names if pathways[c].layers != pathways[names[0]].layers]
     if odd:
         raise ValueError(f"class {odd[0]!r} was compared at other layers than {names[0]!r} "
                          f"({pathways[odd[0]].config.get('left_out')}); give layers= that every target depends on")
-    config = {"settings": settings.to_dict(), "generator": generator, "feature_vis": feature_vis, "lam0": lam0,
+    config = {"settings": settings.to_dict(), "generator": seed, "feature_vis": feature_vis, "lam0": lam0,
               "measure": measure, "runs": times, "canvas": list(canvas), "model": spec.name,
               "kinds": [k for k in KINDS if k in pathways[names[0]].kinds],
               "left_out": pathways[names[0]].config.get("left_out", {})}
