@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="the photo pool (default $ACCENTUATE_PHOTOS or "
                     "~/.cache/accentuate/gcompris)")
     ap.add_argument("--classes", nargs="+", default=list(CLASSES), help="ImageNet class names of the pool")
+    ap.add_argument("--floor-classes", nargs="+", default=[], help="more class names of the pool whose natural "
+                    "photos only join the floor (no accentuation toward them; e.g. classes left out of --classes "
+                    "to save time)")
     ap.add_argument("--seeds", nargs="+", default=list(SEEDS), help="seed photos, FOLDER/NAME in the pool")
     ap.add_argument("--feature-vis", type=int, default=4, help="noise-seeded feature visualizations per class")
     ap.add_argument("--top", type=int, default=5, help="keep a photo of class C when C is in the model's top-k "
@@ -151,17 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"error: seeds not in the pool: {', '.join(missing)} (give FOLDER/NAME of manifest.csv)")
     model = acc.load_model(args.model)
-    classes, photo_lines = pick_classes(model, rows, cache, args.classes, args.top)
+    picked, photo_lines = pick_classes(model, rows, cache, args.classes + args.floor_classes, args.top)
+    classes = {c: picked[c] for c in args.classes}
+    floor_classes = {c: picked[c][1] for c in args.floor_classes}
     overrides = {k: v for k, v in (("steps", args.steps), ("crops", args.crops), ("lam", args.lam)) if v is not None}
     (args.out / "photos.md").parent.mkdir(parents=True, exist_ok=True)
     (args.out / "photos.md").write_text("\n".join(photo_lines) + "\n")
-    print(f"{args.model}: {len(classes)} classes, seeds {', '.join(args.seeds)}")
+    print(f"{args.model}: {len(classes)} classes" + (f" (and {len(floor_classes)} in the floor only)"
+                                                      if floor_classes else "") + f", seeds {', '.join(args.seeds)}")
     print("\n".join(photo_lines))
     written: list[Path] = []
     for measure in args.measures:
         study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
                               lam0=not args.no_lam0, seed=args.generator, work=args.work or args.out / "work",
-                              chunk=args.chunk, progress=True, measure=measure, **overrides)
+                              chunk=args.chunk, floor_classes=floor_classes, progress=True, measure=measure,
+                              **overrides)
         if args.runs_only:
             for name, t in study.config["runs"].items():
                 print(f"run {name}: {t['seconds']} s{' (read back)' if t['read_back'] else ''}")

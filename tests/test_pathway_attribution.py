@@ -12,8 +12,6 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.analysis import pathway_similarity, pathway_study
-from accentuate.analysis.stats import spearman
-from accentuate.images import model_view
 from accentuate.analysis.attribution import channel_attributions
 from accentuate.analysis.pathway import no_residual_layers
 from accentuate.analysis.pathway_measures import (
@@ -23,6 +21,8 @@ from accentuate.analysis.pathway_measures import (
     row_ranks,
     statistics_of,
 )
+from accentuate.analysis.stats import spearman
+from accentuate.images import model_view
 from accentuate.objectives import logit
 from accentuate.spec import ModelSpec
 

@@ -167,6 +167,43 @@ def test_study_reads_finished_runs_back_and_refuses_other_settings(tiny, study_i
         pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, **dict(QUICK, steps=5))
 
 
+def test_study_in_chunks_saves_each_class_and_goes_on_after_a_stop(tiny, study_inputs, tmp_path):
+    classes, seeds = study_inputs
+    first = pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, chunk=1, **QUICK)
+    assert set(first.runs) == {"accentuation_0", "accentuation_1", "feature_vis_0_0", "feature_vis_0_1"}
+    assert all((tmp_path / name / "key.json").exists() for name in first.runs)
+    # each class's images come from its own run, seeds x one class
+    assert first.runs["accentuation_1"].images.shape[:2] == (2, 1)
+    for got, want in zip(first.pathways["date"].images["accentuation"], first.runs["accentuation_1"].images[:, 0]):
+        assert torch.equal(got, want)
+    assert torch.equal(first.pathways["cherry"].images["feature_vis"][0], first.runs["feature_vis_0_0"].images[0, 0])
+    # a study stopped during class 1 made class 0 only: the next call reads it back and makes the rest
+    for name in ("accentuation_1", "feature_vis_0_0", "feature_vis_0_1"):
+        for f in (tmp_path / name).iterdir():
+            f.unlink()
+        (tmp_path / name).rmdir()
+    again = pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, chunk=1, **QUICK)
+    assert {n: r["read_back"] for n, r in again.config["runs"].items()} == {
+        "accentuation_0": True, "accentuation_1": False, "feature_vis_0_0": False, "feature_vis_0_1": False}
+    assert torch.equal(again.runs["accentuation_1"].images, first.runs["accentuation_1"].images)
+    with pytest.raises(ValueError, match="chunk must be a count"):
+        pathway_study(tiny, classes, seeds, feature_vis=0, lam0=False, chunk=0, **QUICK)
+
+
+def test_floor_classes_join_the_floor_only(tiny, study_inputs):
+    classes, seeds = study_inputs
+    st = pathway_study(tiny, {"cherry": classes["cherry"]}, seeds, feature_vis=0, lam0=False,
+                       floor_classes={"date": classes["date"][1]}, **QUICK)
+    assert st.classes == ["cherry"] and st.floor == {"cherry": ["date"]} and st.floor_only == {"date": 4}
+    assert st.pathways["cherry"].pairs["other_class"] == 4 * 3  # date's 4 photos x cherry's 3
+    assert st.unit_sizes() == {"seed": 2, "cherry/natural": 3, "date/natural": 4}
+    ci = st.intervals(replicates=50)
+    assert "natural - other_class" in ci["mean"]
+    with pytest.raises(ValueError, match="also a studied class"):
+        pathway_study(tiny, classes, seeds, feature_vis=0, lam0=False, floor_classes={"date": classes["date"][1]},
+                      **QUICK)
+
+
 # -- the command line -------------------------------------------------------------------------
 def test_cli_pathway_lam0_and_intervals_add_to_the_table(tmp_path, seed_img, capsys):
     from accentuate.cli import main

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from ..engine import accentuate
-from ..hooks import OUTPUT
+from ..hooks import OUTPUT, ModelRunner
 from ..images import ImageSet, load_image_set
 from ..objectives import Objective, as_objective
 from ..objectives.base import tensor_digest
@@ -93,6 +93,8 @@ class PathwayStudy:
         config: how it was made (settings, the seed as ``generator``, run times, which runs were read back).
         floor: ``{class: [other class]}``: whose natural photos, in this order, are the
             class's ``other_class`` images (empty: no floor).
+        floor_only: ``{class: photos}``: classes whose natural photos only join the floor
+            (no accentuation toward them), with their photo counts.
     """
 
     classes: list[str]
@@ -102,6 +104,7 @@ class PathwayStudy:
     natural_names: dict[str, list[str]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     floor: dict[str, list[str]] = field(default_factory=dict)
+    floor_only: dict[str, int] = field(default_factory=dict)
 
     @property
     def measure(self) -> str:
@@ -151,8 +154,13 @@ class PathwayStudy:
         when they had the same seeds), and per class ``CLASS/natural``, ``CLASS/feature_vis``
         (the floor is drawn from the other classes' ``CLASS/natural``)."""
         shared = self._shared_seeds()
-        return {self._key(c, u, shared): n for c in self.classes for u, n in self.pathways[c].unit_sizes().items()
-                if not (u == "other_class" and c in self.floor)}
+        sizes = {self._key(c, u, shared): n for c in self.classes for u, n in self.pathways[c].unit_sizes().items()
+                 if not (u == "other_class" and c in self.floor)}
+        return sizes | {f"{d}/natural": n for d, n in self.floor_only.items()}
+
+    def _photos(self, c: str) -> int:
+        """How many natural photos class ``c`` has (studied, or in the floor only)."""
+        return self.floor_only[c] if c in self.floor_only else self.pathways[c].unit_sizes()["natural"]
 
     def _view(self, c: str, draws: Mapping[str, torch.Tensor], shared: bool) -> dict[str, torch.Tensor]:
         """Class ``c``'s units in ``draws``; its floor's draw is the other classes' drawn photos."""
@@ -162,7 +170,7 @@ class PathwayStudy:
             parts, offset = [], 0
             for d in self.floor[c]:
                 parts.append(draws[self._key(d, "natural", shared)] + offset)
-                offset += self.pathways[d].unit_sizes()["natural"]
+                offset += self._photos(d)
             view["other_class"] = torch.cat(parts, dim=1)
         return view
 
@@ -456,6 +464,7 @@ class PathwayStudy:
         doc = {"classes": self.classes, "natural_photos": self.natural_names, "seeds": self.seed_names,
                "measure": self.measure, "layers": [_layer_name(l) for l in self.layers], "kinds": self.kinds,
                "marks": {_layer_name(l): why for l, why in self.marks.items()}, "floor": self.floor,
+               "floor_only": self.floor_only,
                "pairs": {c: p.pairs for c, p in self.pathways.items()}, "config": self.config,
                "verdict": ({f"{st}/{b}": self.verdict(ci) for (st, b), ci in intervals.items()} if many
                            else self.verdict(main)),
@@ -557,6 +566,7 @@ def pathway_study(
     seed: int | None = 0,
     work: str | os.PathLike | None = None,
     chunk: int | None = None,
+    floor_classes: Mapping[str, ImageSet] | None = None,
     batch: int = 16,
     progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
@@ -587,6 +597,8 @@ def pathway_study(
         chunk: classes per engine run (default: all in one run of seeds x classes); with
             ``work=``, each run is saved as it finishes, so a stopped study loses at most one
             run (``chunk=1``: one class's seeds) and a later call goes on from there.
+        floor_classes: ``{name: natural photos}`` of more classes, not accentuated toward,
+            whose photos join every class's floor (after the other studied classes').
         batch: images per forward pass when reading activations.
         progress: passed to :func:`accentuate.accentuate` (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` (default: the model's), with
@@ -607,12 +619,20 @@ def pathway_study(
     check_measure(measure)
     seed = run_seed(seed, accentuate_kwargs, "pathway_study")
     spec = analysis_spec(model, accentuate_kwargs)
+    accentuate_kwargs["runner"] = ModelRunner.reuse(accentuate_kwargs.get("runner"), model, spec)
     names = list(classes)
     objectives = [as_objective(classes[c][0], model, spec, runner=accentuate_kwargs.get("runner")) for c in names]
     accentuate_kwargs.setdefault("opacity", False)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     seed_list, seed_names = load_image_set(seeds, "seeds")
     naturals = {c: load_image_set(classes[c][1], f"natural photos of {c}") for c in names}
+    extra_floor = dict(floor_classes or {})
+    clash = [d for d in extra_floor if d in classes]
+    if clash:
+        raise ValueError(f"floor class {clash[0]!r} is also a studied class; give it in one of the two only")
+    if extra_floor and not floor:
+        raise ValueError("floor_classes given with floor=False; give floor=True or leave floor_classes out")
+    naturals |= {d: load_image_set(extra_floor[d], f"natural photos of {d}") for d in extra_floor}
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
         raise ValueError(f"chunk must be a count of classes >= 1 (or None: all in one run); got {chunk!r}")
     runs, images, times = _engine_runs(model, spec.name, objectives, seed_list, seed_names, settings, lam0=lam0,
@@ -621,7 +641,8 @@ def pathway_study(
     canvas = tuple(int(v) for v in images["accentuation"].shape[-2:])
     first = next(r for r in runs.values() if r.seeds is not None)
     fitted = list(first.seeds) if first.seeds is not None else seed_list
-    floors = {c: [d for d in names if d != c] for c in names} if floor and len(names) > 1 else {}
+    floors = ({c: [d for d in [*names, *extra_floor] if d != c] for c in names}
+              if floor and len(names) + len(extra_floor) > 1 else {})
     pathways = {}
     for j, c in enumerate(names):
         fvs = [images[f"feature_vis_{i}"][0, j] for i in range(feature_vis)]
@@ -640,4 +661,5 @@ def pathway_study(
               "kinds": [k for k in KINDS if k in pathways[names[0]].kinds],
               "left_out": pathways[names[0]].config.get("left_out", {})}
     return PathwayStudy(classes=names, pathways=pathways, runs=runs, seed_names=seed_names,
-                        natural_names={c: naturals[c][1] for c in names}, config=config, floor=floors)
+                        natural_names={c: naturals[c][1] for c in names}, config=config, floor=floors,
+                        floor_only={d: len(naturals[d][0]) for d in extra_floor} if floors else {})
