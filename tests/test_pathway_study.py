@@ -186,6 +186,11 @@ def test_study_in_chunks_saves_each_class_and_goes_on_after_a_stop(tiny, study_i
     assert {n: r["read_back"] for n, r in again.config["runs"].items()} == {
         "accentuation_0": True, "accentuation_1": False, "feature_vis_0_0": False, "feature_vis_0_1": False}
     assert torch.equal(again.runs["accentuation_1"].images, first.runs["accentuation_1"].images)
+    # a study of class 0 alone finds its piece by the same name (the pieces are named by class index)
+    alone = pathway_study(tiny, {"cherry": classes["cherry"]}, seeds, feature_vis=0, lam0=False, work=tmp_path,
+                          chunk=1, **QUICK)
+    assert alone.config["runs"] == {"accentuation_0": {"seconds": first.config["runs"]["accentuation_0"]["seconds"],
+                                                       "read_back": True}}
     with pytest.raises(ValueError, match="chunk must be a count"):
         pathway_study(tiny, classes, seeds, feature_vis=0, lam0=False, chunk=0, **QUICK)
 

@@ -533,7 +533,7 @@ def _engine_runs(
         return res
 
     def kind(name: str, s: Settings, seeded: bool, g: int) -> torch.Tensor:
-        if len(parts) == 1:
+        if chunk is None:  # one run of every class
             runs[name] = run(name, s, seeded, g, objectives)
             return runs[name].images
         pieces = []
