@@ -420,8 +420,9 @@ class PathwayStudy:
             cells.append(row)
             labels.append(c)
         return labelled_grid(cells, col_labels=heads, row_labels=labels, font_size=11,
-                             title="Seeds, and per class: a natural photo, (a) accentuations, (b) at lam 0, (c) "
-                                   "feature visualizations")
+                             title="Seeds, and per class: a natural photo, " + ", ".join(
+                                 {"accentuation": "(a) accentuations", "lam0": "(b) at lam 0",
+                                  "feature_vis": "(c) feature visualizations"}[k] for k in groups))
 
     def to_report(self, all_intervals: Mapping[tuple[str, str], Mapping[str, Mapping[str, Interval]]]) -> str:
         """Markdown: per statistic and baseline, the kinds and the differences (mean over classes,
