@@ -34,11 +34,14 @@ examples:
       --feature-vis 2 --steps 50 --crops 8 --canvas 256 --out runs/pathway
   accentuate pathway hammer --class-images hammer_photos/ --seeds fish.jpg dog.jpg \\
       --feature-vis 4 --lam0 --intervals 2000
+  accentuate pathway hammer --class-images hammer_photos/ --seeds fish.jpg --measure attribution
 
 For each layer, the Pearson correlation between the activations of the
 accentuations (and of their seeds, of noise-seeded feature visualizations, and of
 the class images among themselves) and those of the class images. Pooled = channel
 vectors (spatial means), the main number; unpooled = whole C x H x W tensors.
+--measure attribution compares instead each channel's spatial mean of activation
+x gradient of the target (absolute |a||g|, then signed a*g: the paper's circuits).
 --views N replaces each class image by N random crops/flips of it (for when you
 have only a few photos of the class; views of one photo correlate more than
 distinct photos would). --lam0 adds the seeds accentuated without the
@@ -118,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="layers to compare in depth order (default: the model's pathway layers)")
     p.add_argument("--lam0", action="store_true",
                    help="also accentuate the seeds without the regularizer (lam 0) and compare them")
+    p.add_argument("--measure", choices=("activation", "attribution"), default="activation",
+                   help="what each layer is described by: activation (channel means of its output; the "
+                        "default) or attribution (per channel, the spatial mean of activation x gradient of "
+                        "the target, the paper's circuits; only layers upstream of the target)")
     p.add_argument("--intervals", type=int, default=0, metavar="N",
                    help="after the table, 95%% bootstrap intervals per layer from N replicates that resample "
                         "the seeds, feature visualizations and class images (not their pairs); also written "
@@ -275,13 +282,15 @@ def run_pathway(args: argparse.Namespace) -> int:
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                lam0=args.lam0, layers=args.layers, seed=args.seed, **kw)
+                                lam0=args.lam0, layers=args.layers, seed=args.seed, measure=args.measure,
+                                **kw)
     out = _finish(result, args, started, model)
     if args.intervals:
         from ..outputs.io import atomic_write
 
         table = result.intervals_markdown(result.intervals(args.intervals, generator=args.seed))
-        print(f"\nPooled r, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
+        what = "Pooled r" if args.measure == "activation" else "Absolute attribution r"
+        print(f"\n{what}, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
         print(table)
         atomic_write(out / "pathway_intervals.md", (table + "\n").encode())
     return 0
