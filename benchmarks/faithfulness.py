@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import platform
 import sys
@@ -201,6 +202,250 @@ def run_stage(args: argparse.Namespace, model: torch.nn.Module, pairs: list[dict
                 f"{rec['load'][0]:.1f}-{rec['load'][1]:.1f})")
 
 
+# -- the judges ------------------------------------------------------------------------------------
+def variants(rec: dict[str, Any]) -> list[str]:
+    """The images of one cached result: ``""`` (the final one) and ``"@STEP"`` per snapshot."""
+    return [""] + [f"@{k}" for k in sorted(rec.get("snapshots", {}), key=int)]
+
+
+def judge_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """Each cached result (and its snapshots) and its seed shown to each judge; ``ID.judges.json`` per pair."""
+    from accentuate.judges import DEFAULT_JUDGES, Judge, judge_pairs
+
+    judges = [Judge.of(name) for name in DEFAULT_JUDGES]
+    key = canonical_sha256([j.describe() for j in judges])[:8]
+    labels = acc.imagenet_labels()
+    for recipe in args.recipes:
+        folder = args.cache / recipe_key(recipe, args.smoke)
+        done = 0
+        for pair in pairs:
+            pid = pair["id"]
+            out = folder / f"{pid}.judges-{key}.json"
+            if out.exists() or not (folder / f"{pid}.json").exists():
+                continue
+            rec = json.loads((folder / f"{pid}.json").read_text())
+            seed = acc.load_image(folder / f"{pid}_seed.png")
+            names = variants(rec)
+            images = [acc.load_image(folder / f"{pid}{v}.png") for v in names]
+            verdict = judge_pairs([seed] * len(images), images, [pair["target"]] * len(images), judges,
+                                  labels=labels)
+            table: dict[str, dict[str, Any]] = {}
+            for r in verdict.rows:
+                table.setdefault(names[r["pair"]] or "final", {})[r["judge"]] = {
+                    k: r[k] for k in ("rank_before", "prob_before", "rank_after", "prob_after", "feature_change")}
+            doc = {"judges": verdict.judges, "variants": table}
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, out)
+            done += 1
+        log(f"judged {done} new results of {recipe}")
+
+
+# -- the report -------------------------------------------------------------------------------------
+#: Points of the report: (label, recipe, variant). Snapshots read the same runs at fewer steps.
+POINTS = [("naive", "naive", ""), ("naive, 20 steps", "naive", "@20"), ("naive, 10 steps", "naive", "@10"),
+          ("preview", "preview", ""), ("defaults", "defaults", ""), ("defaults, 30 steps", "defaults", "@30"),
+          ("defaults, 20 steps", "defaults", "@20"), ("defaults, 10 steps", "defaults", "@10"),
+          ("least-change", "least-change", ""), ("reference", "reference", ""),
+          ("reference, 80 steps", "reference", "@80"), ("reference, 60 steps", "reference", "@60"),
+          ("reference, 40 steps", "reference", "@40"), ("reference, 20 steps", "reference", "@20")]
+
+
+def load_points(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The pairs every recipe finished, and per point the per-pair arrays (model rank, SSIM, judges)."""
+    from accentuate.judges import DEFAULT_JUDGES
+
+    recs: dict[str, dict[str, Any]] = {}
+    for recipe in args.recipes:
+        folder = args.cache / recipe_key(recipe, args.smoke)
+        for pair in pairs:
+            rec_path = folder / f"{pair['id']}.json"
+            judged = sorted(folder.glob(f"{pair['id']}.judges-*.json"))
+            if rec_path.exists() and judged:
+                rec = json.loads(rec_path.read_text())
+                rec["judged"] = json.loads(judged[-1].read_text())["variants"]
+                recs[f"{recipe}/{pair['id']}"] = rec
+    done = [p for p in pairs if all(f"{r}/{p['id']}" in recs for r in args.recipes)]
+    points: dict[str, Any] = {}
+    for label, recipe, variant in POINTS:
+        if recipe not in args.recipes:
+            continue
+        rows = [recs[f"{recipe}/{p['id']}"] for p in done]
+        if not rows or any((variant or "final") not in r["judged"] for r in rows):
+            continue
+        snap = [r["snapshots"][variant[1:]] if variant else r for r in rows]
+        judged = [r["judged"][variant or "final"] for r in rows]
+        points[label] = {
+            "recipe": recipe, "variant": variant,
+            "model_rank": torch.tensor([float(x["rank_after"]) for x in snap]),
+            "ssim": torch.tensor([float(x["ssim"]) for x in snap]),
+            "seconds": torch.tensor([float(r["seconds"]) if not variant else math.nan for r in rows]),
+            "cpu_seconds": torch.tensor([float(r["cpu_seconds"]) if not variant else math.nan for r in rows]),
+            "load": torch.tensor([sum(r["load"]) / 2 for r in rows]),
+            "steps": torch.tensor([float(r["steps"]) if not variant else float(variant[1:]) for r in rows]),
+            **{f"{w}_{j}": torch.tensor([float(x[j][w]) for x in judged])
+               for j in DEFAULT_JUDGES for w in ("rank_before", "rank_after", "feature_change")},
+        }
+    return done, points
+
+
+def statistics(pt: dict[str, Any], judges: tuple[str, ...], idx: torch.Tensor) -> torch.Tensor:
+    """The report's statistics of one point on resampled pairs ``idx`` ``(R, P)``: ``(R, len(STATS))``."""
+    def take(key: str) -> torch.Tensor:
+        return pt[key][idx]
+
+    def rate(x: torch.Tensor) -> torch.Tensor:
+        return x.double().mean(1)
+
+    def median(x: torch.Tensor) -> torch.Tensor:
+        return x.double().quantile(0.5, dim=1)
+
+    cols = [rate(take("model_rank") == 1), take("ssim").double().mean(1)]
+    top5, change = [], []
+    for j in judges:
+        a, b = take(f"rank_after_{j}").double(), take(f"rank_before_{j}").double()
+        cols += [rate(a == 1), rate(a <= 5), median(a), rate(b == 1), rate(b <= 5), median(b),
+                 take(f"feature_change_{j}").double().mean(1)]
+        top5.append(rate(a <= 5))
+        change.append(take(f"feature_change_{j}").double().mean(1))
+    cols += [torch.stack(top5).mean(0), torch.stack(top5).min(0).values, torch.stack(change).mean(0),
+             median(take("seconds")), median(take("cpu_seconds")),
+             take("steps").double().mean(1)]
+    return torch.stack(cols, dim=1)
+
+
+def stat_names(judges: tuple[str, ...]) -> list[str]:
+    names = ["model_top1", "ssim"]
+    for j in judges:
+        names += [f"{j}:{k}" for k in ("top1", "top5", "median_rank", "top1_before", "top5_before",
+                                      "median_rank_before", "feature_change")]
+    return names + ["judges_top5_mean", "judges_top5_min", "feature_change_mean", "seconds_median",
+                    "cpu_seconds_median", "steps_mean"]
+
+
+def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """Tables (markdown, JSON) with bootstrap intervals over pairs, and the frontier figure."""
+    from accentuate.analysis import bootstrap
+    from accentuate.judges import DEFAULT_JUDGES
+
+    done, points = load_points(args, pairs)
+    if not done:
+        log("no pair is finished by every recipe yet; nothing to report")
+        return
+    names = stat_names(DEFAULT_JUDGES)
+    table: dict[str, dict[str, list[float]]] = {}
+    for label, pt in points.items():
+        ci = bootstrap(lambda d, pt=pt: statistics(pt, DEFAULT_JUDGES, d["pair"]), {"pair": len(done)},
+                       replicates=args.replicates, generator=0)
+        table[label] = {n: [float(ci.estimate[i]), float(ci.lower[i]), float(ci.upper[i])] for i, n in enumerate(names)}
+        table[label]["load_mean"] = [float(pt["load"].mean())] * 3
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {"pairs": len(done), "pool_pairs": sum(p["source"] == "pool" for p in done),
+            "calibration_pairs": sum(p["source"] == "calibration" for p in done), "judges": list(DEFAULT_JUDGES),
+            "replicates": args.replicates, "recipes": {r: RECIPES[r] for r in args.recipes},
+            "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+    per_pair = []
+    for label, pt in points.items():
+        for i, p in enumerate(done):
+            per_pair.append({"point": label, "pair": p["id"], "target": p["target_name"],
+                             "model_rank": int(pt["model_rank"][i]), "ssim": round(float(pt["ssim"][i]), 4),
+                             **{f"{j}_rank_{w}": int(pt[f"rank_{w}_{j}"][i]) for j in DEFAULT_JUDGES
+                                for w in ("before", "after")},
+                             **{f"{j}_feature_change": round(float(pt[f"feature_change_{j}"][i]), 5)
+                                for j in DEFAULT_JUDGES}})
+    (args.out / "faithfulness.json").write_text(json.dumps({"meta": meta, "points": table, "pairs": per_pair},
+                                                           indent=1))
+    (args.out / "faithfulness.md").write_text(markdown_report(meta, table, " ".join(sys.argv[1:])))
+    frontier_figure(table, args.figure, meta)
+    log(f"report of {len(done)} pairs: {args.out / 'faithfulness.md'}, {args.figure}")
+
+
+def markdown_report(meta: dict[str, Any], table: dict[str, dict[str, list[float]]], argv: str) -> str:
+    """The tables: the recipes, then per judge."""
+    def ci(v: list[float], fmt: str = ".2f", pct: bool = False) -> str:
+        e, lo, hi = v
+        if math.isnan(e):
+            return "-"
+        if pct:
+            return f"{e:.0%} [{lo:.0%}, {hi:.0%}]"
+        return f"{e:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+    judges = meta["judges"]
+    lines = [f"Command: `python benchmarks/faithfulness.py {argv}`".replace("  ", " "), "",
+             f"{meta['pairs']} pairs ({meta['pool_pairs']} from the photo pool, {meta['calibration_pairs']} "
+             f"calibration pairs); judges {', '.join(judges)}; 95 % bootstrap intervals over pairs "
+             f"({meta['replicates']} replicates). {meta['machine']}, torch {meta['torch']}, {meta['date']}.", "",
+             "| recipe | model top-1 | judges' top-5 (mean of 3) | judges' top-5 (lowest) | mean SSIM | "
+             "feature change (mean of 3) | steps | s / pair (median) | CPU s / pair | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, t in table.items():
+        sec = "-" if math.isnan(t["seconds_median"][0]) else f"{t['seconds_median'][0]:.0f}"
+        cpu = "-" if math.isnan(t["cpu_seconds_median"][0]) else f"{t['cpu_seconds_median'][0]:.0f}"
+        lines.append(f"| {label} | {ci(t['model_top1'], pct=True)} | {ci(t['judges_top5_mean'], pct=True)} | "
+                     f"{ci(t['judges_top5_min'], pct=True)} | {ci(t['ssim'], '.3f')} | "
+                     f"{ci(t['feature_change_mean'], '.3f')} | {t['steps_mean'][0]:.1f} | {sec} | {cpu} | "
+                     f"{t['load_mean'][0]:.1f} |")
+    for j in judges:
+        lines += ["", f"**{j}** (before: on the seed):", "",
+                  "| recipe | top-1 before | top-1 after | top-5 before | top-5 after | median rank before | "
+                  "median rank after | feature change |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for label, t in table.items():
+            lines.append(f"| {label} | {ci(t[f'{j}:top1_before'], pct=True)} | {ci(t[f'{j}:top1'], pct=True)} | "
+                         f"{ci(t[f'{j}:top5_before'], pct=True)} | {ci(t[f'{j}:top5'], pct=True)} | "
+                         f"{ci(t[f'{j}:median_rank_before'], '.0f')} | {ci(t[f'{j}:median_rank'], '.0f')} | "
+                         f"{ci(t[f'{j}:feature_change'], '.3f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def frontier_figure(table: dict[str, dict[str, list[float]]], path: Path, meta: dict[str, Any]) -> None:
+    """SSIM against the judges' top-5 rate (and against the judges' feature change), each recipe a point
+    with its intervals; the snapshots of a run as a line to its final point; the goal's corner shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"naive": "tab:red", "preview": "tab:orange", "defaults": "tab:blue", "least-change": "tab:green",
+              "reference": "tab:purple"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, key, ylabel in ((axes[0], "judges_top5_mean", "target in the judges' top 5 (mean of 3 judges)"),
+                            (axes[1], "feature_change_mean", "judges' feature change, 1 - cosine (mean of 3)")):
+        if key == "judges_top5_mean":
+            ax.axvspan(0.8, 1.0, ymin=0.9 / 1.05, color="tab:green", alpha=0.08, lw=0)
+            ax.text(0.805, 1.02, "goal", color="tab:green", fontsize=9, va="top")
+        for recipe, color in colors.items():
+            mine = [(lab, t) for lab, t in table.items() if lab.split(",")[0] == recipe]
+            if not mine:
+                continue
+            xs = [t["ssim"][0] for _, t in mine]
+            ys = [t[key][0] for _, t in mine]
+            order = sorted(range(len(xs)), key=lambda i: xs[i])
+            ax.plot([xs[i] for i in order], [ys[i] for i in order], color=color, lw=0.8, alpha=0.5)
+            for lab, t in mine:
+                final = "," not in lab
+                ax.errorbar(t["ssim"][0], t[key][0],
+                            xerr=[[t["ssim"][0] - t["ssim"][1]], [t["ssim"][2] - t["ssim"][0]]],
+                            yerr=[[t[key][0] - t[key][1]], [t[key][2] - t[key][0]]],
+                            fmt="o" if final else ".", ms=8 if final else 5, color=color, capsize=2,
+                            alpha=1 if final else 0.6, label=recipe if final else None)
+                if not final:
+                    ax.annotate(lab.split(", ")[1].replace(" steps", ""), (t["ssim"][0], t[key][0]),
+                                textcoords="offset points", xytext=(4, -9), fontsize=7, color=color)
+        ax.set_xlabel("mean SSIM to the seed (grayscale, 224 x 224)")
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(0.4, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"Recipes on EfficientNet-Lite0, {meta['pairs']} pairs; judges {', '.join(meta['judges'])} "
+                 "(small dots: the same runs at fewer steps; bars: 95 % bootstrap intervals)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -212,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "accentuate" / "faithfulness")
     ap.add_argument("--photos", type=Path, default=None, help="the photo pool (default: make photos' cache)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/faithfulness"),
+                    help="where the report goes (faithfulness.md, faithfulness.json)")
+    ap.add_argument("--figure", type=Path, default=Path("docs/figures/faithfulness_frontier.png"))
+    ap.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
     ap.add_argument("--smoke", action="store_true", help="2 steps per recipe (a check of the script, not a result)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -234,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, {args.threads} threads")
     if args.stage in ("run", "all"):
         run_stage(args, model, pairs, photos, log)
+    if args.stage in ("judge", "all"):
+        judge_stage(args, pairs, log)
+    if args.stage in ("report", "all"):
+        report_stage(args, pairs, log)
     return 0
 
 
