@@ -24,6 +24,7 @@ EfficientNet-Lite2, each with its own preprocessing): the target's rank and prob
 seed) and after, and the change of the judge's pooled penultimate features (1 - cosine to the seed's).
 
     nice -n 15 python benchmarks/faithfulness.py                    # every stage; resumable
+    nice -n 15 python benchmarks/faithfulness.py --stage run --reverse   # a second worker, from the end
     python benchmarks/faithfulness.py --pool 1 --no-calibration --smoke   # a quick check (2 steps)
     python benchmarks/faithfulness.py --stage report                # tables and figure from the cache
 
@@ -189,8 +190,12 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
 
 def run_stage(args: argparse.Namespace, model: torch.nn.Module, pairs: list[dict[str, Any]], photos: Path,
               log: Callable[[str], None]) -> None:
-    """Every recipe on every pair (pair by pair, so that a partial run compares the recipes on the same pairs)."""
-    for k, pair in enumerate(pairs):
+    """Every recipe on every pair (pair by pair, so that a partial run compares the recipes on the same pairs).
+
+    A second process started with ``--reverse`` works from the last pair backwards: the two share the
+    cache, each skips what the other finished, and they meet in the middle."""
+    order = list(enumerate(pairs))
+    for k, pair in (reversed(order) if args.reverse else order):
         for recipe in args.recipes:
             folder = args.cache / recipe_key(recipe, args.smoke)
             folder.mkdir(parents=True, exist_ok=True)
@@ -456,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stage", choices=("run", "judge", "report", "all"), default="all")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "accentuate" / "faithfulness")
     ap.add_argument("--photos", type=Path, default=None, help="the photo pool (default: make photos' cache)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on a busy machine two threads mostly wait for each other)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="run the pairs from the last one backwards (a second worker beside a first one)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/faithfulness"),
                     help="where the report goes (faithfulness.md, faithfulness.json)")
     ap.add_argument("--figure", type=Path, default=Path("docs/figures/faithfulness_frontier.png"))

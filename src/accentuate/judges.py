@@ -379,8 +379,8 @@ def judge_pairs(
                 if si is not None and logits_s is not None:
                     k, pr = class_rank(logits_s[si], torch.tensor(c))
                     row.update(rank_before=int(k), prob_before=float(pr))
-            elif classes[i] is not None:
-                cname = labels[classes[i]] if labels is not None and classes[i] < len(labels) else shown[i]
+            elif (ci := classes[i]) is not None:
+                cname = labels[ci] if labels is not None and ci < len(labels) else shown[i]
                 row["note"] = f"{j.name} has no class {cname!r}: features only"
                 missing.append(cname)
             else:
