@@ -341,60 +341,67 @@ def judge_pairs(
     shown = [target_labels[i] if target_labels is not None else
              (labels[c] if labels is not None and c is not None and c < len(labels) else
               (f"class {c}" if c is not None else f"target {i}")) for i, c in enumerate(classes)]
-    # Unique seeds (a seed shared by several targets is seen once).
-    seed_index: list[int | None] = []
-    unique: list[torch.Tensor] = []
-    ids: dict[int, int] = {}
-    for s in seeds:
-        if s is None:
-            seed_index.append(None)
-            continue
-        key = id(s)
-        if key not in ids:
-            ids[key] = len(unique)
-            unique.append(s)
-        seed_index.append(ids[key])
-    rows: list[dict[str, Any]] = []
+    seed_index, unique = _unique(seeds)
     notes: list[str] = []
     not_class = sorted({shown[i] for i, c in enumerate(classes) if c is None})
     if not_class:
         notes.append("targets that are not classes get the feature change only: " + ", ".join(not_class))
     if any(s is None for s in seeds):
         notes.append("pairs without a seed have no 'before' and no feature change")
-    per_judge_rows: list[list[dict[str, Any]]] = []
-    for j in js:
-        logits_a, feats_a = j.see(images, batch)
-        logits_s, feats_s = j.see(unique, batch) if unique else (None, None)
-        mine = []
-        missing = []
-        for i in range(p):
-            c = _judge_class(classes[i], labels, j)
-            si = seed_index[i]
-            row: dict[str, Any] = {"pair": i, "target_label": shown[i], "judge": j.name, "class": c,
-                                   "rank_before": None, "prob_before": None, "rank_after": None,
-                                   "prob_after": None, "feature_cosine": None, "feature_change": None, "note": None}
-            if c is not None and logits_a is not None:
-                k, pr = class_rank(logits_a[i], torch.tensor(c))
-                row.update(rank_after=int(k), prob_after=float(pr))
-                if si is not None and logits_s is not None:
-                    k, pr = class_rank(logits_s[si], torch.tensor(c))
-                    row.update(rank_before=int(k), prob_before=float(pr))
-            elif (ci := classes[i]) is not None:
-                cname = labels[ci] if labels is not None and ci < len(labels) else shown[i]
-                row["note"] = f"{j.name} has no class {cname!r}: features only"
-                missing.append(cname)
-            else:
-                row["note"] = "not a class: features only"
-            if si is not None and feats_s is not None:
-                cos = float(torch.nn.functional.cosine_similarity(feats_a[i].double(), feats_s[si].double(), dim=0))
-                row.update(feature_cosine=cos, feature_change=1.0 - cos if math.isfinite(cos) else None)
-            mine.append(row)
-        if missing:
-            notes.append(f"{j.name} has no class {', '.join(sorted(set(missing)))}: features only there")
-        per_judge_rows.append(mine)
-    for i in range(p):  # pair by pair, judges in the order given
-        rows.extend(r[i] for r in per_judge_rows)
+    per_judge = [_rows_of(j, images, unique, seed_index, classes, labels, shown, batch, notes) for j in js]
+    rows = [r[i] for i in range(p) for r in per_judge]  # pair by pair, judges in the order given
     return Judgement([j.describe() for j in js], rows, notes)
+
+
+def _unique(seeds: Sequence[torch.Tensor | None]) -> tuple[list[int | None], list[torch.Tensor]]:
+    """Per pair the index of its seed among the distinct seed objects (a seed shared by several
+    targets is seen once), and those seeds."""
+    index: list[int | None] = []
+    unique: list[torch.Tensor] = []
+    ids: dict[int, int] = {}
+    for s in seeds:
+        if s is None:
+            index.append(None)
+            continue
+        if id(s) not in ids:
+            ids[id(s)] = len(unique)
+            unique.append(s)
+        index.append(ids[id(s)])
+    return index, unique
+
+
+def _rows_of(j: Judge, images: Sequence[torch.Tensor], unique: list[torch.Tensor], seed_index: list[int | None],
+             classes: Sequence[int | None], labels: Sequence[str] | None, shown: list[str], batch: int,
+             notes: list[str]) -> list[dict[str, Any]]:
+    """One judge's row per pair (and a note on the classes it lacks, added to ``notes``)."""
+    logits_a, feats_a = j.see(images, batch)
+    logits_s, feats_s = j.see(unique, batch) if unique else (None, None)
+    rows, missing = [], []
+    for i in range(len(images)):
+        c = _judge_class(classes[i], labels, j)
+        si = seed_index[i]
+        row: dict[str, Any] = {"pair": i, "target_label": shown[i], "judge": j.name, "class": c,
+                               "rank_before": None, "prob_before": None, "rank_after": None,
+                               "prob_after": None, "feature_cosine": None, "feature_change": None, "note": None}
+        if c is not None and logits_a is not None:
+            k, pr = class_rank(logits_a[i], torch.tensor(c))
+            row.update(rank_after=int(k), prob_after=float(pr))
+            if si is not None and logits_s is not None:
+                k, pr = class_rank(logits_s[si], torch.tensor(c))
+                row.update(rank_before=int(k), prob_before=float(pr))
+        elif (ci := classes[i]) is not None:
+            cname = labels[ci] if labels is not None and ci < len(labels) else shown[i]
+            row["note"] = f"{j.name} has no class {cname!r}: features only"
+            missing.append(cname)
+        else:
+            row["note"] = "not a class: features only"
+        if si is not None and feats_s is not None:
+            cos = float(torch.nn.functional.cosine_similarity(feats_a[i].double(), feats_s[si].double(), dim=0))
+            row.update(feature_cosine=cos, feature_change=1.0 - cos if math.isfinite(cos) else None)
+        rows.append(row)
+    if missing:
+        notes.append(f"{j.name} has no class {', '.join(sorted(set(missing)))}: features only there")
+    return rows
 
 
 def judge(
