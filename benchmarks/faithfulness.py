@@ -12,6 +12,8 @@ photos). Each pair is accentuated on EfficientNet-Lite0 with each recipe:
   ``accentuate.spec.REFERENCE_DEFAULTS``): lambda 1, Fourier, 100 steps, canvas 512, 16 crops;
 - ``defaults``: the model's calibrated defaults, nothing overridden;
 - ``preview``: ``accentuate.PRESETS["preview"]`` (``accentuate run --preview``);
+- ``stop-top1``, ``stop-p0.5``: candidates for the defaults: the defaults, but each pair stops as
+  soon as its target is the model's top-1 (or has probability 0.5), checked every 2 steps;
 - ``least-change``: ``accentuate.least_change`` (stop at top-1, lambda bisected per pair) with 3
   rounds, as ``benchmarks/calibrate.py --least-change 3`` (the library's default is 4; its second
   round, at lambda 4.47, rarely reaches the target, so a fourth round mostly refines the third).
@@ -29,6 +31,7 @@ EfficientNet-Lite2, each with its own preprocessing): the target's rank and prob
 seed) and after, and the change of the judge's pooled penultimate features (1 - cosine to the seed's).
 
     nice -n 15 python benchmarks/faithfulness.py                    # every stage; resumable
+    nice -n 15 python benchmarks/faithfulness.py --stage run --recipes naive preview defaults   # some recipes first
     nice -n 15 python benchmarks/faithfulness.py --stage run --reverse   # a second worker, from the end
     python benchmarks/faithfulness.py --pool 1 --no-calibration --smoke   # a quick check (2 steps)
     python benchmarks/faithfulness.py --stage report                # tables and figure from the cache
@@ -76,6 +79,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "preview": {"kind": "accentuate", "settings": dict(acc.PRESETS["preview"])},
     "defaults": {"kind": "accentuate", "snapshots": [10, 20, 30], "settings": {}},
     "least-change": {"kind": "least_change", "rounds": 3, "settings": {}},
+    # Candidates for the defaults: stop each pair once the model sees its target (checked every 2 steps).
+    "stop-top1": {"kind": "accentuate", "settings": {"until": "top1", "check_every": 2}},
+    "stop-p0.5": {"kind": "accentuate", "settings": {"until": "p>=0.5", "check_every": 2}},
     "reference": {"kind": "accentuate", "snapshots": [20, 40, 60, 80],
                   "settings": {k: REFERENCE_DEFAULTS[k] for k in ("lam", "steps", "lr", "param", "canvas",
                                                                    "crops", "crop_range")}},
@@ -260,6 +266,7 @@ def judge_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Call
 POINTS = [("naive", "naive", ""), ("naive, 20 steps", "naive", "@20"), ("naive, 10 steps", "naive", "@10"),
           ("preview", "preview", ""), ("defaults", "defaults", ""), ("defaults, 30 steps", "defaults", "@30"),
           ("defaults, 20 steps", "defaults", "@20"), ("defaults, 10 steps", "defaults", "@10"),
+          ("stop-top1", "stop-top1", ""), ("stop-p0.5", "stop-p0.5", ""),
           ("least-change", "least-change", ""), ("reference", "reference", ""),
           ("reference, 80 steps", "reference", "@80"), ("reference, 60 steps", "reference", "@60"),
           ("reference, 40 steps", "reference", "@40"), ("reference, 20 steps", "reference", "@20")]
@@ -420,8 +427,8 @@ def frontier_figure(table: dict[str, dict[str, list[float]]], path: Path, meta: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"naive": "tab:red", "preview": "tab:orange", "defaults": "tab:blue", "least-change": "tab:green",
-              "reference": "tab:purple"}
+    colors = {"naive": "tab:red", "preview": "tab:orange", "defaults": "tab:blue", "stop-top1": "tab:cyan",
+              "stop-p0.5": "tab:olive", "least-change": "tab:green", "reference": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     for ax, key, ylabel in ((axes[0], "judges_top5_mean", "target in the judges' top 5 (mean of 3 judges)"),
                             (axes[1], "feature_change_mean", "judges' feature change, 1 - cosine (mean of 3)")):
