@@ -33,7 +33,7 @@ seed) and after, and the change of the judge's pooled penultimate features (1 - 
     nice -n 15 python benchmarks/faithfulness.py                    # every stage; resumable
     nice -n 15 python benchmarks/faithfulness.py --stage run --recipes naive preview defaults   # some recipes first
     nice -n 15 python benchmarks/faithfulness.py --stage run --reverse   # a second worker, from the end
-    python benchmarks/faithfulness.py --pool 1 --no-calibration --smoke   # a quick check (2 steps)
+    python benchmarks/faithfulness.py --pool 1 --calibration 0 --smoke --cache /tmp/f   # a check (2 steps)
     python benchmarks/faithfulness.py --stage report                # tables and figure from the cache
 
 Every result is cached per recipe and pair under ``--cache`` (default
@@ -472,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, default=100, help="pool photos (one pair each; default 100)")
     ap.add_argument("--pairs-seed", type=int, default=0, help="generator seed of the pool draw")
-    ap.add_argument("--no-calibration", action="store_true", help="leave out the 24 calibration pairs")
+    ap.add_argument("--calibration", type=int, default=24, metavar="N",
+                    help="the first N of the 24 calibration pairs (default: all; 0: none)")
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--stage", choices=("run", "judge", "report", "all"), default="all")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "accentuate" / "faithfulness")
@@ -500,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
 
     model = acc.load_model(MODEL)
     pairs = pool_pairs(model, photos, args.pool, args.pairs_seed) if args.pool else []
-    if not args.no_calibration:
-        pairs += calibration_pairs(model)
+    if args.calibration:
+        pairs += calibration_pairs(model)[: args.calibration]
     (args.cache / "pairs.json").write_text(json.dumps(pairs, indent=1))
     log(f"# {len(pairs)} pairs, recipes {', '.join(args.recipes)}; {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {args.threads} threads")
