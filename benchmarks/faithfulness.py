@@ -12,8 +12,8 @@ photos). Each pair is accentuated on EfficientNet-Lite0 with each recipe:
   ``accentuate.spec.REFERENCE_DEFAULTS``): lambda 1, Fourier, 100 steps, canvas 512, 16 crops;
 - ``defaults``: the model's calibrated defaults, nothing overridden;
 - ``preview``: ``accentuate.PRESETS["preview"]`` (``accentuate run --preview``);
-- ``stop-top1``, ``stop-p0.5``: candidates for the defaults: the defaults, but each pair stops as
-  soon as its target is the model's top-1 (or has probability 0.5), checked every 2 steps;
+- ``stop-top1``, ``stop-p0.5``, ``stop-p0.9``: candidates for the defaults: the defaults, but each pair
+  stops as soon as its target is the model's top-1 (or has probability 0.5, 0.9), checked every 2 steps;
 - ``least-change``: ``accentuate.least_change`` (stop at top-1, lambda bisected per pair) with 3
   rounds, as ``benchmarks/calibrate.py --least-change 3`` (the library's default is 4; its second
   round, at lambda 4.47, rarely reaches the target, so a fourth round mostly refines the third).
@@ -82,6 +82,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Candidates for the defaults: stop each pair once the model sees its target (checked every 2 steps).
     "stop-top1": {"kind": "accentuate", "settings": {"until": "top1", "check_every": 2}},
     "stop-p0.5": {"kind": "accentuate", "settings": {"until": "p>=0.5", "check_every": 2}},
+    "stop-p0.9": {"kind": "accentuate", "settings": {"until": "p>=0.9", "check_every": 2}},
     "reference": {"kind": "accentuate", "snapshots": [20, 40, 60, 80],
                   "settings": {k: REFERENCE_DEFAULTS[k] for k in ("lam", "steps", "lr", "param", "canvas",
                                                                    "crops", "crop_range")}},
@@ -267,6 +268,7 @@ POINTS = [("naive", "naive", ""), ("naive, 20 steps", "naive", "@20"), ("naive, 
           ("preview", "preview", ""), ("defaults", "defaults", ""), ("defaults, 30 steps", "defaults", "@30"),
           ("defaults, 20 steps", "defaults", "@20"), ("defaults, 10 steps", "defaults", "@10"),
           ("stop-top1", "stop-top1", ""), ("stop-p0.5", "stop-p0.5", ""),
+          ("stop-p0.9", "stop-p0.9", ""),
           ("least-change", "least-change", ""), ("reference", "reference", ""),
           ("reference, 80 steps", "reference", "@80"), ("reference, 60 steps", "reference", "@60"),
           ("reference, 40 steps", "reference", "@40"), ("reference, 20 steps", "reference", "@20")]
@@ -379,6 +381,9 @@ def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Cal
                                                            indent=1))
     (args.out / "faithfulness.md").write_text(markdown_report(meta, table, " ".join(sys.argv[1:])))
     frontier_figure(table, args.figure, meta)
+    if args.examples is not None:
+        chosen = [p for p in done if p["id"] in args.examples] or done[:4]
+        examples_figure(args, chosen, args.figure.with_name(args.figure.stem + "_examples.jpg"))
     log(f"report of {len(done)} pairs: {args.out / 'faithfulness.md'}, {args.figure}")
 
 
@@ -428,7 +433,7 @@ def frontier_figure(table: dict[str, dict[str, list[float]]], path: Path, meta: 
     import matplotlib.pyplot as plt
 
     colors = {"naive": "tab:red", "preview": "tab:orange", "defaults": "tab:blue", "stop-top1": "tab:cyan",
-              "stop-p0.5": "tab:olive", "least-change": "tab:green", "reference": "tab:purple"}
+              "stop-p0.5": "tab:olive", "stop-p0.9": "tab:brown", "least-change": "tab:green", "reference": "tab:purple"}
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
     for ax, key, ylabel in ((axes[0], "judges_top5_mean", "target in the judges' top 5 (mean of 3 judges)"),
                             (axes[1], "feature_change_mean", "judges' feature change, 1 - cosine (mean of 3)")):
@@ -467,6 +472,45 @@ def frontier_figure(table: dict[str, dict[str, list[float]]], path: Path, meta: 
     plt.close(fig)
 
 
+def examples_figure(args: argparse.Namespace, pairs: list[dict[str, Any]], path: Path) -> None:
+    """A few pairs (rows) under each recipe (columns), each image with the model's and the judges' ranks
+    of the target and its SSIM."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from accentuate.judges import DEFAULT_JUDGES
+
+    cols = [r for r in args.recipes]
+    fig, axes = plt.subplots(len(pairs), len(cols) + 1, figsize=(2.1 * (len(cols) + 1), 2.0 * len(pairs) + 0.4))
+    for i, pair in enumerate(pairs):
+        for k, recipe in enumerate([None, *cols]):
+            ax = axes[i, k]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            folder = args.cache / recipe_key(recipe or "defaults", args.smoke)
+            if recipe is None:
+                ax.imshow(acc.load_image(folder / f"{pair['id']}_seed.png").permute(1, 2, 0).numpy())
+                ax.set_ylabel(f"{pair['photo_name'].split('/')[-1]}\n-> {pair['target_name']}", fontsize=7)
+                if i == 0:
+                    ax.set_title("seed", fontsize=8)
+                continue
+            rec = json.loads((folder / f"{pair['id']}.json").read_text())
+            judged = json.loads(sorted(folder.glob(f"{pair['id']}.judges-*.json"))[-1].read_text())["variants"]["final"]
+            ax.imshow(acc.load_image(folder / f"{pair['id']}.png").permute(1, 2, 0).numpy())
+            ranks = "/".join(str(judged[j]["rank_after"]) for j in DEFAULT_JUDGES)
+            ax.set_xlabel(f"model {rec['rank_after']}, judges {ranks}\nSSIM {rec['ssim']:.2f}", fontsize=7)
+            if i == 0:
+                ax.set_title(recipe, fontsize=8)
+    fig.suptitle("Rank of the target on EfficientNet-Lite0 (model) and on MobileNetV2 / Lite1 / Lite2 (judges)",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, pil_kwargs={"quality": 85} if path.suffix in (".jpg", ".jpeg") else {})
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -486,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the report goes (faithfulness.md, faithfulness.json)")
     ap.add_argument("--figure", type=Path, default=Path("docs/figures/faithfulness_frontier.png"))
     ap.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
+    ap.add_argument("--examples", nargs="*", default=None, metavar="PAIR",
+                    help="also draw these pairs under every recipe (FIGURE_examples.jpg; no ids: the first 4)")
     ap.add_argument("--smoke", action="store_true", help="2 steps per recipe (a check of the script, not a result)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
