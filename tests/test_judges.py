@@ -206,3 +206,28 @@ def test_a_naive_pixel_accentuation_transfers_less_than_the_defaults(lite0):
     assert d["rank_after"] <= 5 and d["rank_after"] < n["rank_after"], d
     # A change the model alone sees moves the judge's features less.
     assert n["feature_change"] < d["feature_change"]
+
+
+def test_judge_reads_a_command_line_folder(tmp_path, monkeypatch):
+    """`accentuate run` writes a folder; Result.load reads it (8-bit images, seeds from their files), and the
+    judge refuses the model by the name the folder records and judges it with another model."""
+    import cli_models
+    from PIL import Image
+    from test_reliability import photo_array
+
+    from accentuate.cli import main
+
+    Image.fromarray(photo_array(36, 48)).save(tmp_path / "cat.png")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "cat.png", "--target", "apple", "conv2:1", "--out", "runs/a", "--quiet", "--model",
+                 "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "48", "--frames", "2"]) == 0
+    res = acc.Result.load(tmp_path / "runs" / "a")
+    assert res.seeds is not None
+    with pytest.raises(acc.JudgeError, match="is the model that was accentuated"):
+        acc.judge(res, [cli_models.tiny()])
+    other = tiny_judge(labels=cli_models.LABELS, name="other")
+    verdict = acc.judge(res, [other])
+    apple, chan = verdict.rows
+    assert apple["class"] == 0 and apple["rank_before"] >= 1 and apple["rank_after"] >= 1
+    assert chan["class"] is None and chan["feature_change"] >= 0
+    assert json.loads(json.dumps(verdict.to_dict()))["pairs"][0]["target_label"] == apple["target_label"]

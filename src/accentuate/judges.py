@@ -261,22 +261,23 @@ class Judgement:
         return self.markdown()
 
 
-def _model_name(run: dict[str, Any] | None) -> str | None:
+def _model_names(run: dict[str, Any] | None) -> set[str]:
+    """The names a run record gives its model (``"efficientnet_lite0"``, or ``{"arg", "name"}``)."""
     m = (run or {}).get("model")
-    if isinstance(m, dict):
-        m = m.get("arg") or m.get("name")
-    return str(m) if m else None
+    names = [m.get("arg"), m.get("name")] if isinstance(m, dict) else [m]
+    return {str(x) for x in names if x}
 
 
-def _refuse_same(j: Judge, model: nn.Module | None, model_name: str | None, digest: str | None) -> None:
+def _refuse_same(j: Judge, model: nn.Module | None, model_names: set[str], digest: str | None) -> None:
     if model is not None and j.model is model:
         raise JudgeError(f"judge {j.name!r} is the model that was accentuated (the same module); "
                          "a judge must be another model, e.g. one of " + ", ".join(DEFAULT_JUDGES))
     if digest is not None and weights_digest(j.model) == digest:
         raise JudgeError(f"judge {j.name!r} has the weights of the model that was accentuated; "
                          "a judge must be another model, e.g. one of " + ", ".join(DEFAULT_JUDGES))
-    if model is None and model_name is not None and model_name == j.name:
-        raise JudgeError(f"judge {j.name!r} is the model that was accentuated ({model_name}); "
+    same = model_names & {j.name, j.spec.name}
+    if model is None and same:
+        raise JudgeError(f"judge {j.name!r} is the model that was accentuated ({sorted(same)[0]}); "
                          "a judge must be another model, e.g. one of " + ", ".join(DEFAULT_JUDGES))
 
 
@@ -304,7 +305,7 @@ def judge_pairs(
     labels: Sequence[str] | None = None,
     target_labels: Sequence[str] | None = None,
     model: nn.Module | None = None,
-    model_name: str | None = None,
+    model_name: str | Sequence[str] | None = None,
     batch: int = 16,
 ) -> Judgement:
     """Judge pairs given as tensors (pairs may have canvases of different sizes).
@@ -318,7 +319,8 @@ def judge_pairs(
         labels: the accentuated model's class labels (to find each class in a judge with other labels).
         target_labels: per pair, how the target is shown (default: its class name, else ``target j``).
         model: the accentuated model (a judge that is this module or has its weights is refused).
-        model_name: its name (a judge of this name is refused when ``model`` is not given).
+        model_name: its name, or the names a run record gives it (a judge of such a name is refused
+            when ``model`` is not given).
         batch: images per judge pass.
 
     Raises:
@@ -337,7 +339,8 @@ def judge_pairs(
         raise ValueError(f"judges must have distinct names; got {names}")
     digest = weights_digest(model) if model is not None else None
     for j in js:
-        _refuse_same(j, model, model_name, digest)
+        names = {model_name} if isinstance(model_name, str) else set(model_name or ())
+        _refuse_same(j, model, names, digest)
     shown = [target_labels[i] if target_labels is not None else
              (labels[c] if labels is not None and c is not None and c < len(labels) else
               (f"class {c}" if c is not None else f"target {i}")) for i, c in enumerate(classes)]
@@ -443,7 +446,7 @@ def judge(
             shown.append(t.describe().get("label", repr(t)))
             where.append((i, jt))
     verdict = judge_pairs(seeds, images, classes, judges, labels=result.labels, target_labels=shown, model=model,
-                          model_name=_model_name(result.run) if model is None else None, batch=batch)
+                          model_name=sorted(_model_names(result.run)) if model is None else None, batch=batch)
     for r in verdict.rows:
         r["seed"], r["target"] = where[r["pair"]]
     return verdict
