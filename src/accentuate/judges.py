@@ -338,9 +338,9 @@ def judge_pairs(
     if len(set(names)) != len(names):
         raise ValueError(f"judges must have distinct names; got {names}")
     digest = weights_digest(model) if model is not None else None
+    recorded: set[str] = {model_name} if isinstance(model_name, str) else set(model_name or ())
     for j in js:
-        names = {model_name} if isinstance(model_name, str) else set(model_name or ())
-        _refuse_same(j, model, names, digest)
+        _refuse_same(j, model, recorded, digest)
     shown = [target_labels[i] if target_labels is not None else
              (labels[c] if labels is not None and c is not None and c < len(labels) else
               (f"class {c}" if c is not None else f"target {i}")) for i, c in enumerate(classes)]
