@@ -35,6 +35,7 @@ seed) and after, and the change of the judge's pooled penultimate features (1 - 
     nice -n 15 python benchmarks/faithfulness.py --stage run --recipes naive preview defaults   # some recipes first
     nice -n 15 python benchmarks/faithfulness.py --stage run --reverse   # a second worker, from the end
     python benchmarks/faithfulness.py --pool 1 --calibration 0 --smoke --cache /tmp/f   # a check (2 steps)
+    nice -n 15 python benchmarks/faithfulness.py --stage run --only cal-hubble-254   # some pairs first
     python benchmarks/faithfulness.py --stage report                # tables and figure from the cache
 
 Every result is cached per recipe and pair under ``--cache`` (default
@@ -177,13 +178,13 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
     load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     rec: dict[str, Any] = {"pair": pair["id"], "recipe": recipe, "settings": settings}
     if r["kind"] == "least_change":
-        lc = acc.least_change(model, seed, pair["target"], generator=0, rounds=r["rounds"], **settings)
+        lc = acc.least_change(model, seed, pair["target"], seed=0, rounds=r["rounds"], **settings)
         final, seed_t = lc.images[0, 0], lc.result.seeds[0]
         rec.update(steps=int(lc.steps[0, 0]), lam=float(lc.lam[0, 0]), reached=bool(lc.reached[0, 0]),
                    rounds=len(lc.rounds), config=lc.result.config.to_dict())
         history = None
     else:
-        res = acc.accentuate(model, seed, pair["target"], generator=0, snapshots=snaps, **settings)
+        res = acc.accentuate(model, seed, pair["target"], seed=0, snapshots=snaps, **settings)
         final, seed_t = res.images[0, 0], res.seeds[0]
         rec.update(steps=int(res.steps_used[0, 0]), lam=float(res.lam_effective[0, 0]), config=res.config.to_dict())
         history = res
@@ -562,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
     ap.add_argument("--examples", nargs="*", default=None, metavar="PAIR",
                     help="also draw these pairs under every recipe (FIGURE_examples.jpg; no ids: the first 4)")
+    ap.add_argument("--only", nargs="*", default=None, metavar="PAIR",
+                    help="run and judge only these pairs (ids as in pairs.json), in the order given")
     ap.add_argument("--smoke", action="store_true", help="2 steps per recipe (a check of the script, not a result)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -582,10 +585,17 @@ def main(argv: list[str] | None = None) -> int:
     (args.cache / "pairs.json").write_text(json.dumps(pairs, indent=1))
     log(f"# {len(pairs)} pairs, recipes {', '.join(args.recipes)}; {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {args.threads} threads")
+    work = pairs
+    if args.only is not None:
+        by_id = {p["id"]: p for p in pairs}
+        unknown = [i for i in args.only if i not in by_id]
+        if unknown:
+            raise SystemExit(f"error: --only names pairs that are not drawn: {', '.join(unknown)}; see {args.cache}/pairs.json")
+        work = [by_id[i] for i in args.only]
     if args.stage in ("run", "all"):
-        run_stage(args, model, pairs, photos, log)
+        run_stage(args, model, work, photos, log)
     if args.stage in ("judge", "all"):
-        judge_stage(args, pairs, log)
+        judge_stage(args, work, log)
     if args.stage in ("report", "all"):
         report_stage(args, pairs, log)
     return 0

@@ -18,6 +18,7 @@ __all__ = [
     "ModelNameError",
     "OutputError",
     "SpecError",
+    "TargetError",
     "UsageError",
 ]
 
@@ -70,6 +71,11 @@ class ModelNameError(AccentuateError, ValueError):
 class JudgeError(AccentuateError, ValueError):
     """A judge that cannot judge a result: the model that was accentuated itself (the same module,
     the same weights or the same name)."""
+
+
+class TargetError(AccentuateError, ValueError):
+    """A target that cannot be read (:func:`accentuate.parse_target`) or does not fit the model: a
+    channel, position, token, head or unit out of range, a direction of the wrong length."""
 
 
 class UsageError(AccentuateError, ValueError):

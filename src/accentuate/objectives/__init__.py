@@ -17,7 +17,11 @@ The package, one idea a module:
 - :mod:`~accentuate.objectives.heads`: :class:`Head` (an attention head's output, read from the
   INPUT of the attention output projection, captured as ``NAME@input``);
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
-  :func:`like`).
+  :func:`like`);
+- :mod:`~accentuate.objectives.function`: :func:`objective`, a function of your own as an objective
+  (recorded by its module, qualified name and a hash of its code);
+- :mod:`~accentuate.objectives.target`: :func:`parse_target`, the target grammar (``goldfish``,
+  ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ...) from text to an objective.
 
 The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
 An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
@@ -46,6 +50,7 @@ from .base import (
     Recorded,
     Sum,
     as_objective,
+    constant_like,
     from_record,
     kinds,
     recorded_unit,
@@ -54,13 +59,16 @@ from .base import (
     tensor_record,
 )
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
+from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
 from .reference import Like, default_like_layer, like
+from .target import TARGET_FORMS, parse_target, read_vector
 
 __all__ = [
     "Acts",
     "Channel",
     "Direction",
+    "Function",
     "Head",
     "Layouts",
     "Like",
@@ -69,9 +77,11 @@ __all__ = [
     "Objective",
     "Recorded",
     "Sum",
+    "TARGET_FORMS",
     "TokenChannel",
     "as_objective",
     "channel",
+    "constant_like",
     "default_like_layer",
     "direction",
     "from_record",
@@ -82,6 +92,9 @@ __all__ = [
     "like",
     "logit",
     "neuron",
+    "objective",
+    "parse_target",
+    "read_vector",
     "recorded_unit",
     "tensor_digest",
     "tensor_from_record",
