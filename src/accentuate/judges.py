@@ -260,6 +260,16 @@ class Judgement:
     def __str__(self) -> str:
         return self.markdown()
 
+    def rows_of(self, seed: int, target: int) -> list[dict[str, Any]]:
+        """The rows of one pair of a result (its judges, in order)."""
+        return [r for r in self.rows if r.get("seed") == seed and r.get("target") == target]
+
+    def subset(self, seeds: dict[int, int], targets: dict[int, int]) -> Judgement:
+        """The rows of the pairs ``seeds`` x ``targets`` (old index -> new index), renumbered."""
+        rows = [dict(r, seed=seeds[r["seed"]], target=targets[r["target"]]) for r in self.rows
+                if r.get("seed") in seeds and r.get("target") in targets]
+        return Judgement(list(self.judges), rows, list(self.notes))
+
 
 def _model_names(run: dict[str, Any] | None) -> set[str]:
     """The names a run record gives its model (``"efficientnet_lite0"``, or ``{"arg", "name"}``)."""
@@ -427,7 +437,8 @@ def judge(
         batch: images per judge pass.
 
     Returns:
-        A :class:`Judgement`; its rows carry ``seed`` and ``target`` (the result's indices).
+        A :class:`Judgement`; its rows carry ``seed`` and ``target`` (the result's indices). It is
+        kept as ``result.judgement`` too, so that :meth:`Result.save` records it.
 
     Raises:
         JudgeError: a judge equal to the accentuated model.
@@ -449,4 +460,5 @@ def judge(
                           model_name=sorted(_model_names(result.run)) if model is None else None, batch=batch)
     for r in verdict.rows:
         r["seed"], r["target"] = where[r["pair"]]
+    result.judgement = verdict
     return verdict
