@@ -393,6 +393,18 @@ def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Cal
                        replicates=args.replicates, generator=0)
         table[label] = {n: [float(ci.estimate[i]), float(ci.lower[i]), float(ci.upper[i])] for i, n in enumerate(names)}
         table[label]["load_mean"] = [float(pt["load"].mean())] * 3
+    # Each point against the defaults on the same resampled pairs (a paired interval of the difference).
+    diff: dict[str, dict[str, list[float]]] = {}
+    if "defaults" in points:
+        base = points["defaults"]
+        for label, pt in points.items():
+            if label == "defaults":
+                continue
+            ci = bootstrap(lambda d, pt=pt: statistics(pt, DEFAULT_JUDGES, d["pair"])
+                           - statistics(base, DEFAULT_JUDGES, d["pair"]), {"pair": len(done)},
+                           replicates=args.replicates, generator=0)
+            diff[label] = {n: [float(ci.estimate[i]), float(ci.lower[i]), float(ci.upper[i])]
+                           for i, n in enumerate(names)}
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"pairs": len(done), "pool_pairs": sum(p["source"] == "pool" for p in done),
             "calibration_pairs": sum(p["source"] == "calibration" for p in done), "judges": list(DEFAULT_JUDGES),
@@ -408,9 +420,9 @@ def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Cal
                                 for w in ("before", "after")},
                              **{f"{j}_feature_change": round(float(pt[f"feature_change_{j}"][i]), 5)
                                 for j in DEFAULT_JUDGES}})
-    (args.out / "faithfulness.json").write_text(json.dumps({"meta": meta, "points": table, "pairs": per_pair},
-                                                           indent=1))
-    (args.out / "faithfulness.md").write_text(markdown_report(meta, table, " ".join(sys.argv[1:])))
+    (args.out / "faithfulness.json").write_text(json.dumps({"meta": meta, "points": table,
+                                                            "minus_defaults": diff, "pairs": per_pair}, indent=1))
+    (args.out / "faithfulness.md").write_text(markdown_report(meta, table, " ".join(sys.argv[1:]), diff))
     frontier_figure(table, args.figure, meta)
     if args.examples is not None:
         chosen = [p for p in done if p["id"] in args.examples] or done[:4]
@@ -418,8 +430,9 @@ def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Cal
     log(f"report of {len(done)} pairs: {args.out / 'faithfulness.md'}, {args.figure}")
 
 
-def markdown_report(meta: dict[str, Any], table: dict[str, dict[str, list[float]]], argv: str) -> str:
-    """The tables: the recipes, then per judge."""
+def markdown_report(meta: dict[str, Any], table: dict[str, dict[str, list[float]]], argv: str,
+                    diff: dict[str, dict[str, list[float]]] | None = None) -> str:
+    """The tables: the recipes, their differences to the defaults (paired), then per judge."""
     def ci(v: list[float], fmt: str = ".2f", pct: bool = False) -> str:
         e, lo, hi = v
         if math.isnan(e):
@@ -443,6 +456,17 @@ def markdown_report(meta: dict[str, Any], table: dict[str, dict[str, list[float]
                      f"{ci(t['judges_top5_min'], pct=True)} | {ci(t['ssim'], '.3f')} | "
                      f"{ci(t['feature_change_mean'], '.3f')} | {t['steps_mean'][0]:.1f} | {sec} | {cpu} | "
                      f"{t['load_mean'][0]:.1f} |")
+    if diff:
+        lines += ["", "Difference to the defaults on the same pairs (recipe minus defaults; 95 % paired bootstrap "
+                  "intervals: an interval that excludes 0 says the recipe differs):", "",
+                  "| recipe | model top-1 | judges' top-5 (mean of 3) | judges' top-5 (lowest) | mean SSIM | "
+                  "feature change (mean of 3) | s / pair (median) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, t in diff.items():
+            def d(v: list[float], scale: float = 1.0, fmt: str = "+.3f") -> str:
+                return "-" if math.isnan(v[0]) else f"{v[0] * scale:{fmt}} [{v[1] * scale:{fmt}}, {v[2] * scale:{fmt}}]"
+            lines.append(f"| {label} | {d(t['model_top1'], 100, '+.0f')} pt | {d(t['judges_top5_mean'], 100, '+.0f')} pt | "
+                         f"{d(t['judges_top5_min'], 100, '+.0f')} pt | {d(t['ssim'])} | {d(t['feature_change_mean'])} | "
+                         f"{d(t['seconds_median'], 1, '+.0f')} |")
     for j in judges:
         lines += ["", f"**{j}** (before: on the seed):", "",
                   "| recipe | top-1 before | top-1 after | top-5 before | top-5 after | median rank before | "

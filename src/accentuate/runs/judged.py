@@ -187,7 +187,7 @@ def judgement_section(verdict: Judgement, entries: Sequence[dict[str, Any]]) -> 
     by_pair = {(int(e["seed"]), int(e["target"])): e for e in entries}
     rows = []
     for r in verdict.rows:
-        e = by_pair.get((r.get("seed"), r.get("target")))
+        e = by_pair.get((int(r.get("seed", -1)), int(r.get("target", -1))))
         if e is None:
             continue
         row = {k: v for k, v in r.items() if k != "pair"}
