@@ -57,6 +57,7 @@ examples:
   accentuate classes retriever
   accentuate layers
   accentuate report accentuate-runs/20250101-120000
+  accentuate evaluate accentuate-runs/20250101-120000 --judge mobilenet_v2
 
 `accentuate COMMAND --help` describes each command."""
 

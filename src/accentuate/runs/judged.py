@@ -104,12 +104,11 @@ def judge_record(folder: str | Path, doc: dict[str, Any], judges: Sequence[Judge
         model: the model accentuated (a judge equal to it is refused).
     """
     from ..images import load_image
-    from .saved import _target_from_run
 
     folder = Path(folder)
     given = dict(seeds or {})
     notes: list[str] = []
-    targets = [_target_from_run(t) for t in doc.get("targets") or []]
+    targets = doc.get("targets") or []
     entries = [e for e in doc.get("pairs") or [] if (e.get("files") or {}).get("image")
                and (folder / e["files"]["image"]).is_file()]
     seed_t: dict[int, torch.Tensor | None] = {}
@@ -120,7 +119,8 @@ def judge_record(folder: str | Path, doc: dict[str, Any], judges: Sequence[Judge
             seed_t[i] = _seed_of(doc, i, given, notes)
         pair_seeds.append(seed_t[i])
         images.append(load_image(folder / e["files"]["image"]))
-        classes.append(targets[j].class_index if j < len(targets) else None)
+        index = targets[j].get("class_index") if j < len(targets) else None  # a class target's index
+        classes.append(int(index) if isinstance(index, int) else None)
         shown.append(str(e.get("target_label") or (doc["targets"][j].get("label") if j < len(doc["targets"]) else j)))
     model_names = [(doc.get("model") or {}).get(k) for k in ("arg", "name")]
     if entries:
