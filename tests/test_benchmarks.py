@@ -260,3 +260,24 @@ def test_faithfulness_statistics_by_hand():
     assert row["b:top5_before"] == 0.25 and row["b:top1"] == 0.75 and row["b:median_rank_before"] == 155  # (10 + 300) / 2
     assert row["judges_top5_mean"] == pytest.approx(0.625) and row["judges_top5_min"] == 0.5
     assert row["feature_change_mean"] == pytest.approx(0.375) and row["seconds_median"] == 25
+
+
+def test_faithfulness_a_longer_budget_copies_only_the_runs_that_stopped_early(tmp_path):
+    """stop-p0.9-80 reuses a stop-p0.9 result that stopped before its 40 steps (the same run) and
+    reruns one that used its whole budget."""
+    spec = importlib.util.spec_from_file_location("faithfulness", ROOT / "benchmarks" / "faithfulness.py")
+    faith = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faith)
+    base = tmp_path / faith.recipe_key("stop-p0.9", False)
+    mine = tmp_path / faith.recipe_key("stop-p0.9-80", False)
+    base.mkdir()
+    mine.mkdir()
+    for pid, steps in (("early", 12), ("full", 40)):
+        (base / f"{pid}.json").write_text(json.dumps({"pair": pid, "steps": steps, "config": {"steps": 40}}))
+        for name in (f"{pid}.png", f"{pid}_seed.png"):
+            (base / name).write_bytes(b"png")
+    rec = faith.copy_base({"id": "early"}, "stop-p0.9-80", mine, False)
+    assert rec["copied_from"] == "stop-p0.9" and rec["recipe"] == "stop-p0.9-80" and rec["settings"]["steps"] == 80
+    assert json.loads((mine / "early.json").read_text())["steps"] == 12 and (mine / "early.png").exists()
+    assert faith.copy_base({"id": "full"}, "stop-p0.9-80", mine, False) is None
+    assert not (mine / "full.json").exists()
