@@ -49,7 +49,6 @@ from .base import (
     Objective,
     Recorded,
     Sum,
-    as_objective,
     constant_like,
     from_record,
     kinds,
@@ -62,7 +61,7 @@ from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, dir
 from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
 from .reference import Like, default_like_layer, like
-from .target import TARGET_FORMS, parse_target, read_vector
+from .target import TARGET_FORMS, as_objective, parse_target, read_vector
 
 __all__ = [
     "Acts",
