@@ -199,7 +199,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     )),
     ("engine", ("accentuate.engine",)),
     ("models", ("accentuate.models",)),
-    ("analyses and runs", ("accentuate.analysis", "accentuate.runs", "accentuate.study")),
+    ("analyses and runs", ("accentuate.analysis", "accentuate.runs", "accentuate.study", "accentuate.judges")),
     ("report", ("accentuate.report",)),
     ("the package's face", ("accentuate",)),
     ("command line", ("accentuate.cli", "accentuate.__main__")),

@@ -27,6 +27,7 @@ from .errors import (
     AccentuateError,
     ClassNameError,
     ImageError,
+    JudgeError,
     LayerError,
     ModelError,
     ModelNameError,
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, default_reg_layer, input_of, layers, model_state
 from .images import image_files, load_image, prepare_seeds
+from .judges import Judge, Judgement, judge, weights_digest
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
 from .models import load as load_model
@@ -63,14 +65,14 @@ from .spec import ModelSpec, resolve_spec
 
 __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
-    "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
+    "ImageError", "ImageParam", "Judge", "JudgeError", "Judgement", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
     "PixelParam", "Regularizer", "Result", "Settings", "TargetError", "Until", "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
-    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "judge", "layers", "least_change", "like",
     "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "objective", "parse_target",
     "photo",
-    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha", "weights_digest",
 ]
 
 

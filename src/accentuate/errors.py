@@ -12,6 +12,7 @@ __all__ = [
     "AccentuateError",
     "ClassNameError",
     "ImageError",
+    "JudgeError",
     "LayerError",
     "ModelError",
     "ModelNameError",
@@ -65,6 +66,11 @@ class OutputError(AccentuateError, OSError):
 
 class ModelNameError(AccentuateError, ValueError):
     """A model name that :func:`accentuate.load_model` cannot load (unknown, or its package missing)."""
+
+
+class JudgeError(AccentuateError, ValueError):
+    """A judge that cannot judge a result: the model that was accentuated itself (the same module,
+    the same weights or the same name)."""
 
 
 class TargetError(AccentuateError, ValueError):

@@ -42,7 +42,7 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 #: Subcommand modules of this package, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "run", "explain", "concepts", "study", "layers", "classes", "report")
+_COMMANDS = ("demo", "run", "explain", "concepts", "study", "layers", "classes", "report", "evaluate")
 
 _DESCRIPTION = """\
 Feature accentuation: change a photo so a chosen feature of a vision model rises,
@@ -57,6 +57,7 @@ examples:
   accentuate classes retriever
   accentuate layers
   accentuate report accentuate-runs/20250101-120000
+  accentuate evaluate accentuate-runs/20250101-120000 --judge mobilenet_v2
 
 `accentuate COMMAND --help` describes each command."""
 
