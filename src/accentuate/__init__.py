@@ -17,6 +17,7 @@ from __future__ import annotations
 from . import study  # noqa: F401 (acc.study.build, .analyze, .observe; not in __all__: pdoc documents the package once)
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
+from .analysis.dictionary import SAETraining, train_sae
 from .analysis.leastchange import LeastChange, least_change
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
@@ -36,13 +37,25 @@ from .images import image_files, load_image, prepare_seeds
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
 from .models import load as load_model
-from .objectives import Objective, channel, direction, head, head_projection, heads_of, like, logit, neuron
+from .objectives import (
+    Objective,
+    channel,
+    direction,
+    head,
+    head_projection,
+    heads_of,
+    latent,
+    like,
+    logit,
+    neuron,
+)
 from .opacity import to_alpha
 from .outputs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
 from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
+from .sae import SparseAutoencoder, load_sae, save_sae
 from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, resolve_spec
 
@@ -50,9 +63,9 @@ __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
     "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
-    "PixelParam", "Regularizer", "Result", "Settings", "Until", "UsageError", "__version__", "accentuate",
+    "PixelParam", "Regularizer", "Result", "SAETraining", "Settings", "SparseAutoencoder", "Until", "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
-    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
-    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "photo",
-    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "latent", "layers", "least_change", "like",
+    "load_clip", "load_image", "load_model", "load_sae", "logit", "make_param", "model_state", "neuron", "photo",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "save_sae", "search_classes", "to_alpha", "train_sae",
 ]

@@ -377,7 +377,7 @@ _MAX_VECTOR_BYTES = 64 << 20
 #: The target forms, for error messages.
 TARGET_FORMS = ("a class name, a class index, LAYER:C (channel mean), LAYER:C@Y,X (neuron), LAYER:C@cls or "
                 "LAYER:C@tokI (leading token), LAYER:head=H or LAYER:head=H:U (attention head), or "
-                "LAYER:FILE.npy (a direction)")
+                "LAYER:FILE.npy (a direction), or sae:PATH:UNIT@LAYER (a sparse autoencoder's latent)")
 
 
 def runner_for(model: nn.Module, runner: ModelRunner | None = None) -> ModelRunner:
@@ -477,7 +477,8 @@ def parse_target(text: str, model: nn.Module, runner: ModelRunner | None = None)
     ``layer`` is the attention output projection or a block containing one; ``@cls``,
     ``@tokI`` and ``@y,x`` apply too), or ``layer:FILE.npy`` / ``layer:FILE.pt`` (a
     direction: the dot product of the layer's activations with the unit vector read from
-    the file, averaged over positions; see :func:`read_vector`).
+    the file, averaged over positions; see :func:`read_vector`), or ``sae:PATH:UNIT@LAYER``
+    (latent UNIT of the SAE checkpoint at PATH, :func:`accentuate.objectives.parse_sae_target`).
 
     Raises:
         ClassNameError: unknown (with the closest names) or ambiguous class name, or an
@@ -490,6 +491,10 @@ def parse_target(text: str, model: nn.Module, runner: ModelRunner | None = None)
     t = str(text).strip()
     if not t:
         raise UsageError(f"empty target; give {TARGET_FORMS}")
+    if t.lower().startswith("sae:"):  # an SAE latent: the grammar lives beside its objective
+        from ..objectives.latent import parse_sae_target
+
+        return parse_sae_target(t, model, runner)
     d = _DIRECTION.match(t)
     if d:
         layer = d.group("layer")

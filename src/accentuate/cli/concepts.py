@@ -29,7 +29,6 @@ from ..analysis._shared import square_side
 from ..analysis.concepts import (
     METHODS,
     TARGETS,
-    ConceptAccentuation,
     Concepts,
     check_k,
     default_concept_layer,
@@ -40,6 +39,7 @@ from ..errors import UsageError
 from ..images import load_image, photo_set, resize
 from ..outputs.record import RunWriter
 from ..outputs.worklist import ImageInfo, TargetInfo
+from ..sae import load_sae
 from .common import add_accentuation_options, add_model_options, check_layers_run
 from .runner import Command, add_run_options, execute, say
 
@@ -51,6 +51,8 @@ examples:
   accentuate concepts photos/ --k 6 --layer blocks.12.depthwise --top 1 --weak 1
   accentuate concepts photos/ --k 8 --model dinov2_vits14_focus --out runs/concepts-vit
   accentuate concepts photos/ --k 10 --top 0 --weak 0          (the factorization only)
+  accentuate concepts photos/ --method sae --sae runs/sae-b10 --latents 8   (an SAE's latents)
+  accentuate concepts photos/ --method sae --sae runs/sae-b10 --latents 12,40,7
 
 Every photo (the folder's subfolders too) is centre-cropped to a square canvas and seen at
 the model's input size. Each position of the layer (a conv map's pixel, a patch token) is a
@@ -80,7 +82,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the layer (default: the model's last spatial pathway layer, e.g. head of "
                         "efficientnet_lite0, layernorm of dinov2_vits14_focus)")
     p.add_argument("--method", choices=METHODS, default="auto",
-                   help="auto (default): nmf for a non-negative layer, else semi-nmf")
+                   help="auto (default): nmf for a non-negative layer, else semi-nmf; sae: the latents of a "
+                        "sparse autoencoder (--sae, else one trained here on the photos, written to OUT/sae)")
+    p.add_argument("--sae", metavar="DIR", help="with --method sae: the SAE checkpoint (a folder or weights file; "
+                   "`accentuate sae train` writes one); its cfg.json's layer is the default --layer")
+    p.add_argument("--latents", type=_latents, metavar="N|U,U,...",
+                   help="with --method sae: how many latents to show (picked by their share of the code energy, "
+                        "i.e. strength x frequency, among those active in at least 3 photos; default --k), or "
+                        "which (a comma-separated list of units)")
     p.add_argument("--concept-target", choices=TARGETS, default="coefficient",
                    help="what an accentuation raises: the concept's coefficient (default; the least-squares "
                         "coefficient's direction) or the dot product with its concept vector (direction)")
@@ -97,6 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, frames=0)
 
 
+def _latents(text: str) -> int | list[int]:
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in parts):
+        raise argparse.ArgumentTypeError(f"expected a count or a comma-separated list of latent units; got {text!r}")
+    return int(parts[0]) if len(parts) == 1 and "," not in text else [int(t) for t in parts]
+
+
 def _check_options(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1 (the number of concepts); got {args.k}")
@@ -108,6 +124,8 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--{opt} must be >= 1; got {getattr(args, opt)}")
     if args.until is not None:
         raise UsageError("--until stops at a class; a concept's target is a direction: leave --until out")
+    if args.method != "sae" and (args.sae or args.latents is not None):
+        raise UsageError("--sae and --latents are for --method sae")
 
 
 def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
@@ -158,10 +176,12 @@ def run(args: argparse.Namespace) -> int:
     side = square_side(cmd.spec, cmd.kw.get("canvas"), "concepts", "--canvas")
     cmd.kw["canvas"] = (side, side)
     settings = cmd.settings()
-    layer = args.layer or default_concept_layer(model, spec)
+    sae = load_sae(args.sae) if args.method == "sae" and args.sae else None
+    layer = args.layer or (sae.config.get("layer") if sae is not None else None) or default_concept_layer(model, spec)
     check_layers_run(model, [layer])
     layout = layer_layout(model, spec, layer)
-    check_k(args.k, len(photos), layout, layer)
+    if args.method != "sae":
+        check_k(args.k, len(photos), layout, layer)
     t0 = time.perf_counter()
     infos, names, views = _read(cmd, photos, settings, args.quiet)
     read_s = time.perf_counter() - t0
@@ -169,11 +189,12 @@ def run(args: argparse.Namespace) -> int:
         f"output: {cmd.out}")
     con = find_concepts(model, views, args.k, layer, names=names, sources=[i.path for i in infos], canvas=side,
                         method=args.method, target=args.concept_target, iterations=args.iterations, spec=spec,
-                        progress=not args.quiet)
+                        progress=not args.quiet, sae=sae, latents=args.latents,
+                        sae_out=cmd.out / "sae" if args.method == "sae" and sae is None else None)
     con.timings = {"read_s": read_s, **con.timings}
     say(args.quiet, f"accentuate: {con.method} of {views.shape[0]} x {layout.grid[0] * layout.grid[1]} patches x "
         f"{layout.channels} channels explains {100 * con.fraction:.1f} % (relative error {con.relative_error:.3f}, "
-        f"{con.iterations} steps) in {con.timings['factorization_s']:.1f} s")
+        f"{con.iterations} steps) in {con.timings.get('factorization_s', con.timings.get('encoding_s', 0)):.1f} s")
     chosen = con.pairs(args.top, args.weak, seed=args.seed)
     rows = list(dict.fromkeys(j for j, _, _ in chosen))  # the accentuated photos, in order
     row_of = {j: r for r, j in enumerate(rows)}
@@ -226,15 +247,11 @@ def _measure(con: Concepts, model: Any, writer: RunWriter, images: list[ImageInf
     if entries:
         seeds = torch.stack([images[e["seed"]].tensor for e in entries])  # type: ignore[misc]
         accents = torch.stack([load_image(writer.out / e["files"]["image"]) for e in entries])
-        before = con.measure(model, seeds)
-        after = con.measure(model, accents)
-        for r, e in enumerate(entries):
-            i = int(e["target"])
-            con.accentuations.append(ConceptAccentuation(
-                concept=i, image=rows[e["seed"]], kind=kinds[(e["seed"], i)],
-                before=before[r].mean(dim=(1, 2)), after=after[r].mean(dim=(1, 2)), seed=seeds[r],
-                accentuated=accents[r], heat_after=after[r, i], value_before=(e.get("before") or {}).get("value"),
-                value_after=(e.get("after") or {}).get("value"), pair=str(e.get("id") or "")))
+        items = [(int(e["target"]), rows[e["seed"]], kinds[(e["seed"], int(e["target"]))]) for e in entries]
+        for a, e in zip(con.measure_accentuations(model, items, seeds, accents), entries):
+            a.value_before, a.value_after = (e.get("before") or {}).get("value"), (e.get("after") or {}).get("value")
+            a.pair = str(e.get("id") or "")
+            con.accentuations.append(a)
     con.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
     con.timings["measure_s"] = time.perf_counter() - t
 

@@ -17,7 +17,9 @@ The package, one idea a module:
 - :mod:`~accentuate.objectives.heads`: :class:`Head` (an attention head's output, read from the
   INPUT of the attention output projection, captured as ``NAME@input``);
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
-  :func:`like`).
+  :func:`like`);
+- :mod:`~accentuate.objectives.latent`: :class:`SAELatent` (a sparse autoencoder's latent, see
+  :func:`latent`; ``sae:PATH:UNIT@LAYER`` on the command line, :func:`parse_sae_target`).
 
 The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
 An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
@@ -55,6 +57,7 @@ from .base import (
 )
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
 from .heads import Head, head, head_projection, heads_of
+from .latent import SAELatent, latent, parse_sae_target
 from .reference import Like, default_like_layer, like
 
 __all__ = [
@@ -68,6 +71,7 @@ __all__ = [
     "Neuron",
     "Objective",
     "Recorded",
+    "SAELatent",
     "Sum",
     "TokenChannel",
     "as_objective",
@@ -79,9 +83,11 @@ __all__ = [
     "head_projection",
     "heads_of",
     "kinds",
+    "latent",
     "like",
     "logit",
     "neuron",
+    "parse_sae_target",
     "recorded_unit",
     "tensor_digest",
     "tensor_from_record",
