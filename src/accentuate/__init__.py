@@ -17,8 +17,8 @@ from __future__ import annotations
 from . import study  # noqa: F401 (acc.study.build, .analyze, .observe; not in __all__: pdoc documents the package once)
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
-from .analysis.dictionary import SAETraining, train_sae
 from .analysis.leastchange import LeastChange, least_change
+from .analysis.sae_training import SAETraining, train_sae
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
 from .engine import Accentuator, accentuate

@@ -86,6 +86,8 @@ class SparseAutoencoder(nn.Module):
     W_enc: torch.Tensor
     b_enc: torch.Tensor
     b_dec: torch.Tensor
+    W_dec: torch.Tensor | None
+    threshold: torch.Tensor | None
 
     def __init__(self, W_enc: torch.Tensor, b_enc: torch.Tensor, b_dec: torch.Tensor,  # noqa: N803 (SAELens' names)
                  W_dec: torch.Tensor | None = None, *, activation: str = "relu", k: int | None = None,  # noqa: N803

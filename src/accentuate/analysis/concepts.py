@@ -713,13 +713,52 @@ def select_latents(shares: torch.Tensor, photos_active: torch.Tensor, latents: i
         ok = photos_active >= min_photos
         score = torch.where(ok, shares.double(), shares.double() - 2.0)  # the qualifying ones first
         return torch.argsort(score, descending=True, stable=True)[:min(latents, d)].tolist()
-    units = [int(u) for u in latents]
+    units = [int(u) for u in latents]  # type: ignore[union-attr]  # a sequence here
     bad = [u for u in units if not 0 <= u < d]
     if bad:
         raise ValueError(f"latent {bad[0]} is out of range; the SAE has {d} latents (0..{d - 1})")
     if len(set(units)) != len(units) or not units:
         raise ValueError(f"give each latent once (and at least one); got {units}")
     return units
+
+
+def _train_on(acts: torch.Tensor, layer: str, layout: Layout, model_name: str, train: dict[str, Any] | None,
+              sae_out: str | os.PathLike | None, progress: bool) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """An SAE fitted to ``acts`` ``(N, P, C)`` (a tenth of the photos held out for its quality), written
+    to ``sae_out`` when given; and what its training was."""
+    from ..sae import load_sae, save_sae
+    from .dictionary import fit_sae, held_out_mask, sae_quality
+
+    opts = {"latents": 2048, "k": 32, **(train or {})}
+    held = torch.from_numpy(held_out_mask(acts.shape[0], 0.1, int(opts.get("seed", 0))))
+    fit = fit_sae(acts[~held].reshape(-1, layout.channels), progress=progress,
+                  config={"layer": layer, "model": model_name}, **opts)
+    q_held = sae_quality(fit.sae, acts[held].reshape(-1, layout.channels))
+    q_held.pop("frequency")
+    training = {"steps": fit.steps, "lr": fit.lr, "revived": fit.revived, "seconds": fit.seconds,
+                "held_out_photos": int(held.sum()), "held_out": q_held, **opts}
+    if sae_out is None:
+        return fit.sae, training
+    save_sae(fit.sae, sae_out, layer=layer, model=model_name, layout=str(layout), normalize_activations="none",
+             trained_with="accentuate concepts --method sae", training=training)
+    return load_sae(sae_out), training
+
+
+@torch.no_grad()
+def _latent_stats(sae: SparseAutoencoder, acts: torch.Tensor,
+                  batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per latent over ``acts`` ``(N, P, C)``: the sum of its squared codes, the positions and the photos
+    where it is active."""
+    energy = torch.zeros(sae.d_sae, dtype=torch.float64)
+    on_positions = torch.zeros(sae.d_sae, dtype=torch.float64)
+    photos_active = torch.zeros(sae.d_sae, dtype=torch.long)
+    for a in range(0, acts.shape[0], batch):
+        z = sae.encode(acts[a:a + batch].float())  # (b, P, d_sae)
+        energy += z.double().pow(2).sum(dim=(0, 1))
+        on = z > 0
+        on_positions += on.double().sum(dim=(0, 1))
+        photos_active += on.any(dim=1).long().sum(dim=0)
+    return energy, on_positions, photos_active
 
 
 def find_latents(
@@ -752,8 +791,8 @@ def find_latents(
             :func:`default_concept_layer`.
         min_photos: a latent picked by count is active in at least this many photos (when enough are).
     """
-    from ..sae import load_sae, save_sae
-    from .dictionary import _split, fit_sae, sae_quality
+    from ..sae import load_sae
+    from .dictionary import sae_quality
 
     spec = spec or resolve_spec(model)
     if isinstance(sae, (str, os.PathLike)):
@@ -773,39 +812,17 @@ def find_latents(
     t1 = time.perf_counter()
     training = None
     if sae is None:
-        opts = {"latents": 2048, "k": 32, **(train or {})}
-        seed = int(opts.get("seed", 0))
-        held = _split(n, 0.1, seed)
-        rows = acts[torch.from_numpy(~held)].reshape(-1, layout.channels)
-        fit = fit_sae(rows, progress=progress, config={"layer": layer, "model": spec.name}, **opts)
-        sae = fit.sae
-        q_held = sae_quality(sae, acts[torch.from_numpy(held)].reshape(-1, layout.channels))
-        q_held.pop("frequency")
-        training = {"steps": fit.steps, "lr": fit.lr, "revived": fit.revived, "seconds": fit.seconds,
-                    "held_out_photos": int(held.sum()), "held_out": q_held, **opts}
-        if sae_out is not None:
-            save_sae(sae, sae_out, layer=layer, model=spec.name, layout=str(layout), normalize_activations="none",
-                     trained_with="accentuate concepts --method sae", training=training)
-            sae = load_sae(sae_out)
+        sae, training = _train_on(acts, layer, layout, spec.name, train, sae_out, progress)
     t2 = time.perf_counter()
     p = acts.shape[1]
-    energy = torch.zeros(sae.d_sae, dtype=torch.float64)
-    on_positions = torch.zeros(sae.d_sae, dtype=torch.float64)
-    photos_active = torch.zeros(sae.d_sae, dtype=torch.long)
-    with torch.no_grad():
-        for a in range(0, n, batch):
-            z = sae.encode(acts[a:a + batch].float())  # (b, P, d_sae)
-            energy += z.double().pow(2).sum(dim=(0, 1))
-            on = z > 0
-            on_positions += on.double().sum(dim=(0, 1))
-            photos_active += on.any(dim=1).long().sum(dim=0)
+    energy, on_positions, photos_active = _latent_stats(sae, acts, batch)
     shares = (energy / energy.sum().clamp(min=1e-30)).float()
     units = select_latents(shares, photos_active, latents, min(min_photos, n))
     k = len(units)
     with torch.no_grad():
         heat = torch.cat([sae.encode(acts[a:a + batch].float())[..., units] for a in range(0, n, batch)])
     heat = heat.permute(0, 2, 1).reshape(n, k, *layout.grid).float()
-    quality = sae_quality(sae, acts.reshape(-1, layout.channels)) if sae.W_dec is not None else \
+    quality: dict[str, Any] = sae_quality(sae, acts.reshape(-1, layout.channels)) if sae.W_dec is not None else \
         {"fve": math.nan, "fraction": math.nan, "l0": float(on_positions.sum()) / (n * p), "dead": None}
     quality.pop("frequency", None)
     t3 = time.perf_counter()

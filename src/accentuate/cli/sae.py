@@ -1,6 +1,6 @@
 """``accentuate sae train FOLDER --layer L --latents N --k K --out DIR``: a sparse autoencoder on a layer.
 
-Thin over :func:`accentuate.train_sae` (:mod:`accentuate.analysis.dictionary`): the photos (the
+Thin over :func:`accentuate.train_sae` (:mod:`accentuate.analysis.sae_training`): the photos (the
 folder's subfolders too) are read a chunk at a time as the concepts command sees them, the
 layer's activations at every position go to ``DIR/train/``, and a TopK SAE is trained on them
 (and a second one from the next seed, to measure how stable its latents are). The checkpoint,
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="passes over the training rows (default 30)")
     t.add_argument("--steps", type=int, metavar="N", help="Adam steps (default: from --epochs)")
     t.add_argument("--batch", type=int, default=1024, metavar="N", help="rows per step (default 1024)")
-    t.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 2e-4 * sqrt(16384 / latents))")
+    t.add_argument("--lr", type=float, metavar="LR", help="Adam's learning rate (default 2e-3 * sqrt(2048 / latents), at most 4e-3)")
     t.add_argument("--seed", type=int, default=0, metavar="S", help="the torch seed (default 0)")
     t.add_argument("--held-out", type=float, default=0.1, metavar="F",
                    help="share of the photos kept out of training to measure the quality (default 0.1)")
@@ -95,7 +95,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``accentuate sae train``."""
-    from ..analysis.dictionary import train_sae
+    from ..analysis.sae_training import train_sae
     from ..images import photo_set
 
     _check(args)

@@ -220,7 +220,8 @@ class SAELatent(Objective):
 
     def __repr__(self) -> str:
         at = "" if self.token is None else f", token={self.token}"
-        return f"SAELatent({self.layer}, {_name(self.encoder)}:{self.unit}, {self.reduce}{at})"
+        plain = "" if self.straight_through or self.sae is None else ", straight_through=False"
+        return f"SAELatent({self.layer}, {_name(self.encoder)}:{self.unit}, {self.reduce}{at}{plain})"
 
 
 def latent(layer: str, encoder: Encoder | str, unit: int, reduce: str = "mean", *, token: int | None = None,
