@@ -405,7 +405,8 @@ def test_each_latent_accentuation_raises_its_latent_most() -> None:
 
     def mean_pre(img: torch.Tensor) -> float:
         view = torch.nn.functional.interpolate(img[None], size=(16, 16), mode="bilinear", antialias=True)
-        return float(sae.pre_activation(model.feat(view).flatten(2).transpose(1, 2))[..., weak.unit].mean())
+        with torch.no_grad():
+            return float(sae.pre_activation(model.feat(view).flatten(2).transpose(1, 2))[..., weak.unit].mean())
 
     assert weak.accentuated is not None and mean_pre(weak.accentuated) > mean_pre(photos[weak.image]) + 0.02
     # without the straight-through gradient, a latent that is off everywhere gives the photo no push at all
