@@ -379,7 +379,7 @@ def _palette_sae() -> SparseAutoencoder:
     return SparseAutoencoder(w.T.clone(), torch.zeros(3), b, w, activation="topk", k=1)
 
 
-def test_each_latent_accentuation_raises_its_latent_most() -> None:
+def test_each_latent_accentuation_raises_its_latent_most(tmp_path: Path) -> None:
     """The palette model's layer is each pixel's colour; latent i is on where a pixel has colour i. On its
     top photo, its accentuation raises latent i, and more than any other latent (every latent of the SAE
     is measured before and after). On a photo without colour i, latent i is off everywhere: only the
@@ -399,6 +399,13 @@ def test_each_latent_accentuation_raises_its_latent_most() -> None:
             assert a.own_gain > 0 and a.own_gain > a.max_other_gain, (a.concept, a.gain)
         else:
             assert float(a.before[a.concept]) == 0  # off everywhere before
+    # the atlas and the records of the latents, as for concepts
+    written = {p.name for p in con.save(tmp_path)}
+    assert {"concepts.json", "concepts.md", "concepts.png", "concept-0.png", "concept-2.npy"} <= written
+    saved = json.loads((tmp_path / "concepts.json").read_text())
+    assert saved["factorization"]["method"] == "sae" and saved["factorization"]["units"] == con.units
+    assert [c["unit"] for c in saved["concepts"]] == con.units and saved["concepts"][0]["target"] is None  # no file
+    assert "latent" in con._repr_html_() and con.rows()[0]["latent"] == con.units[0]
     sae = con.sae
     assert sae is not None
     weak = next(a for a in con.accentuations if a.kind == "weak")
@@ -563,6 +570,8 @@ def test_cli_concepts_of_an_sae(sae_folder: tuple[Path, Path], tmp_path: Path) -
         for a in c["accentuated"]:
             assert len(a["before_all"]) == 2 and 0 <= a["largest_other_latent"] < 24
         assert (out / c["atlas"]).stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert f"Concept 0: latent {f['units'][0]}" in html and "of the code energy" in html
     targets = [t["definition"] for t in doc["targets"]]
     assert [t["type"] for t in targets] == ["sae_latent", "sae_latent"] and [t["unit"] for t in targets] == f["units"]
     # a list of units, and one trained here when no --sae is given
