@@ -611,7 +611,9 @@ class LatentConcepts(Concepts):
         return latent(self.layer, self._sae(), self.units[i])
 
     def target_vectors(self) -> torch.Tensor:
-        """``(k, C)`` the shown latents' decoder rows (their directions in the layer, unit norm)."""
+        """``(k, C)`` the shown latents' decoder rows (their directions in the layer, unit norm): what
+        ``concept-I.npy`` holds. ``--target LAYER:concept-I.npy`` raises that direction, not the latent;
+        the latent itself is ``--target sae:CHECKPOINT:UNIT@LAYER`` (:meth:`target_text`)."""
         sae = self._sae()
         w = sae.W_dec if sae.W_dec is not None else sae.W_enc.T
         return torch.nn.functional.normalize(w[self.units].float(), dim=1)
@@ -643,12 +645,6 @@ class LatentConcepts(Concepts):
                 accentuated=accentuated[r], heat_after=a[:, i].reshape(grid), unit=self.units[i],
                 all_before=zb[r].mean(dim=0), all_after=za[r].mean(dim=0)))
         return out
-
-    def write_vectors(self, out: Path) -> list[Path]:
-        """``concept-I.npy``: the decoder row of the latent shown as concept ``I`` (its direction in the
-        layer; ``accentuate run PHOTO --target LAYER:concept-I.npy`` raises that direction, not the latent:
-        the latent itself is ``--target sae:CHECKPOINT:UNIT@LAYER``, see :meth:`target_text`)."""
-        return super().write_vectors(out)
 
     def target_text(self, i: int) -> str | None:
         """The command line's target for the latent shown as concept ``i`` (``None`` without a checkpoint)."""

@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -195,7 +196,7 @@ class SAELatent(Objective):
                           "name (build it again with acc.latent to optimize it)", stacklevel=3)
             return Recorded(text)
         try:
-            sae = load_sae(source["path"])
+            sae = _reload(str(source["path"]))
         except CheckpointError as e:
             warnings.warn(f"the target {text} cannot be rebuilt ({e}); it is kept as its name", stacklevel=3)
             return Recorded(text)
@@ -222,6 +223,20 @@ class SAELatent(Objective):
         at = "" if self.token is None else f", token={self.token}"
         plain = "" if self.straight_through or self.sae is None else ", straight_through=False"
         return f"SAELatent({self.layer}, {_name(self.encoder)}:{self.unit}, {self.reduce}{at}{plain})"
+
+
+def _reload(path: str) -> SparseAutoencoder:
+    """:func:`~accentuate.sae.load_sae` of a recorded checkpoint, read once while its files (their
+    names, sizes and times) stay the same: a run's targets are often many latents of one SAE."""
+    p = Path(path)
+    files = sorted(p.iterdir()) if p.is_dir() else [p, p.parent / "cfg.json"]
+    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+    return _load_stamped(path, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_stamped(path: str, stamp: tuple[tuple[str, int, int], ...]) -> SparseAutoencoder:
+    return load_sae(path)
 
 
 def latent(layer: str, encoder: Encoder | str, unit: int, reduce: str = "mean", *, token: int | None = None,
