@@ -423,6 +423,22 @@ def test_each_latent_accentuation_raises_its_latent_most(tmp_path: Path) -> None
     assert float((off.images[0, 0] - photos[weak.image]).abs().max()) < 0.01
 
 
+def test_latents_are_picked_by_share_among_the_frequent_and_not_dense() -> None:
+    from accentuate.analysis.concepts import select_latents
+
+    shares = torch.tensor([0.30, 0.25, 0.20, 0.15, 0.10])
+    photos = torch.tensor([50, 2, 40, 40, 40])
+    freq = torch.tensor([0.60, 0.01, 0.05, 0.02, 0.03])
+    assert select_latents(shares, photos, 2) == [0, 2]  # latent 1 is in too few photos
+    assert select_latents(shares, photos, 2, frequency=freq, max_active=0.2) == [2, 3]  # latent 0 is dense
+    assert select_latents(shares, photos, 5, frequency=freq, max_active=0.2) == [2, 3, 4, 0, 1]  # then the rest
+    assert select_latents(shares, photos, [4, 1]) == [4, 1]
+    with pytest.raises(ValueError, match="latent 7 is out of range; the SAE has 5 latents"):
+        select_latents(shares, photos, [1, 7])
+    with pytest.raises(ValueError, match="give each latent once"):
+        select_latents(shares, photos, [1, 1])
+
+
 # -- records -------------------------------------------------------------------------------------------
 def _checkpoint(folder: Path, sae: SparseAutoencoder | None = None, layer: str = "feat") -> Path:
     save_sae(sae if sae is not None else _sae(), folder, layer=layer)

@@ -694,10 +694,15 @@ class LatentConcepts(Concepts):
 
 
 def select_latents(shares: torch.Tensor, photos_active: torch.Tensor, latents: int | Sequence[int],
-                   min_photos: int = 3) -> list[int]:
+                   min_photos: int = 3, frequency: torch.Tensor | None = None, max_active: float = 1.0) -> list[int]:
     """The latents to show: a list of units as given (checked), or the ``latents`` with the largest
     share of the code energy (strength x frequency) among those active in at least ``min_photos``
-    photos (all latents if fewer qualify), largest first.
+    photos and at most a share ``max_active`` of the positions (``frequency``, each latent's share),
+    largest first; when fewer qualify, the others follow by share.
+
+    Dense latents (on at a large share of all positions: in a TopK SAE, often a direction shared by
+    most tokens, such as the mean token) take much of the energy and say little about any photo:
+    :func:`find_latents` leaves out those on at more than 20 % of the positions unless told.
 
     Raises:
         ValueError: a unit out of range, a repeated unit, or a count < 1.
@@ -707,6 +712,8 @@ def select_latents(shares: torch.Tensor, photos_active: torch.Tensor, latents: i
         if latents < 1:
             raise ValueError(f"latents must be >= 1 (how many to show) or a list of units; got {latents}")
         ok = photos_active >= min_photos
+        if frequency is not None:
+            ok &= frequency <= max_active
         score = torch.where(ok, shares.double(), shares.double() - 2.0)  # the qualifying ones first
         return torch.argsort(score, descending=True, stable=True)[:min(latents, d)].tolist()
     units = [int(u) for u in latents]  # type: ignore[union-attr]  # a sequence here
@@ -772,6 +779,7 @@ def find_latents(
     train: dict[str, Any] | None = None,
     sae_out: str | os.PathLike | None = None,
     min_photos: int = 3,
+    max_active: float = 0.2,
     progress: bool = False,
 ) -> LatentConcepts:
     """An SAE's latents over every position of ``views``, as concepts (see :class:`LatentConcepts`).
@@ -785,7 +793,8 @@ def find_latents(
         latents: how many to show (picked by :func:`select_latents`), or a list of units.
         layer: default: the layer the checkpoint names in its ``cfg.json``, else
             :func:`default_concept_layer`.
-        min_photos: a latent picked by count is active in at least this many photos (when enough are).
+        min_photos, max_active: a latent picked by count is active in at least this many photos, and at
+            most at this share of the positions (when enough are; :func:`select_latents`).
     """
     from ..sae import load_sae
     from .dictionary import sae_quality
@@ -813,7 +822,8 @@ def find_latents(
     p = acts.shape[1]
     energy, on_positions, photos_active = _latent_stats(sae, acts, batch)
     shares = (energy / energy.sum().clamp(min=1e-30)).float()
-    units = select_latents(shares, photos_active, latents, min(min_photos, n))
+    frequency = (on_positions / (n * p)).float()
+    units = select_latents(shares, photos_active, latents, min(min_photos, n), frequency, max_active)
     k = len(units)
     with torch.no_grad():
         heat = torch.cat([sae.encode(acts[a:a + batch].float())[..., units] for a in range(0, n, batch)])
@@ -837,8 +847,9 @@ def find_latents(
         relative_error=math.sqrt(max(0.0, 1 - fraction)) if math.isfinite(fraction) else math.nan,
         iterations=int(training["steps"]) if training else 0, converged=True,
         canvas=int(canvas if canvas is not None else views.shape[-1]), timings=timings,
-        config={"batch": batch, "min_photos": min_photos}, sae=sae, units=units, shares=shares,
-        frequency=(on_positions / (n * p)).float(), photos_active=photos_active, quality=quality, training=training)
+        config={"batch": batch, "min_photos": min_photos, "max_active": max_active}, sae=sae, units=units,
+        shares=shares,
+        frequency=frequency, photos_active=photos_active, quality=quality, training=training)
 
 
 def _short(name: str, n: int = 20) -> str:
@@ -940,6 +951,7 @@ def find_concepts(
     latents: int | Sequence[int] | None = None,
     train: dict[str, Any] | None = None,
     sae_out: str | os.PathLike | None = None,
+    max_active: float = 0.2,
 ) -> Concepts:
     """Factorize ``layer``'s activations over every position of ``views`` into ``k`` concepts
     (``method="sae"``: show ``k`` latents of a sparse autoencoder instead, :func:`find_latents`).
@@ -953,9 +965,10 @@ def find_concepts(
         canvas: the side of the square canvas the views were made from (recorded).
         method: ``"auto"``, ``"nmf"``, ``"semi-nmf"`` or ``"sae"``; target: ``"coefficient"`` or ``"direction"``.
         iterations: at most this many alternating steps of the factorization.
-        sae, latents, train, sae_out: for ``method="sae"`` (:func:`find_latents`): the SAE (``None``:
-            train one with ``train``'s settings, written to ``sae_out``), and how many latents to
-            show (default ``k``) or which.
+        sae, latents, train, sae_out, max_active: for ``method="sae"`` (:func:`find_latents`): the SAE
+            (``None``: train one with ``train``'s settings, written to ``sae_out``), how many latents
+            to show (default ``k``) or which, and the largest share of positions a latent picked by
+            count may be active at.
 
     Returns:
         :class:`Concepts` (:class:`LatentConcepts` for ``"sae"``) without accentuations.
@@ -965,7 +978,7 @@ def find_concepts(
     if method == "sae":
         return find_latents(model, views, sae, k if latents is None else latents, layer, names=names,
                             sources=sources, canvas=canvas, batch=batch, spec=spec, train=train, sae_out=sae_out,
-                            progress=progress)
+                            max_active=max_active, progress=progress)
     if sae is not None or latents is not None:
         raise ValueError(f"sae= and latents= are for method='sae'; method is {method!r}")
     if target not in TARGETS:

@@ -35,9 +35,9 @@ Example:
     >>> atoms = F.normalize(torch.randn(8, 6, generator=g), dim=1)      # 8 directions in 6-d
     >>> which = torch.stack([torch.randperm(8, generator=g)[:2] for _ in range(2000)])
     >>> x = torch.zeros(2000, 8).scatter(1, which, 1.0) @ atoms          # each row: 2 of them
-    >>> fit = fit_sae(x, latents=8, k=2, steps=300, batch=256)
-    >>> match_latents(fit.sae, atoms)["above_0.9"]                      # doctest: +SKIP
-    1.0
+    >>> fit = fit_sae(x, latents=8, k=2, steps=200, batch=256)
+    >>> fit.sae, match_latents(fit.sae, atoms)["above_0.9"] >= 0.75      # the directions, found again
+    (SparseAutoencoder(d_in=6, d_sae=8, topk k=2), True)
 """
 
 from __future__ import annotations

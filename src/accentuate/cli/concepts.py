@@ -90,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --method sae: how many latents to show (picked by their share of the code energy, "
                         "i.e. strength x frequency, among those active in at least 3 photos; default --k), or "
                         "which (a comma-separated list of units)")
+    p.add_argument("--max-active", type=float, default=0.2, metavar="F",
+                   help="with --method sae and --latents N: leave out latents active at more than this share of "
+                        "all positions (dense latents; default 0.2)")
     p.add_argument("--concept-target", choices=TARGETS, default="coefficient",
                    help="what an accentuation raises: the concept's coefficient (default; the least-squares "
                         "coefficient's direction) or the dot product with its concept vector (direction)")
@@ -126,6 +129,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError("--until stops at a class; a concept's target is a direction: leave --until out")
     if args.method != "sae" and (args.sae or args.latents is not None):
         raise UsageError("--sae and --latents are for --method sae")
+    if not 0 < args.max_active <= 1:
+        raise UsageError(f"--max-active must be in (0, 1]; got {args.max_active}")
 
 
 def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
@@ -189,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         f"output: {cmd.out}")
     con = find_concepts(model, views, args.k, layer, names=names, sources=[i.path for i in infos], canvas=side,
                         method=args.method, target=args.concept_target, iterations=args.iterations, spec=spec,
-                        progress=not args.quiet, sae=sae, latents=args.latents,
+                        progress=not args.quiet, sae=sae, latents=args.latents, max_active=args.max_active,
                         sae_out=cmd.out / "sae" if args.method == "sae" and sae is None else None)
     con.timings = {"read_s": read_s, **con.timings}
     say(args.quiet, f"accentuate: {con.method} of {views.shape[0]} x {layout.grid[0] * layout.grid[1]} patches x "
