@@ -100,6 +100,41 @@ def test_a_planted_dictionary_is_recovered(tmp_path: Path) -> None:
     assert again.resumed_from == run.config["steps"] and torch.equal(again.sae.W_enc, run.sae.W_enc)
 
 
+def test_an_interrupted_collection_of_rows_continues(tmp_path: Path) -> None:
+    """Ctrl-C while the photos are read: the chunks already written stay, and the next call reads only the
+    rest; the rows are those of a collection that was never stopped."""
+    from accentuate.analysis.sae_training import collect_rows
+
+    model, _ = planted()
+    spec = acc.resolve_spec(model)
+    photos = list(torch.rand(40, 3, 32, 32, generator=torch.Generator().manual_seed(2)))
+    held = np.zeros(40, dtype=bool)
+    held[[3, 20]] = True
+    lay = Layout("nchw", 12, (8, 8))
+    opts = dict(spec=spec, canvas=32, held=held, chunk=16)
+    calls = []
+
+    def stop(module: nn.Module, args: object, out: torch.Tensor) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    handle = model.dict.register_forward_hook(stop)
+    with pytest.raises(KeyboardInterrupt):
+        collect_rows(model, photos, "dict", lay, folder=tmp_path / "rows", **opts)
+    handle.remove()
+    assert json.loads((tmp_path / "rows" / "rows.json").read_text())["photos_done"] == 16
+    seen = []
+    handle = model.dict.register_forward_hook(lambda m, a, o: seen.append(o.shape[0]))
+    train, held_rows = collect_rows(model, photos, "dict", lay, folder=tmp_path / "rows", **opts)
+    handle.remove()
+    assert seen == [16, 8]  # the second and third chunks only
+    fresh_train, fresh_held = collect_rows(model, photos, "dict", lay, folder=None, **opts)
+    assert train.shape == (38 * 64, 12) and held_rows.shape == (2 * 64, 12)
+    assert np.allclose(np.asarray(train, dtype=np.float32), fresh_train.numpy(), rtol=1e-3, atol=1e-3)
+    assert np.allclose(np.asarray(held_rows, dtype=np.float32), fresh_held.numpy(), rtol=1e-3, atol=1e-3)
+
+
 def test_scale_is_folded_into_the_checkpoint() -> None:
     """Rows 1000 times larger give the same latents, with codes 1000 times larger."""
     g = torch.Generator().manual_seed(0)
