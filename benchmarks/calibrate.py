@@ -100,7 +100,7 @@ def main() -> None:
     config = None
     for name, classes in pairs:
         t0 = time.time()
-        res = acc.accentuate(model, acc.photo(name), classes, crops=args.crops, generator=args.seed,
+        res = acc.accentuate(model, acc.photo(name), classes, crops=args.crops, seed=args.seed,
                              snapshots=args.every, until=args.until, **overrides)
         config = {**res.config.to_dict(), **res.run}
         seed = res.seeds[0]
@@ -163,7 +163,7 @@ def least_change_report(args: argparse.Namespace, model: torch.nn.Module, pairs:
     for name, classes in pairs:
         t0 = time.time()
         lc = acc.least_change(model, acc.photo(name), classes, rounds=args.least_change, until="top1",
-                              crops=args.crops, generator=args.seed, **overrides)
+                              crops=args.crops, seed=args.seed, **overrides)
         config = {**lc.result.config.to_dict(), **lc.result.run}
         first = lc.rounds[0]
         for j, c in enumerate(classes):

@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> dict:
     started = time.time()
     for seed_name, ref_name in pairs:
         t0 = time.time()
-        target = acc.like(args.layer, acc.photo(ref_name), model)
-        res = acc.accentuate(model, acc.photo(seed_name), target, generator=args.seed, snapshots=args.every,
+        target = acc.like(acc.photo(ref_name), model, args.layer)
+        res = acc.accentuate(model, acc.photo(seed_name), target, seed=args.seed, snapshots=args.every,
                              progress=False, **overrides)
         config = {**res.config.to_dict(), **{k: v for k, v in res.run.items() if k != "seconds"}}
         seed = res.seeds[0]

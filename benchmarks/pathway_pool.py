@@ -37,8 +37,10 @@ import torch
 
 import accentuate as acc
 from accentuate.analysis import pathway_study
-from accentuate.analysis._shared import layer_activations, model_view, spec_of
+from accentuate.analysis.activations import layer_activations
+from accentuate.analysis.setup import analysis_spec
 from accentuate.hooks import OUTPUT
+from accentuate.images import model_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photos import default_cache  # noqa: E402  (benchmarks/photos.py: where the pool is)
@@ -63,7 +65,7 @@ def read_manifest(cache: Path) -> list[dict[str, str]]:
 
 def class_ranks(model: torch.nn.Module, files: list[Path], index: int) -> list[int]:
     """The model's rank (1 = top) of class ``index`` on each photo, seen as the pathway analysis sees it."""
-    spec = spec_of(model, {})
+    spec = analysis_spec(model, {})
     images = [acc.load_image(f) for f in files]
     logits = layer_activations(model, model_view(images, spec.input_size), [OUTPUT], spec)[OUTPUT]
     return [int((row > row[index]).sum()) + 1 for row in logits]
@@ -72,7 +74,7 @@ def class_ranks(model: torch.nn.Module, files: list[Path], index: int) -> list[i
 def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path, names: list[str],
                  top: int) -> tuple[dict[str, tuple[Any, list[Path]]], list[str]]:
     """``{class: (target, natural photos)}`` and the lines of photos.md."""
-    labels = spec_of(model, {}).labels
+    labels = analysis_spec(model, {}).labels
     lines = ["| class | photo | used as | model's rank of the class |", "|---|---|---|---:|"]
     classes: dict[str, tuple[Any, list[Path]]] = {}
     for name in names:
@@ -98,7 +100,7 @@ def pick_classes(model: torch.nn.Module, rows: list[dict[str, str]], cache: Path
             reference, keep = files[0], files[1:]
             lines += [f"| {name} | {f.parent.name}/{f.stem} | {'reference' if f == reference else 'natural'} | |"
                       for f in files]
-            classes[name] = (acc.like(None, reference, model, name=reference.stem), keep)
+            classes[name] = (acc.like(reference, model, name=reference.stem), keep)
         if len(classes[name][1]) < 2:
             raise SystemExit(f"error: class {name!r} has fewer than 2 natural photos left; lower --top or drop it")
     return classes, lines
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     classes, photo_lines = pick_classes(model, rows, cache, args.classes, args.top)
     overrides = {k: v for k, v in (("steps", args.steps), ("crops", args.crops), ("lam", args.lam)) if v is not None}
     study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
-                          generator=args.generator, work=args.work or args.out / "work", progress=True, **overrides)
+                          seed=args.generator, work=args.work or args.out / "work", progress=True, **overrides)
     ci = study.intervals(replicates=args.replicates, level=args.level, generator=args.generator)
     study.config.update({"argv": sys.argv[1:] if argv is None else argv, "seconds": round(time.perf_counter() - started),
                          "seed_photos": args.seeds})

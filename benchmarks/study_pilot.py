@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import accentuate as acc
-from accentuate.analysis._shared import markdown_table
+from accentuate.analysis.writing import markdown_table
 from accentuate.study.serve import make_server
 
 CHROMIUM = "/usr/bin/chromium"

@@ -47,7 +47,7 @@ def child(cfg: dict) -> None:
     steps = cfg["steps"]
     targets = [acc.channel(t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) if ":" in t else t for t in cfg["targets"]]
     res = acc.accentuate(model, [acc.photo(p) for p in cfg["photos"]], targets, steps=max(steps),
-                         snapshots=steps, generator=cfg["seed"], **extra)
+                         snapshots=steps, seed=cfg["seed"], **extra)
     torch.save({int(k): v for k, v in res.snapshots.items()}, cfg["file"])
 
 

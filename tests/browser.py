@@ -32,7 +32,7 @@ def browser() -> Iterator[Any]:
 
 
 class Page:
-    """A page with its console messages, errors, requests and dialogs recorded.
+    """A page with its console messages, errors, requests, dialogs and downloads recorded.
 
     Args:
         browser: the ``browser`` fixture.
@@ -44,7 +44,9 @@ class Page:
         self.console: list[str] = []
         self.requests: list[str] = []
         self.dialogs: list[str] = []
+        self.downloads: list[Any] = []
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("download", lambda d: self.downloads.append(d))
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))

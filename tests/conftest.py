@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -58,7 +60,7 @@ def color_seed(size: int = 48) -> torch.Tensor:
 
 
 COLOR_OPTS = dict(input_size=32, normalize=None, labels=["red", "green", "blue"], reg_layer="conv",
-                  param="pixel", crops=4, canvas=48, generator=0)
+                  param="pixel", crops=4, canvas=48, seed=0)
 
 
 TINY_SPEC = ModelSpec(
@@ -70,7 +72,38 @@ TINY_SPEC = ModelSpec(
 )
 
 #: Fast settings for engine tests on the tiny model.
-FAST = dict(steps=8, crops=4, canvas=48, lr=0.05, generator=0)
+FAST = dict(steps=8, crops=4, canvas=48, lr=0.05, seed=0)
+
+
+#: Where the device tests run: the CPU everywhere, and CUDA where there is a GPU. The CUDA
+#: variants carry the ``cuda`` marker (``pytest -m cuda``, what ``benchmarks/gpu_check.sh``
+#: runs on a GPU machine); every test that takes ``device`` carries the ``device`` marker.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device here (on a GPU machine: benchmarks/gpu_check.sh)")]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
+    """A device to run on (see :data:`DEVICES`).
+
+    On CUDA, TensorFloat-32 is off while the test runs: the tests compare with float32
+    rounding tolerances (a batch against its single runs, one layout against another), and
+    TF32 convolutions and matrix products round inputs to 10 bits. Reduced precision is
+    tested where it is asked for (``autocast``).
+    """
+    dev = torch.device(request.param)
+    if dev.type != "cuda":
+        yield dev
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield dev
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture
@@ -110,3 +143,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name in WEIGHT_DOCTESTS:
             item.add_marker(pytest.mark.slow)
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)

@@ -22,7 +22,9 @@ from accentuate.analysis import (
     randomize,
     sensitive_region,
 )
-from accentuate.analysis._shared import markdown_table, pearson, spearman, units
+from accentuate.analysis.activations import units
+from accentuate.analysis.stats import pearson, spearman
+from accentuate.analysis.writing import markdown_table
 from accentuate.cli import main
 
 QUICK = dict(steps=6, crops=2, canvas=48, lr=0.1)
@@ -172,9 +174,9 @@ def test_sweep_rejects_lam_and_several_seeds(tiny, seed_img):
 
 
 # -- pathway ----------------------------------------------------------------------------------
-def test_pathway_averages_pairs_exactly(tiny, seed_img):
+def test_pathway_averages_pairs_exactly(tiny, seed_img, device):
     a, b = seed_img, seed_img.flip(-1).roll(9, dims=-2)
-    pw = pathway_similarity(tiny, 2, [a, b], accentuations=[a], feature_vis=0, extra={"other": [b * 0.5]})
+    pw = pathway_similarity(tiny.to(device), 2, [a, b], accentuations=[a], feature_vis=0, extra={"other": [b * 0.5]})
     assert pw.kinds == ["accentuation", "other", "natural"]
     # The "accentuation" is a itself: its r with (a, b) is (1 + r_ab) / 2, r_ab being natural-vs-natural.
     for i in range(len(pw.layers)):
@@ -214,7 +216,7 @@ def test_pathway_needs_seeds(tiny, seed_img):
 def test_pathway_with_a_reference_image_target(tiny, seed_img):
     """A model without classes: the target is "look like the reference", the naturals are its views."""
     reference = seed_img.flip(-1).roll(13, dims=-1) * 0.8
-    target = acc.like(None, reference, tiny)
+    target = acc.like(reference, tiny)
     views = augmented_views([reference], 4, side=48, generator=1)
     pw = pathway_similarity(tiny, target, views, [seed_img], feature_vis=0, **dict(QUICK, steps=16, lam=0.01))
     assert pw.kinds == ["accentuation", "seed", "natural"] and pw.target.startswith("Like(")
@@ -232,12 +234,13 @@ def test_augmented_views_are_distinct_and_reproducible(seed_img):
 
 
 # -- latent features --------------------------------------------------------------------------
-def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp_path):
+def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp_path, device):
+    tiny = tiny.to(device)
     seeds = [seed_img, seed_img.flip(-1), seed_img.flip(-2)]
     for i, s in enumerate(seeds):
         save_png(tmp_path / f"img{i}.png", (s * 255).round().byte().permute(1, 2, 0).numpy())
     target = acc.channel("conv2", 3)
-    opts = {k: v for k, v in FAST.items() if k not in ("canvas", "generator")}
+    opts = {k: v for k, v in FAST.items() if k not in ("canvas", "seed")}
     lat = latent_features(tiny, tmp_path, target, canvas=48, batch=2, **opts)
     assert lat.names == ["img0", "img1", "img2"]
     g = lat.gain[lat.order]
@@ -248,11 +251,11 @@ def test_latent_sorted_by_gain_collective_masks_and_batching(tiny, seed_img, tmp
     assert float(lat.alpha.flatten(1).amax(1).min()) <= 1.0
     own = acc.to_alpha(lat.masks)
     assert not torch.allclose(own, lat.alpha)
-    # Batch b used generator b: each seed's result equals its single run with that generator.
+    # Batch b used seed b: each seed's result equals its single run with that seed.
     files = sorted(tmp_path.glob("img*.png"))
     for i, gen in ((0, 0), (2, 1)):
         single = acc.accentuate(tiny, acc.load_image(files[i]), target,
-                                **{**FAST, "generator": gen, "canvas": (48, 48)})
+                                **{**FAST, "seed": gen, "canvas": (48, 48)})
         assert torch.allclose(single.images[0, 0], lat.images[i], atol=2e-4)
     grid = lat.grid(side=40, columns=2)
     assert grid.size[0] > 2 * 40 and grid.size[1] > 2 * 3 * 40
@@ -353,6 +356,18 @@ def test_cli_pathway(tmp_path, seed_img, capsys):
     assert main(["pathway", "cherry", "--class-images", nat, "--views", "3", "--seeds", seed,
                  "--feature-vis", "1", "--out", str(tmp_path / "p"), *CLI_MODEL]) == 0
     assert "natural (3 pairs)" in capsys.readouterr().out
+
+
+def test_cli_pathway_intervals_without_out_keeps_every_file_in_one_folder(tmp_path, seed_img, capsys, monkeypatch):
+    """Without --out the command picks one new folder; the intervals' table goes beside the rest."""
+    monkeypatch.chdir(tmp_path)
+    seed = _write_seed(tmp_path, seed_img)
+    nat = _write_seed(tmp_path, seed_img.flip(-2), "nat.png")
+    assert main(["pathway", "cherry", "--class-images", nat, "--views", "3", "--seeds", seed, "--feature-vis", "0",
+                 "--intervals", "20", "-q", *CLI_MODEL]) == 0
+    folders = list((tmp_path / "accentuate-runs").iterdir())
+    assert len(folders) == 1, folders
+    assert {"pathway.md", "pathway.json", "pathway_intervals.md", "command.json"} <= {p.name for p in folders[0].iterdir()}
 
 
 def test_cli_pathway_like_a_reference_image(tmp_path, seed_img, capsys):

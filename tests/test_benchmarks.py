@@ -129,6 +129,30 @@ def test_command_line_options_map_to_the_configuration(bench):
     assert default.memory and default.profile and default.out.endswith("RESULTS.md")
 
 
+def test_batch_sweep_and_compile_check(bench, tmp_path):
+    """--sweep: a row per batch size with accentuations/s and the ratio to the floor; --compile: eager
+    against the compiled model (the 'eager' backend: dynamo's tracing only, in seconds)."""
+    args = bench.parse_args(["--tiny", "--sweep", "1", "3", "--repeats", "2", "--compile", "--compile-batch", "2",
+                             "--compile-backend", "eager", "--out", str(tmp_path / "s.md")])
+    cfg = bench.config_from_args(args, command="pytest")
+    assert cfg.sweep == (1, 3) and cfg.compile and cfg.compile_batch == 2 and cfg.compile_backend == "eager"
+    res = bench.run_suite(cfg)
+    rows = res["sweep"]["rows"]
+    assert [r["batch"] for r in rows] == [1, 3] and not any("error" in r for r in rows)
+    for r in rows:
+        assert r["floor_ms"] > 0 and r["step_ms"] > 0 and r["crops_per_pass"] == r["batch"] * cfg.crops
+        assert r["accentuations_per_s"] == pytest.approx(r["batch"] / (r["step_ms"] / 1e3))
+        assert math.isfinite(r["ratio"]["median"]) and r["ratio"]["median"] > 0
+        assert "cuda_step" not in r  # CUDA memory only on CUDA
+    comp = res["sweep"]["compile"]
+    assert comp["backend"] == "eager" and "error" not in comp
+    for part in ("floor", "step"):
+        assert "error" not in comp[part] and comp[part]["compiled_ms"] > 0 and comp[part]["first_calls_s"] > 0
+        assert comp[part]["dynamo"]["unique_graphs"] >= 1
+    text = (tmp_path / "s.md").read_text()
+    assert "| 3 | 12 |" in text and "- step + history: eager" in text and "skip_nnmodule_hook_guards" in text
+
+
 @pytest.mark.parametrize("mode", ["fixed", "least-change"])
 def test_calibration_script_writes_its_tables(tmp_path, monkeypatch, mode):
     """benchmarks/calibrate.py on one photo x one class, 2 steps: the records and tables it writes."""

@@ -22,7 +22,7 @@ from PIL import Image
 import accentuate as acc
 from accentuate.cli import main
 from accentuate.outputs.animation import mp4_available
-from accentuate.outputs.record import file_sha256
+from accentuate.runs.record import file_sha256
 
 TESTS = Path(__file__).parent
 FAST = ["--model", "cli_models:tiny", "--steps", "4", "--crops", "2", "--canvas", "48", "--frames", "3"]
@@ -93,17 +93,22 @@ def test_run_writes_every_file_and_record(work: Path, capsys: pytest.CaptureFixt
     assert "wide.png -> apple (0): rank" in text and "contact sheet" in text
 
 
-def test_run_numbers_equal_the_api(work: Path) -> None:
+def test_run_numbers_equal_the_api(work: Path, device: torch.device) -> None:
     """run.json holds what the library returns for the same settings (and the batch's generator seed,
-    which the record gives)."""
-    assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST]) == 0
+    which the record gives), on each device."""
+    assert main(["run", "wide.png", "--target", "banana", "cherry", "--out", "out", "-q", *FAST,
+                 "--device", device.type]) == 0
     doc = _record(work / "out")
     (batch,) = doc["timings"]["batches"]
-    assert batch["threads"] == torch.get_num_threads()  # a CPU run's pictures depend on them
-    model = acc.load_model("cli_models:tiny")
+    assert doc["device"].split(":")[0] == device.type
+    if device.type == "cpu":
+        assert batch["threads"] == torch.get_num_threads()  # a CPU run's pictures depend on them
+    else:
+        assert batch["cuda_peak_memory_bytes"] > 0
+    model = acc.load_model("cli_models:tiny", device=torch.device(doc["device"]))
     seed = acc.prepare_seeds(acc.load_image("wide.png"), 48)
     res = acc.accentuate(model, seed, ["banana", "cherry"], steps=4, crops=2, canvas=(36, 48),
-                         generator=batch["generator_seed"])
+                         seed=batch["generator_seed"])
     pairs = _pairs(doc)
     for j, name in enumerate(["Logit(1 'banana')", "Logit(2 'cherry')"]):
         p = pairs[("wide.png", name)]
@@ -153,7 +158,7 @@ def test_default_out_is_a_fresh_timestamped_folder(work: Path, capsys: pytest.Ca
 
 def test_ctrl_c_writes_finished_and_partial_pairs(work: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
-    import accentuate.cli.runner as runner
+    import accentuate.runs.job as runner
 
     real = runner.steps_bar
     calls = {"n": 0}
@@ -192,7 +197,7 @@ def test_ctrl_c_writes_finished_and_partial_pairs(work: Path, monkeypatch: pytes
 
 def test_numerical_failure_is_reported_and_others_continue(work: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture) -> None:
-    import accentuate.cli.runner as runner
+    import accentuate.runs.job as runner
 
     real = runner.accentuate
 

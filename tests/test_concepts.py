@@ -255,7 +255,7 @@ def test_cli_writes_the_concepts_list_the_atlas_and_the_report(concept_run: Path
     # A concept's vector is a target of an ordinary run.
     from cli_models import tiny
 
-    from accentuate.cli.common import parse_target
+    from accentuate.objectives import parse_target
 
     target = parse_target(f"conv2:{out / 'concept-0.npy'}", tiny())
     assert repr(target).startswith("Direction(conv2, 16-d")

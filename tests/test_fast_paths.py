@@ -98,19 +98,25 @@ def test_render_is_reused_between_evaluate_and_step_and_never_stale(tiny, seed_i
     assert torch.equal(a.evaluate()["value"], a.evaluate(changed)["value"])
 
 
-def test_autocast_bfloat16_stays_close_to_float32(tiny, seed_img):
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_autocast_stays_close_to_float32(tiny, seed_img, dtype, device):
+    tiny = tiny.to(device)
     ref = acc.accentuate(tiny, seed_img, 2, **FAST)
-    bf = acc.accentuate(tiny, seed_img, 2, autocast="bfloat16", **FAST)
-    assert bf.config.autocast == "bfloat16" and ref.config.autocast is None
+    low = acc.accentuate(tiny, seed_img, 2, autocast=dtype, **FAST)
+    assert low.config.autocast == dtype and ref.config.autocast is None
     moved = (ref.images - ref.seeds[:, None]).abs().mean()
-    assert (bf.images - ref.images).abs().mean() < 0.25 * moved
-    assert bf.after["value"][0, 0] > bf.before["value"][0, 0]
-    assert bf.history.value.dtype == torch.float32
+    # On the CPU the mean difference is 0.24 (bfloat16) and 0.10 (float16) of how far the
+    # float32 image moved; CUDA's kernels round differently (not yet measured): a wider bound.
+    bound = 0.25 if device.type == "cpu" else 0.4
+    assert (low.images - ref.images).abs().mean() < bound * moved
+    assert low.after["value"][0, 0] > low.before["value"][0, 0]
+    assert low.history.value.dtype == torch.float32 and torch.isfinite(low.masks).all()
     with pytest.raises(ValueError, match="autocast"):
         acc.accentuate(tiny, seed_img, 2, autocast="int8", **FAST)
 
 
-def test_channels_last_option_changes_rounding_only(tiny, seed_img):
+def test_channels_last_option_changes_rounding_only(tiny, seed_img, device):
+    tiny = tiny.to(device)
     a = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], **FAST)
     b = acc.accentuate(tiny, seed_img, [1, acc.channel("conv2", 3)], channels_last=False, **FAST)
     assert a.config.channels_last is True and b.config.channels_last is False

@@ -1,10 +1,12 @@
-"""The package has no import circles, function-level imports included.
+"""The package has no import circles and no import that runs back up its layers, function-level
+imports included.
 
 Every module of ``accentuate`` is read with :mod:`ast`; each ``import accentuate.x`` /
 ``from .x import y`` / ``from . import x`` (at module level or inside a function; those under
 ``if TYPE_CHECKING:`` excluded, since they never run) is an edge of a graph of modules. Any
 strongly connected component with more than one module, or a module importing itself, fails the
-test with the circle named.
+test with the circle named; so does any edge from a module of a lower layer (:data:`LAYERS`) to
+one of a higher layer.
 """
 
 from __future__ import annotations
@@ -185,12 +187,86 @@ def test_no_import_circles() -> None:
         f"  {len(c)} modules: {', '.join(c)}\n    e.g. {' -> '.join(_path(graph, c))}" for c in found)
 
 
+#: The package's layers, lowest first: a module imports only from its own layer and the layers below.
+#: Each module belongs to the layer of the longest prefix listed for it; every module must have one.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("core values", (
+        "accentuate._version", "accentuate.errors", "accentuate.digest", "accentuate.saving", "accentuate.layout",
+        "accentuate.spec", "accentuate.labels", "accentuate.images", "accentuate.photos", "accentuate.augment",
+        "accentuate.params", "accentuate.opacity", "accentuate.regularize", "accentuate.metrics",
+        "accentuate.hooks", "accentuate.settings", "accentuate.objectives", "accentuate.result",
+        "accentuate.display", "accentuate.clip", "accentuate.outputs", "accentuate.sae",
+        "accentuate.transforms",
+    )),
+    ("engine", ("accentuate.engine",)),
+    ("models", ("accentuate.models",)),
+    ("analyses and runs", ("accentuate.analysis", "accentuate.runs", "accentuate.study")),
+    ("report", ("accentuate.report",)),
+    ("the package's face", ("accentuate",)),
+    ("command line", ("accentuate.cli", "accentuate.__main__")),
+)
+
+
+def layer_of(module: str, layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> tuple[int, str] | None:
+    """``(rank, name)`` of the layer ``module`` belongs to (its longest listed prefix), or ``None``."""
+    best: tuple[int, int, str] | None = None
+    for rank, (name, prefixes) in enumerate(layers):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[0]):
+                best = (len(p), rank, name)
+    return None if best is None else (best[1], best[2])
+
+
+def upward_imports(graph: dict[str, set[str]],
+                   layers: tuple[tuple[str, tuple[str, ...]], ...] = LAYERS) -> list[str]:
+    """Every import from a module to one of a higher layer, and every module without a layer."""
+    bad = [f"{m} belongs to no layer; add it to LAYERS" for m in sorted(graph) if layer_of(m, layers) is None]
+    for m in sorted(graph):
+        low = layer_of(m, layers)
+        for target in sorted(graph[m]):
+            high = layer_of(target, layers)
+            if low is not None and high is not None and high[0] > low[0]:
+                bad.append(f"{m} ({low[1]}) imports {target} ({high[1]})")
+    return bad
+
+
+def test_the_layer_rule_sees_an_upward_import_inside_a_function(tmp_path: Path) -> None:
+    pkg = tmp_path / PACKAGE
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low.py").write_text("def f():\n    from . import high\n")
+    (pkg / "high.py").write_text("from .low import f\n")
+    layers = (("low", ("accentuate.low",)), ("high", ("accentuate.high",)), ("face", ("accentuate",)))
+    assert upward_imports(import_graph(pkg), layers) == [
+        "accentuate.low (low) imports accentuate.high (high)"]
+    (pkg / "low.py").write_text("def f():\n    return 1\n")
+    assert upward_imports(import_graph(pkg), layers) == []
+    (pkg / "stray.py").write_text("")
+    assert upward_imports(import_graph(pkg), layers[:2]) == [
+        "accentuate belongs to no layer; add it to LAYERS", "accentuate.stray belongs to no layer; add it to LAYERS"]
+
+
+def test_no_import_runs_back_up_the_layers() -> None:
+    """Core values, engine, models, analyses and runs, report, the package's face, the command line:
+    each imports only from its own layer and below, with no exception."""
+    assert upward_imports(import_graph()) == []
+
+
+def test_nothing_outside_the_command_line_imports_it() -> None:
+    graph = import_graph()
+    cli = layer_of("accentuate.cli")
+
+    bad = [f"{m} imports {t}" for m in sorted(graph) for t in sorted(graph[m])
+           if layer_of(t) == cli and layer_of(m) != cli]
+    assert bad == []
+
+
 #: Leaf modules and the only modules of the package each may import.
 LEAVES = {
     "accentuate._version": set(),
     "accentuate.errors": set(),
     "accentuate.saving": set(),
-    "accentuate.grid": {"accentuate.errors", "accentuate.outputs.figures"},
+    "accentuate.outputs.grid": {"accentuate.errors", "accentuate.outputs.figures"},
     "accentuate.outputs.figures": {"accentuate.outputs.io"},
     "accentuate.outputs.io": {"accentuate.errors"},
     "accentuate.spec": {"accentuate.errors"},
@@ -202,33 +278,3 @@ def test_leaf_modules_import_nothing_above_them(leaf: str) -> None:
     graph = import_graph()
     assert leaf in graph, f"{leaf} is missing under {ROOT}"
     assert graph[leaf] <= LEAVES[leaf], f"{leaf} imports {sorted(graph[leaf] - LEAVES[leaf])}"
-
-
-def test_value_types_do_not_know_the_report_page() -> None:
-    """Outside the report and the command line, nothing imports the report's page builder: a result
-    gives its grid and its record, and reads its plots from the leaf ``report.plots``."""
-    import ast
-
-    import accentuate
-
-    src = Path(accentuate.__file__).parent
-    allowed = {"accentuate.report.plots", "accentuate.report.svg"}
-    bad = []
-    for path in src.rglob("*.py"):
-        rel = path.relative_to(src)
-        if rel.parts[0] in ("report", "cli"):
-            continue
-        pkg = ["accentuate", *rel.parts[:-1]]
-        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                base = pkg[: len(pkg) - node.level + 1] if node.level else []
-                name = ".".join([*base, node.module] if node.module else base)
-                names = [name] + [f"{name}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            hits = [n for n in names if n.startswith("accentuate.report") and not any(n.startswith(a) for a in allowed)]
-            if hits and not all(n == "accentuate.report" for n in hits):
-                bad.append(f"{rel}:{node.lineno} {hits}")
-    assert bad == []

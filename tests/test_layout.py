@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import accentuate as acc
-from accentuate.analysis._shared import layouts_of
+from accentuate.analysis.activations import layouts_of
 from accentuate.hooks import OUTPUT, ModelRunner
 from accentuate.layout import Layout, infer_layout, parse_layout
 from accentuate.regularize import Regularizer, distance
@@ -147,7 +147,7 @@ def test_real_layers_get_their_layout_and_objectives_rise_there(model, layer, wa
     # A neuron at a grid position reads exactly that element of the module's output.
     obj = acc.neuron(layer, 3, y=1, x=2)
     res = acc.accentuate(model, seed_img, obj, reg_layer=layer, steps=10, crops=4, canvas=48, lr=0.05,
-                         generator=0)
+                         seed=0)
     with torch.no_grad(), acc.capture(model, [layer]) as cap:
         model(acc.images.resize(res.images[0], (32, 32)))
     out = cap[layer]
@@ -155,7 +155,7 @@ def test_real_layers_get_their_layout_and_objectives_rise_there(model, layer, wa
     assert float(res.after["value"][0, 0]) == pytest.approx(float(out[idx]), rel=1e-4, abs=1e-5)
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
     ch = acc.accentuate(model, seed_img, acc.channel(layer, 5), reg_layer=layer, steps=10, crops=4, canvas=48,
-                        generator=0)
+                        seed=0)
     assert ch.after["value"][0, 0] > ch.before["value"][0, 0]
     assert torch.isfinite(ch.after["reg_distance"]).all() and float(ch.after["reg_distance"][0, 0]) > 0
 
@@ -167,7 +167,7 @@ def test_layout_override_through_the_spec(seed_img):
     lay = layouts_of(model, acc.resolve_spec(model, layouts={"block": "tokens:1:4x5"}), ["block"])["block"]
     assert lay == Layout("tokens", 12, (4, 5), 1)
     res = acc.accentuate(model, seed_img, acc.neuron("block", 0, y=3, x=4), layouts={"block": "tokens:1:4x5"},
-                         reg_layer="none", steps=2, crops=2, canvas=48, generator=0)
+                         reg_layer="none", steps=2, crops=2, canvas=48, seed=0)
     assert torch.isfinite(res.after["value"]).all()
     with pytest.raises(ValueError, match=r"outside layer 'block', whose grid is 4 x 4"):
         acc.accentuate(model, seed_img, acc.neuron("block", 0, y=3, x=4), reg_layer="none", steps=1, canvas=48)

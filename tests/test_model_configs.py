@@ -78,7 +78,7 @@ def test_hugging_face_config_fills_the_spec_without_warnings() -> None:
     assert spec.input_size == (32, 32) and spec.labels == ("cat", "dog", "bird")
     assert spec.assumed == () and spec.name == "ViTForImageClassification"
     res = acc.accentuate(vit, torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)), "dog",
-                         normalize=None, steps=2, crops=2, canvas=32, generator=0)
+                         normalize=None, steps=2, crops=2, canvas=32, seed=0)
     assert res.targets[0].class_index == 1 and res.run["input_size"] == [32, 32]
     assert res.after["logits"].shape[-1] == 3
 
@@ -172,7 +172,7 @@ def test_explain_on_an_assumed_size_says_to_pass_input_size() -> None:
 def test_cli_uses_declared_class_names(capsys: pytest.CaptureFixture) -> None:
     assert main(["classes", "gree", "--model", "test_model_configs:timm_like"]) == 0
     assert capsys.readouterr().out.split() == ["1", "green"]
-    from accentuate.cli.common import parse_target
+    from accentuate.objectives import parse_target
 
     assert repr(parse_target("green", timm_like())) == "Logit(1 'green')"
 

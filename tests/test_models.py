@@ -91,7 +91,7 @@ def test_spec_and_layers_of_the_embedded_model(lite0):
 @pytest.mark.slow
 def test_accentuate_bundled_photo_toward_class_name(lite0):
     res = acc.accentuate(lite0, acc.photo("chelsea"), "goldfish", steps=8, crops=4, canvas=256,
-                         generator=0)
+                         seed=0)
     assert res.images.shape == (1, 1, 3, 170, 256)
     assert int(res.after["rank"][0, 0]) < int(res.before["rank"][0, 0]) / 5
     assert res.after["value"][0, 0] > res.before["value"][0, 0] + 2
@@ -106,7 +106,7 @@ def test_bring_your_own_torchvision_style_model():
     spec = acc.resolve_spec(model, input_size=224, normalize=(IMAGENET_MEAN, IMAGENET_STD), labels=labels)
     assert top1(_Wrap(model, spec), acc.photo("coffee"))[0] == "espresso"
     res = acc.accentuate(model, acc.photo("coffee"), "goldfish", reg_layer="features.4", steps=8,
-                         crops=6, canvas=256, generator=0, input_size=224,
+                         crops=6, canvas=256, seed=0, input_size=224,
                          normalize=(IMAGENET_MEAN, IMAGENET_STD), labels=labels)
     assert res.after["value"][0, 0] > res.before["value"][0, 0] + 1
     assert str(res.config.reg_layer) == "features.4"
@@ -179,7 +179,7 @@ def test_hf_adapter_with_a_stand_in_module(monkeypatch, seed_img):
     monkeypatch.setitem(sys.modules, "transformers", tr)
     model = load("hf:org/tiny")
     assert model.accentuate_spec.labels == ("w", "x", "y", "z")
-    res = acc.accentuate(model, seed_img, "y", steps=4, crops=4, canvas=48, generator=0)
+    res = acc.accentuate(model, seed_img, "y", steps=4, crops=4, canvas=48, seed=0)
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
 
 

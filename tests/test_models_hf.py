@@ -86,7 +86,7 @@ def test_a_class_logit_rises_to_top1_and_the_model_is_untouched(vit):
         start = spec.forward(vit, resize(seed[None], spec.input_size))[0]
     target = int(start.argmin())  # the class the seed is least like
     before = {k: v.clone() for k, v in vit.state_dict().items()}
-    res = acc.accentuate(vit, seed, LABELS[target], steps=15, crops=4, canvas=48, lr=0.05, generator=0)
+    res = acc.accentuate(vit, seed, LABELS[target], steps=15, crops=4, canvas=48, lr=0.05, seed=0)
     assert int(res.before["rank"][0, 0]) == 4
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
     assert int(res.after["rank"][0, 0]) == 1, res.after["logits"][0, 0]

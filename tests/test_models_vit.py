@@ -259,7 +259,7 @@ def test_real_model_channel_rises_and_state_is_untouched(focus):
     before = {k: v.clone() for k, v in focus.state_dict().items()}
     flags = [p.requires_grad for p in focus.parameters()]
     res = acc.accentuate(focus, acc.photo("chelsea"), acc.channel("encoder.layer.6", 17), steps=4, crops=2,
-                         canvas=224, generator=0)
+                         canvas=224, seed=0)
     assert res.after["value"][0, 0] > res.before["value"][0, 0]
     assert not focus.training and [p.requires_grad for p in focus.parameters()] == flags
     assert all(torch.equal(before[k], v) for k, v in focus.state_dict().items())
@@ -272,9 +272,9 @@ def test_real_model_like_target_at_its_calibrated_defaults(focus):
     and the run used the spec's calibrated settings (benchmarks/CALIBRATION.md)."""
     from accentuate.metrics import patch_grid_score, ssim
 
-    target = acc.like(None, acc.photo("astronaut"), focus)
+    target = acc.like(acc.photo("astronaut"), focus)
     assert target.layer == "layernorm" and target.pool == "cls"
-    res = acc.accentuate(focus, acc.photo("chelsea"), target, steps=10, generator=0)
+    res = acc.accentuate(focus, acc.photo("chelsea"), target, steps=10, seed=0)
     cfg = res.config
     assert str(cfg.regularizer) == "encoder.layer.3" and cfg.lam == 0.2 and cfg.crops == 4
     assert cfg.crop_range == (0.5, 1.0)

@@ -20,7 +20,7 @@ from accentuate.analysis.explain import explain
 from accentuate.report.notebook import grid_of
 from accentuate.spec import ModelSpec
 
-QUICK = dict(steps=3, crops=2, canvas=32, generator=0)
+QUICK = dict(steps=3, crops=2, canvas=32, seed=0)
 MARKUP = "<b onmouseover=alert(1)>banana</b>"
 
 
@@ -79,7 +79,7 @@ def test_without_jinja2_html_falls_back_to_the_png(result: acc.Result, monkeypat
 
 def test_large_results_show_a_bounded_grid(model: torch.nn.Module) -> None:
     seeds = torch.rand(10, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    res = acc.accentuate(model, seeds, [0], steps=1, crops=1, canvas=32, generator=0, opacity=False)
+    res = acc.accentuate(model, seeds, [0], steps=1, crops=1, canvas=32, seed=0, opacity=False)
     g = grid_of(res)
     assert len(g.rows) == 8 and "first 8 of 10 seeds" in g.note
 

@@ -25,7 +25,7 @@ from accentuate.clip import Text
 from accentuate.hooks import OUTPUT, input_of
 from accentuate.layout import Layout
 from accentuate.objectives import Like, Objective, Recorded, from_record
-from accentuate.outputs.worklist import ImageInfo, TargetInfo, WorkList
+from accentuate.runs.work import ImageInfo, TargetInfo, WorkList
 
 PROJ = "layers.1.attention.o_proj"  # the tiny ViT's (tests/test_transformers.py) second attention projection
 
@@ -65,6 +65,15 @@ def _sae_latent(layer: str = "layers.1", unit: int = 3, reduce: str = "mean", to
 
 LABELS = [f"c{i}" for i in range(32)]
 
+
+def patch_unit5(acts):
+    """A function objective (acc.objective): unit 5 of layers.1's patch tokens (importable: records rebuild it)."""
+    return acts[next(iter(acts))][:, 2:, 5].mean(dim=1)
+
+
+def patch_unit6(acts):
+    return acts[next(iter(acts))][:, 2:, 6].mean(dim=1)
+
 #: One objective of each registered kind (``record_type`` -> builder), on the layers of the tiny ViT.
 CASES: dict[str, Callable[[], Objective]] = {
     "logit": lambda: acc.logit(3).resolve(LABELS),
@@ -78,6 +87,7 @@ CASES: dict[str, Callable[[], Objective]] = {
     "sae_latent": _sae_latent,
     "sum": lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(),
     "recorded": lambda: Recorded("Custom()", 2),
+    "function": lambda: acc.objective(patch_unit5, layers="layers.1"),
 }
 
 #: For each kind, objectives that measure something else than its case (one change each).
@@ -103,6 +113,8 @@ VARIANTS: dict[str, list[Callable[[], Objective]]] = {
     "sum": [lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(reference=_vec(9)),
             lambda: 3 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like()],
     "recorded": [lambda: Recorded("Other()", 2)],
+    "function": [lambda: acc.objective(patch_unit6, layers="layers.1"),
+                 lambda: acc.objective(patch_unit5, layers="layers.0")],
 }
 
 
@@ -240,7 +252,7 @@ def vit_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[acc.Result, Pa
     runnable = [CASES[k]() for k in sorted(CASES) if k != "recorded"]
     seed = (0.5 + 0.2 * torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     res = acc.accentuate(model, seed, [*runnable, acc.logit(0)], steps=2, crops=2, canvas=32, lr=0.1,
-                         param="pixel", reg_layer="none", generator=0)
+                         param="pixel", reg_layer="none", seed=0)
     res = dataclasses.replace(res, targets=[*res.targets[:-1], CASES["recorded"]()])
     out = tmp_path_factory.mktemp("records") / "saved"
     res.save(out)
@@ -289,12 +301,12 @@ def test_like_identity_follows_the_image_not_its_name(tmp_path: Path) -> None:
     copy = tmp_path / "c" / "other.png"
     copy.parent.mkdir()
     copy.write_bytes(a.read_bytes())
-    like_a, like_b, like_copy = (acc.like(None, str(p), model) for p in (a, b, copy))
+    like_a, like_b, like_copy = (acc.like(str(p), model) for p in (a, b, copy))
     assert repr(like_a) == repr(like_b)  # the same label ...
     assert like_a.identity() != like_b.identity()  # ... but two images
     assert like_a.identity() == like_copy.identity() and repr(like_a) != repr(like_copy)  # renamed: same target
     _save_photo(a, 2)  # the photo replaced under its old name
-    assert acc.like(None, str(a), model).identity() != like_a.identity()
+    assert acc.like(str(a), model).identity() != like_a.identity()
     # two references named alike are two pairs of a run
     info = ImageInfo(path="seed.png", name="seed.png", sha256="abc", size=(40, 40), canvas=(40, 40))
     work = WorkList([info], [TargetInfo(f"like:{a}", like_a), TargetInfo(f"like:{b}", like_b)], "k1", 4)

@@ -72,8 +72,8 @@ def test_imagenet_ambiguous_name_lists_candidates():
     ],
     ids=repr,
 )
-def test_every_objective_goes_up(tiny, seed_img, target):
-    res = acc.accentuate(tiny, seed_img, target, reg_layer="none", **FAST)
+def test_every_objective_goes_up(tiny, seed_img, target, device):
+    res = acc.accentuate(tiny.to(device), seed_img, target, reg_layer="none", **FAST)
     assert res.after["value"][0, 0] > res.before["value"][0, 0] + 1e-3
 
 

@@ -79,7 +79,7 @@ def test_a_runner_is_reused_only_for_its_own_model() -> None:
         ModelRunner.reuse(runner, acc.load_model("cli_models:tiny"), runner.spec)
     # A run given the runner gives the same images as one without it.
     seed = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(1))
-    kw = dict(steps=2, crops=2, canvas=40, generator=3)
+    kw = dict(steps=2, crops=2, canvas=40, seed=3)
     with_runner = acc.accentuate(model, seed, "banana", runner=runner, **kw)
     without = acc.accentuate(model, seed, "banana", **kw)
     assert torch.equal(with_runner.images, without.images)

@@ -15,8 +15,8 @@ from PIL import Image
 import accentuate as acc
 from accentuate.analysis.explain import choose_classes, explain
 from accentuate.outputs import animation, figures
-from accentuate.outputs.record import RunWriter, file_sha256, seed_distances, settings_hash
-from accentuate.outputs.worklist import ImageInfo, TargetInfo, WorkList, describe_target, slug
+from accentuate.runs.record import RunWriter, file_sha256, seed_distances, settings_hash
+from accentuate.runs.work import ImageInfo, TargetInfo, WorkList, describe_target, slug
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:
@@ -63,18 +63,55 @@ def test_pair_figure_shows_the_four_views(seed_img: torch.Tensor) -> None:
     assert not found(12 + 96 + 12, seed), "the accentuation panel shows the seed"
 
 
+def _where(arr: np.ndarray, want: np.ndarray, x: int) -> int | None:
+    """The row at which ``want`` (a panel) sits in ``arr`` at column ``x``, if it does."""
+    side = want.shape[0]
+    for y in range(0, arr.shape[0] - side):
+        if np.abs(arr[y:y + side, x:x + side] - want).mean() < 2:
+            return y
+    return None
+
+
 def test_pair_figure_without_seed_draws_a_placeholder(seed_img: torch.Tensor) -> None:
-    fig = figures.pair_figure(None, seed_img, torch.ones(48, 48), "noise start", [])
-    assert fig.size[0] > 4 * 300
+    fig = figures.pair_figure(None, seed_img, torch.ones(48, 48), "noise start", [], panel_side=96)
+    assert fig.size[0] == 4 * 96 + 5 * 12
+    arr = np.asarray(fig).astype(float)
+    image = np.asarray(figures.to_pil(seed_img).resize((96, 96), Image.Resampling.LANCZOS)).astype(float)
+    top = _where(arr, image, 12 + 96 + 12)
+    assert top is not None, "the accentuation is not in the second panel"
+    first = arr[top:top + 96, 12:12 + 96]
+    assert _where(first, image, 0) is None, "the first panel shows an image, not the placeholder"
+    frame = np.concatenate([first[0], first[-1], first[:, 0], first[:, -1]])
+    assert np.all(np.abs(frame - 200).max(axis=1) <= 1), "the placeholder has no frame"
+    inside = first[4:-4, 4:-4]
+    paper = np.all(np.abs(inside - inside[2, 2]) <= 1, axis=-1)
+    assert 0.8 < paper.mean() < 1, "the placeholder is not an empty frame with its label"
+    assert _luma(inside[~paper]).min() < 160, "the placeholder's label is not written"
 
 
-def test_contact_sheet_grows_with_rows_and_columns(seed_img: torch.Tensor) -> None:
-    pil = figures.to_pil(seed_img)
-    one = figures.contact_sheet([("a", pil)], ["t0"], {(0, 0): (pil, "rank 2 -> 1")}, cell=64)
-    two = figures.contact_sheet([("a", pil), ("b", None)], ["t0", "t1", "t2"],
-                                {(0, 0): (pil, "x"), (1, 2): (pil, "y")}, cell=64, title="t")
+def _box(arr: np.ndarray, rgb: tuple[int, int, int]) -> tuple[int, int, int, int] | None:
+    """``(left, top, right, bottom)`` of the pixels of colour ``rgb`` in ``arr`` (``None``: none)."""
+    ys, xs = np.nonzero(np.all(arr == rgb, axis=-1))
+    return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else None
+
+
+def test_contact_sheet_puts_each_picture_in_its_row_and_column(seed_img: torch.Tensor) -> None:
+    def solid(rgb: tuple[int, int, int]) -> Image.Image:
+        return Image.new("RGB", (48, 48), rgb)
+
+    red, blue, green = (250, 0, 0), (0, 0, 250), (0, 250, 0)
+    one = figures.contact_sheet([("a", solid(green))], ["t0"], {(0, 0): (solid(red), "rank 2 -> 1")}, cell=64)
+    two = figures.contact_sheet([("a", solid(green)), ("b", None)], ["t0", "t1", "t2"],
+                                {(0, 0): (solid(red), "x"), (1, 2): (solid(blue), "y")}, cell=64, title="t")
     assert two.size[0] == one.size[0] + 2 * (64 + 12)
-    assert two.size[1] > one.size[1] + 64
+    arr = np.asarray(two).astype(int)
+    g, r, b = _box(arr, green), _box(arr, red), _box(arr, blue)
+    assert g is not None and r is not None and b is not None
+    assert (g[2] - g[0], g[3] - g[1]) == (64, 64) == (r[2] - r[0], r[3] - r[1]) == (b[2] - b[0], b[3] - b[1])
+    assert r[0] - g[0] == 64 + 12 and r[1] == g[1], "the first target's picture is not beside its seed"
+    assert b[0] - g[0] == 3 * (64 + 12) and b[1] > g[3], "the cell (1, 2) is not in row 2, column 3"
+    # the cells without a picture are empty frames: no pixel of a picture between red and blue
+    assert _box(arr[:, r[2]:b[0]], red) is None and _box(arr[:, r[2]:b[0]], blue) is None
 
 
 def test_panel_has_one_cell_per_item(seed_img: torch.Tensor) -> None:

@@ -18,19 +18,24 @@ def test_round_trip_real_photo(name, photo_tensor):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_round_trip_with_black_and_white_pixels(name):
+def test_round_trip_with_black_and_white_pixels(name, device):
     seed = torch.rand(2, 3, 40, 56)
     seed[:, :, :10] = 0.0
     seed[:, :, -10:] = 1.0
-    out = make_param(name, tuple(seed.shape), seed=seed)()
+    seed = seed.to(device)
+    p = make_param(name, tuple(seed.shape), seed=seed)
+    assert {t.device for t in [*p.parameters(), *p.buffers()]} == {seed.device}
+    out = p()
     assert (out - seed).abs().max() < 2e-6  # float32 rounding (measured 1e-7 to 4e-7)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_noise_start_is_valid_image(name):
-    g = torch.Generator().manual_seed(0)
-    img = make_param(name, (2, 3, 30, 44), generator=g)()
-    assert img.shape == (2, 3, 30, 44)
+def test_noise_start_is_valid_image(name, device):
+    g = torch.Generator(device=device).manual_seed(0)
+    p = make_param(name, (2, 3, 30, 44), generator=g, device=device)
+    assert {t.device.type for t in [*p.parameters(), *p.buffers()]} == {device.type}
+    img = p()
+    assert img.shape == (2, 3, 30, 44) and img.device.type == device.type
     assert img.min() >= 0 and img.max() <= 1
     assert torch.isfinite(img).all()
     assert img.std() > 0  # not constant

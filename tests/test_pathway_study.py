@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from accentuate.analysis import Interval, bootstrap, pathway_similarity, pathway_study
-from accentuate.analysis._shared import layer_activations, layouts_of, model_view, pair_means, pearson
+from accentuate.analysis.activations import layer_activations, layouts_of
+from accentuate.analysis.stats import pair_means, pearson
+from accentuate.images import model_view
 
 QUICK = dict(steps=4, crops=2, canvas=48, lr=0.1)
 

@@ -170,7 +170,7 @@ ERRORS = [
     (dict(targets=1, noise=(0.02, -0.01)), ValueError),
     (dict(targets=1, noise=(float("nan"), 0.02)), ValueError),
     (dict(targets=1, seeds=torch.full((3, 48, 48), float("nan"))), ImageError),
-    (dict(targets=1, generator="seven"), TypeError),
+    (dict(targets=1, seed="seven"), TypeError),
     (dict(targets=acc.channel("unused", 0)), acc.LayerError),  # in the model, never runs
     (dict(targets=1, reg_layer="unused"), acc.LayerError),
     (dict(targets=1, model_raises=True), acc.ModelError),
@@ -224,7 +224,7 @@ def test_property_shapes_ranges_no_nan(h, w, n, m, lo, span, param, seed):
     seeds = torch.rand(n, 3, h, w, generator=g)
     targets = [1, acc.channel("conv2", 3)][:m]
     res = acc.accentuate(model, seeds, targets, canvas=(h, w), crops=3, steps=3, crop_range=(lo, hi),
-                         param=param, generator=seed)
+                         param=param, seed=seed)
     assert res.images.shape == (n, m, 3, h, w) and res.masks.shape == (n, m, h, w)
     assert torch.isfinite(res.images).all() and torch.isfinite(res.masks).all()
     assert res.images.min() >= 0 and res.images.max() <= 1 and (res.masks >= 0).all()

@@ -135,8 +135,8 @@ def test_run_json_pairs_carry_their_history(folders: dict[str, Path]) -> None:
 def test_history_is_thinned_to_the_limit() -> None:
     import torch
 
-    from accentuate.outputs.history import pair_history
     from accentuate.result import History
+    from accentuate.runs.history import pair_history
 
     h = History()
     for s in range(1, 1001):
@@ -337,9 +337,13 @@ def test_sweep_page_shows_the_curve_region_and_numbers(browser: Any, folders: di
 
 
 def test_rewriting_the_report_reuses_thumbnails(folders: dict[str, Path]) -> None:
-    before = sorted(p.name for p in (folders["run"] / "report-files").iterdir())
+    """A rebuilt report writes no thumbnail again (each file keeps its inode: atomic writes replace it)."""
+    def files() -> dict[str, int]:
+        return {p.name: p.stat().st_ino for p in (folders["run"] / "report-files").iterdir()}
+
+    before = files()
     write_report(folders["run"])
-    assert sorted(p.name for p in (folders["run"] / "report-files").iterdir()) == before
+    assert files() == before
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +356,7 @@ def analysis_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     from accentuate.analysis import cascading_randomization, latent_features, pathway_similarity
 
     model = tiny()
-    quick = dict(steps=3, crops=2, canvas=32, generator=0)
+    quick = dict(steps=3, crops=2, canvas=32, seed=0)
     seeds = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0))
     root = tmp_path_factory.mktemp("analyses")
     results = {

@@ -453,7 +453,7 @@ def test_each_latent_accentuation_raises_its_latent_most(tmp_path: Path) -> None
     assert weak.accentuated is not None and mean_pre(weak.accentuated) > mean_pre(photos[weak.image]) + 0.02
     # without the straight-through gradient, a latent that is off everywhere gives the photo no push at all
     off = acc.accentuate(model, photos[weak.image], acc.latent("feat", sae, weak.unit, straight_through=False),
-                         generator=0)
+                         seed=0)
     assert float(off.after["value"][0, 0]) == 0 and float(off.before["value"][0, 0]) == 0
     assert float((off.images[0, 0] - photos[weak.image]).abs().max()) < 0.01
 
@@ -524,7 +524,7 @@ def test_a_checkpoint_round_trips_through_run_json_and_result_load(tmp_path: Pat
     assert repr(obj) == "SAELatent(conv2, sae:7, mean)"
     assert parse_sae_target(f"sae:{folder}:7", model).identity() == obj.identity()  # the layer from cfg.json
     seed = acc.load_image(DATA / "chelsea.jpg")
-    res = acc.accentuate(model, seed, obj, steps=3, crops=2, canvas=40, generator=0)
+    res = acc.accentuate(model, seed, obj, steps=3, crops=2, canvas=40, seed=0)
     res.save(tmp_path / "saved")
     back = acc.Result.load(tmp_path / "saved")
     (t,) = back.targets
@@ -657,5 +657,5 @@ def test_lite0_latent_of_a_trained_sae_rises(lite0: nn.Module, tmp_path: Path) -
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = acc.accentuate(lite0, DATA / "coffee.jpg", acc.latent("blocks.10", run.sae, unit), steps=10, crops=4,
-                             canvas=224, generator=0)
+                             canvas=224, seed=0)
     assert float(res.after["value"][0, 0]) > float(res.before["value"][0, 0])

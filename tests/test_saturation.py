@@ -17,7 +17,7 @@ def black_and_white(size: int = 48) -> torch.Tensor:
 def run(param: str) -> torch.Tensor:
     target = acc.channel("conv", 2) - acc.channel("conv", 0)  # more blue, less red
     res = acc.accentuate(ColorNet(), black_and_white(), target, input_size=32, normalize=None, labels=None,
-                         reg_layer="none", param=param, steps=30, lr=0.1, crops=4, canvas=48, generator=0)
+                         reg_layer="none", param=param, steps=30, lr=0.1, crops=4, canvas=48, seed=0)
     return res.images[0, 0]
 
 

@@ -17,8 +17,8 @@ from test_reliability import photo_array
 
 import accentuate as acc
 from accentuate.cli import main
-from accentuate.outputs.record import FORMAT, file_sha256
-from accentuate.outputs.saved import RecordedObjective, objective_from_record, objective_record
+from accentuate.runs.record import FORMAT, file_sha256
+from accentuate.runs.saved import RecordedObjective, objective_from_record, objective_record
 
 CLI_FAST = ["--model", "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "48", "--frames", "2"]
 
@@ -69,7 +69,7 @@ def test_save_names_files_as_the_cli_does_and_writes_run_json(saved) -> None:
     ids = [p["id"] for p in doc["pairs"]]
     assert ids[:2] == ["cat__banana", "cat__conv2-c1"] and ids[3] == "seed1__banana"  # {image}__{target}
     for p in doc["pairs"]:
-        assert set(p["files"]) == {"image", "rgba", "figure", "gif"}
+        assert set(p["files"]) == {"image", "rgba", "figure", "gif", "lossless"}  # lossless: result.npz
         for kind, name in p["files"].items():
             assert file_sha256(out / name) == p["sha256"][kind]
     assert doc["pairs"][5]["status"] == "failed" and doc["pairs"][5]["failed"] == "non-finite loss (a test)"

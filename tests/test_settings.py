@@ -80,13 +80,13 @@ def test_resolve_fills_every_default_once(tiny, monkeypatch):
 def test_accentuate_records_the_settings_and_takes_them(tiny, seed_img):
     res = acc.accentuate(tiny, seed_img, 1, **FAST)
     assert isinstance(res.config, Settings) and res.config.resolved
-    assert res.config.steps == FAST["steps"] and res.config.seed == FAST["generator"]
+    assert res.config.steps == FAST["steps"] and res.config.seed == FAST["seed"]
     assert res.run["canvas_used"] == [48, 48] and res.run["model"] == "tiny"
     again = acc.accentuate(tiny, seed_img, 1, res.config)  # the same settings, the same pictures
     assert torch.equal(again.images, res.images) and again.config == res.config
     changed = acc.accentuate(tiny, seed_img, 1, res.config, steps=2)
     assert changed.config.steps == 2 and changed.config.crops == FAST["crops"]
-    drawn = acc.accentuate(tiny, seed_img, 1, **{k: v for k, v in FAST.items() if k != "generator"})
+    drawn = acc.accentuate(tiny, seed_img, 1, **{**FAST, "seed": None})
     assert isinstance(drawn.config.seed, int)  # a drawn seed is recorded, so the run can be repeated
     with pytest.raises(TypeError, match=r"unknown setting 'lamda' \(did you mean lam\?\)"):
         acc.accentuate(tiny, seed_img, 1, lamda=0.1)
@@ -162,8 +162,9 @@ def test_preview_preset_on_the_command_line(tmp_path, seed_img):
     out = tmp_path / "cls"
     assert main(["run", *common, "-t", "cherry", "--out", str(out)]) == 0
     s = json.loads((out / "run.json").read_text())["settings"]
-    assert (s["canvas"], s["crops"], s["until"], s["check_every"]) == (256, 8, "top1", 2) == tuple(
-        PRESETS["preview"][k] for k in ("canvas", "crops", "until", "check_every"))
+    assert (s["canvas"], s["crops"], s["until"], s["check_every"]) == (256, 8, "top1", 2)
+    assert (PRESETS["preview"]["canvas"], PRESETS["preview"]["crops"], PRESETS["preview"]["check_every"]) == (256, 8, 2)
+    assert PRESETS["preview"]["until"] == "top1 for classes"  # top1 when every target is a class
     # A channel target cannot be judged by top-1: the preview then runs its steps, no error.
     out = tmp_path / "chan"
     assert main(["run", *common, "-t", "conv2:3", "--canvas", "48", "--out", str(out)]) == 0

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accentuate.outputs.record import file_sha256
+from accentuate.runs.record import file_sha256
 
 TESTS = Path(__file__).parent
 ARGS = ["run", "a.png", "b.png", "--target", "apple", "banana", "--model", "cli_models:tiny",

@@ -17,7 +17,6 @@ from PIL import Image
 import accentuate as acc
 from accentuate.cli import main
 from accentuate.errors import UsageError
-from accentuate.study import design as build_module
 
 FAST = dict(steps=6, crops=2, canvas=48)
 
@@ -101,7 +100,9 @@ def test_the_same_seed_gives_the_same_study(study: acc.study.Study, photos: Path
 
 def test_an_interrupted_build_resumes(study: acc.study.Study, photos: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls = build_module.accentuate, []
+    import accentuate.runs.job as job
+
+    real, calls = job.accentuate, []
 
     def stops_at_the_third(*a, **k):
         calls.append(1)
@@ -109,16 +110,18 @@ def test_an_interrupted_build_resumes(study: acc.study.Study, photos: Path, tmp_
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(build_module, "accentuate", stops_at_the_third)
+    monkeypatch.setattr(job, "accentuate", stops_at_the_third)
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
         acc.study.build(color(), photos, out, features=["classes:2"], trials=4, references=2, catch=1, seed=3,
                         page=False, **FAST)
-    assert len(list((out / "work").glob("*/key.json"))) == 2  # the two finished runs were kept
-    monkeypatch.setattr(build_module, "accentuate", real)
+    record = json.loads((out / "work" / "run.json").read_text())
+    kept = [p["id"] for p in record["pairs"] if p["status"] == "complete"]  # the two finished batches' pairs
+    assert record["status"] == "interrupted" and len({p["batch"] for p in record["pairs"]}) == 2 and kept
+    monkeypatch.setattr(job, "accentuate", real)
     done = acc.study.build(color(), photos, out, features=["classes:2"], trials=4, references=2, catch=1, seed=3,
                            page=False, **FAST)
-    assert sum(r["read_back"] for r in done.runs.values()) == 2
+    assert sorted(k for k, r in done.runs.items() if r["read_back"]) == sorted(kept)
     assert done.doc == study.doc and _digests(out) == _digests(study.directory)
 
 
@@ -134,7 +137,7 @@ def test_bad_input_gets_one_line_errors(photos: Path, tmp_path: Path) -> None:
         acc.study.build(color(), photos, tmp_path / "s", features=["channels:conv"], **small)
     with pytest.raises(acc.LayerError, match="nolayer"):
         acc.study.build(color(), photos, tmp_path / "s", features=["channels:nolayer:2"], **small)
-    with pytest.raises(acc.ImageError, match="no such file or folder"):
+    with pytest.raises(acc.ImageError, match="image not found: .*; check the path"):
         acc.study.build(color(), tmp_path / "nowhere", tmp_path / "s", page=False, **FAST)
     with pytest.raises(UsageError, match="no trials.json in"):
         acc.study.analyze(tmp_path)
@@ -241,3 +244,32 @@ def test_a_feature_that_is_the_same_on_most_photos_is_refused(photos: Path, tmp_
     with pytest.raises(UsageError, match=r"feature 'flat' is the same on too many photos \(only 0 query pairs"):
         acc.study.build(color(), photos, tmp_path / "s", features=[("flat", obj)], trials=2, references=1,
                         page=False, **FAST)
+
+
+def test_cli_sets_the_prolific_codes(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from accentuate.study.page import read_prolific
+
+    out = tmp_path / "online"
+    argv = ["study", "build", str(photos), "--model", "cli_models:color", "--features", "red", "--trials", "2",
+            "--references", "1", "--conditions", "natural", "--steps", "4", "--canvas", "48", "--out", str(out), "-q"]
+    assert main([*argv, "--prolific-code", "not a code"]) == 2
+    assert "the Prolific completion code 'not a code' is not 1 to 64 letters" in capsys.readouterr().err
+    assert not out.exists()  # refused before the build
+    assert main([*argv, "--prolific-code", "C0DE1234"]) == 0
+    assert read_prolific(out) == {"completion_code": "C0DE1234", "no_consent_code": None}
+    assert "C0DE1234" not in (out / "index.html").read_text()  # the server gives it to a saved submission only
+    assert main(["study", "page", str(out), "--no-consent-code", "N0C0NSENT"]) == 0
+    assert capsys.readouterr().out.strip() == (f"page: {out / 'index.html'} (Prolific: completion code C0DE1234, "
+                                               "no-consent code N0C0NSENT)")
+    assert '"no_consent_code": "N0C0NSENT"' in (out / "index.html").read_text()
+    assert main([*argv, "-q"]) == 0  # built again without the option: the codes stay
+    assert read_prolific(out) == {"completion_code": "C0DE1234", "no_consent_code": "N0C0NSENT"}
+    assert main(["study", "page", str(out), "--no-prolific", "--prolific-code", "X1"]) == 2
+    assert "--no-prolific removes the Prolific codes" in capsys.readouterr().err
+    assert main(["study", "page", str(out), "--no-prolific", "-q"]) == 0
+    assert read_prolific(out) is None and '"no_consent_code": null' in (out / "index.html").read_text()
+    assert main(["study", "page", str(out), "--no-consent-code", "N0C0NSENT"]) == 2
+    assert "a no-consent code goes with a completion code" in capsys.readouterr().err
+    (out / "prolific.json").write_text("[1]")
+    assert main(["study", "page", str(out)]) == 2
+    assert "is not an object of Prolific codes" in capsys.readouterr().err

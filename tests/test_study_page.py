@@ -17,9 +17,11 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from browser import Page
 from PIL import Image
 
 from accentuate.errors import UsageError
-from accentuate.study.page import CSP, STYLE_ATTRIBUTES, parse_instructions, write_page
+from accentuate.study.page import CSP, PROLIFIC_URL, STYLE_ATTRIBUTES, parse_instructions, set_prolific, write_page
 from accentuate.study.serve import make_server
 
 STUDY_ID = "3f9a0c1d2b4e5f60"
@@ -233,6 +235,143 @@ def test_make_server_names_the_problem(tmp_path: Path, study: Path) -> None:
         s.listen()
         with pytest.raises(UsageError, match=r"port \d+ on 127.0.0.1 is in use; choose another port"):
             make_server(study, port=s.getsockname()[1])
+    with pytest.raises(UsageError, match=r"max_connections \(0\), timeout \(10.0\) and deadline \(120.0\) must be"):
+        make_server(study, max_connections=0)
+
+
+class _Server:
+    """``make_server`` serving in a thread; it can be stopped and started again on the same port."""
+
+    def __init__(self, folder: Path, **kwargs: Any) -> None:
+        self.folder, self.kwargs, self.port, self.server = folder, {"quiet": True, **kwargs}, 0, None
+
+    def start(self) -> _Server:
+        self.server = make_server(self.folder, port=self.port, **self.kwargs)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+def _rows(who: str, submission: str | None, n: int = 2) -> list[dict[str, Any]]:
+    extra = {} if submission is None else {"submission": submission}
+    return [{"study_id": STUDY_ID, "participant": who, "trial_id": f"t{i + 1:03d}", "chosen": i % 2, **extra}
+            for i in range(n)]
+
+
+def test_a_submission_sent_again_is_saved_once(served: str, study: Path) -> None:
+    first, second = _rows("p-9", "a" * 32), _rows("p-9", "b" * 32, 3)
+    assert _post(served, first) == (201, {"saved": "responses/p-9.json"})
+    assert _post(served, first) == (200, {"saved": "responses/p-9.json"})  # a retry: the same file
+    assert _post(served, second) == (201, {"saved": "responses/p-9-2.json"})  # another visit: beside it
+    assert _post(served, first) == (200, {"saved": "responses/p-9.json"})
+    assert _post(served, _rows("p-9", None)) == (201, {"saved": "responses/p-9-3.json"})  # no id: always a new file
+    assert json.loads((study / "responses" / "p-9.json").read_text()) == first
+    assert json.loads((study / "responses" / "p-9-2.json").read_text()) == second
+    restarted = _Server(study).start()  # a new server knows the saved submissions from their files
+    try:
+        assert _post(restarted.url, second) == (200, {"saved": "responses/p-9-2.json"})
+    finally:
+        restarted.stop()
+    mixed = [first[0], {**first[1], "submission": "c" * 32}]
+    assert _post(served, mixed) == (400, {"error": "the rows need one submission id, not 2"})
+    assert _post(served, _rows("p-9", "short"))[0] == 400
+    assert _post(served, _rows("p-9", "../" * 4))[0] == 400
+    assert sorted(p.name for p in (study / "responses").glob("p-9*")) == ["p-9-2.json", "p-9-3.json", "p-9.json"]
+    try:  # with Prolific: the answer carries the completion code; a broken prolific.json does not stop a save
+        (study / "prolific.json").write_text("[1]")
+        assert _post(served, _rows("p-10", "d" * 32)) == (201, {"saved": "responses/p-10.json"})
+        set_prolific(study, "C0DE")
+        assert _post(served, _rows("p-10", "d" * 32)) == (200, {"saved": "responses/p-10.json",
+                                                                "completion_code": "C0DE"})
+    finally:
+        set_prolific(study, None)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before closing ``sock`` within ``seconds``, None if it stayed open."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        return None
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_the_server_bounds_connections_and_drops_silent_ones(study: Path) -> None:
+    srv = _Server(study, max_connections=2, timeout=0.5, deadline=1.5).start()
+    port = srv.port
+    try:
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        for s in silent:
+            s.sendall(b"GET / HTTP/1.1\r\n")  # the request line, then nothing
+        for _ in range(100):
+            if srv.server.open_connections == 2:
+                break
+            time.sleep(0.05)
+        status, headers, body = _request(srv.url, "GET", "/")
+        assert status == 503 and headers["Retry-After"] == "2" and headers["Cache-Control"] == "no-store"
+        assert json.loads(body) == {"error": "the server is busy; send again in a moment"}
+        assert headers["Content-Security-Policy"].startswith(CSP)
+        assert [_closed_within(s, 3) for s in silent] == [b"", b""]  # dropped after 0.5 s of silence
+        assert _request(srv.url, "GET", "/")[0] == 200
+        # a body that stops coming: 408
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"POST /responses HTTP/1.1\r\nContent-Length: 100\r\n\r\n[{")
+            reply = _closed_within(s, 3)
+        assert reply is not None and reply.startswith(b"HTTP/1.0 408 ") and b"did not come in 0.5 s" in reply
+        # a client that sends a byte now and then (never silent for 0.5 s) is cut at the deadline
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            started = time.perf_counter()
+            s.sendall(b"POST /responses HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+            s.settimeout(0.2)
+            ended = None
+            while time.perf_counter() - started < 10 and ended is None:
+                try:
+                    s.sendall(b" ")
+                    if s.recv(65536) == b"":
+                        ended = time.perf_counter() - started
+                except TimeoutError:
+                    pass
+                except OSError:
+                    ended = time.perf_counter() - started
+        assert ended is not None and 1.4 < ended < 8, ended
+        assert srv.server.counts["busy"] == 1 and srv.server.counts["dropped"] == 1
+    finally:
+        srv.stop()
+
+
+def test_a_client_that_left_is_one_line_in_the_log(study: Path, capsys: pytest.CaptureFixture) -> None:
+    srv = _Server(study, quiet=False).start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:  # closes in the middle of its body
+            s.sendall(b"POST /responses HTTP/1.1\r\nContent-Length: 1000\r\n\r\n[{")
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:  # and with a reset
+            s.sendall(b"POST /responses HTTP/1.1\r\nContent-Length: 1000\r\n\r\n[{")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.perf_counter() + 5
+        err = ""
+        while err.count("\n") < 2 and time.perf_counter() < deadline:
+            time.sleep(0.05)
+            err += capsys.readouterr().err
+    finally:
+        srv.stop()
+    lines = sorted(err.splitlines(), key=lambda line: line.split("] ", 1)[-1])
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert lines[0].endswith("] the client left before the answer (ConnectionResetError)")
+    assert lines[1].endswith("] the client left during its body")
+    assert all(line.startswith("127.0.0.1 - [") for line in lines)
 
 
 def test_serve_prints_the_address_and_stops_on_ctrl_c(study: Path) -> None:
@@ -294,9 +433,9 @@ def _to_first_trial(page: Page) -> None:
         p.click("#jspsych-instructions-next")
 
 
-def _take(page: Page, choose: Any, n: int) -> tuple[list[str], Any]:
+def _take(page: Page, choose: Any, n: int) -> list[str]:
     """Answer ``n`` trials with ``choose(trial_id, i) -> (side, "key" | "mouse")``; returns the trial
-    ids in the order shown and the download of the data."""
+    ids in the order shown."""
     p, seen, shot = page.page, [], set()
     for i in range(n):
         el = p.wait_for_selector("[data-trial-id]")
@@ -307,34 +446,41 @@ def _take(page: Page, choose: Any, n: int) -> tuple[list[str], Any]:
             shot.add(condition)
             _shot(page, f"3-trial-{condition}")
         side, how = choose(tid, i)
-        with p.expect_download() if i == n - 1 else _nothing() as download:
-            if how == "key":
-                p.keyboard.press(KEYS["right" if side else "left"])
-            elif how == "both":  # the key, and a click on the other photo in the same instant
-                p.evaluate(_BOTH, [KEYS["right" if side else "left"], 1 - side])
-            else:
-                p.click(f'[data-side="{side}"]')
-            p.wait_for_function("id => !document.querySelector(`[data-trial-id='${id}']`)", arg=tid)
-    return seen, download.value
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+        if how == "key":
+            p.keyboard.press(KEYS["right" if side else "left"])
+        elif how == "both":  # the key, and a click on the other photo in the same instant
+            p.evaluate(_BOTH, [KEYS["right" if side else "left"], 1 - side])
+        else:
+            p.click(f'[data-side="{side}"]')
+        p.wait_for_function("id => !document.querySelector(`[data-trial-id='${id}']`)", arg=tid)
+    return seen
 
 
 #: What jsPsych writes to the console when opened from file://.
 FILE_WARNING = "warning: jsPsych detected that it is running via the file:// protocol"
 
 
-def _check_clean(page: Page, base: str) -> None:
-    assert [m for m in page.console if not (base.startswith("file:") and m.startswith(FILE_WARNING))] == []
+def _check_clean(page: Page, base: str, failed_sends: str = "", outside: tuple[str, ...] = ()) -> None:
+    """No console message, CSP violation or dialog, and no request out of ``base`` (but ``outside``).
+
+    Chromium itself logs a line for every request that fails ("Failed to load resource: ..."); with
+    ``failed_sends`` (the reason in that line), each try to send the data but the last must have
+    failed so, and these lines are all the console has."""
+    console = [m for m in page.console if not (base.startswith("file:") and m.startswith(FILE_WARNING))]
+    if failed_sends:
+        tries = [u for u in page.requests if u == base + "responses"]
+        failed = [m for m in console if m == f"error: Failed to load resource: {failed_sends}"]
+        assert len(tries) >= 2 and len(failed) == len(tries) - 1, (tries, console)
+        console = [m for m in console if m not in failed]
+    assert console == []
     assert page.js("window.__csp") == []
     assert page.dialogs == []
-    assert page.requests and all(u.startswith(base) for u in page.requests), page.requests
+    assert page.requests and all(u.startswith(base) or u in outside for u in page.requests), page.requests
+
+
+def _kept(page: Page) -> list[str]:
+    """The keys of the data the page keeps in the browser until the server confirms it."""
+    return page.js("Object.keys(localStorage).filter(k => k.startsWith('accentuate-study:'))")
 
 
 def _trial_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -356,10 +502,10 @@ def truthful(browser: Any, served: str, study: Path) -> Iterator[dict[str, Any]]
         return truth[tid]["stronger"], "key" if i % 2 else "mouse"
 
     _to_first_trial(page)
-    order, download = _take(page, choose, len(truth))
+    order = _take(page, choose, len(truth))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     _shot(page, "4-end")
-    yield {"page": page, "order": order, "download": download, "hostile": hostile, "truth": truth}
+    yield {"page": page, "order": order, "hostile": hostile, "truth": truth}
     page.close()
 
 
@@ -378,10 +524,10 @@ def test_a_truthful_participant_is_right_on_every_trial(truthful: dict[str, Any]
             t["condition"], t["feature"], t["feature_kind"], t["catch"])
     assert all(r["study_id"] == STUDY_ID and r["participant"] == "alice" for r in saved)
     assert [r["trial_id"] for r in rows] == truthful["order"]
-    download = truthful["download"]
-    assert download.suggested_filename == f"study-{STUDY_ID}-alice.json"
-    assert json.loads(Path(download.path()).read_text()) == saved
+    assert len({r["submission"] for r in saved}) == 1 and re.fullmatch(r"[0-9a-f]{32}", saved[0]["submission"])
+    assert not any(k.startswith("prolific_") for r in saved for k in r)  # not opened from Prolific
     assert "saved" in page.js("document.getElementById('study-status').textContent")
+    assert page.downloads == [] and _kept(page) == []  # confirmed: no download, nothing left in the browser
     _check_clean(page, served)
 
 
@@ -398,7 +544,7 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     assert 3 <= expected <= 9
     page = _open(browser, served + "?participant=not%20an%20id!&PROLIFIC_PID=bob_2")
     _to_first_trial(page)
-    order, download = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
+    order = _take(page, lambda tid, i: (pick[tid], ("both", "mouse", "key")[i % 3]), len(truth))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     rows = _trial_rows(json.loads((study / "responses" / "bob_2.json").read_text()))
     assert len(rows) == len(truth) and sum(r["chosen"] == truth[r["trial_id"]]["stronger"] for r in rows) == expected
@@ -406,7 +552,6 @@ def test_a_random_participant_gets_about_half_and_another_order(browser: Any, se
     assert [r["response_source"] for r in rows] == ["keyboard", "mouse", "keyboard"] * (len(truth) // 3)
     assert all(r["chosen"] == pick[r["trial_id"]] for r in rows)
     assert order != truthful["order"] and sorted(order) == sorted(truthful["order"])
-    assert _trial_rows(json.loads(Path(download.path()).read_text())) == rows
     _check_clean(page, served)
     page.close()
 
@@ -416,7 +561,7 @@ def test_a_participant_gets_the_same_order_again(browser: Any, served: str, stud
     """The order is seeded by the study and participant ids: a reload (a second visit) repeats it."""
     page = _open(browser, served + "?participant=alice")
     _to_first_trial(page)
-    order, _ = _take(page, lambda tid, i: (0, "key"), len(_trials(study)))
+    order = _take(page, lambda tid, i: (0, "key"), len(_trials(study)))
     page.page.wait_for_selector("#study-status[data-state='saved']")
     assert order == truthful["order"]
     assert (study / "responses" / "alice-2.json").exists()  # the second visit's file, beside the first
@@ -429,6 +574,185 @@ def test_declining_consent_records_nothing(browser: Any, served: str, study: Pat
     page.page.wait_for_selector("text=Nothing was recorded")
     assert not (study / "responses" / "carol.json").exists()
     _check_clean(page, served)
+    page.close()
+
+
+def _saved_once(study: Path, who: str, page: Page) -> list[dict[str, Any]]:
+    """The one file of ``who`` (no ``-2``), checked to hold a whole visit; nothing kept in the browser."""
+    assert sorted(p.name for p in (study / "responses").glob(f"{who}*")) == [f"{who}.json"]
+    rows = json.loads((study / "responses" / f"{who}.json").read_text())
+    assert len(_trial_rows(rows)) == len(_trials(study)) and len({r["submission"] for r in rows}) == 1
+    assert _kept(page) == [] and page.downloads == []
+    return rows
+
+
+def _finish(page: Page, study: Path, before_last: Any = None) -> None:
+    """Agree, read the instructions and answer every trial; ``before_last()`` runs before the last one."""
+    n = len(_trials(study))
+    _to_first_trial(page)
+    _take(page, lambda tid, i: (i % 2, "key"), n - 1)
+    if before_last:
+        before_last()
+    _take(page, lambda tid, i: (0, "mouse"), 1)
+
+
+def test_the_server_down_at_the_end_then_up(browser: Any, study: Path) -> None:
+    srv = _Server(study).start()
+    base = srv.url
+    page = _open(browser, base + "?participant=dora")
+    _finish(page, study, before_last=srv.stop)
+    p = page.page
+    p.wait_for_selector("#study-status[data-state='waiting']")
+    assert "no connection to the server" in p.text_content("#study-status")
+    assert "kept in this browser" in p.text_content("#study-status")
+    assert len(_kept(page)) == 1 and not (study / "responses" / "dora.json").exists()
+    _shot(page, "5-waiting")
+    srv.start()  # the same port
+    try:
+        p.wait_for_selector("#study-status[data-state='saved']", timeout=20000)
+        _saved_once(study, "dora", page)
+        _check_clean(page, base, failed_sends="net::ERR_CONNECTION_REFUSED")
+    finally:
+        srv.stop()
+        page.close()
+
+
+def test_a_reload_after_a_failed_send_offers_to_send_again(browser: Any, served: str, study: Path) -> None:
+    page = _open(browser, served + "?participant=erin")
+    p = page.page
+    p.route("**/responses", lambda route: route.abort("connectionrefused"))  # the server out of reach
+    _finish(page, study)
+    p.wait_for_selector("#study-status[data-state='waiting']")
+    p.reload()  # the data stays in the browser
+    p.wait_for_selector("#study-resend")
+    assert p.text_content(".study-pending h1") == "Your answers have not been sent yet"
+    assert p.query_selector("[data-trial-id], .study-answer-yes") is None  # the study waits
+    _shot(page, "6-reload-offers-to-send")
+    p.click("#study-resend")
+    p.wait_for_selector("#study-status[data-state='waiting']")
+    p.unroute("**/responses")  # back in reach: "Send now" does not wait for the pause
+    p.click("#study-send")
+    p.wait_for_selector("#study-status[data-state='saved']", timeout=5000)
+    rows = _saved_once(study, "erin", page)
+    assert {r["participant"] for r in rows} == {"erin"}
+    _check_clean(page, served, failed_sends="net::ERR_CONNECTION_REFUSED")
+    p.click("#study-start")  # then the study can be taken (another visit)
+    p.wait_for_selector(".study-answer-yes")
+    page.close()
+
+
+def test_a_503_is_sent_again(browser: Any, served: str, study: Path) -> None:
+    page = _open(browser, served + "?participant=fred")
+    answered = []
+
+    def busy_once(route: Any) -> None:
+        answered.append(route.request.post_data)
+        if len(answered) == 1:
+            route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "2"},
+                          body='{"error": "the server is busy; send again in a moment"}')
+        else:
+            route.continue_()
+
+    page.page.route("**/responses", busy_once)
+    _finish(page, study)
+    page.page.wait_for_selector("#study-status[data-state='saved']", timeout=10000)
+    assert len(answered) == 2 and answered[0] == answered[1]  # the same body, sent again
+    _saved_once(study, "fred", page)
+    _check_clean(page, served, failed_sends="the server responded with a status of 503 (Service Unavailable)")
+    page.close()
+
+
+def _send_now(page: Page, base: str, tries: int) -> None:
+    """Click "Send now" and wait until the page has tried ``tries`` times in all and answered."""
+    page.page.click("#study-send")
+    for _ in range(100):
+        if [u for u in page.requests if u == base + "responses"].__len__() >= tries:
+            break
+        page.page.wait_for_timeout(50)
+    page.page.wait_for_selector("#study-status:not([data-state='sending'])")
+
+
+def test_the_download_is_the_last_resort(browser: Any, served: str, study: Path) -> None:
+    page = _open(browser, served + "?participant=gina")
+    p = page.page
+    p.route("**/responses", lambda route: route.abort("connectionrefused"))
+    _finish(page, study)
+    p.wait_for_selector("#study-status[data-state='waiting']")
+    _send_now(page, served, 2)
+    assert p.is_hidden("#study-download")  # not before the third failed try
+    _send_now(page, served, 3)
+    assert p.is_visible("#study-download") and "download your answers" in p.text_content("#study-status")
+    _shot(page, "7-download-offered")
+    (kept,) = _kept(page)
+    p.click("#study-download")
+    p.wait_for_timeout(300)
+    (download,) = page.downloads
+    assert download.suggested_filename == f"study-{STUDY_ID}-gina.json"
+    assert Path(download.path()).read_text() == json.loads(p.evaluate("k => localStorage.getItem(k)", kept))["body"]
+    p.unroute("**/responses")
+    p.route("**/responses", lambda route: route.fulfill(status=405, content_type="application/json",
+                                                        body='{"error": "method not allowed"}'))  # a static host
+    _send_now(page, served, 4)
+    p.wait_for_selector("#study-status[data-state='refused']")
+    assert "the server answered 405: method not allowed" in p.text_content("#study-status")
+    assert len(page.downloads) == 2 and _kept(page) == []  # downloaded at once, and no longer kept
+    assert not list((study / "responses").glob("gina*"))
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def prolific(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A copy of the study with Prolific codes, served."""
+    folder = tmp_path_factory.mktemp("prolific") / "study"
+    shutil.copytree(study, folder, ignore=shutil.ignore_patterns("responses", "link.txt", "answers.json"))
+    write_page(folder, prolific_code="C0MPL3TE", no_consent_code="N0C0NS3NT")
+    srv = _Server(folder).start()
+    yield folder, srv.url
+    srv.stop()
+
+
+def _to_prolific(page: Page) -> list[str]:
+    """Prolific's pages answered here (no network); returns the URLs the page went to."""
+    landed: list[str] = []
+
+    def fulfill(route: Any) -> None:
+        landed.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p>Prolific</p>")
+
+    page.page.route("https://app.prolific.com/**", fulfill)
+    return landed
+
+
+def test_prolific_participants_go_back_to_prolific_once_saved(browser: Any, prolific: tuple[Path, str]) -> None:
+    folder, base = prolific
+    pid, sid, session = "5f6e7d8c9b0a1f2e3d4c5b6a", "60ab70cd80ef90ab10cd20ef", "7c2d9e4f1a3b5c6d8e0f2a4b"
+    page = _open(browser, base + f"?PROLIFIC_PID={pid}&STUDY_ID={sid}&SESSION_ID={session}")
+    landed = _to_prolific(page)
+    _finish(page, folder)
+    page.page.wait_for_url(PROLIFIC_URL + "C0MPL3TE", timeout=10000)
+    assert landed == [PROLIFIC_URL + "C0MPL3TE"]
+    rows = json.loads((folder / "responses" / f"{pid}.json").read_text())  # saved before the redirect
+    assert {(r["participant"], r["prolific_pid"], r["prolific_study_id"], r["prolific_session_id"]) for r in rows} \
+        == {(pid, pid, sid, session)}
+    _check_clean(page, base, outside=tuple(landed))
+    # the completion code is given to a saved submission only: not in any file the server gives
+    for name in ("", "index.html", "study.js", "prolific.json"):
+        status, _, body = _request(base, "GET", "/" + name)
+        assert b"C0MPL3TE" not in body and (status == 404) == (name == "prolific.json"), name
+    assert b"N0C0NS3NT" in _request(base, "GET", "/")[2]  # the no-consent code is the page's to give
+    page.close()
+
+
+def test_declining_consent_on_prolific_goes_to_the_no_consent_code(browser: Any,
+                                                                   prolific: tuple[Path, str]) -> None:
+    folder, base = prolific
+    page = _open(browser, base + "?PROLIFIC_PID=6a6a6a6a6a6a6a6a6a6a6a6a")
+    landed = _to_prolific(page)
+    page.page.click(".study-answer-no")
+    page.page.wait_for_url(PROLIFIC_URL + "N0C0NS3NT", timeout=10000)
+    assert landed == [PROLIFIC_URL + "N0C0NS3NT"]
+    assert not (folder / "responses" / "6a6a6a6a6a6a6a6a6a6a6a6a.json").exists()
+    _check_clean(page, base, outside=tuple(landed))
     page.close()
 
 
@@ -447,6 +771,13 @@ def test_from_file_with_markup_in_the_instructions(browser: Any, study: Path, tm
     page.page.click("#jspsych-instructions-next")
     page.page.wait_for_selector("[data-trial-id]")
     assert page.broken_images() == []
+    order = _take(page, lambda tid, i: (i % 2, "key"), len(_trials(folder)))
+    page.page.wait_for_selector("#study-status[data-state='local']")  # no server: the data is downloaded
+    (download,) = page.downloads
+    assert download.suggested_filename.startswith(f"study-{STUDY_ID}-")
+    rows = _trial_rows(json.loads(Path(download.path()).read_text()))
+    assert [r["trial_id"] for r in rows] == order and [r["chosen"] for r in rows] == [i % 2 for i in range(len(order))]
+    assert _kept(page) == [] and not (folder / "responses").exists()
     _check_clean(page, folder.as_uri() + "/")
     page.close()
 
@@ -476,7 +807,7 @@ def _play(browser: Any, folder: Path, who: str, choose: Any) -> tuple[list[str],
     try:
         page = _open(browser, base + f"?participant={who}")
         _to_first_trial(page)
-        order, _ = _take(page, choose, len(_trials(folder)))
+        order = _take(page, choose, len(_trials(folder)))
         page.page.wait_for_selector("#study-status[data-state='saved']")
         _check_clean(page, base)
         page.close()

@@ -13,16 +13,16 @@ from torch import nn
 
 import accentuate as acc
 from accentuate.cli import main
-from accentuate.cli.common import UsageError, parse_target
 from accentuate.clip import Text
+from accentuate.errors import TargetError
 from accentuate.hooks import INPUT, ModelRunner, capture, input_of
-from accentuate.objectives import Head, Like, TokenChannel
+from accentuate.objectives import Head, Like, TokenChannel, parse_target
 from accentuate.spec import ModelSpec
 
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (pip install transformers)")
 
 #: Fast settings: few steps and crops on a small canvas, no regularizer (the objectives are under test).
-QUICK = dict(steps=6, crops=2, canvas=32, lr=0.1, param="pixel", reg_layer="none", generator=0)
+QUICK = dict(steps=6, crops=2, canvas=32, lr=0.1, param="pixel", reg_layer="none", seed=0)
 
 HEADS = 4
 PATCH = 8
@@ -151,7 +151,7 @@ def test_every_token_objective_kind_rises(vit, photo):
         "MLP hidden unit (fc1) at a patch": acc.neuron("layers.1.mlp.fc1", 7, 2, 0),
         "direction over patch tokens": acc.direction("layers.1", torch.randn(32, generator=g)),
         "direction on the class token": acc.direction("layers.1", torch.randn(32, generator=g), "cosine", token=0),
-        "like a reference (mean of patches)": acc.like("layers.0", ref, vit, pool="mean"),
+        "like a reference (mean of patches)": acc.like(ref, vit, "layers.0", pool="mean"),
     }
     assert isinstance(objs["channel of the class token"], TokenChannel)
     res = acc.accentuate(vit, photo, list(objs.values()), **QUICK)
@@ -169,8 +169,8 @@ def test_model_state_untouched():
     state = {k: v.clone() for k, v in model.state_dict().items()}
     photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     objs = [acc.head("layers.1", 1, model=model), acc.channel("layers.1", 0, token=0),
-            acc.like(None, photo.flip(-1), model)]
-    acc.accentuate(model, photo, objs, steps=2, crops=2, canvas=32, generator=0, reg_layer="layers.0")
+            acc.like(photo.flip(-1), model)]
+    acc.accentuate(model, photo, objs, steps=2, crops=2, canvas=32, seed=0, reg_layer="layers.0")
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     assert {n: m.training for n, m in model.named_modules()} == modes
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
@@ -252,7 +252,7 @@ def test_cli_target_forms(vit, text, kind, fields):
     ("layers.1:3@middle", r"cannot read target 'layers.1:3@middle'; use a class name.*LAYER:head=H"),
 ])
 def test_cli_target_errors_name_the_valid_range(vit, text, pattern):
-    with pytest.raises(UsageError, match=pattern) as e:
+    with pytest.raises(TargetError, match=pattern) as e:
         parse_target(text, vit)
     one_line(e)
 
@@ -273,8 +273,8 @@ def test_like_raises_cosine_to_its_reference_and_not_to_another(vit, photo, tmp_
     ref_b[0] = torch.linspace(0, 1, 32)[None]  # a red ramp
     path = tmp_path / "ramp.png"
     Image.fromarray((ref_b.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
-    like_a = acc.like("layers.0", ref_a, vit, pool="mean", name="noise")
-    like_b = acc.like("layers.0", str(path), vit, pool="mean")
+    like_a = acc.like(ref_a, vit, "layers.0", pool="mean", name="noise")
+    like_b = acc.like(str(path), vit, "layers.0", pool="mean")
     assert like_b.name == "ramp.png" and like_b.describe()["label"] == "like ramp.png at layers.0 (mean, cosine)"
     # The reference's feature is the layer's patch mean for that image, as the model sees it.
     assert cosine_to(vit, like_a, ref_a) == pytest.approx(1.0, abs=1e-5)
@@ -291,15 +291,15 @@ def test_like_raises_cosine_to_its_reference_and_not_to_another(vit, photo, tmp_
 def test_like_pools_and_defaults(vit):
     img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert acc.objectives.default_like_layer(vit) == "layernorm"
-    d = acc.like(None, img, vit)
+    d = acc.like(img, vit)
     assert (d.layer, d.pool, d.measure) == ("layernorm", "cls", "cosine")
-    assert acc.like("layers.1.mlp.fc1", img, vit).reference.shape == (64,)
-    assert acc.like("embeddings.patch_embeddings", img, vit).pool == "mean"  # no class token there
+    assert acc.like(img, vit, "layers.1.mlp.fc1").reference.shape == (64,)
+    assert acc.like(img, vit, "embeddings.patch_embeddings").pool == "mean"  # no class token there
     with pytest.raises(ValueError, match="layer 'embeddings.patch_embeddings' has no leading"):
-        acc.like("embeddings.patch_embeddings", img, vit, pool="cls")
+        acc.like(img, vit, "embeddings.patch_embeddings", pool="cls")
     with pytest.raises(ValueError, match="pool must be 'cls' or 'mean'; got 'max'"):
-        acc.like("layers.1", img, vit, pool="max")
-    dot = acc.like("layers.1", img, vit, measure="dot")
+        acc.like(img, vit, "layers.1", pool="max")
+    dot = acc.like(img, vit, "layers.1", measure="dot")
     assert dot.describe()["value_name"] == "dot to reference"
 
 
@@ -352,12 +352,12 @@ def test_clip_loads_from_a_saved_folder(clip_dir, tmp_path):
 
 def test_clip_text_toward_rises_and_away_falls(clip_dir, photo):
     model = acc.load_model(f"clip:{clip_dir}")
-    toward = acc.clip_text(model, "a photo of a dog")
-    away = acc.clip_text(model, "a photo of a dog", away=True)
+    toward = acc.clip_text("a photo of a dog", model)
+    away = acc.clip_text("a photo of a dog", model, away=True)
     assert isinstance(toward, Text) and torch.allclose(toward.embedding, away.embedding)
     ids = model.tokenizer(["a photo of a dog"])["input_ids"][0]
-    assert torch.allclose(acc.clip_text(model, input_ids=torch.tensor(ids)).embedding, toward.embedding, atol=1e-6)
-    cat = acc.clip_text(model, "a cat")
+    assert torch.allclose(acc.clip_text(model=model, input_ids=torch.tensor(ids)).embedding, toward.embedding, atol=1e-6)
+    cat = acc.clip_text("a cat", model)
     assert not torch.allclose(cat.embedding, toward.embedding)
     res = acc.accentuate(model, photo, [toward, away], **{**QUICK, "steps": 8})
     cos = res.before["value"][0, 0]
@@ -370,7 +370,7 @@ def test_clip_text_toward_rises_and_away_falls(clip_dir, photo):
     text_model.train()
     model.double()
     assert text_model.embeddings.token_embedding.weight.dtype == torch.float64
-    again = acc.clip_text(model, "a photo of a dog")
+    again = acc.clip_text("a photo of a dog", model)
     assert text_model.training and all(m.training for m in text_model.modules())
     assert torch.allclose(again.embedding, toward.embedding, atol=1e-5)
     model.float()
@@ -378,7 +378,7 @@ def test_clip_text_toward_rises_and_away_falls(clip_dir, photo):
     h = acc.head("vision_model.encoder.layers.1", 2, model=model)
     assert (h.layer, h.heads) == ("vision_model.encoder.layers.1.self_attn.out_proj", 4)
     with pytest.raises(TypeError, match="clip_text needs a CLIP image model"):
-        acc.clip_text(tiny_vit(), "a dog")
+        acc.clip_text("a dog", tiny_vit())
 
 
 def test_cli_text_and_like_targets(clip_dir, tmp_path, monkeypatch):
@@ -462,7 +462,7 @@ def test_register_tokens_on_dinov2_with_registers():
     lays = run.layouts(names)
     assert float(reg(acts, lays)[0]) == pytest.approx(float(acts[layer][0, 4, 3]))
     assert float(h(acts, lays)[0]) == pytest.approx(float(acts[input_of(h.layer)][0, 1, 2 * 8 + 7]))
-    with pytest.raises(UsageError, match=r"token 5 is out of range .*5 leading token\(s\) \(0..4\)"):
+    with pytest.raises(TargetError, match=r"token 5 is out of range .*5 leading token\(s\) \(0..4\)"):
         parse_target(f"{layer}:3@tok5", model)
-    with pytest.raises(UsageError, match=r"head 3 is out of range .*3 heads \(0..2\)"):
+    with pytest.raises(TargetError, match=r"head 3 is out of range .*3 heads \(0..2\)"):
         parse_target(f"{layer}:head=3", model)

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from accentuate.cli import main
-from accentuate.cli.worklist import read_manifest
 from accentuate.objectives import logit
-from accentuate.outputs.record import file_sha256
-from accentuate.outputs.worklist import Batch, ImageInfo, TargetInfo, batch_seed, cut_batches
+from accentuate.runs.manifest import read_manifest
+from accentuate.runs.record import file_sha256
+from accentuate.runs.work import Batch, ImageInfo, TargetInfo, batch_seed, cut_batches
 
 FAST = ["--model", "cli_models:tiny", "--steps", "3", "--crops", "2", "--canvas", "48", "--frames", "0", "-q"]
 
@@ -264,8 +264,8 @@ def test_a_manifest_folder_records_its_pairs_and_reads_back_as_asked(work: Path)
     """run.json records the manifest's pairs (not just a count); the report counts them (no pair the
     manifest never asked for is "not run"), and Result.load reads it one batch at a time."""
     import accentuate as acc
-    from accentuate.outputs.worklist import recorded_work
     from accentuate.report.build import _run_context
+    from accentuate.runs.work import recorded_work
 
     (work / "m.csv").write_text("image,target\nphotos/a.png,apple\nphotos/b.png,banana\nphotos/a.png,banana\n")
     assert main(["run", "--manifest", "m.csv", "--out", "out", "--batch", "1", *FAST]) == 0
@@ -292,7 +292,7 @@ def test_a_manifest_folder_records_its_pairs_and_reads_back_as_asked(work: Path)
 
 def test_a_product_list_keeps_every_pair_when_stems_repeat() -> None:
     """Pairs whose file stems would collide keep distinct stems and keys (each pair is recorded)."""
-    from accentuate.outputs.worklist import WorkList
+    from accentuate.runs.work import WorkList
 
     images = [ImageInfo(path=f"{d}/ref.png", name="ref.png", sha256=d, size=(1, 1), canvas=(48, 48)) for d in "ab"]
     work = WorkList(images, [TargetInfo("0", logit(0)), TargetInfo("0", logit(0))], "k", batch_size=4)

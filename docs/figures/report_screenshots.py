@@ -5,7 +5,7 @@
     python docs/figures/report_screenshots.py RUN_DIR docs/figures/report_detail.png --open 0
 
 Each shot is the top ``--height`` CSS pixels of the page at ``--width``, saved as a PNG of
-at most about 300 KB (:func:`accentuate.analysis._shared.save_image` reduces the palette and
+at most about 300 KB (:func:`accentuate.outputs.figures.save_image` reduces the palette and
 then the size when needed). ``--open K`` opens the details of card K first; ``--mask`` turns
 the opacity mask on; ``--blend`` sets the seed-to-accentuation slider (0-100).
 """
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
-    from accentuate.analysis._shared import save_image
+    from accentuate.outputs.figures import save_image
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])

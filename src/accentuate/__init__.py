@@ -14,7 +14,9 @@ the feature; the accumulated gradient shows *where*.
 
 from __future__ import annotations
 
-from . import study  # noqa: F401 (acc.study.build, .analyze, .observe; not in __all__: pdoc documents the package once)
+import importlib
+from typing import Any
+
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
 from .analysis.leastchange import LeastChange, least_change
@@ -30,6 +32,7 @@ from .errors import (
     ModelError,
     ModelNameError,
     OutputError,
+    TargetError,
     UsageError,
 )
 from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, default_reg_layer, input_of, layers, model_state
@@ -48,13 +51,15 @@ from .objectives import (
     like,
     logit,
     neuron,
+    objective,
+    parse_target,
 )
 from .opacity import to_alpha
-from .outputs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
 from .params import PARAMS, FourierParam, ImageParam, PhaseParam, PixelParam, make_param, register_param
 from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
+from .runs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
 from .sae import SparseAutoencoder, load_sae, save_sae
 from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, resolve_spec
@@ -63,9 +68,22 @@ __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
     "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
-    "PixelParam", "Regularizer", "Result", "SAETraining", "Settings", "SparseAutoencoder", "Until", "UsageError", "__version__", "accentuate",
+    "PixelParam", "Regularizer", "Result", "SAETraining", "Settings", "SparseAutoencoder", "TargetError", "Until",
+    "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
     "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "latent", "layers", "least_change", "like",
-    "load_clip", "load_image", "load_model", "load_sae", "logit", "make_param", "model_state", "neuron", "photo",
+    "load_clip", "load_image", "load_model", "load_sae", "logit", "make_param", "model_state", "neuron", "objective",
+    "parse_target", "photo",
     "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "save_sae", "search_classes", "to_alpha", "train_sae",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``acc.study`` (the human study kit: ``build``, ``observe``, ``analyze``) is imported on first
+    use, so that ``import accentuate`` does not load it; it is not in ``__all__``: pdoc documents the
+    package once."""
+    if name == "study":
+        module = importlib.import_module(f"{__name__}.study")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,7 +125,7 @@ _NOISE_MASK = (1 << NOISE_BITS) - 1
 def _noise_levels(sd: float, width: float, device: str) -> torch.Tensor:
     """The ``2**NOISE_BITS`` quantiles, at ``(i + 1/2) / 2**NOISE_BITS``, of ``N(0, sd) + U(-width/2, width/2)``."""
     n = 1 << NOISE_BITS
-    p = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    p = (torch.arange(n, dtype=torch.float64, device="cpu") + 0.5) / n  # a host-side table, moved once
     h = width / 2
     if h == 0:
         q = sd * math.sqrt(2) * torch.erfinv(2 * p - 1)
@@ -245,7 +245,7 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape: tuple[
     """A CSR matrix; rows may repeat a column (products then sum the repeats)."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the products used here are stable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+        return torch.sparse_csr_tensor(crow, col, val, shape, device=val.device, check_invariants=False)
 
 
 def _spmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -362,7 +362,7 @@ class CropOperator:
             q = torch.arange(k * oh, device=dev, dtype=torch.int32).view(k, oh, 1)
             crow_all = torch.empty(k * oh * w + 1, dtype=torch.int32, device=dev)
             torch.add(crow[:, None, :w].to(torch.int32), q * nb, out=crow_all[:-1].view(k, oh, w))
-            crow_all[-1] = k * oh * nb
+            crow_all[-1:].fill_(k * oh * nb)
             col_all = torch.empty((k, oh, nb), dtype=torch.int32, device=dev)
             torch.add(col[:, None, :].to(torch.int32), q * ow, out=col_all)
             val_all = val[:, None, :].expand(k, oh, nb).reshape(-1)

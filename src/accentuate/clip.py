@@ -23,7 +23,7 @@ ids to :func:`clip_text` (``input_ids=``).
 Example:
     >>> import accentuate as acc                                            # doctest: +SKIP
     >>> model = acc.load_model("clip:openai/clip-vit-base-patch32")         # doctest: +SKIP
-    >>> res = acc.accentuate(model, "cat.jpg", acc.clip_text(model, "a photo of a dog"))  # doctest: +SKIP
+    >>> res = acc.accentuate(model, "cat.jpg", acc.clip_text("a photo of a dog", model))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -38,7 +38,16 @@ from torch import nn
 
 from .errors import ModelNameError
 from .hooks import OUTPUT, model_state
-from .objectives import Acts, Layouts, Objective, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .objectives import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
 from .spec import ModelSpec
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "CLIPImage", "Text", "clip_text", "load_clip"]
@@ -86,7 +95,7 @@ class Text(Objective):
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         img = acts[OUTPUT]
-        cos = torch.nn.functional.cosine_similarity(img, self.embedding.to(img)[None], dim=1, eps=1e-8)
+        cos = torch.nn.functional.cosine_similarity(img, constant_like(self.embedding, img)[None], dim=1, eps=1e-8)
         return -cos if self.away else cos
 
     def describe(self) -> dict[str, Any]:
@@ -202,13 +211,17 @@ class CLIPImage(nn.Module):
             return projection(out.pooler_output)[0].float()
 
 
-def clip_text(model: nn.Module, prompt: str | None = None, away: bool = False, *,
+def clip_text(prompt: str | None = None, model: nn.Module | None = None, away: bool = False, *,
               input_ids: torch.Tensor | None = None) -> Text:
     """A target: ``model``'s image embedding toward (``away=False``) or away from a text prompt.
 
+    Like every objective builder it takes what it measures first, then the model
+    (``parse_target(text, model)``, ``like(image, model)``); ``clip_text(model, prompt)``, the
+    order of before, still works, with a ``DeprecationWarning``.
+
     Args:
-        model: a :class:`CLIPImage` (``accentuate.load_model("clip:...")``).
         prompt: the text, e.g. ``"a photo of a dog"`` (tokenized with the model's tokenizer).
+        model: a :class:`CLIPImage` (``accentuate.load_model("clip:...")``).
         away: accentuate away from the prompt (the value is then the negative cosine).
         input_ids: token ids instead of a prompt string (for a model without a tokenizer).
 
@@ -216,6 +229,12 @@ def clip_text(model: nn.Module, prompt: str | None = None, away: bool = False, *
         A :class:`Text` objective: the cosine similarity of the image
         embedding to the prompt's embedding (computed once, here).
     """
+    if isinstance(prompt, nn.Module):  # clip_text(model, prompt)
+        import warnings
+
+        warnings.warn("clip_text(model, prompt) is deprecated; write clip_text(prompt, model) (an objective builder "
+                      "takes what it measures, then the model)", DeprecationWarning, stacklevel=2)
+        prompt, model = model, prompt  # type: ignore[assignment]
     if not isinstance(model, CLIPImage):
         raise TypeError(
             f"clip_text needs a CLIP image model (accentuate.load_model('clip:NAME_OR_DIR') or "

@@ -13,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["canonical_json", "canonical_sha256", "file_sha256", "files_intact"]
+__all__ = ["canonical_json", "canonical_sha256", "file_sha256", "files_intact", "name_seed"]
 
 
 def canonical_json(value: Any) -> str:
@@ -49,3 +50,8 @@ def files_intact(folder: str | os.PathLike, entry: Mapping[str, Any]) -> bool:
     if not files or set(files) != set(sums):
         return False
     return all(file_sha256(Path(folder) / name) == sums[kind] for kind, name in files.items())
+
+
+def name_seed(base: int, name: str) -> int:
+    """A reproducible 63-bit seed from an int and a name."""
+    return (int(base) * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)

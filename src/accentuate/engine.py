@@ -8,9 +8,11 @@ stopping and interrupt handling.
 
 One step:
 
-1. Draw K crops and their noise once (:mod:`accentuate.augment`); every
-   accentuation and every seed gets the same crops, which pairs the regularizer
-   and makes a batch equal to its single runs.
+1. Draw K crops and their noise once (:mod:`accentuate.augment`), and the crops'
+   jitter, scale and rotation when ``transforms`` asks for them
+   (:mod:`accentuate.transforms`); every accentuation and every seed gets the same
+   crops and transforms, which pairs the regularizer and makes a batch equal to its
+   single runs.
 2. Render all images (reusing the rendering made for the last evaluation when the
    parameters have not changed since), crop them with one linear operator
    (:class:`~accentuate.augment.CropOperator`: two sparse resampling passes on CPU),
@@ -41,12 +43,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
 
 from .augment import CropOperator, Crops, sample_crops
+from .display import progress_visible
 from .hooks import OUTPUT, ModelRunner, check_layers, model_device, model_state
 from .images import SeedLike, prepare_seeds, resize, seed_names
 from .layout import Layout
@@ -58,6 +61,7 @@ from .result import History, Result
 from .settings import FIELDS as SETTING_FIELDS
 from .settings import SPEC_KEYS, Settings, Until
 from .spec import ModelSpec, resolve_spec
+from .transforms import TransformParams, apply_transforms, sample_transforms
 
 __all__ = ["Accentuator", "Until", "accentuate", "model_state"]
 
@@ -102,8 +106,15 @@ class Accentuator:
     model (each brings its K crops). ``None``: on CPU as many as fit in one default step's
     worth of input (16 crops of 224 x 224), since larger passes only add memory traffic
     there (a batch then costs per accentuation what its single runs cost, and peak memory
-    stays that of one pass); all at once on other devices. Results depend on it only
-    through rounding.
+    stays that of one pass); on other devices as many as fit in 128 crops of 224 x 224
+    (8 accentuations of 16 crops), which bounds the activations the backward pass keeps
+    (about 6 GiB for EfficientNet-Lite0 and 10 GiB for a ResNet-50 in float32, where 64
+    accentuations at once would need 50 and 82 GiB). Results depend on it only through
+    rounding.
+
+    A step waits for the device once, in its check for non-finite losses (which warns and
+    stops the accentuations concerned); what else it needs to know on the host (whether a
+    balance is still to be measured, which accentuations still run) is kept on the host.
     """
 
     def __init__(
@@ -155,12 +166,27 @@ class Accentuator:
         self.weight = (torch.full((p_count,), math.nan, device=self.device)
                        if self.reg.active and self.balance else self.lam.clone())
         self.active = torch.ones(p_count, dtype=torch.bool, device=self.device)
+        # Known on the host, so that a step need not ask the device: whether any lambda is
+        # positive, how many accentuations are active, and whether any balance (of all
+        # accentuations, of the active ones) is still unmeasured (NaN).
+        self._lam_positive = bool((self.lam > 0).any())
+        self._n_active = p_count
+        self._weight_nan = self._weight_nan_active = bool(self.reg.active and self.balance)
+        # Index tensors of each chunk's objectives (see _pair_objective), made once.
+        self._pair_rows: dict[tuple[int, int, int], tuple[list[tuple[int, torch.Tensor | None]],
+                                                          torch.Tensor | None]] = {}
+        classes = [o.class_index for o in self.objectives]
+        self._classes = (torch.tensor(classes, device=self.device) if all(c is not None for c in classes)
+                         else None)
         self.failed: dict[int, str] = {}
         self.steps_used = torch.full((p_count,), -1, dtype=torch.long, device=self.device)
         self.opacity = torch.zeros((p_count, *self.canvas), device=self.device)
         self._frozen: dict[int, list[torch.Tensor]] = {}
         self.history = History()
         self.last_crops: Crops | None = None
+        #: The transforms drawn for the last step (``None`` without ``settings.transforms``).
+        self.last_transforms: TransformParams | None = None
+        self.transforms = settings.transforms
 
         # The layers' layouts from their real shapes, and the objectives checked against
         # them, before the first step.
@@ -206,10 +232,12 @@ class Accentuator:
         """Accentuations (or seeds) per model pass (see ``per_pass``)."""
         if self.per_pass is not None:
             return self.per_pass
-        if self.device.type != "cpu":
-            return self.n * self.m
-        h, w = self.input_size
-        return max(1, _CPU_PASS_PIXELS // (self.crops * h * w))
+        return pass_size(self.device, self.crops, self.input_size)
+
+    @property
+    def n_active(self) -> int:
+        """How many accentuations still run (known on the host: reading it does not wait for the device)."""
+        return self._n_active
 
     def _images(self) -> torch.Tensor:
         """The current images ``(N * M, 3, H, W)`` with their graph to the parameters.
@@ -230,24 +258,39 @@ class Accentuator:
         """The un-augmented view the model sees: the whole canvas resized to its input."""
         return resize(images, self.input_size)
 
+    def _rows_of(self, p0: int, p1: int, k: int) -> tuple[list[tuple[int, torch.Tensor | None]], torch.Tensor | None]:
+        """For accentuations ``p0 .. p1 - 1`` (``k`` rows each): per objective ``j`` that has some,
+        ``(j, rows)`` (``None``: all rows), and the order that puts their values back in place
+        (``None``: already in place). Made on the device once per chunk, not at every step."""
+        key = (p0, p1, k)
+        if key not in self._pair_rows:
+            count, m = p1 - p0, self.m
+            parts: list[tuple[int, torch.Tensor | None]] = []
+            where: list[int] = []
+            for j in range(m):
+                idx = [q for q in range(count) if (p0 + q) % m == j]
+                if not idx:
+                    continue
+                rows = None if len(idx) == count else (torch.tensor(idx, device=self.device)[:, None] * k
+                                                       + torch.arange(k, device=self.device)).flatten()
+                parts.append((j, rows))
+                where += idx
+            order = None if where == sorted(where) else torch.argsort(torch.tensor(where, device=self.device))
+            self._pair_rows[key] = (parts, order)
+        return self._pair_rows[key]
+
     def _pair_objective(self, acts: dict[str, torch.Tensor], p0: int, p1: int, k: int) -> torch.Tensor:
         """Objective of accentuations ``p0 .. p1 - 1`` (``k`` rows each, in order), ``(p1 - p0,)``."""
-        count, m = p1 - p0, self.m
-        parts, where = [], []
-        for j, obj in enumerate(self.objectives):
-            idx = [q for q in range(count) if (p0 + q) % m == j]
-            if not idx:
-                continue
-            if len(idx) == count:
-                sub = acts
-            else:
-                rows = (torch.tensor(idx, device=self.device)[:, None] * k
-                        + torch.arange(k, device=self.device)).flatten()
-                sub = {name: a.index_select(0, rows) for name, a in acts.items() if name in obj.layers}
-            parts.append(obj(sub, self.layouts).view(len(idx), k).mean(dim=1))
-            where += idx
-        values = torch.cat(parts)
-        return values[torch.argsort(torch.tensor(where, device=self.device))]
+        rows_of, order = self._rows_of(p0, p1, k)
+        parts = []
+        for j, rows in rows_of:
+            obj = self.objectives[j]
+            sub = acts if rows is None else {name: a.index_select(0, rows) for name, a in acts.items()
+                                             if name in obj.layers}
+            count = p1 - p0 if rows is None else rows.shape[0] // k
+            parts.append(obj(sub, self.layouts).view(count, k).mean(dim=1))
+        values = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return values if order is None else values[order]
 
     # -- evaluation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -282,10 +325,9 @@ class Accentuator:
         if logits.dim() == 2:
             logits = logits.view(self.n, self.m, -1)
             out["logits"] = logits
-            idx = [o.class_index for o in self.objectives]
-            if all(i is not None for i in idx):
-                c = torch.tensor(idx, device=logits.device).view(1, self.m, 1).expand(self.n, -1, 1)
-                out["rank"], out["prob"] = class_rank(logits, c[..., 0])
+            if self._classes is not None:
+                c = self._classes.view(1, self.m).expand(self.n, -1)
+                out["rank"], out["prob"] = class_rank(logits, c)
         return out
 
     def _seed_distance(self, views: torch.Tensor, acts: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -317,11 +359,14 @@ class Accentuator:
         with _phase("sample"):
             crops = sample_crops(self.canvas, self.input_size, k, self.crop_range, self.noise[0],
                                  self.noise[1], generator=self.generator, device=self.device)
-        self.last_crops = crops
+            # Only when asked for: without transforms the generator draws what it always drew.
+            warp = (sample_transforms(self.transforms, k, self.input_size, generator=self.generator,
+                                      device=self.device) if self.transforms else None)
+        self.last_crops, self.last_transforms = crops, warp
         reg = self.reg
         # At step 0 the image is its seed: the distance is zero up to rounding, and its
         # gradient would be rounding noise. Step 0 is objective-only (see regularize.py).
-        use_reg = reg.active and bool((self.lam > 0).any()) and self.t > 0
+        use_reg = reg.active and self._lam_positive and self.t > 0
         with self.runner.state():
             with _phase("render"):
                 images = self._images()
@@ -329,13 +374,17 @@ class Accentuator:
             with _phase("crop"):
                 op = CropOperator(crops)
                 # Graph boundary: the model's gradients are taken at the crops (leaves),
-                # and mapped to the canvas by the crop operator's adjoint.
-                crops_all = self.runner.memory_format(op(images.detach()))  # (N * M * K, 3, h, w)
+                # and mapped to the canvas by the crop operator's adjoint. With transforms the
+                # leaves are the crops before the warp (and the noise, added after it).
+                crops_all = (self.runner.memory_format(op(images.detach())) if warp is None
+                             else op(images.detach(), add_noise=False))  # (N * M * K, 3, h, w)
             seed_act: torch.Tensor | None = None
             if use_reg:
                 with _phase("seed_forward"), torch.no_grad():
                     assert self.seeds is not None  # use_reg needs seeds
-                    seed_x = self.runner.memory_format(op(self.seeds))  # (N * K, 3, h, w)
+                    seed_x = self.runner.memory_format(op(self.seeds) if warp is None  # (N * K, 3, h, w)
+                                                       else apply_transforms(op(self.seeds, add_noise=False), warp,
+                                                                             crops.noise))
                     if reg.kind == "pixel":
                         seed_act = seed_x
                     else:
@@ -348,15 +397,16 @@ class Accentuator:
             # balance is known, one backward of (objective - weight * distance) gives the
             # update (the regularizer's gradient joins at its layer), saving the second
             # backward through the layers below it. g_obj then holds that combined ascent.
-            fused = use_reg and not self.opacity_on and not bool(torch.isnan(self.weight[self.active]).any())
+            fused = use_reg and not self.opacity_on and not self._weight_nan_active
             for p0 in range(0, pairs, per):
                 p1 = min(pairs, p0 + per)
                 x = crops_all[p0 * k:p1 * k].detach().requires_grad_(True)
                 with _phase("forward"):
-                    acts = self._run(x, self._layers())
+                    x_in = x if warp is None else self.runner.memory_format(apply_transforms(x, warp, crops.noise))
+                    acts = self._run(x_in, self._layers())
                     obj_p = self._pair_objective(acts, p0, p1, k)
                 if seed_act is not None:
-                    img_act = reg.activations(acts, x)
+                    img_act = reg.activations(acts, x_in)
                     mine = torch.arange(p0, p1, device=self.device) // m  # each accentuation's seed
                     paired = seed_act.view(n, k, *seed_act.shape[1:])[mine].flatten(0, 1)
                     dist_p = reg.distance(img_act, paired, p1 - p0, 1, self.layouts.get(str(reg.name))).view(-1)
@@ -378,7 +428,7 @@ class Accentuator:
                 obj_parts.append(obj_p.detach())
                 if use_reg:
                     dist_parts.append(dist_p.detach())
-                del gx, gx_reg, x
+                del gx, gx_reg, x, x_in
             del crops_all, seed_act
             obj = torch.cat(obj_parts).view(n, m)
             dist = torch.cat(dist_parts).view(n, m) if use_reg else torch.zeros((n, m), device=self.device)
@@ -387,7 +437,7 @@ class Accentuator:
 
             with _phase("update"):
                 weight = self.weight
-                if use_reg and self.balance and bool(torch.isnan(weight).any()):
+                if use_reg and self.balance and self._weight_nan:
                     weight = self._measure_balance(images, g_obj, g_reg)  # type: ignore[arg-type]
                 grad = -g_obj
                 if g_reg is not None:
@@ -416,7 +466,15 @@ class Accentuator:
         ratio = num / den
         ready = torch.isnan(self.weight) & (den > 0) & torch.isfinite(ratio)
         self.weight = torch.where(ready, self.lam * ratio, self.weight)
+        self._note_weights()
         return self.weight
+
+    def _note_weights(self) -> None:
+        """Read on the host whether any balance is still unmeasured (NaN), overall and among the
+        active accentuations (one wait for the device, at the steps that measure it)."""
+        nan = torch.isnan(self.weight)
+        both = torch.stack([nan.any(), (nan & self.active).any()]).tolist()
+        self._weight_nan, self._weight_nan_active = bool(both[0]), bool(both[1])
 
     # -- bookkeeping of active / failed accentuations --------------------------------------
     def _check_finite(self, obj: torch.Tensor, dist: torch.Tensor, grad: torch.Tensor) -> None:
@@ -432,13 +490,17 @@ class Accentuator:
     def deactivate(self, which: torch.Tensor) -> None:
         """Stop the accentuations where ``which`` (``(N * M,)`` bool) is set; they keep their image."""
         which = which & self.active
-        for p in which.nonzero().flatten().tolist():
+        stopped = which.nonzero().flatten().tolist()
+        for p in stopped:
             self._frozen[p] = [q.detach()[p].clone() for q in self.param.parameters()]
             self.steps_used[p] = self.t
         self.active &= ~which
+        self._n_active -= len(stopped)
+        if stopped and self._weight_nan_active:
+            self._note_weights()
 
     def _skip_inactive_grads(self) -> None:
-        if bool(self.active.all()):
+        if self._n_active == self.n * self.m:
             return
         for q in self.param.parameters():
             if q.grad is not None:
@@ -476,22 +538,23 @@ class Accentuator:
 
 
 def _run_settings(model: nn.Module, spec: ModelSpec, seeded: bool, settings: Settings | None,
-                  generator: torch.Generator | int | None, runner: ModelRunner | None,
-                  overrides: dict[str, Any]) -> tuple[Settings, torch.Generator, int | None]:
+                  runner: ModelRunner | None, overrides: dict[str, Any]
+                  ) -> tuple[Settings, torch.Generator, int | None]:
     """The settings of one :func:`accentuate` call (``settings`` resolved, ``overrides`` applied, a
-    seed drawn when none is set) and its generator with the seed it records."""
+    seed drawn when the ``seed`` setting is ``None``) and its generator with the seed it records
+    (``None`` when ``seed`` is a ``torch.Generator`` of the caller's)."""
     device = model_device(model)
-    if isinstance(generator, torch.Generator):
-        gen, seed_value = _generator(generator, device)
+    external = overrides.get("seed")
+    if isinstance(external, torch.Generator):
+        gen, seed_value = _generator(external, device)
+        overrides["seed"] = None  # the caller's generator: no seed to record
     else:
-        if generator is not None:
-            overrides["seed"] = generator
-        seed_value = None
+        external = None
     if settings is None or not settings.resolved:
         settings = Settings.resolve(model, spec, settings, seeded=seeded, runner=runner, **overrides)
     elif overrides:
         settings = settings.replace(**overrides)
-    if not isinstance(generator, torch.Generator):
+    if external is None:
         if settings.seed is None:
             settings = settings.replace(seed=int(torch.randint(0, 2**31 - 1, (1,)).item()))
         gen, seed_value = _generator(settings.seed, device)
@@ -501,61 +564,124 @@ def _run_settings(model: nn.Module, spec: ModelSpec, seeded: bool, settings: Set
     return settings, gen, seed_value
 
 
+def _legacy_generator(overrides: dict[str, Any], where: str) -> None:
+    """``generator=`` (the old name of ``seed=``) moved into ``overrides["seed"]``, with a
+    ``DeprecationWarning`` pointing at the caller of ``where``."""
+    if "generator" not in overrides:
+        return
+    value = overrides.pop("generator")
+    if "seed" in overrides:
+        raise TypeError(f"{where}() got both seed= and generator=; give seed= only (generator= is its old name)")
+    warnings.warn(f"{where}(generator=...) is deprecated; it is seed=... (an int, None to draw one, or a "
+                  "torch.Generator), the name of the setting that run.json and Result.config record",
+                  DeprecationWarning, stacklevel=3)
+    overrides["seed"] = value
+
+
+@overload
 def accentuate(
     model: nn.Module,
     seeds: SeedLike | Sequence[SeedLike] | None,
     targets: int | str | Objective | Sequence[int | str | Objective],
     settings: Settings | None = None,
     *,
-    generator: torch.Generator | int | None = None,
+    pairs: Literal["product"] = "product",
     snapshots: int | Sequence[int] = (),
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int], None] | None = None,
     runner: ModelRunner | None = None,
     **overrides: Any,
-) -> Result:
+) -> Result: ...
+
+
+@overload
+def accentuate(
+    model: nn.Module,
+    seeds: SeedLike | Sequence[SeedLike] | None,
+    targets: int | str | Objective | Sequence[int | str | Objective],
+    settings: Settings | None = None,
+    *,
+    pairs: Literal["zip"] | Sequence[tuple[int, int]],
+    snapshots: int | Sequence[int] = (),
+    progress: bool | Callable[[int, int], None] | None = None,
+    runner: ModelRunner | None = None,
+    **overrides: Any,
+) -> list[Result]: ...
+
+
+def accentuate(
+    model: nn.Module,
+    seeds: SeedLike | Sequence[SeedLike] | None,
+    targets: int | str | Objective | Sequence[int | str | Objective],
+    settings: Settings | None = None,
+    *,
+    pairs: str | Sequence[tuple[int, int]] = "product",
+    snapshots: int | Sequence[int] = (),
+    progress: bool | Callable[[int, int], None] | None = None,
+    runner: ModelRunner | None = None,
+    **overrides: Any,
+) -> Result | list[Result]:
     """Accentuate each target in each seed image.
 
     Args:
         model: a PyTorch image model (``accentuate.load_model(...)`` or your own).
         seeds: a path, PIL image, tensor ``(3, H, W)`` or ``(N, 3, H, W)`` in [0, 1],
             or a list of those; ``None`` gives noise-seeded feature visualization.
-        targets: a class index, class name, :class:`Objective`, or a list of them.
+        targets: a target or a list of them: a class index, an :class:`Objective`, or a string
+            read as the command line reads ``--target`` (:func:`accentuate.parse_target`): a class
+            name (``"goldfish"``), ``"207"``, ``"blocks.5:20"`` (channel), ``"blocks.5:20@7,7"``
+            (neuron), ``"layers.3:7@cls"``, ``"layers.3:head=2"``, ``"blocks.5:vector.npy"``.
         settings: a resolved :class:`~accentuate.settings.Settings` (e.g. from
             :meth:`Settings.resolve`); ``overrides`` change it. Default: resolved here.
-        generator: a ``torch.Generator`` on the model's device or an int seed (the
-            ``seed`` setting); a run with the same seed is reproducible. ``None``: the
-            settings' seed, else a drawn one (recorded in ``result.config.seed``).
+        pairs: ``"product"``: every seed with every target (one batched run, one
+            :class:`Result` of shape ``(N, M, ...)``); ``"zip"``: seed ``i`` with target ``i``
+            (as many seeds as targets); or a list of ``(seed index, target index)`` pairs, as a
+            manifest lists them on the command line. Those return a list of :class:`Result`, one
+            per pair in order, each ``(1, 1, ...)``; the pairs run in batches (the seeds that share
+            a target, or the targets that share a seed) from the one ``seed`` setting, and each
+            pair's result is what a run of that pair alone gives.
         snapshots: keep the images every this many steps (int) or at these steps.
-        progress: show a progress bar (``True``) or call ``progress(step, steps)``.
+        progress: ``True`` shows a progress bar (in a notebook the widget of ``tqdm.auto``), ``False``
+            none, a callable is called as ``progress(step, steps)``; ``None`` (default): a bar when one
+            can be seen (a Jupyter kernel, or stderr a terminal), none otherwise (tests, pipes, logs).
         runner: the :class:`~accentuate.hooks.ModelRunner` the caller runs ``model`` with (what
             it has traced is reused; a command makes one and passes it everywhere).
-        overrides: any field of :class:`~accentuate.settings.Settings` (``reg_layer``,
-            ``lam``, ``steps``, ``lr``, ``param``, ``crops``, ``crop_range``, ``noise``,
+        overrides: any field of :class:`~accentuate.settings.Settings` (``seed``, ``reg_layer``,
+            ``lam``, ``steps``, ``lr``, ``param``, ``crops``, ``crop_range``, ``noise``, ``transforms``,
             ``canvas``, ``until``, ``opacity``, ``record_every``, ``channels_last``,
             ``autocast``, ...; see there), and for a model without a spec what it cannot
             tell: ``input_size``, ``normalize``, ``labels``, ``output``, ``layouts`` (see
             :func:`accentuate.spec.resolve_spec`). ``param`` may also be an
             :class:`~accentuate.params.ImageParam` of shape ``(N * M, 3, H, W)``.
+            ``seed``: all randomness (crops, noise, transforms, a noise seed's start) comes from it:
+            an int (default 0, as ``--seed`` on the command line: a call repeated gives the same
+            result), ``None`` to draw one (recorded in ``result.config.seed``), or a
+            ``torch.Generator`` on the model's device (then ``result.config.seed`` is ``None``).
+            ``generator=`` is its old name (deprecated).
 
     Defaults: the model spec's calibrated values (``lam``, ``steps``, ``lr``, ``param``,
     ``canvas``, the regularization layer), else the reference recipe's (100 steps of Adam
     at 0.05, Fourier, a 512 canvas, lambda 1, the regularization layer by the rule of
-    :func:`accentuate.hooks.default_reg_layer`), 16 paired crops of 5-99 % of the short side.
-    ``until="top1"`` stops each accentuation once the model sees its class (least change);
-    ``opacity=False`` keeps no masks and makes each regularized step one backward pass;
-    ``record_every=k`` evaluates the history every k steps (the images do not change).
+    :func:`accentuate.hooks.default_reg_layer`), 16 paired crops of 5-99 % of the short side,
+    seed 0. ``until="top1"`` stops each accentuation once the model sees its class (least
+    change; ``"top1 for classes"``, the ``preview`` preset's, applies only when every target is a
+    class, see :meth:`Settings.for_targets`); ``opacity=False`` keeps no masks and makes each
+    regularized step one backward pass; ``record_every=k`` evaluates the history every k steps
+    (the images do not change).
 
     Returns:
-        A :class:`~accentuate.result.Result`; ``result.images`` has shape
-        ``(N, M, 3, H, W)``, ``result.config`` is the :class:`Settings` it ran with. Ctrl-C
-        returns the partial result (``interrupted=True``).
+        A :class:`~accentuate.result.Result` (a list of them for ``pairs`` other than
+        ``"product"``); ``result.images`` has shape ``(N, M, 3, H, W)``, ``result.config`` is the
+        :class:`Settings` it ran with. Ctrl-C returns the partial result (``interrupted=True``).
 
     Example:
         >>> import accentuate as acc                                  # doctest: +SKIP
         >>> model = acc.load_model("efficientnet_lite0")              # doctest: +SKIP
-        >>> res = acc.accentuate(model, "cat.jpg", "goldfish")        # doctest: +SKIP
+        >>> res = acc.accentuate(model, "cat.jpg", ["goldfish", "blocks.5:20@7,7"])  # doctest: +SKIP
         >>> res.save("out/")                                          # doctest: +SKIP
     """
+    _legacy_generator(overrides, "accentuate")
+    if not (isinstance(pairs, str) and pairs == "product"):
+        return _paired(model, seeds, targets, settings, pairs, snapshots, progress, runner, overrides)
     started = time.perf_counter()
     unknown = [k for k in overrides if k not in SETTING_FIELDS and k not in SPEC_KEYS and k != "param"]
     if unknown:
@@ -567,7 +693,8 @@ def accentuate(
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:
         raise ValueError("no targets given")
-    objectives = [as_objective(t).resolve(spec.labels) for t in target_list]
+    runner = ModelRunner.reuse(runner, model, spec)  # one trace for the targets, the settings and the run
+    objectives = [as_objective(t, model, spec, runner=runner) for t in target_list]
     param_obj = overrides.get("param")
     if isinstance(param_obj, ImageParam):
         if type(param_obj).name not in PARAMS or PARAMS[type(param_obj).name] is not type(param_obj):
@@ -577,8 +704,8 @@ def accentuate(
     else:
         param_obj = None
     device = model_device(model)
-    settings, gen, seed_value = _run_settings(model, spec, seeds is not None, settings, generator, runner, overrides)
-    settings.check_targets(objectives)
+    settings, gen, seed_value = _run_settings(model, spec, seeds is not None, settings, runner, overrides)
+    settings = settings.for_targets(objectives)  # an until for classes only applies, or is dropped, here
     stop = settings.until_rule
     if seeds is None:
         seed_t, hw = None, settings.canvas_size()
@@ -608,7 +735,7 @@ def accentuate(
             if t in snap_steps:
                 snaps[t] = _snap(acc)
             bar(t)
-            if not bool(acc.active.any()):
+            if acc.n_active == 0:
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -626,10 +753,89 @@ def accentuate(
 
 
 
+def _paired(model: nn.Module, seeds: Any, targets: Any, settings: Settings | None,
+            pairs: str | Sequence[tuple[int, int]], snapshots: int | Sequence[int],
+            progress: bool | Callable[[int, int], None] | None, runner: ModelRunner | None,
+            overrides: dict[str, Any]) -> list[Result]:
+    """:func:`accentuate` with ``pairs`` other than ``"product"``: one result per pair, in order."""
+    if seeds is None:
+        raise ValueError("pairs= pairs seed images with targets; give seed images (seeds=None makes one "
+                         "noise-seeded row: use the default pairs='product')")
+    if isinstance(seeds, torch.Tensor) and seeds.dim() == 4:
+        items: list[Any] = list(seeds)
+    elif isinstance(seeds, (list, tuple)):
+        items = list(seeds)
+    else:
+        items = [seeds]
+    target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
+    n, m = len(items), len(target_list)
+    if isinstance(pairs, str):
+        if pairs != "zip":
+            raise ValueError(f"pairs must be 'product', 'zip' or a list of (seed, target) index pairs; got {pairs!r}")
+        if n != m:
+            raise ValueError(f"pairs='zip' pairs seed i with target i; got {n} seed(s) and {m} target(s)")
+        wanted = [(i, i) for i in range(n)]
+    else:
+        try:
+            wanted = [(int(i), int(j)) for i, j in pairs]
+        except (TypeError, ValueError):
+            raise ValueError("pairs must be 'product', 'zip' or a list of (seed index, target index) pairs") from None
+        bad = [(i, j) for i, j in wanted if not (0 <= i < n and 0 <= j < m)]
+        if bad:
+            raise ValueError(f"pair {bad[0]} is out of range: there are {n} seed(s) and {m} target(s)")
+        if not wanted:
+            raise ValueError("pairs is empty; give at least one (seed index, target index) pair")
+    seed_setting = overrides.get("seed", settings.seed if settings is not None else 0)
+    if isinstance(seed_setting, torch.Generator):
+        raise TypeError("pairs= runs its pairs in several batches from one seed; give seed= an int (or None to "
+                        "draw one), not a torch.Generator")
+    if seed_setting is None:
+        overrides["seed"] = int(torch.randint(0, 2**31 - 1, (1,)).item())  # one seed for every batch
+    # Batches: the seeds that share a target (or the targets that share a seed, when that makes
+    # fewer runs). Every batch starts from the same seed, so each pair sees the crops it would alone.
+    by_target: dict[int, list[int]] = {}
+    by_seed: dict[int, list[int]] = {}
+    for i, j in wanted:
+        by_target.setdefault(j, []).append(i)
+        by_seed.setdefault(i, []).append(j)
+    blocks = ([(sorted(set(ss)), [j]) for j, ss in by_target.items()] if len(by_target) <= len(by_seed)
+              else [([i], sorted(set(tt))) for i, tt in by_seed.items()])
+    where: dict[tuple[int, int], tuple[Result, int, int]] = {}
+    for ss, tt in blocks:
+        res = accentuate(model, [items[i] for i in ss], [target_list[j] for j in tt], settings, snapshots=snapshots,
+                         progress=progress, runner=runner, **dict(overrides))
+        for a, i in enumerate(ss):
+            for b, j in enumerate(tt):
+                where[(i, j)] = (res, a, b)
+    out = []
+    for pair in wanted:
+        res, a, b = where[pair]
+        out.append(res.subset([a], [b]))
+    return out
+
+
 #: On CPU, model passes hold at most this many input pixels (16 crops of 224 x 224) unless
 #: ``per_pass`` says otherwise: beyond it, activations only grow past what caches and the
 #: allocator's reuse cover, and the pass gets slower per crop.
 _CPU_PASS_PIXELS = 16 * 224 * 224
+#: On other devices (CUDA), model passes hold at most this many input pixels (128 crops of
+#: 224 x 224): the backward pass keeps about 50 MiB of activations per such crop for
+#: EfficientNet-Lite0 and 82 MiB for a ResNet-50 in float32 (half that under bfloat16 autocast;
+#: measured with ``torch.autograd.graph.saved_tensors_hooks``), so 128 crops keep 6 and 10 GiB,
+#: where the 1024 crops of 64 accentuations at once would not fit in 80 GB.
+_DEVICE_PASS_PIXELS = 128 * 224 * 224
+
+
+def pass_size(device: torch.device | str, crops: int, input_size: tuple[int, int]) -> int:
+    """The engine's default ``per_pass``: accentuations of ``crops`` crops at ``input_size`` per model pass.
+
+    Example:
+        >>> pass_size("cpu", 16, (224, 224)), pass_size("cuda", 16, (224, 224)), pass_size("cuda", 4, (224, 224))
+        (1, 8, 32)
+    """
+    h, w = input_size
+    budget = _CPU_PASS_PIXELS if torch.device(device).type == "cpu" else _DEVICE_PASS_PIXELS
+    return max(1, budget // (crops * h * w))
 
 
 def _phase(name: str) -> contextlib.AbstractContextManager[Any]:
@@ -649,10 +855,11 @@ def _snap(acc: Accentuator) -> torch.Tensor:
     return (img * 255).round().to(torch.uint8).view(acc.n, acc.m, 3, *acc.canvas)
 
 
-def _progress(progress: bool | Callable[[int, int], None], total: int) -> Callable[[int | None], None]:
+def _progress(progress: bool | Callable[[int, int], None] | None, total: int) -> Callable[[int | None], None]:
     if callable(progress):
-        return lambda t: None if t is None else progress(t, total)
-    if not progress:
+        call = progress
+        return lambda t: None if t is None else call(t, total)
+    if not (progress_visible() if progress is None else progress):
         return lambda t: None
     from tqdm.auto import tqdm
 
@@ -665,3 +872,4 @@ def _progress(progress: bool | Callable[[int, int], None], total: int) -> Callab
             bar.update(t - bar.n)
 
     return update
+

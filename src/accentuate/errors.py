@@ -18,6 +18,7 @@ __all__ = [
     "ModelNameError",
     "OutputError",
     "SpecError",
+    "TargetError",
     "UsageError",
 ]
 
@@ -69,6 +70,11 @@ class OutputError(AccentuateError, OSError):
 
 class ModelNameError(AccentuateError, ValueError):
     """A model name that :func:`accentuate.load_model` cannot load (unknown, or its package missing)."""
+
+
+class TargetError(AccentuateError, ValueError):
+    """A target that cannot be read (:func:`accentuate.parse_target`) or does not fit the model: a
+    channel, position, token, head or unit out of range, a direction of the wrong length."""
 
 
 class UsageError(AccentuateError, ValueError):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Capture", "INPUT", "LayerInfo", "ModelRunner", "OUTPUT", "capture", "check_layers", "first_tensor",
-    "default_reg_layer", "input_of", "layers", "model_state",
+    "default_reg_layer", "input_of", "layers", "model_state", "readable_layouts",
 ]
 
 #: Pseudo layer name for the model's (extracted) output, read by logit objectives.
@@ -96,6 +96,28 @@ def check_layers(model: nn.Module, names: Iterable[str]) -> None:
                 f"layer {name!r} is not in the model ({hint}); "
                 "list valid names with accentuate.layers(model) or `accentuate layers`"
             )
+
+
+def readable_layouts(runner: ModelRunner, names: Sequence[str]) -> dict[str, Layout]:
+    """Check that every layer of ``names`` exists, runs in the forward pass and has channels and
+    positions accentuate can read; returns the layouts of every readable layer the runner's one
+    traced pass found.
+
+    Raises:
+        LayerError: a name that is not in the model (with the closest names), a layer that never
+            runs in the forward pass, or one whose output accentuate cannot read as channels and
+            positions.
+    """
+    check_layers(runner.model, list(names))
+    layouts = {r.name: r.layout for r in runner.trace()}
+    for layer in names:
+        if layer not in layouts:
+            raise LayerError(f"layer {layer!r} never runs in the model's forward pass; pick one "
+                             "`accentuate layers` lists")
+        if layouts[layer] is None:
+            raise LayerError(f"layer {layer!r} has an output accentuate cannot read as channels and positions; "
+                             "pick another layer (`accentuate layers` shows each layout)")
+    return {name: lay for name, lay in layouts.items() if lay is not None}
 
 
 @contextlib.contextmanager
@@ -257,6 +279,13 @@ def autocast_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
     raise ValueError(f"autocast must be None, 'bfloat16' or 'float16'; got {value!r}")
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` runs through ``torch.compile`` (``model.compile()`` or ``torch.compile(model)``)."""
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return True
+    return type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod")
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without any)."""
     p = next(model.parameters(), None)
@@ -383,6 +412,12 @@ class ModelRunner:
                 raise self._wrap(e) from e
             missing = cap.missing()
             if missing:
+                if is_compiled(self.model):
+                    raise LayerError(
+                        f"layer {missing[0]!r} never ran as far as its hook can tell: the model is compiled "
+                        "(torch.compile), and a compiled graph does not see forward hooks added after it was "
+                        "compiled (torch._dynamo.config.skip_nnmodule_hook_guards); accentuate the model "
+                        "before compiling it, or set that option to False before the model's first call")
                 cap[missing[0]]  # raises LayerError: never ran
             acts = dict(cap.outputs)
         if result is not None:

@@ -8,12 +8,15 @@ says so with a warning.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +25,12 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .errors import ImageError
 
+if TYPE_CHECKING:
+    from .spec import ModelSpec
+
 __all__ = [
     "IMAGE_SUFFIXES",
+    "ImageSet",
     "as_tensors",
     "MAX_DECODE_PIXELS",
     "MAX_DECODE_SIDE",
@@ -33,14 +40,22 @@ __all__ = [
     "canvas_shape",
     "image_files",
     "load_image",
+    "load_image_set",
+    "model_view",
     "pil_to_tensor",
+    "photo_set",
     "prepare_seeds",
+    "read_image",
     "resize",
     "seed_names",
+    "square_crop",
+    "square_side",
     "tensor_to_pil",
 ]
 
 SeedLike = str | os.PathLike | Image.Image | torch.Tensor | np.ndarray
+#: A set of images: a folder, one path, a tensor ``(3, H, W)``/``(N, 3, H, W)``, or a list.
+ImageSet = str | os.PathLike | torch.Tensor | Sequence[SeedLike]
 
 #: Pillow's decompression-bomb limit (at import). Images with more pixels are "very large": they
 #: are decoded reduced, with a warning, after a check that they are not decompression bombs.
@@ -57,6 +72,8 @@ MAX_DECODE_PIXELS = 2 * MAX_PIXELS
 MAX_PIXELS_PER_BYTE = 10_000
 #: Images are decoded at most this large along the longer side (larger ones are reduced on load).
 MAX_DECODE_SIDE = 4096
+#: Files up to this size are read into memory once, to be decoded and hashed from the same bytes.
+READ_ONCE_BYTES = 256 << 20
 #: The smallest seed side accepted.
 MIN_SIDE = 8
 #: File name endings read as images when a folder is given.
@@ -80,25 +97,91 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[Path
     return files
 
 
-def photo_set(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[tuple[str, bool, str]]:
-    """``(path, found_in_a_folder, name)`` of every photo of a photo set: folders recursively (each
-    photo named by its path inside the folder, ending dropped), files as given (named by their stem).
+def photo_set(photos: Any, recursive: bool = True, what: str = "") -> list[tuple[SeedLike, bool, str]]:
+    """The photos of a set, not yet read: ``(source, found_in_a_folder, name)`` each.
+
+    A folder gives its image files, sorted (with ``recursive``, its subfolders' too), each named by
+    its path inside the folder without the ending (``fishes/clownfish``); a file path gives itself,
+    named by its stem; a tensor ``(3, H, W)`` one photo and ``(N, 3, H, W)`` N photos, a PIL image
+    or an array one photo, named ``images[k]`` (``WHAT[k]`` with ``what``); a list gives each of its
+    items in turn. ``what`` names the set in names and error messages.
 
     Raises:
-        ImageError: a path that does not exist.
+        ImageError: a path that does not exist, a folder without images, or no photo at all.
     """
-    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    out: list[tuple[str, bool, str]] = []
-    for p in items:
-        path = Path(p).expanduser()
-        if not path.exists():
-            raise ImageError(f"no such file or folder {str(p)!r}; check the path")
-        if path.is_dir():
-            out += [(str(f), True, f.relative_to(path).with_suffix("").as_posix())
-                    for f in image_files(path, recursive=True)]
+    items = [photos] if isinstance(photos, (str, os.PathLike, torch.Tensor, Image.Image, np.ndarray)) \
+        else list(photos)
+    out: list[tuple[SeedLike, bool, str]] = []
+    for item in items:
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item).expanduser()
+            if not path.exists():
+                raise ImageError(f"{what + ': ' if what else ''}image not found: {str(item)!r}; check the path")
+            if path.is_dir():
+                out += [(str(f), True, f.relative_to(path).with_suffix("").as_posix())
+                        for f in image_files(path, recursive=recursive)]
+            else:
+                out.append((str(item), False, path.stem))
+        elif isinstance(item, torch.Tensor) and item.dim() == 4:
+            out += [(t, False, f"{what or 'images'}[{len(out) + k}]") for k, t in enumerate(item)]
         else:
-            out.append((str(p), False, path.stem))
+            out.append((item, False, f"{what or 'images'}[{len(out)}]"))
+    if not out:
+        raise ImageError(f"{what or 'images'}: no images given; give a folder, image files or tensors")
     return out
+
+
+def load_image_set(images: Any, what: str = "images", recursive: bool = False) -> tuple[list[torch.Tensor], list[str]]:
+    """Read a photo set (:func:`photo_set`; ``what`` names it in errors) as ``(3, H, W)`` tensors in
+    [0, 1], with a name for each.
+
+    Returns:
+        ``(tensors, names)``.
+    """
+    entries = photo_set(images, recursive=recursive, what=what)
+    return [as_tensors(src, k)[0] for k, (src, _, _) in enumerate(entries)], [name for _, _, name in entries]
+
+
+def square_crop(img: torch.Tensor, side: int) -> torch.Tensor:
+    """The centred square of ``img`` ``(3, H, W)``, resized to ``side x side`` (antialiased)."""
+    h, w = img.shape[-2:]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return resize(img[..., top : top + s, left : left + s], (side, side))
+
+
+def square_side(spec: ModelSpec, canvas: Any, what: str, flag: str = "canvas") -> int:
+    """The side of the square canvas of a command that crops every photo square (``what``: its name
+    in the message): ``canvas`` as an int or a square ``(H, W)``, else the model's canvas (its spec's).
+
+    Raises:
+        UsageError: a canvas that is not square, or smaller than the model input.
+    """
+    from .errors import UsageError
+
+    input_size = spec.input_size
+    if canvas is None:
+        side = int(spec.setting("canvas"))
+    elif isinstance(canvas, int):
+        side = canvas
+    elif len(canvas) == 2 and canvas[0] == canvas[1]:
+        side = int(canvas[0])
+    else:
+        raise UsageError(f"{what} uses a square canvas: give {flag} as one number (the side); got "
+                         f"{canvas[0]}x{canvas[1]}")
+    if side < max(input_size):
+        raise UsageError(f"{flag} {side} is smaller than the model input {tuple(input_size)}; use >= "
+                         f"{max(input_size)}")
+    return side
+
+
+def model_view(images: Sequence[torch.Tensor] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each image resized to the model's input ``size`` (the whole image, as the engine evaluates it).
+
+    Returns:
+        ``(N, 3, h, w)``.
+    """
+    return torch.stack([resize(t.float(), size) for t in images])
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -134,8 +217,10 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
 
 
-def _is_jpeg(path: Path) -> bool:
-    with open(path, "rb") as f:
+def _is_jpeg(src: Path | io.BytesIO) -> bool:
+    if isinstance(src, io.BytesIO):
+        return src.getvalue()[:3] == b"\xff\xd8\xff"
+    with open(src, "rb") as f:
         return f.read(3) == b"\xff\xd8\xff"
 
 
@@ -157,7 +242,7 @@ def _too_large(path: Path, pixels: str, fmt: str | None) -> ImageError:
     )
 
 
-def _open(path: Path, nbytes: int) -> Image.Image:
+def _open(path: Path, src: Path | io.BytesIO, nbytes: int) -> Image.Image:
     """``Image.open``, but a JPEG over Pillow's hard decompression-bomb limit is opened too.
 
     Pillow refuses, at open time, any image over twice ``Image.MAX_IMAGE_PIXELS``: before
@@ -167,12 +252,14 @@ def _open(path: Path, nbytes: int) -> Image.Image:
     keeps its check. Other formats over the limit cannot be decoded reduced: refused.
     """
     try:
-        return Image.open(path)
+        return Image.open(src)
     except Image.DecompressionBombError as e:
-        if _is_jpeg(path):
+        if _is_jpeg(src):
             from PIL import JpegImagePlugin
 
-            return JpegImagePlugin.JpegImageFile(path)
+            if isinstance(src, io.BytesIO):
+                src.seek(0)
+            return JpegImagePlugin.JpegImageFile(src)
         m = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (N pixels) exceeds limit ..."
         if m is None:
             raise _too_large(path, f"over {MAX_DECODE_PIXELS:,}", None) from None
@@ -196,18 +283,50 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> torc
             a decompression bomb, too large to decode, or too small; the message
             names the file and the problem.
     """
+    p = _checked(path)
+    return _decode(p, p, p.stat().st_size, max_side)
+
+
+def read_image(path: str | os.PathLike, max_side: int = MAX_DECODE_SIDE) -> tuple[torch.Tensor, str]:
+    """:func:`load_image` and the SHA-256 of the file, both from one read of its bytes (a run
+    records each seed's hash: the file is read once, not once to decode and once to hash).
+
+    Returns:
+        ``(image (3, H, W) in [0, 1], sha256 hex)``.
+
+    Raises:
+        ImageError: as :func:`load_image`.
+    """
+    p = _checked(path)
+    if p.stat().st_size > READ_ONCE_BYTES:  # a huge file is decoded from disk (reduced), hashed streaming
+        from .digest import file_sha256
+
+        return load_image(p, max_side), file_sha256(p) or ""
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read image {str(p)!r}: {e.strerror or type(e).__name__}") from None
+    return _decode(p, io.BytesIO(data), len(data), max_side), hashlib.sha256(data).hexdigest()
+
+
+def _checked(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path`, refused when missing, a folder or empty."""
     p = Path(path)
     if not p.exists():
         raise ImageError(f"image not found: {str(p)!r}; check the path")
     if p.is_dir():
         raise ImageError(f"{str(p)!r} is a folder, not an image file; pass the image files inside it")
-    nbytes = p.stat().st_size
-    if nbytes == 0:
+    if p.stat().st_size == 0:
         raise ImageError(f"image file {str(p)!r} is empty (0 bytes)")
+    return p
+
+
+def _decode(p: Path, src: Path | io.BytesIO, nbytes: int, max_side: int) -> torch.Tensor:
+    """Decode the image of ``src`` (the file ``p``, or its bytes): see :func:`load_image`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below
-            img_ctx = _open(p, nbytes)
+            img_ctx = _open(p, src, nbytes)
         with img_ctx as img:
             w, h = img.size
             very_large = w * h > MAX_PIXELS

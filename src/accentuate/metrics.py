@@ -132,8 +132,8 @@ def patch_grid_score(change: torch.Tensor, cycles: float, limit: float | None = 
         raise ValueError(f"an image of {h} x {w} pixels is too small to hold {cycles:g} grid periods and a harmonic")
     r = guard + width
     ring = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if max(abs(dy), abs(dx)) > guard]
-    dy_t = torch.tensor([d[0] for d in ring])
-    dx_t = torch.tensor([d[1] for d in ring])
+    dy_t = torch.tensor([d[0] for d in ring], device=power.device)
+    dx_t = torch.tensor([d[1] for d in ring], device=power.device)
     scores = []
     for k in range(-reach, reach + 1):
         for m in range(-reach, reach + 1):

@@ -12,11 +12,10 @@ import torch
 from . import saving
 from .display import Display
 from .objectives import Objective
-from .outputs.io import atomic_write, output_folder  # noqa: F401 (also importable from here)
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .grid import Grid
+    from .outputs.grid import Grid
 
 __all__ = ["History", "Result"]
 
@@ -95,6 +94,15 @@ class History:
             h._rows[k] = [col[i].clone() if f else None for i, f in enumerate(flags)]
         return h
 
+    def subset(self, seeds: list[int], targets: list[int]) -> History:
+        """The records of the accentuations ``seeds`` x ``targets`` (indices)."""
+        si, ti = torch.as_tensor(seeds, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+        h = History()
+        h.steps = list(self.steps)
+        h._rows = {k: [None if c is None else c.index_select(0, si.to(c.device)).index_select(1, ti.to(c.device))
+                       for c in col] for k, col in self._rows.items()}
+        return h
+
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per record, tensors as nested lists ``[seed][target]`` (only what was recorded)."""
         lists: dict[str, list[Any]] = {}
@@ -129,7 +137,7 @@ class Result(Display):
         snapshots: ``{step: uint8 tensor (N, M, 3, H, W)}``.
         config: the :class:`~accentuate.settings.Settings` the run used (every setting).
         run: facts of the run: ``model``, ``input_size``, ``targets``, ``canvas_used`` ``(H, W)``,
-            ``device``, ``generator_seed``, ``seconds``.
+            ``device``, ``generator_seed`` (the ``seed`` it ran from), ``seconds``.
         interrupted: the run was stopped by Ctrl-C; ``steps_done`` steps were taken.
     """
 
@@ -205,6 +213,47 @@ class Result(Display):
                 rows.append(row)
         return rows
 
+    def subset(self, seeds: list[int], targets: list[int]) -> Result:
+        """The accentuations of ``seeds`` x ``targets`` (indices into the N seeds and M targets) as a
+        result of their own, ``(len(seeds), len(targets), ...)``, with their history, numbers, masks,
+        snapshots and record.
+
+        Example:
+            >>> import accentuate as acc                                        # doctest: +SKIP
+            >>> res = acc.accentuate(model, [cat, dog], ["goldfish", "tabby"])  # doctest: +SKIP
+            >>> res.subset([1], [0]).images.shape  # the dog with goldfish     # doctest: +SKIP
+            torch.Size([1, 1, 3, 512, 512])
+        """
+        n, m = self.images.shape[:2]
+        for what, idx, size in (("seed", seeds, n), ("target", targets, m)):
+            bad = [k for k in idx if not 0 <= int(k) < size]
+            if bad:
+                raise IndexError(f"{what} index {bad[0]} is out of range: this result has {size} {what}s")
+        si, ti = torch.as_tensor(seeds, dtype=torch.long), torch.as_tensor(targets, dtype=torch.long)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.index_select(0, si).index_select(1, ti)
+
+        new_of_seed = {int(i): a for a, i in enumerate(seeds)}
+        new_of_target = {int(j): b for b, j in enumerate(targets)}
+        run = dict(self.run)
+        if isinstance(run.get("targets"), list) and len(run["targets"]) == m:
+            run["targets"] = [run["targets"][int(j)] for j in targets]
+        if isinstance(run.get("seed_names"), list) and len(run["seed_names"]) == n:
+            run["seed_names"] = [run["seed_names"][int(i)] for i in seeds]
+        return Result(
+            images=pick(self.images), masks=pick(self.masks),
+            seeds=None if self.seeds is None else self.seeds.index_select(0, si),
+            targets=[self.targets[int(j)] for j in targets], labels=self.labels,
+            history=self.history.subset([int(i) for i in seeds], [int(j) for j in targets]),
+            before={k: pick(v) for k, v in self.before.items()}, after={k: pick(v) for k, v in self.after.items()},
+            steps_used=pick(self.steps_used), lam_effective=pick(self.lam_effective),
+            failed={(new_of_seed[i], new_of_target[j]): msg for (i, j), msg in self.failed.items()
+                    if i in new_of_seed and j in new_of_target},
+            snapshots={k: pick(v) for k, v in self.snapshots.items()}, config=self.config, run=run,
+            interrupted=self.interrupted, steps_done=self.steps_done,
+        )
+
     def save(self, directory: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
         """Write the result as the command line writes a run, and a lossless copy.
 
@@ -255,8 +304,8 @@ class Result(Display):
         return saving.load(path, seeds=seeds, batch=batch)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from .grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from .outputs.grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, overlay, picture
 
         n, m = self.images.shape[:2]
         rn, note_r = clip_count(n, MAX_ROWS, "seeds")

@@ -56,11 +56,16 @@ SPEC_DEFAULTS = ("lam", "steps", "lr", "param", "canvas", "crops", "crop_range")
 
 #: Named groups of settings. ``preview``: a quick first look (a 256-pixel canvas, 8 crops a step,
 #: and, for class targets, stopping as soon as the target is the model's top-1, checked every 2
-#: steps); ``accentuate run --preview`` and ``accentuate(..., **PRESETS["preview"])`` use it. Its
-#: measured effect on the calibration pairs is in the README and ``benchmarks/CALIBRATION.md``.
+#: steps: ``until="top1 for classes"``, dropped for a run whose targets are not all classes, see
+#: :meth:`Settings.for_targets`); ``accentuate run --preview`` and
+#: ``accentuate(..., **PRESETS["preview"])`` use it, with the same rule. Its measured effect on the
+#: calibration pairs is in the README and ``benchmarks/CALIBRATION.md``.
 PRESETS: dict[str, dict[str, Any]] = {
-    "preview": {"canvas": 256, "crops": 8, "until": "top1", "check_every": 2},
+    "preview": {"canvas": 256, "crops": 8, "until": "top1 for classes", "check_every": 2},
 }
+
+#: What ends an ``until`` that applies only when every target is a class (see :class:`Until`).
+FOR_CLASSES = " for classes"
 
 
 @dataclass(frozen=True)
@@ -69,22 +74,40 @@ class Until:
 
     Exactly one criterion: ``rank`` (e.g. 1 for top-1) or ``prob`` (softmax
     probability of the target class). Checked every ``every`` steps on the
-    un-augmented image.
+    un-augmented image. ``classes_only``: the rule applies when every target of the run is a
+    class and is dropped otherwise (written ``"top1 for classes"``; what the ``preview`` preset
+    uses); without it a target that is not a class is an error.
+
+    Example:
+        >>> Until.parse("top1"), str(Until.parse("top1 for classes")), str(Until.parse(0.5))
+        (Until(rank=1, prob=None, every=5, classes_only=False), 'top1 for classes', 'p>=0.5')
+        >>> Until.parse("top0")
+        Traceback (most recent call last):
+        ...
+        ValueError: until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); got 'top0'
     """
 
     rank: int | None = None
     prob: float | None = None
     every: int = 5
+    classes_only: bool = False
 
     @staticmethod
     def parse(value: str | int | float | Until | None, every: int = 5) -> Until | None:
-        """``"top1"``/``"top5"`` or an int rank, or a float probability in (0, 1)."""
+        """``"top1"``/``"top5"`` or an int rank, or a float probability in (0, 1); a string may end
+        in ``" for classes"`` (see ``classes_only``)."""
         if value is None or isinstance(value, Until):
             return value
+        classes_only = False
         if isinstance(value, str):
             v = value.strip().lower()
+            if v.endswith(FOR_CLASSES):
+                classes_only, v = True, v[:-len(FOR_CLASSES)].strip()
             if v.startswith("top") and v[3:].isdigit():
-                return Until(rank=int(v[3:]), every=every)
+                v = v[3:]
+                if int(v) < 1:
+                    raise ValueError(f"until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); "
+                                     f"got {value!r}")
             if v.startswith("p>="):
                 v = v[3:]
             try:
@@ -95,10 +118,10 @@ class Until:
                 ) from None
             value = int(num) if num >= 1 and num.is_integer() else num
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return Until(rank=value, every=every)
+            return Until(rank=value, every=every, classes_only=classes_only)
         if isinstance(value, float) and 0 < value < 1:
-            return Until(prob=value, every=every)
-        raise ValueError(f"until must be 'topK', a rank >= 1 or a probability in (0, 1); got {value!r}")
+            return Until(prob=value, every=every, classes_only=classes_only)
+        raise ValueError(f"until must be 'topK' with K >= 1, a rank >= 1 or a probability in (0, 1); got {value!r}")
 
     def reached(self, rank: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
         if self.rank is not None:
@@ -106,7 +129,8 @@ class Until:
         return prob >= float(self.prob)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
-        return f"top{self.rank}" if self.rank is not None else f"p>={self.prob}"
+        rule = f"top{self.rank}" if self.rank is not None else f"p>={self.prob}"
+        return rule + (FOR_CLASSES if self.classes_only else "")
 
 
 def _lam_value(lam: Any) -> float | tuple[Any, ...]:
@@ -116,7 +140,7 @@ def _lam_value(lam: Any) -> float | tuple[Any, ...]:
     if isinstance(lam, (int, float)):
         return float(lam)
     try:
-        t = torch.as_tensor(lam, dtype=torch.float64)
+        t = torch.as_tensor(lam, dtype=torch.float64, device="cpu")
     except (TypeError, ValueError, RuntimeError):
         raise ValueError(f"lam must be a number or one number per accentuation; got {lam!r}") from None
     if t.dim() == 0:
@@ -159,8 +183,12 @@ class Settings:
             see :func:`accentuate.params.register_param`).
         optimizer: ``"adam"`` or a callable ``(params, lr=...) -> Optimizer`` (recorded by repr).
         crops, crop_range, noise: paired augmentation per step (see :mod:`accentuate.augment`).
+        transforms: jitter, scale and rotation of each crop on top of them, e.g.
+            ``("jitter:8", "scale:0.9,1.1", "rotate:10")`` (see :mod:`accentuate.transforms`; default
+            none: the crops alone).
         canvas: the long side (the seed's aspect ratio kept) or ``(H, W)``.
-        seed: the random seed (``None``: drawn, then recorded, by :func:`accentuate.accentuate`).
+        seed: the random seed of the crops, noise, transforms and a noise seed's start (default 0, as
+            ``--seed``; ``None``: drawn, then recorded, by :func:`accentuate.accentuate`).
         until: least-change stopping (``"top1"``, ``"top5"``, ``"p>=0.5"``; see :class:`Until`).
         check_every: steps between ``until`` checks.
         opacity: accumulate the opacity masks.
@@ -179,8 +207,9 @@ class Settings:
     crops: int = REFERENCE_DEFAULTS["crops"]
     crop_range: tuple[float, float] = REFERENCE_DEFAULTS["crop_range"]
     noise: tuple[float, float] = (0.02, 0.02)
+    transforms: tuple[str, ...] = ()
     canvas: int | tuple[int, int] = REFERENCE_DEFAULTS["canvas"]
-    seed: int | None = None
+    seed: int | None = 0
     until: str | None = None
     check_every: int = 5
     opacity: bool = True
@@ -194,7 +223,7 @@ class Settings:
         if self.reg_layer is not None:
             set_(self, "reg_layer", regularizer(self.reg_layer))
         set_(self, "lam", _lam_value(self.lam))
-        lam_t = torch.as_tensor(self.lam, dtype=torch.float64)
+        lam_t = torch.as_tensor(self.lam, dtype=torch.float64, device="cpu")
         if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
             raise ValueError(f"lam must be a finite number >= 0; got {self.lam!r}")
         _positive_int(self.steps, "steps")
@@ -217,6 +246,9 @@ class Settings:
         if not all(math.isfinite(v) and v >= 0 for v in noise):
             raise ValueError(f"noise must be (gaussian sd, uniform width), two numbers >= 0; got {self.noise!r}")
         set_(self, "noise", noise)
+        from .transforms import parse_transforms
+
+        set_(self, "transforms", parse_transforms(self.transforms))
         canvas = self.canvas
         if isinstance(canvas, (list, tuple)):
             if len(canvas) != 2 or not all(isinstance(v, int) and v > 0 for v in canvas):
@@ -225,7 +257,8 @@ class Settings:
         elif not isinstance(canvas, int) or isinstance(canvas, bool) or canvas < 1:
             raise ValueError(f"canvas must be a positive int or (H, W); got {canvas!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise TypeError(f"the seed (generator) must be an int, a torch.Generator or None; got {self.seed!r}")
+            raise TypeError(f"seed must be an int, None (draw one) or, in accentuate(), a torch.Generator; "
+                            f"got {self.seed!r}")
         _positive_int(self.check_every, "check_every")
         if self.until is not None:
             set_(self, "until", str(Until.parse(self.until, self.check_every)))
@@ -250,7 +283,7 @@ class Settings:
             ValueError: not resolved yet (see :meth:`resolve`).
         """
         if self.reg_layer is None:
-            raise ValueError("these settings name no regularization layer yet; use Settings.resolve(model, spec, "
+            raise ValueError("these settings name no regularization layer yet; use Settings.resolve(model, base="
                              "settings) or give reg_layer=")
         return self.reg_layer  # type: ignore[return-value]
 
@@ -278,10 +311,34 @@ class Settings:
 
     def check_targets(self, objectives: Sequence[Any]) -> None:
         """Raise ``ValueError`` when ``until`` is set and a target is not a class: stopping at
-        top-1 (or a probability) can only judge class logits (``class_index`` not ``None``)."""
-        if self.until is not None and any(getattr(o, "class_index", None) is None for o in objectives):
+        top-1 (or a probability) can only judge class logits (``class_index`` not ``None``).
+        An ``until`` that applies only to classes (``"top1 for classes"``) is never an error."""
+        rule = self.until_rule
+        if rule is not None and not rule.classes_only and \
+                any(getattr(o, "class_index", None) is None for o in objectives):
             raise ValueError(f"until {self.until!r} needs class targets (logits); it cannot judge channels, "
                              "neurons or directions")
+
+    def for_targets(self, objectives: Sequence[Any]) -> Settings:
+        """The settings a run of ``objectives`` uses: an ``until`` for classes only (``"top1 for
+        classes"``, the ``preview`` preset's) becomes plain ``"top1"`` when every target is a class
+        and is dropped otherwise; any other ``until`` is checked (:meth:`check_targets`). With no
+        objectives (not known yet) the settings come back unchanged. The library and the command
+        line apply this one rule.
+
+        Example:
+            >>> from accentuate.objectives import channel, logit
+            >>> s = Settings(until="top1 for classes")
+            >>> s.for_targets([logit(3)]).until, s.for_targets([logit(3), channel("blocks.5", 2)]).until
+            ('top1', None)
+        """
+        self.check_targets(objectives)
+        rule = self.until_rule
+        if rule is None or not rule.classes_only or not objectives:
+            return self
+        if all(getattr(o, "class_index", None) is not None for o in objectives):
+            return self.replace(until=str(dataclasses.replace(rule, classes_only=False)))
+        return self.replace(until=None)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (validated like a new value)."""
@@ -292,10 +349,14 @@ class Settings:
 
     # -- records --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values; :meth:`from_dict` reads them back (a callable optimizer as its repr)."""
+        """Plain JSON values; :meth:`from_dict` reads them back (a callable optimizer as its repr).
+        ``transforms`` is left out when there are none (so the records and hashes of settings
+        without transforms are those written before the field existed)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "transforms" and not v:
+                continue
             if f.name == "reg_layer":
                 v = None if v is None else str(v)
             elif f.name == "optimizer" and not isinstance(v, str):
@@ -312,7 +373,7 @@ class Settings:
         if unknown:
             raise _unknown(unknown[0], FIELDS)
         kw = dict(d)
-        for k in ("crop_range", "noise"):
+        for k in ("crop_range", "noise", "transforms"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         if isinstance(kw.get("canvas"), list):
@@ -325,10 +386,14 @@ class Settings:
 
     # -- resolution -----------------------------------------------------------------------------
     @classmethod
-    def resolve(cls, model: nn.Module, spec: ModelSpec, base: Settings | None = None, *,
+    def resolve(cls, model: nn.Module, spec: ModelSpec | None = None, base: Settings | None = None, *,
                 seeded: bool = True, runner: ModelRunner | None = None, **overrides: Any) -> Settings:
         """Every setting for ``model``: ``overrides``, else ``base``'s, else the spec's calibrated
         defaults (:data:`SPEC_DEFAULTS`), else the reference recipe's.
+
+        ``spec``: the model's :class:`~accentuate.spec.ModelSpec`; default the one the model
+        carries (the ``runner``'s, else :func:`accentuate.spec.resolve_spec`), so
+        ``Settings.resolve(model, steps=40)`` is enough for a loaded model.
 
         The regularization layer, when neither given nor in ``base``, is the spec's, else the
         rule's (one pass of the model); ``"none"`` without seeds (``seeded=False``). The
@@ -343,6 +408,10 @@ class Settings:
         unknown = [k for k in overrides if k not in FIELDS]
         if unknown:
             raise _unknown(unknown[0], FIELDS)
+        if spec is None:
+            from .spec import resolve_spec
+
+            spec = runner.spec if runner is not None else resolve_spec(model)
         given = {k: v for k, v in overrides.items() if v is not None or k in ("seed", "until", "autocast",
                                                                              "per_pass")}
         if base is not None:

@@ -54,7 +54,26 @@ REFERENCE_DEFAULTS: dict[str, Any] = {
 
 Normalize = tuple[Sequence[float], Sequence[float]] | Callable[[torch.Tensor], torch.Tensor] | None
 
-_UNSET: Any = object()
+class _Unset:
+    """The default of a :func:`resolve_spec` keyword that was not given (``None`` is a value there:
+    ``normalize=None`` means the model takes [0, 1] input). Shown as ``UNSET`` by ``help()``."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "_UNSET"
+
+
+#: "Not given" (see :class:`_Unset`).
+_UNSET: Any = _Unset()
 
 
 @dataclass(frozen=True)
@@ -105,8 +124,7 @@ class ModelSpec:
         if callable(self.normalize):
             return self.normalize(x)
         mean, std = self.normalize
-        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        m, s = _norm_constants(mean, std, x.device, x.dtype)
         return (x - m) / s
 
     def logits(self, out: Any) -> torch.Tensor:
@@ -116,6 +134,29 @@ class ModelSpec:
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Preprocess ``x`` in [0, 1], run the model, return its logits."""
         return self.logits(model(self.preprocess(x)))
+
+
+#: ``(mean, std)`` as ``(1, C, 1, 1)`` tensors, per device and dtype (see :func:`_norm_constants`).
+_NORM_CACHE: dict[tuple[Any, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _norm_constants(mean: Any, std: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean`` and ``std`` as ``(1, C, 1, 1)`` tensors on ``device``, made once per device and dtype:
+    a copy from host memory at every model pass would make the host wait for the device each time.
+    Values that are not plain numbers (tensors) are converted at each call, as before."""
+    key: tuple[Any, ...] | None = None
+    if not isinstance(mean, torch.Tensor) and not isinstance(std, torch.Tensor):
+        try:
+            key = (tuple(float(v) for v in mean), tuple(float(v) for v in std), device, dtype)
+        except (TypeError, ValueError):
+            key = None
+    if key is not None and key in _NORM_CACHE:
+        return _NORM_CACHE[key]
+    out = (torch.as_tensor(mean, dtype=dtype, device=device).view(1, -1, 1, 1),
+           torch.as_tensor(std, dtype=dtype, device=device).view(1, -1, 1, 1))
+    if key is not None and len(_NORM_CACHE) < 64:
+        _NORM_CACHE[key] = out
+    return out
 
 
 def extract_logits(out: Any, output: str | int | Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
@@ -322,8 +363,9 @@ def resolve_spec(
 ) -> ModelSpec:
     """The spec of ``model``: its own (``model.accentuate_spec``) with overrides applied.
 
-    For a model without a spec, what the keyword arguments leave open is read from what
-    the model declares (:func:`declared`: a Hugging Face ``config``'s ``image_size`` and
+    A keyword left ``UNSET`` (or ``None`` for ``input_size``, ``output``, ``name``, ``layouts``)
+    keeps the model's own value. For a model without a spec, what the keyword arguments leave
+    open is read from what the model declares (:func:`declared`: a Hugging Face ``config``'s ``image_size`` and
     ``id2label``, a timm ``pretrained_cfg``'s ``input_size``, ``mean`` and ``std``). A
     size still missing defaults to 224 x 224 and a normalization to ImageNet mean/std,
     each with a warning saying so (pass ``normalize=None`` for a model that takes [0, 1]

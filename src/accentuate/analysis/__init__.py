@@ -19,13 +19,13 @@ Plots need matplotlib (``pip install accentuate[plot]``); image grids need only 
 
 from __future__ import annotations
 
-from ._shared import Interval, bootstrap
 from .concepts import ConceptAccentuation, Concepts, find_concepts
 from .latent import Latent, latent_features
 from .leastchange import LeastChange, least_change
 from .pathway import Pathway, augmented_views, pathway_similarity
 from .pathway_pool import PathwayStudy, pathway_study
 from .sanity import Sanity, cascade_order, cascading_randomization, randomize
+from .stats import Interval, bootstrap
 from .sweep import SensitiveRegion, Sweep, lambda_sweep, sensitive_region
 
 __all__ = [

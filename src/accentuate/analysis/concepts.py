@@ -56,24 +56,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..display import Display
-from ..hooks import OUTPUT, ModelRunner
-from ..images import SeedLike, image_files, load_image, resize
+from ..display import Display, progress_visible
+from ..hooks import OUTPUT, ModelRunner, readable_layouts
+from ..images import ImageSet, SeedLike, load_image, photo_set, resize, square_crop, square_side
 from ..layout import Layout
 from ..objectives import Direction, Objective
 from ..outputs import figures
 from ..sae import SparseAutoencoder
 from ..settings import Settings
 from ..spec import ModelSpec, resolve_spec
-from ._shared import ImageSet, analysis_settings, markdown_table, spec_of, square_crop
 from .factorize import explained_shares, nmf, nnls, semi_nmf
+from .setup import analysis_settings, analysis_spec, run_seed
+from .writing import markdown_table
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
-__all__ = ["ConceptAccentuation", "Concepts", "concept_photos", "concepts", "default_concept_layer",
+__all__ = ["ConceptAccentuation", "Concepts", "Made", "concept_layer", "concepts", "default_concept_layer",
            "find_concepts"]
 
 METHODS = ("auto", "nmf", "semi-nmf", "sae")
@@ -86,13 +87,13 @@ HEAT_FLOOR = 0.15
 
 
 # -- choosing the layer and reading the photos ---------------------------------------------------
-def default_concept_layer(model: nn.Module, spec: ModelSpec | None = None) -> str:
+def default_concept_layer(model: nn.Module, spec: ModelSpec | None = None, runner: ModelRunner | None = None) -> str:
     """The layer concepts are looked for in by default: the last of the spec's pathway layers
     with more than one spatial position (``head`` of EfficientNet-Lite0, 1280 x 7 x 7 after
     ReLU6; ``layernorm`` of DINOv2, the final normalized patch tokens), else the last such layer
     the forward pass runs."""
     spec = spec or resolve_spec(model)
-    runner = ModelRunner(model, spec)
+    runner = ModelRunner.reuse(runner, model, spec)
     rows = {r.name: r for r in runner.trace()}
     named = [n for n in spec.pathway_layers if n != OUTPUT and n in rows]
     order = named or [r.name for r in runner.trace()]
@@ -103,43 +104,67 @@ def default_concept_layer(model: nn.Module, spec: ModelSpec | None = None) -> st
     raise ValueError("the model has no layer with spatial positions to find concepts in; pass layer=")
 
 
-def concept_photos(images: ImageSet, recursive: bool = True) -> tuple[list[SeedLike], list[str]]:
-    """The photos of a set, not yet read: ``(sources, names)``.
-
-    A folder gives its image files (with ``recursive``, its subfolders' too, named by their
-    path inside it without the ending: ``fishes/clownfish``); a path, a tensor ``(3, H, W)`` or
-    ``(N, 3, H, W)``, a PIL image or a list of them give themselves.
+def concept_layer(model: nn.Module, spec: ModelSpec, runner: ModelRunner | None, layer: str | None, k: int,
+                  photos: int, *, method: str = "auto",
+                  sae: SparseAutoencoder | None = None) -> tuple[str, Layout]:
+    """The layer of a concepts request (default :func:`default_concept_layer`; for ``method="sae"``
+    with a checkpoint, the layer its ``cfg.json`` names first) and its layout, checked before any
+    photo is read: it exists, runs and has spatial positions, and ``k`` concepts fit ``photos``
+    photos of it (:func:`check_k`; an SAE's latents instead must read the layer's width).
 
     Raises:
-        ImageError: a folder without images, or a path that does not exist.
+        LayerError: a layer that is not in the model (with the closest names) or never runs.
+        ValueError: a layer without spatial positions, or a ``k`` that does not fit.
+        CheckpointError: an SAE whose width is not the layer's.
     """
+    runner = ModelRunner.reuse(runner, model, spec)
+    if method == "sae" and layer is None and sae is not None:
+        layer = sae.config.get("layer") or sae.config.get("hook_name")
+    layer = layer or default_concept_layer(model, spec, runner)
+    layout = layer_layout(runner, layer)
+    if method != "sae":
+        check_k(k, photos, layout, layer)
+    elif sae is not None and sae.d_in != layout.channels:
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"the SAE {sae.path or ''} reads {sae.d_in}-wide activations (d_in={sae.d_in}) but layer "
+                              f"{layer!r} has {layout.channels} channels; use an SAE trained on that layer")
+    return layer, layout
+
+
+def read_views(entries: Sequence[tuple[SeedLike, bool, str]], side: int, input_size: tuple[int, int],
+               progress: bool = False) -> tuple[torch.Tensor, list[int], list[dict[str, str]]]:
+    """The model's view of each photo of a set (:func:`accentuate.images.photo_set`): centre-cropped
+    to the square canvas ``side``, then resized to ``input_size`` (the engine's view of that canvas);
+    read one at a time, only the small views kept. A photo found in a folder that cannot be read is
+    skipped with a warning (one odd file must not stop a run over a folder).
+
+    Returns:
+        ``(views (N, 3, h, w), the indices of ``entries`` read, the skipped ones as {path, error})``.
+
+    Raises:
+        ImageError: a photo given by itself cannot be read, or none can.
+    """
+    import warnings
+
     from ..errors import ImageError
 
-    items: list[Any] = [images] if isinstance(images, (str, os.PathLike, torch.Tensor)) or \
-        not isinstance(images, Sequence) else list(images)
-    sources: list[SeedLike] = []
-    names: list[str] = []
-    for k, item in enumerate(items):
-        if isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            if path.is_dir():
-                files = image_files(path, recursive=recursive)
-                sources += [str(f) for f in files]
-                names += [f.relative_to(path).with_suffix("").as_posix() for f in files]
-            elif path.exists():
-                sources.append(str(path))
-                names.append(path.stem)
-            else:
-                raise ImageError(f"images: no such file or folder {str(path)!r}")
-        elif isinstance(item, torch.Tensor) and item.dim() == 4:
-            sources += list(item)
-            names += [f"images[{len(names) + j}]" for j in range(item.shape[0])]
-        else:
-            sources.append(item)
-            names.append(f"images[{k}]")
-    if not sources:
-        raise ImageError("images: no images given")
-    return sources, names
+    views, kept, skipped = [], [], []
+    first: ImageError | None = None
+    for k, (src, in_folder, _) in enumerate(_bar(entries, progress, "photos")):
+        try:
+            views.append(resize(canvas_seed(src, side), input_size))
+        except ImageError as e:
+            if not in_folder:
+                raise
+            first = first or e
+            warnings.warn(f"skipped {str(src)!r}: {e}", stacklevel=2)
+            skipped.append({"path": str(src), "error": str(e)})
+            continue
+        kept.append(k)
+    if not views:
+        raise first or ImageError("no photos given")
+    return torch.stack(views), kept, skipped
 
 
 def canvas_seed(source: SeedLike, side: int) -> torch.Tensor:
@@ -151,6 +176,22 @@ def canvas_seed(source: SeedLike, side: int) -> torch.Tensor:
 
 
 # -- the result ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Made:
+    """An accentuation of a concept as it was made: the concept, the photo's index, ``"top"`` or
+    ``"weak"``, the seed and the accentuated image ``(3, S, S)``, the engine's objective before and
+    after, and the pair's file stem in an output folder (command line)."""
+
+    concept: int
+    image: int
+    kind: str
+    seed: torch.Tensor
+    accentuated: torch.Tensor
+    value_before: float | None = None
+    value_after: float | None = None
+    pair: str | None = None
+
+
 @dataclass
 class ConceptAccentuation:
     """One concept accentuated on one photo.
@@ -284,7 +325,7 @@ class Concepts(Display):
         if self.target == "direction":
             return w.float()
         gram = w @ w.T
-        return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype), w).float()
+        return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype, device=w.device), w).float()
 
     def label(self, i: int) -> str:
         """How figures and tables name concept ``i``."""
@@ -300,7 +341,7 @@ class Concepts(Display):
         return obj
 
     def measure(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None = None,
-                batch: int = 16) -> torch.Tensor:
+                batch: int = 16, runner: ModelRunner | None = None) -> torch.Tensor:
         """Every concept's coefficient at every position of new images, ``W`` fixed.
 
         Args:
@@ -310,23 +351,32 @@ class Concepts(Display):
         Returns:
             ``(M, k, gh, gw)``; its mean over the last two axes is each image's coefficient.
         """
-        spec = spec or resolve_spec(model)
+        spec = spec or (runner.spec if runner is not None else resolve_spec(model))
         views = resize(images.float(), spec.input_size)
-        acts = _positions(model, spec, views, self.layer, self.layout, batch)  # (M, P, C)
+        acts = _positions(ModelRunner.reuse(runner, model, spec), views, self.layer, self.layout, batch)  # (M, P, C)
         m, p, c = acts.shape
         u = nnls(acts.reshape(m * p, c).double(), self.vectors, l1=self.l1)
         return u.reshape(m, *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
 
-    def measure_accentuations(self, model: nn.Module, items: Sequence[tuple[int, int, str]], seeds: torch.Tensor,
-                              accentuated: torch.Tensor, spec: ModelSpec | None = None,
-                              batch: int = 16) -> list[ConceptAccentuation]:
-        """One :class:`ConceptAccentuation` per ``(concept, photo, kind)`` of ``items``: every concept's
-        coefficient measured on its seed and on its accentuation (``(M, 3, H, W)`` each, in [0, 1])."""
-        before = self.measure(model, seeds, spec, batch)
-        after = self.measure(model, accentuated, spec, batch)
-        return [ConceptAccentuation(concept=i, image=j, kind=kind, before=before[r].mean(dim=(1, 2)),
-                                    after=after[r].mean(dim=(1, 2)), seed=seeds[r], accentuated=accentuated[r],
-                                    heat_after=after[r, i]) for r, (i, j, kind) in enumerate(items)]
+    def add_accentuations(self, model: nn.Module, made: Sequence[Made], batch: int = 16,
+                          runner: ModelRunner | None = None) -> None:
+        """Measure every concept's coefficient on the seed and on the accentuation of each of ``made``
+        (two batched passes), and keep them as :attr:`accentuations` (concept by concept, top photos
+        first): what :func:`concepts` and ``accentuate concepts`` (on the written pictures) both do."""
+        t = time.perf_counter()
+        if made:
+            seeds = torch.stack([m.seed for m in made])
+            accents = torch.stack([m.accentuated for m in made])
+            before = self.measure(model, seeds, batch=batch, runner=runner)
+            after = self.measure(model, accents, batch=batch, runner=runner)
+            for r, m in enumerate(made):
+                self.accentuations.append(ConceptAccentuation(
+                    concept=m.concept, image=m.image, kind=m.kind, before=before[r].mean(dim=(1, 2)),
+                    after=after[r].mean(dim=(1, 2)), seed=m.seed, accentuated=m.accentuated,
+                    heat_after=after[r, m.concept], value_before=m.value_before, value_after=m.value_after,
+                    pair=m.pair))
+        self.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
+        self.timings["measure_s"] = self.timings.get("measure_s", 0.0) + time.perf_counter() - t
 
     # -- choosing photos and patches -------------------------------------------------------------
     def top_images(self, i: int, n: int = 6) -> list[int]:
@@ -546,7 +596,7 @@ class Concepts(Display):
 
     def _grid(self) -> Grid:
         """The notebook view: per concept its top photos through its heat map, and the table."""
-        from ..grid import Cell, Grid, num
+        from ..outputs.grid import Cell, Grid, num
 
         top = 6
         rows = []
@@ -618,33 +668,38 @@ class LatentConcepts(Concepts):
         w = sae.W_dec if sae.W_dec is not None else sae.W_enc.T
         return torch.nn.functional.normalize(w[self.units].float(), dim=1)
 
-    def _codes(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None, batch: int) -> torch.Tensor:
-        spec = spec or resolve_spec(model)
+    def _codes(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None, batch: int,
+               runner: ModelRunner | None = None) -> torch.Tensor:
+        spec = spec or (runner.spec if runner is not None else resolve_spec(model))
         views = resize(images.float(), spec.input_size)
-        acts = _positions(model, spec, views, self.layer, self.layout, batch)  # (M, P, C)
+        acts = _positions(ModelRunner.reuse(runner, model, spec), views, self.layer, self.layout, batch)  # (M, P, C)
         with torch.no_grad():
             return self._sae().encode(acts.float())  # (M, P, d_sae)
 
     def measure(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None = None,
-                batch: int = 16) -> torch.Tensor:
+                batch: int = 16, runner: ModelRunner | None = None) -> torch.Tensor:
         """The shown latents' codes at every position of new images, ``(M, k, gh, gw)``."""
-        z = self._codes(model, images, spec, batch)[..., self.units]
+        z = self._codes(model, images, spec, batch, runner)[..., self.units]
         return z.reshape(z.shape[0], *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
 
-    def measure_accentuations(self, model: nn.Module, items: Sequence[tuple[int, int, str]], seeds: torch.Tensor,
-                              accentuated: torch.Tensor, spec: ModelSpec | None = None,
-                              batch: int = 16) -> list[ConceptAccentuation]:
-        """As :meth:`Concepts.measure_accentuations`, with every latent's mean code before and after."""
-        zb, za = self._codes(model, seeds, spec, batch), self._codes(model, accentuated, spec, batch)
-        grid = self.layout.grid
-        out = []
-        for r, (i, j, kind) in enumerate(items):
-            b, a = zb[r][:, self.units], za[r][:, self.units]
-            out.append(ConceptAccentuation(
-                concept=i, image=j, kind=kind, before=b.mean(dim=0), after=a.mean(dim=0), seed=seeds[r],
-                accentuated=accentuated[r], heat_after=a[:, i].reshape(grid), unit=self.units[i],
-                all_before=zb[r].mean(dim=0), all_after=za[r].mean(dim=0)))
-        return out
+    def add_accentuations(self, model: nn.Module, made: Sequence[Made], batch: int = 16,
+                          runner: ModelRunner | None = None) -> None:
+        """As :meth:`Concepts.add_accentuations`, with every latent's mean code before and after
+        (``all_before``, ``all_after``), so that the largest other rise is over all the SAE's latents."""
+        t = time.perf_counter()
+        if made:
+            zb = self._codes(model, torch.stack([m.seed for m in made]), None, batch, runner)
+            za = self._codes(model, torch.stack([m.accentuated for m in made]), None, batch, runner)
+            grid = self.layout.grid
+            for r, m in enumerate(made):
+                b, a = zb[r][:, self.units], za[r][:, self.units]
+                self.accentuations.append(ConceptAccentuation(
+                    concept=m.concept, image=m.image, kind=m.kind, before=b.mean(dim=0), after=a.mean(dim=0),
+                    seed=m.seed, accentuated=m.accentuated, heat_after=a[:, m.concept].reshape(grid),
+                    value_before=m.value_before, value_after=m.value_after, pair=m.pair, unit=self.units[m.concept],
+                    all_before=zb[r].mean(dim=0), all_after=za[r].mean(dim=0)))
+        self.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
+        self.timings["measure_s"] = self.timings.get("measure_s", 0.0) + time.perf_counter() - t
 
     def target_text(self, i: int) -> str | None:
         """The command line's target for the latent shown as concept ``i`` (``None`` without a checkpoint)."""
@@ -781,6 +836,7 @@ def find_latents(
     min_photos: int = 3,
     max_active: float = 0.2,
     progress: bool = False,
+    runner: ModelRunner | None = None,
 ) -> LatentConcepts:
     """An SAE's latents over every position of ``views``, as concepts (see :class:`LatentConcepts`).
 
@@ -795,25 +851,19 @@ def find_latents(
             :func:`default_concept_layer`.
         min_photos, max_active: a latent picked by count is active in at least this many photos, and at
             most at this share of the positions (when enough are; :func:`select_latents`).
+        runner: the model's :class:`~accentuate.hooks.ModelRunner` to reuse (what it traced).
     """
     from ..sae import load_sae
     from .dictionary import sae_quality
 
-    spec = spec or resolve_spec(model)
+    spec = spec or (runner.spec if runner is not None else resolve_spec(model))
+    runner = ModelRunner.reuse(runner, model, spec)
     if isinstance(sae, (str, os.PathLike)):
         sae = load_sae(sae)
-    if layer is None and sae is not None:
-        layer = sae.config.get("layer")
-    layer = layer or default_concept_layer(model, spec)
-    layout = layer_layout(model, spec, layer)
-    if sae is not None and sae.d_in != layout.channels:
-        from ..errors import CheckpointError
-
-        raise CheckpointError(f"the SAE {sae.path or ''} reads {sae.d_in}-wide activations (d_in={sae.d_in}) but layer "
-                              f"{layer!r} has {layout.channels} channels; use an SAE trained on that layer")
     n = views.shape[0]
+    layer, layout = concept_layer(model, spec, runner, layer, 1, n, sae=sae, method="sae")
     t0 = time.perf_counter()
-    acts = _positions(model, spec, views, layer, layout, batch, progress)  # (N, P, C)
+    acts = _positions(runner, views, layer, layout, batch, progress)  # (N, P, C)
     t1 = time.perf_counter()
     training = None
     if sae is None:
@@ -897,10 +947,9 @@ def _steps_bar(progress: bool, desc: str, total: int) -> Callable[[int, float], 
 
 
 # -- finding the concepts ------------------------------------------------------------------------
-def _positions(model: nn.Module, spec: ModelSpec, views: torch.Tensor, layer: str, layout: Layout,
+def _positions(runner: ModelRunner, views: torch.Tensor, layer: str, layout: Layout,
                batch: int, progress: bool = False) -> torch.Tensor:
     """``(N, P, C)`` the layer's channel vector at every spatial position of each view."""
-    runner = ModelRunner(model, spec)
     parts = []
     for start in _bar(range(0, views.shape[0], batch), progress, "activations",
                       total=-(-views.shape[0] // batch)):
@@ -922,10 +971,10 @@ def check_k(k: int, photos: int, layout: Layout, layer: str) -> None:
                          f"{layout.channels}")
 
 
-def layer_layout(model: nn.Module, spec: ModelSpec, layer: str) -> Layout:
-    """The layout of ``layer``, checked to have spatial positions (a wrong name is a
+def layer_layout(runner: ModelRunner, layer: str) -> Layout:
+    """The layout of ``layer``, checked to run and to have spatial positions (a wrong name is a
     :class:`~accentuate.errors.LayerError` naming the closest ones)."""
-    lay = ModelRunner(model, spec).layouts([layer])[layer]
+    lay = readable_layouts(runner, [layer])[layer]
     if not lay.spatial:
         raise ValueError(f"layer {layer!r} has no spatial positions (its layout is {lay}); concepts need "
                          "a conv map or patch tokens: pick another layer (`accentuate layers` lists them)")
@@ -952,6 +1001,7 @@ def find_concepts(
     train: dict[str, Any] | None = None,
     sae_out: str | os.PathLike | None = None,
     max_active: float = 0.2,
+    runner: ModelRunner | None = None,
 ) -> Concepts:
     """Factorize ``layer``'s activations over every position of ``views`` into ``k`` concepts
     (``method="sae"``: show ``k`` latents of a sparse autoencoder instead, :func:`find_latents`).
@@ -969,6 +1019,7 @@ def find_concepts(
             (``None``: train one with ``train``'s settings, written to ``sae_out``), how many latents
             to show (default ``k``) or which, and the largest share of positions a latent picked by
             count may be active at.
+        runner: the model's :class:`~accentuate.hooks.ModelRunner` to reuse (what it traced).
 
     Returns:
         :class:`Concepts` (:class:`LatentConcepts` for ``"sae"``) without accentuations.
@@ -978,18 +1029,17 @@ def find_concepts(
     if method == "sae":
         return find_latents(model, views, sae, k if latents is None else latents, layer, names=names,
                             sources=sources, canvas=canvas, batch=batch, spec=spec, train=train, sae_out=sae_out,
-                            max_active=max_active, progress=progress)
+                            max_active=max_active, progress=progress, runner=runner)
     if sae is not None or latents is not None:
         raise ValueError(f"sae= and latents= are for method='sae'; method is {method!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
-    spec = spec or resolve_spec(model)
-    layer = layer or default_concept_layer(model, spec)
-    layout = layer_layout(model, spec, layer)
+    spec = spec or (runner.spec if runner is not None else resolve_spec(model))
+    runner = ModelRunner.reuse(runner, model, spec)
     n = views.shape[0]
-    check_k(k, n, layout, layer)
+    layer, layout = concept_layer(model, spec, runner, layer, k, n)
     t0 = time.perf_counter()
-    acts = _positions(model, spec, views, layer, layout, batch, progress)  # (N, P, C)
+    acts = _positions(runner, views, layer, layout, batch, progress)  # (N, P, C)
     t1 = time.perf_counter()
     a = acts.reshape(-1, acts.shape[-1]).double()
     negative = float(a.min()) < 0
@@ -1024,13 +1074,6 @@ def find_concepts(
     )
 
 
-def load_views(sources: Sequence[SeedLike], canvas: int, input_size: tuple[int, int],
-               progress: bool = False) -> torch.Tensor:
-    """``(N, 3, h, w)``: each photo centre-cropped to the square canvas, then resized to the model's
-    input (the engine's view of that canvas); read one at a time (only the small views are kept)."""
-    return torch.stack([resize(canvas_seed(s, canvas), input_size) for s in _bar(sources, progress, "photos")])
-
-
 def concepts(
     model: nn.Module,
     images: ImageSet,
@@ -1044,8 +1087,8 @@ def concepts(
     canvas: int | None = None,
     iterations: int = 300,
     batch: int = 16,
-    generator: int = 0,
-    progress: bool = False,
+    seed: int | None = 0,
+    progress: bool | None = None,
     settings: Settings | None = None,
     sae: SparseAutoencoder | str | os.PathLike | None = None,
     latents: int | Sequence[int] | None = None,
@@ -1073,9 +1116,10 @@ def concepts(
         canvas: the square canvas' side (default: the model's calibrated canvas).
         iterations: at most this many steps of the factorization.
         batch: photos per forward pass when reading activations.
-        generator: int seed of the accentuations (concept ``i`` uses ``generator + i``) and of the
-            draw of weak photos.
-        progress: progress bars on stderr.
+        seed: the int seed of the accentuations (concept ``i`` uses ``seed + i``) and of the
+            draw of weak photos (as :func:`accentuate.accentuate`'s, default 0).
+        progress: progress bars (default: where one can be seen, see
+            :func:`accentuate.display.progress_visible`).
         settings: the :class:`~accentuate.settings.Settings` the accentuations run from (default: the
             model's), resolved once; settings among the keywords override it.
 
@@ -1085,47 +1129,56 @@ def concepts(
     Shape:
         ``Concepts.heat`` is ``(N, k, gh, gw)``; each accentuation's ``before``/``after`` ``(k,)``.
     """
-    spec = spec_of(model, accentuate_kwargs)
+    seed = run_seed(seed, accentuate_kwargs, "concepts")
+    if progress is None:
+        progress = progress_visible()
+    spec = analysis_spec(model, accentuate_kwargs)
+    runner = ModelRunner.reuse(accentuate_kwargs.get("runner"), model, spec)
+    accentuate_kwargs["runner"] = runner
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    side = int(canvas if canvas is not None else spec.setting("canvas"))
-    if side < max(spec.input_size):
-        raise ValueError(f"canvas {side} is smaller than the model input {spec.input_size}; use >= "
-                         f"{max(spec.input_size)}")
+    side = square_side(spec, canvas, "concepts")
     for name, v in (("top", top), ("weak", weak)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
-    sources, names = concept_photos(images)
+    entries = photo_set(images)
+    if method == "sae" and isinstance(sae, (str, os.PathLike)):
+        from ..sae import load_sae
+
+        sae = load_sae(sae)
+    layer, _ = concept_layer(model, spec, runner, layer, k, len(entries), method=method,
+                             sae=sae if isinstance(sae, SparseAutoencoder) else None)
     t0 = time.perf_counter()
-    views = load_views(sources, side, spec.input_size, progress)
+    views, kept, _ = read_views(entries, side, spec.input_size, progress)
     read_s = time.perf_counter() - t0
-    con = find_concepts(model, views, k, layer, names=names, sources=sources, canvas=side, method=method,
-                        target=target, iterations=iterations, batch=batch, spec=spec, progress=progress, sae=sae,
+    con = find_concepts(model, views, k, layer, names=[entries[i][2] for i in kept],
+                        sources=[entries[i][0] for i in kept], canvas=side, method=method, target=target,
+                        iterations=iterations, batch=batch, spec=spec, progress=progress, runner=runner, sae=sae,
                         latents=latents, train=train, sae_out=sae_out)
     con.timings = {"read_s": read_s, **con.timings}
     t1 = time.perf_counter()
-    _accentuate_all(con, model, spec, settings, top, weak, generator, batch, progress, accentuate_kwargs)
+    _accentuate_all(con, model, settings, top, weak, seed, batch, progress, accentuate_kwargs)
     con.timings["accentuation_s"] = time.perf_counter() - t1
-    con.config.update({"top": top, "weak": weak, "generator": generator})
+    con.config.update({"top": top, "weak": weak, "generator": seed})
     return con
 
 
-def _accentuate_all(con: Concepts, model: nn.Module, spec: ModelSpec, settings: Settings, top: int, weak: int,
-                    generator: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
-    """Accentuate each concept on its chosen photos (one batched engine call per concept, generator
-    ``generator + i``) and append the :class:`ConceptAccentuation` of each to ``con``."""
+def _accentuate_all(con: Concepts, model: nn.Module, settings: Settings, top: int, weak: int,
+                    seed: int, batch: int, progress: bool, kwargs: dict[str, Any]) -> None:
+    """Accentuate each concept on its chosen photos (one batched engine call per concept, seed
+    ``seed + i``; the concepts' bar shows the progress) and add them to ``con``
+    (:meth:`Concepts.add_accentuations`)."""
     from ..engine import accentuate
 
     side = con.canvas
+    made: list[Made] = []
     for i in _bar(range(con.k), progress and bool(top + weak), "concepts"):
-        chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=generator) if c == i]
+        chosen = [(j, kind) for j, c, kind in con.pairs(top, weak, seed=seed) if c == i]
         if not chosen:
             continue
         seeds = torch.stack([canvas_seed(con.sources[j], side) for j, _ in chosen])
-        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), generator=generator + i,
-                         **kwargs)
-        made = con.measure_accentuations(model, [(i, j, kind) for j, kind in chosen], seeds, res.images[:, 0], spec,
-                                         batch)
-        for r, a in enumerate(made):
-            a.value_before, a.value_after = float(res.before["value"][r, 0]), float(res.after["value"][r, 0])
-        con.accentuations += made
+        res = accentuate(model, seeds, con.objective(i), settings, canvas=(side, side), seed=seed + i,
+                         progress=False, **kwargs)
+        made += [Made(i, j, kind, seeds[r], res.images[r, 0], float(res.before["value"][r, 0]),
+                      float(res.after["value"][r, 0])) for r, (j, kind) in enumerate(chosen)]
         con.config.setdefault("accentuation", res.config.to_dict())
+    con.add_accentuations(model, made, batch=batch, runner=kwargs["runner"])

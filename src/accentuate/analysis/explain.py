@@ -18,19 +18,20 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..errors import ClassNameError
+from ..errors import ClassNameError, TargetError
 from ..hooks import OUTPUT, ModelRunner
 from ..images import SeedLike, prepare_seeds, resize
 from ..labels import find_class
+from ..objectives import as_objective
 from ..result import Result
 from ..settings import Settings
 from ..spec import ModelSpec
-from ._shared import analysis_settings, spec_of
+from .setup import analysis_settings, analysis_spec, run_seed
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
-__all__ = ["Explanation", "choose_classes", "explain"]
+__all__ = ["Explanation", "choose_classes", "class_probabilities", "explain"]
 
 
 @dataclass
@@ -87,8 +88,8 @@ class Explanation(Display):
         return text
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import Cell, Grid, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import Cell, Grid, num, overlay, picture
 
         res = self.result
         cells = [Cell(picture(res.seeds[0]) if res.seeds is not None else None, ["seed"])]
@@ -107,8 +108,10 @@ class Explanation(Display):
                     table)
 
 
-def _probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec,
-                   runner: ModelRunner | None = None) -> torch.Tensor:
+def class_probabilities(model: nn.Module, seed: torch.Tensor, spec: ModelSpec,
+                        runner: ModelRunner | None = None) -> torch.Tensor:
+    """``(C,)`` the model's class probabilities on ``seed`` ``(1, 3, H, W)`` or ``(3, H, W)`` (the whole
+    canvas resized to the model's input, as the engine evaluates it)."""
     logits = ModelRunner.reuse(runner, model, spec).activations(resize(seed, spec.input_size), [OUTPUT])[OUTPUT]
     if logits.dim() != 2:
         raise ValueError(f"the model's output has shape {tuple(logits.shape)}; explain needs (1, classes)")
@@ -186,11 +189,12 @@ def explain(
         image: one seed: a path, PIL image or ``(3, H, W)`` tensor in [0, 1].
         top: how many of the most likely classes.
         bottom: how many of the least likely classes.
-        label: the image's true class (index or name); added when not in the top.
+        label: the image's true class (index, name, or a target string naming a class, read as
+            :func:`accentuate.parse_target` reads it); added when not in the top.
         settings: the :class:`~accentuate.settings.Settings` to run with (default: the
             model's); settings among ``accentuate_kwargs`` override it.
         **accentuate_kwargs: passed to :func:`accentuate.accentuate` (``steps``,
-            ``lam``, ``canvas``, ``generator``, ``snapshots``, ``progress``, ``runner`` ...).
+            ``lam``, ``canvas``, ``seed``, ``snapshots``, ``progress``, ``runner`` ...).
 
     Returns:
         An :class:`Explanation`; ``alpha`` is normalized over all K masks together.
@@ -202,12 +206,20 @@ def explain(
         >>> ex.names, ex.result.after["rank"]                           # doctest: +SKIP
     """
     kw = dict(accentuate_kwargs)
-    spec = spec_of(model, kw)
+    if "generator" in kw:
+        kw["seed"] = run_seed(None, kw, "explain")
+    spec = analysis_spec(model, kw)
     settings = analysis_settings(model, spec, settings, kw)
     seed = prepare_seeds(image, settings.canvas)
     if seed.shape[0] != 1:
         raise ValueError(f"explain takes one image; got {seed.shape[0]}")
-    probs = _probabilities(model, seed, spec, kw.get("runner"))
+    if label is not None:  # read as a target is (acc.parse_target): a class name or index
+        true = as_objective(label, model, spec, runner=kw.get("runner"))
+        if true.class_index is None:
+            raise TargetError(f"label {label!r} is not a class; explain's label is the image's true class "
+                              "(a class name or index)")
+        label = true.class_index
+    probs = class_probabilities(model, seed, spec, kw.get("runner"))
     classes, reasons = choose_classes(probs, top, bottom, label, spec.labels)
     res = accentuate(model, seed, classes, settings, **kw)
     names = [spec.labels[c] if spec.labels is not None and c < len(spec.labels) else None for c in classes]

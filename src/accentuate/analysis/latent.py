@@ -25,22 +25,16 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
+from ..images import ImageSet, load_image_set, square_crop, square_side
 from ..objectives import Objective, as_objective
 from ..opacity import to_alpha
 from ..outputs.figures import labelled_grid, over_white, stack_with_title, to_pil
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    save_analysis,
-    spec_of,
-    square_crop,
-)
+from .setup import analysis_settings, analysis_spec, run_seed
+from .writing import markdown_table, save_analysis
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["Latent", "latent_features"]
 
@@ -111,8 +105,8 @@ class Latent(Display):
                              {"latent.png": lambda: self.grid(columns=columns)})
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, overlay, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, clip_count, num, overlay, picture
 
         order = self.order.tolist()
         cm, note = clip_count(len(order), MAX_COLS * 2, "images")
@@ -134,8 +128,8 @@ def latent_features(
     *,
     canvas: int | None = None,
     batch: int = 8,
-    generator: int = 0,
-    progress: bool | Callable[[int, int], None] = False,
+    seed: int | None = 0,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Latent:
@@ -146,13 +140,14 @@ def latent_features(
         seeds: a folder of images, a list of paths/PIL images/tensors, or a tensor
             ``(N, 3, H, W)`` in [0, 1].
         target: a neuron, channel or direction (``acc.neuron(...)``, ``acc.channel(...)``,
-            ``acc.direction(...)``), or a class.
+            ``acc.direction(...)``), a class, or a target string (``"blocks.10:7"``, ``"goldfish"``;
+            see :func:`accentuate.parse_target`).
         canvas: side of the square canvas every seed is centre-cropped and resized to
             (default: the model's calibrated canvas).
         batch: seeds per :func:`accentuate.accentuate` call.
-        generator: int seed; batch ``b`` uses ``generator + b`` (results do not depend
-            on which other seeds share the batch, only on the batch's crops).
-        progress: passed to each call.
+        seed: the int seed (as :func:`accentuate.accentuate`'s); batch ``b`` uses ``seed + b``
+            (results do not depend on which other seeds share the batch, only on the batch's crops).
+        progress: passed to each call (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``lam``, ...).
@@ -174,20 +169,17 @@ def latent_features(
         raise TypeError("latent_features takes one target and one set of seeds")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer; got {batch!r}")
-    spec = spec_of(model, accentuate_kwargs)
+    seed = run_seed(seed, accentuate_kwargs, "latent_features")
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    objective = as_objective(target).resolve(spec.labels)
+    objective = as_objective(target, model, spec, runner=accentuate_kwargs.get("runner"))
     images, names = load_image_set(seeds, "seeds")
-    side = int(canvas if canvas is not None else spec.setting("canvas"))
-    if side < max(spec.input_size):
-        raise ValueError(
-            f"canvas {side} is smaller than the model input {spec.input_size}; use >= {max(spec.input_size)}"
-        )
+    side = square_side(spec, canvas, "latent features")
     square = torch.stack([square_crop(t, side) for t in images])
     outs = []
     for b, start in enumerate(range(0, square.shape[0], batch)):
         outs.append(accentuate(model, square[start : start + batch], objective, settings, canvas=(side, side),
-                               generator=generator + b, progress=progress, **accentuate_kwargs))
+                               seed=seed + b, progress=progress, **accentuate_kwargs))
     res_images = torch.cat([r.images[:, 0] for r in outs])
     masks = torch.cat([r.masks[:, 0] for r in outs])
     before = torch.cat([r.before["value"][:, 0] for r in outs])

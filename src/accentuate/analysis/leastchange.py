@@ -26,10 +26,10 @@ from ..metrics import ssim
 from ..objectives import Objective
 from ..result import Result
 from ..settings import Settings, Until
-from ._shared import analysis_settings, spec_of
+from .setup import analysis_settings, analysis_spec, run_seed
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["LeastChange", "least_change"]
 
@@ -70,8 +70,8 @@ class LeastChange(Display):
         ]
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, MAX_ROWS, Cell, Grid, clip_count, num, picture
 
         n, m = self.reached.shape
         rn, note_r = clip_count(n, MAX_ROWS, "seeds")
@@ -119,7 +119,8 @@ def least_change(
         rounds: number of batched runs (1 = least-change stopping at ``lam`` only).
         settings: the :class:`~accentuate.settings.Settings` every round runs from (default:
             the model's), resolved once; settings among ``kwargs`` override it.
-        **kwargs: passed to :func:`accentuate.accentuate` (``steps``, ``generator``, ...).
+        **kwargs: passed to :func:`accentuate.accentuate` (``steps``, ``seed``, ``progress``, ...); the
+            seed (default 0, as everywhere) is the same in every round, so that rounds compare.
 
     Returns:
         A :class:`LeastChange`.
@@ -129,10 +130,9 @@ def least_change(
     lo_lim, hi_lim = lam_range
     if not (0 < lo_lim < hi_lim):
         raise ValueError(f"lam_range must satisfy 0 < low < high; got {lam_range}")
-    if "generator" not in kwargs or kwargs["generator"] is None:
-        kwargs["generator"] = 0  # every round must see the same crops to be comparable
+    kwargs["seed"] = run_seed(kwargs.pop("seed", 0), kwargs, "least_change")  # one seed for every round
     kwargs.setdefault("opacity", False)  # only images are kept: one backward per step
-    spec = spec_of(model, kwargs)
+    spec = analysis_spec(model, kwargs)
     settings = analysis_settings(model, spec, settings, kwargs)
     current: torch.Tensor | None = None
     best: dict[str, torch.Tensor] = {}

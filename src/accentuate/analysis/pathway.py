@@ -52,32 +52,20 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..hooks import OUTPUT, check_layers
+from ..hooks import OUTPUT, ModelRunner, check_layers
+from ..images import ImageSet, load_image_set, model_view
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..outputs.io import output_folder
 from ..result import Result
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    Interval,
-    analysis_settings,
-    bootstrap,
-    layer_activations,
-    layouts_of,
-    load_image_set,
-    markdown_table,
-    model_view,
-    pair_means,
-    pearson,
-    require_matplotlib,
-    save_figure,
-    spec_of,
-    units,
-)
+from .activations import layer_activations, layouts_of, units
+from .setup import analysis_settings, analysis_spec, run_seed
+from .stats import Interval, bootstrap, pair_means, pearson
+from .writing import markdown_table, require_matplotlib, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["KINDS", "SEED_KINDS", "Pathway", "augmented_views", "pathway_similarity"]
 
@@ -312,9 +300,9 @@ class Pathway(Display):
         return written
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, picture
-        from ..report.plots import pathway_columns, pathway_plots
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, picture
+        from ..outputs.plots import pathway_columns, pathway_plots
 
         doc = {"target": self.target, "rows": self.rows(), "pairs": self.pairs,
                "sd": {k: {"pooled": self.pooled_sd[k].tolist(), "unpooled": self.unpooled_sd[k].tolist()} for k in self.kinds}}
@@ -400,9 +388,9 @@ def pathway_similarity(
     feature_vis: Result | ImageSet | int | None = 1,
     extra: Mapping[str, ImageSet] | None = None,
     layers: Sequence[str] | None = None,
-    generator: int = 0,
+    seed: int | None = 0,
     batch: int = 16,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Pathway:
@@ -410,9 +398,9 @@ def pathway_similarity(
 
     Args:
         model: the model (not modified).
-        target: the class (index, name or logit objective) whose pathway is studied, or
-            any other objective with natural images that show it: for a model without
-            classes, ``acc.like(None, photo, model)`` with views of ``photo``
+        target: the class (index, name, a target string such as ``"goldfish"``, or logit
+            objective) whose pathway is studied, or any other objective with natural images that show it: for a model without
+            classes, ``acc.like(photo, model)`` with views of ``photo``
             (:func:`augmented_views`) as ``class_images``.
         class_images: natural images of the target class (of the feature): a folder,
             paths, PIL images or tensors in [0, 1]; at least 2 for the natural-vs-natural
@@ -423,7 +411,7 @@ def pathway_similarity(
         accentuations: accentuations made beforehand (a ``Result`` of one target, or
             images); by default they are made here from ``seeds``.
         lam0: also compare the seeds accentuated without the regularizer (the ``lam0``
-            kind): ``True`` makes them here (the same settings and generator with
+            kind): ``True`` makes them here (the same settings and seed with
             ``lam=0``), or pass ready-made ones (a ``Result`` of one target, or images, one
             per seed); ``False`` (the default) leaves the kind out.
         feature_vis: how many noise-seeded feature visualizations of the target to make
@@ -433,10 +421,10 @@ def pathway_similarity(
         extra: more kinds to compare, ``{name: images}`` (for example other classes).
         layers: layers to compare, in depth order; default the spec's
             ``pathway_layers``, else the model's top-level units and the logits.
-        generator: int seed of the accentuations; feature visualization ``i`` uses
-            ``generator + 1 + i``.
+        seed: the int seed of the accentuations; feature visualization ``i`` uses
+            ``seed + 1 + i``.
         batch: images per forward pass when reading activations.
-        progress: passed to :func:`accentuate.accentuate`.
+        progress: passed to :func:`accentuate.accentuate` (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: settings of the accentuations (``steps``, ``crops``,
@@ -457,8 +445,10 @@ def pathway_similarity(
     """
     # One piece: it reads top to bottom as the measurement (inputs checked, each kind made, every
     # layer compared, the record); the optimization and the comparison are already helpers.
-    spec = spec_of(model, accentuate_kwargs)
-    objective = as_objective(target).resolve(spec.labels)
+    seed = run_seed(seed, accentuate_kwargs, "pathway_similarity")
+    spec = analysis_spec(model, accentuate_kwargs)
+    runner = accentuate_kwargs["runner"] = ModelRunner.reuse(accentuate_kwargs.get("runner"), model, spec)
+    objective = as_objective(target, model, spec, runner=runner)
     naturals, _ = load_image_set(class_images, "class_images")
     if isinstance(feature_vis, bool) or (isinstance(feature_vis, int) and feature_vis < 0):
         raise ValueError(f"feature_vis must be a count >= 0, a Result or images; got {feature_vis!r}")
@@ -467,14 +457,14 @@ def pathway_similarity(
     # which lets each step take one backward pass).
     accentuate_kwargs.setdefault("opacity", False)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    config: dict[str, Any] = {"target": repr(objective), "generator": generator,
+    config: dict[str, Any] = {"target": repr(objective), "generator": seed,
                               "accentuate": settings.to_dict()}
     if accentuations is None or lam0 is True:
         if seeds is None and not isinstance(accentuations, Result):
             raise ValueError("give seeds to accentuate, or ready-made accentuations=")
     if accentuations is None:
         assert seeds is not None
-        res = accentuate(model, seeds, objective, settings, generator=generator, progress=progress,
+        res = accentuate(model, seeds, objective, settings, seed=seed, progress=progress,
                          **accentuate_kwargs)
         acc_images = [t for t in res.images[:, 0]]
         seed_images = [t for t in res.seeds] if res.seeds is not None else []
@@ -497,7 +487,7 @@ def pathway_similarity(
     if lam0 is True and seeds is None and isinstance(accentuations, Result):
         seeds = accentuations.seeds
     kinds.update(_optimized(model, objective, settings, seeds, lam0, feature_vis, tuple(acc_images[0].shape[-2:]),
-                            generator, progress, accentuate_kwargs, config))
+                            seed, progress, accentuate_kwargs, config))
     for name, imgs in (extra or {}).items():
         if name in KINDS:
             raise ValueError(f"extra kind {name!r} clashes with a built-in kind; choose another name")
@@ -506,15 +496,15 @@ def pathway_similarity(
 
     layer_list = list(layers) if layers is not None else list(spec.pathway_layers)
     if not layer_list:
-        layer_list = units(model, spec) + [OUTPUT]
+        layer_list = units(model, spec, runner) + [OUTPUT]
     check_layers(model, layer_list)
 
     # Activations of every image at every layer (model input size, whole image).
     # Built-in kinds, then the extra ones, then the natural images (the reference) last.
     order = [k for k in KINDS[:-1] if k in kinds] + [k for k in kinds if k not in KINDS] + ["natural"]
     views = {k: model_view(kinds[k], spec.input_size) for k in order}
-    acts = {k: layer_activations(model, views[k], layer_list, spec, batch) for k in order}
-    lays = layouts_of(model, spec, layer_list)
+    acts = {k: layer_activations(model, views[k], layer_list, spec, batch, runner) for k in order}
+    lays = layouts_of(model, spec, layer_list, runner)
 
     n_nat = len(naturals)
     means, sds, pairs, pairwise = _correlations(acts, lays, layer_list, order)
@@ -540,8 +530,8 @@ def _optimized(
     lam0: bool | Result | ImageSet,
     feature_vis: Result | ImageSet | int | None,
     canvas: tuple[int, ...],
-    generator: int,
-    progress: bool | Callable[[int, int], None],
+    seed: int,
+    progress: bool | Callable[[int, int], None] | None,
     accentuate_kwargs: dict[str, Any],
     config: dict[str, Any],
 ) -> dict[str, list[torch.Tensor]]:
@@ -550,7 +540,7 @@ def _optimized(
     accentuations' ``canvas``) or as given. Records their settings in ``config``."""
     kinds: dict[str, list[torch.Tensor]] = {}
     if lam0 is True:  # the same run without the regularizer, from the same seeds
-        r0 = accentuate(model, seeds, objective, settings.replace(lam=0.0), generator=generator, progress=progress,
+        r0 = accentuate(model, seeds, objective, settings.replace(lam=0.0), seed=seed, progress=progress,
                         **accentuate_kwargs)
         kinds["lam0"] = [t for t in r0.images[:, 0]]
         config["lam0"] = r0.config.to_dict()
@@ -564,7 +554,7 @@ def _optimized(
             fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
             fvs = []
             for i in range(feature_vis):
-                r = accentuate(model, None, objective, fv_settings, generator=generator + 1 + i, progress=progress,
+                r = accentuate(model, None, objective, fv_settings, seed=seed + 1 + i, progress=progress,
                                **accentuate_kwargs)
                 fvs.append(r.images[0, 0])
             kinds["feature_vis"] = fvs

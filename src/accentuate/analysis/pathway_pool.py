@@ -5,10 +5,10 @@ several target classes at once, from one set of seed photos of *other* classes:
 
 - (a) ``accentuation``: every seed accentuated toward every class at the given settings
   (one batched engine run of seeds x classes);
-- (b) ``lam0``: the same without the regularizer (``lam = 0``, same generator);
+- (b) ``lam0``: the same without the regularizer (``lam = 0``, same seed);
 - (c) ``feature_vis``: noise-seeded feature visualizations of each class (same steps,
   crops and canvas, no seed, no regularizer; ``feature_vis`` runs of all the classes,
-  generator ``generator + 1 + i``), as ``pathway_similarity`` makes them;
+  seed ``seed + 1 + i``), as ``pathway_similarity`` makes them;
 - (d) ``seed``: the seeds themselves;
 - ``natural``: the natural photos of each class among themselves (distinct photos, each
   pair once).
@@ -22,7 +22,7 @@ the differences the claim is about: (a) - (d), (a) - (b), (a) - (c) and natural 
 
 With ``work=FOLDER`` each engine run is saved (:meth:`Result.save
 <accentuate.result.Result.save>`) under ``FOLDER/<run>/`` with a ``key.json`` of what made
-it; a later call with the same model, settings, targets, seeds and generator reads it back
+it; a later call with the same model, settings, targets, seeds and seed reads it back
 instead of optimizing again, so that the analysis can be redone (other layers, more
 replicates) without the hour of optimization.
 """
@@ -42,25 +42,18 @@ from torch import nn
 
 from ..engine import accentuate
 from ..hooks import OUTPUT
+from ..images import ImageSet, load_image_set
 from ..objectives import Objective, as_objective
 from ..objectives.base import tensor_digest
 from ..outputs.figures import labelled_grid, save_image, to_pil
 from ..outputs.io import atomic_write, output_folder
 from ..result import Result
+from ..runs.cache import cached_run
 from ..settings import Settings
-from ._shared import (
-    ImageSet,
-    Interval,
-    analysis_settings,
-    bootstrap,
-    cached_run,
-    load_image_set,
-    markdown_table,
-    require_matplotlib,
-    save_figure,
-    spec_of,
-)
 from .pathway import _LABEL, _STYLE, KINDS, Pathway, pathway_similarity
+from .setup import analysis_settings, analysis_spec, run_seed
+from .stats import Interval, bootstrap
+from .writing import markdown_table, require_matplotlib, save_figure
 
 __all__ = ["COMPARISONS", "PathwayStudy", "pathway_study"]
 
@@ -88,7 +81,7 @@ class PathwayStudy:
             ``(N, C)``, ``feature_vis_i`` ``(1, C)``.
         seed_names: a name per seed.
         natural_names: ``{class: [photo name]}`` the natural photos of each class.
-        config: how it was made (settings, generator, run times, which runs were read back).
+        config: how it was made (settings, the seed as ``generator``, run times, which runs were read back).
     """
 
     classes: list[str]
@@ -335,9 +328,9 @@ def _engine_runs(
     *,
     lam0: bool,
     feature_vis: int,
-    generator: int,
+    seed: int,
     work: str | os.PathLike | None,
-    progress: bool | Callable[[int, int], None],
+    progress: bool | Callable[[int, int], None] | None,
     accentuate_kwargs: dict[str, Any],
 ) -> tuple[dict[str, Result], dict[str, dict[str, Any]]]:
     """The engine runs of :func:`pathway_study` (each every seed x every class), made or read back.
@@ -349,23 +342,25 @@ def _engine_runs(
     times: dict[str, dict[str, Any]] = {}
 
     def run(name: str, s: Settings, seeded: bool, g: int) -> Result:
-        key = {"run": name, "model": model_name, "settings": s.hash(), "generator": g,
+        # The run's seed is keyed as "generator"; the settings without it (as keyed before the seed
+        # setting defaulted to 0), so that runs kept in `work` are still found.
+        key = {"run": name, "model": model_name, "settings": s.replace(seed=None).hash(), "generator": g,
                "targets": [o.identity() for o in objectives],
                "seeds": [tensor_digest(t) for t in seed_list] if seeded else None}
         res, read = cached_run(folder, name, key,
-                                lambda: accentuate(model, seed_list if seeded else None, objectives, s, generator=g,
+                                lambda: accentuate(model, seed_list if seeded else None, objectives, s, seed=g,
                                                    progress=progress, **accentuate_kwargs),
                                 seed_names if seeded else None)
         times[name] = {"seconds": res.run.get("seconds"), "read_back": read}
         return res
 
-    runs = {"accentuation": run("accentuation", settings, True, generator)}
+    runs = {"accentuation": run("accentuation", settings, True, seed)}
     if lam0:
-        runs["lam0"] = run("lam0", settings.replace(lam=0.0), True, generator)
+        runs["lam0"] = run("lam0", settings.replace(lam=0.0), True, seed)
     canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
     fv_settings = settings.replace(reg_layer="none", canvas=canvas, until=None)
     for i in range(feature_vis):
-        runs[f"feature_vis_{i}"] = run(f"feature_vis_{i}", fv_settings, False, generator + 1 + i)
+        runs[f"feature_vis_{i}"] = run(f"feature_vis_{i}", fv_settings, False, seed + 1 + i)
     return runs, times
 
 
@@ -377,10 +372,10 @@ def pathway_study(
     feature_vis: int = 4,
     lam0: bool = True,
     layers: Sequence[str] | None = None,
-    generator: int = 0,
+    seed: int | None = 0,
     work: str | os.PathLike | None = None,
     batch: int = 16,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> PathwayStudy:
@@ -388,8 +383,8 @@ def pathway_study(
 
     Args:
         model: the model (not modified).
-        classes: ``{name: (target, natural photos)}``: the target (class index, name or
-            objective, e.g. ``acc.like(None, reference_photo, model)``) and its natural
+        classes: ``{name: (target, natural photos)}``: the target (class index, name, target
+            string or objective, e.g. ``acc.like(reference_photo, model)``) and its natural
             photos (a folder, paths or tensors; at least 2 distinct photos).
         seeds: the seed photos (of none of the classes), fitted to one canvas as
             :func:`accentuate.accentuate` fits seeds (the same aspect ratio, or
@@ -397,12 +392,12 @@ def pathway_study(
         feature_vis: noise-seeded feature visualizations per class (0 leaves them out).
         lam0: also accentuate at ``lam = 0`` (condition (b)).
         layers: layers compared (default: the spec's pathway layers).
-        generator: int seed of the accentuations; feature visualization ``i`` uses
-            ``generator + 1 + i`` (as :func:`pathway_similarity`).
+        seed: the int seed of the accentuations; feature visualization ``i`` uses
+            ``seed + 1 + i`` (as :func:`pathway_similarity`).
         work: folder for the engine runs (saved, and read back by a later call; see the
             module's docstring); ``None`` keeps nothing.
         batch: images per forward pass when reading activations.
-        progress: passed to :func:`accentuate.accentuate`.
+        progress: passed to :func:`accentuate.accentuate` (default: a bar where one can be seen).
         settings: the :class:`~accentuate.settings.Settings` (default: the model's), with
             the settings among the keywords applied; ``opacity`` defaults to off.
         **accentuate_kwargs: settings (``steps``, ``crops``, ``lam``, ...) and model-spec keys.
@@ -418,15 +413,16 @@ def pathway_study(
         raise ValueError("give at least one class: {name: (target, natural photos)}")
     if isinstance(feature_vis, bool) or not isinstance(feature_vis, int) or feature_vis < 0:
         raise ValueError(f"feature_vis must be a count >= 0; got {feature_vis!r}")
-    spec = spec_of(model, accentuate_kwargs)
+    seed = run_seed(seed, accentuate_kwargs, "pathway_study")
+    spec = analysis_spec(model, accentuate_kwargs)
     names = list(classes)
-    objectives = [as_objective(classes[c][0]).resolve(spec.labels) for c in names]
+    objectives = [as_objective(classes[c][0], model, spec, runner=accentuate_kwargs.get("runner")) for c in names]
     accentuate_kwargs.setdefault("opacity", False)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
     seed_list, seed_names = load_image_set(seeds, "seeds")
     naturals = {c: load_image_set(classes[c][1], f"natural photos of {c}") for c in names}
     runs, times = _engine_runs(model, spec.name, objectives, seed_list, seed_names, settings, lam0=lam0,
-                               feature_vis=feature_vis, generator=generator, work=work, progress=progress,
+                               feature_vis=feature_vis, seed=seed, work=work, progress=progress,
                                accentuate_kwargs=accentuate_kwargs)
     canvas = tuple(int(v) for v in runs["accentuation"].images.shape[-2:])
     acc_res = runs["accentuation"]
@@ -438,7 +434,7 @@ def pathway_study(
             model, objectives[j], naturals[c][0], fitted, accentuations=list(acc_res.images[:, j]),
             lam0=list(runs["lam0"].images[:, j]) if lam0 else False, feature_vis=fvs or None,
             layers=layers, batch=batch, settings=settings, **accentuate_kwargs)
-    config = {"settings": settings.to_dict(), "generator": generator, "feature_vis": feature_vis, "lam0": lam0,
+    config = {"settings": settings.to_dict(), "generator": seed, "feature_vis": feature_vis, "lam0": lam0,
               "runs": times, "canvas": list(canvas), "model": spec.name,
               "kinds": [k for k in KINDS if k in pathways[names[0]].kinds]}
     return PathwayStudy(classes=names, pathways=pathways, runs=runs, seed_names=seed_names,

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..images import SeedLike, resize
+from ..hooks import ModelRunner
+from ..images import ImageSet, SeedLike, photo_set, resize, square_side
 from ..layout import Layout
 from ..sae import SparseAutoencoder, load_sae, save_sae
 from ..spec import ModelSpec, resolve_spec
-from ._shared import ImageSet
 from .dictionary import Rows, chunk_ranges, fit_sae, held_out_mask, match_latents, progress_bar, sae_quality
 
 __all__ = ["CHUNK", "SAETraining", "collect_rows", "train_sae"]
@@ -87,6 +87,7 @@ def collect_rows(model: nn.Module, sources: Sequence[SeedLike], layer: str, layo
     """
     from .concepts import _positions, canvas_seed
 
+    runner = ModelRunner(model, spec)
     p = layout.grid[0] * layout.grid[1]
     d = layout.channels
     counts = {"train": int((~held).sum()) * p, "held": int(held.sum()) * p}
@@ -118,7 +119,7 @@ def collect_rows(model: nn.Module, sources: Sequence[SeedLike], layer: str, layo
             if b <= done:
                 continue
             views = torch.stack([resize(canvas_seed(src, canvas), spec.input_size) for src in sources[a:b]])
-            acts = _positions(model, spec, views, layer, layout, batch=chunk)  # (n, P, C)
+            acts = _positions(runner, views, layer, layout, batch=chunk)  # (n, P, C)
             big = float(acts.abs().max())
             if folder is not None and not big < _FLOAT16_MAX:
                 raise ValueError(f"the activations of {layer!r} reach {big:.4g}, more than float16 holds; train "
@@ -280,14 +281,16 @@ def train_sae(
         ValueError: a layer without positions, bad numbers, too few photos.
     """
     from ..hooks import model_state
-    from .concepts import concept_photos, default_concept_layer, layer_layout
+    from .concepts import default_concept_layer, layer_layout
 
     started = time.perf_counter()
     spec = spec or resolve_spec(model)
-    layer = layer or default_concept_layer(model, spec)
-    layout = layer_layout(model, spec, layer)
-    side = int(canvas if canvas is not None else spec.setting("canvas"))
-    sources, names = concept_photos(photos)
+    runner = ModelRunner(model, spec)
+    layer = layer or default_concept_layer(model, spec, runner)
+    layout = layer_layout(runner, layer)
+    side = square_side(spec, canvas, "train_sae")
+    entries = photo_set(photos)
+    sources, names = [e[0] for e in entries], [e[2] for e in entries]
     if len(sources) < 2:
         raise ValueError(f"{len(sources)} photo(s): an SAE needs at least 2 (one is held out); give more photos")
     held = held_out_mask(len(sources), held_out, seed)

@@ -26,7 +26,7 @@ Similarity to the original accentuation, per depth:
 - ``mask_spearman``: Spearman rank correlation of the raw opacity masks (the "where").
 
 For reference, ``repeat`` holds the same numbers for the original model run again
-with other random crops (``generator + 1``): the similarity that run-to-run noise
+with other random crops (``seed + 1``): the similarity that run-to-run noise
 alone allows. A sane explanation falls well below it as the randomization deepens.
 For a logit target, randomizing the classifier changes what the logit *means*, so
 a drop at the first step is expected; the deeper steps test the features.
@@ -44,29 +44,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..digest import name_seed
 from ..display import Display
 from ..engine import accentuate
-from ..hooks import check_layers
-from ..images import SeedLike
+from ..hooks import ModelRunner, check_layers
+from ..images import SeedLike, load_image_set
 from ..metrics import gray, ssim
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, stack_with_title, to_pil
 from ..settings import Settings
-from ._shared import (
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    name_seed,
-    require_matplotlib,
-    save_analysis,
-    save_figure,
-    spearman,
-    spec_of,
-    units,
-)
+from .activations import units
+from .setup import analysis_settings, analysis_spec, run_seed
+from .stats import spearman
+from .writing import markdown_table, require_matplotlib, save_analysis, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["Sanity", "cascade_order", "cascading_randomization", "randomize"]
 
@@ -80,7 +73,7 @@ def cascade_order(model: nn.Module, **spec_overrides: Any) -> list[str]:
     ``nn.ModuleList`` containers split into their members (for the embedded model:
     ``classifier, head, blocks.15, ..., blocks.0, stem``).
     """
-    spec = spec_of(model, spec_overrides)
+    spec = analysis_spec(model, spec_overrides)
     return units(model, spec)[::-1]
 
 
@@ -272,10 +265,10 @@ class Sanity(Display):
                              self.plot if plot else None)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, num, picture
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
         from ..opacity import to_alpha
-        from ..report.plots import sanity_columns, sanity_plots
+        from ..outputs.grid import MAX_COLS, Cell, Grid, num, picture
+        from ..outputs.plots import sanity_columns, sanity_plots
 
         rows = self.rows()
         alpha = to_alpha(self.masks)
@@ -290,7 +283,7 @@ class Sanity(Display):
 
 def cascading_randomization(
     model: nn.Module,
-    seed: SeedLike,
+    image: SeedLike,
     target: int | str | Objective,
     *,
     cascade: Sequence[str] | None = None,
@@ -298,8 +291,8 @@ def cascading_randomization(
     bn_stats: str = "keep",
     every: int = 1,
     repeat: bool = True,
-    generator: int = 0,
-    progress: bool | Callable[[int, int], None] = False,
+    seed: int | None = 0,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Sanity:
@@ -307,17 +300,19 @@ def cascading_randomization(
 
     Args:
         model: the model (not modified: randomization works on a copy).
-        seed: one seed image.
-        target: a class (index or name) or an :class:`~accentuate.objectives.Objective`.
+        image: the one seed image.
+        target: a class (index or name), a target string (``"blocks.5:20"``; see
+            :func:`accentuate.parse_target`) or an :class:`~accentuate.objectives.Objective`.
         cascade: modules to randomize, top first (default :func:`cascade_order`).
         weights_seed: seed of the random weights.
         bn_stats: ``"keep"`` or ``"reset"`` BatchNorm running statistics (see :func:`randomize`).
         every: accentuate after every ``every``-th randomized module (and always after
             the first and the last); the randomization itself stays cumulative over
             every module of the cascade. ``every=2`` halves the cost.
-        repeat: also rerun the original model with ``generator + 1`` (the noise level).
-        generator: int seed of the accentuation's crops; the same at every depth.
-        progress: passed to each :func:`accentuate.accentuate` call.
+        repeat: also rerun the original model with ``seed + 1`` (the noise level).
+        seed: the int seed of the accentuation's crops; the same at every depth.
+        progress: passed to each :func:`accentuate.accentuate` call (default: a bar where one
+            can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``canvas``, ``lam``, ...).
@@ -340,13 +335,16 @@ def cascading_randomization(
             raise TypeError(f"cascading_randomization takes one seed and one target; do not pass {bad!r}")
     if bn_stats not in ("keep", "reset"):
         raise ValueError(f"bn_stats must be 'keep' or 'reset'; got {bn_stats!r}")
-    seeds, _ = load_image_set([seed] if not isinstance(seed, (list, tuple)) else seed, "seed")
+    seed = run_seed(seed, accentuate_kwargs, "cascading_randomization")
+    seeds, _ = load_image_set([image] if not isinstance(image, (list, tuple)) else image, "seed")
     if len(seeds) != 1:
         raise ValueError(f"cascading_randomization takes one seed image; got {len(seeds)}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    objective = as_objective(target).resolve(spec.labels)
-    order = list(cascade) if cascade is not None else units(model, spec)[::-1]
+    # The original model's runs reuse the caller's runner; a randomized copy is another model.
+    runner = ModelRunner.reuse(accentuate_kwargs.pop("runner", None), model, spec)
+    objective = as_objective(target, model, spec, runner=runner)
+    order = list(cascade) if cascade is not None else units(model, spec, runner)[::-1]
     if not order:
         raise ValueError("nothing to randomize: the cascade is empty")
     if not isinstance(every, int) or every < 1:
@@ -355,18 +353,19 @@ def cascading_randomization(
     check_layers(model, order)
 
     def run(m: nn.Module, gen: int) -> Any:
-        return accentuate(m, seeds[0], objective, settings, generator=gen, progress=progress, **accentuate_kwargs)
+        return accentuate(m, seeds[0], objective, settings, seed=gen, progress=progress,
+                          runner=runner if m is model else None, **accentuate_kwargs)
 
-    results = [run(model, generator)]
+    results = [run(model, seed)]
     work = copy.deepcopy(model)
     mods = dict(work.named_modules())
     stops: list[str] = []
     for i, name in enumerate(order):
         _randomize_module(mods[name], name_seed(weights_seed, name), bn_stats)
         if i in report:
-            results.append(run(work, generator))
+            results.append(run(work, seed))
             stops.append(name)
-    again = run(model, generator + 1) if repeat else None
+    again = run(model, seed + 1) if repeat else None
 
     seed_canvas = results[0].seeds[0]
     ref_img, ref_mask = results[0].images[0, 0], results[0].masks[0, 0]

@@ -43,23 +43,16 @@ from torch import nn
 
 from ..display import Display
 from ..engine import accentuate
-from ..images import SeedLike
+from ..images import SeedLike, load_image_set
 from ..metrics import pixel_rmse, ssim
 from ..objectives import Objective, as_objective
 from ..outputs.figures import labelled_grid, to_pil
 from ..settings import Settings
-from ._shared import (
-    analysis_settings,
-    load_image_set,
-    markdown_table,
-    require_matplotlib,
-    save_analysis,
-    save_figure,
-    spec_of,
-)
+from .setup import analysis_settings, analysis_spec, run_seed
+from .writing import markdown_table, require_matplotlib, save_analysis, save_figure
 
 if TYPE_CHECKING:
-    from ..grid import Grid
+    from ..outputs.grid import Grid
 
 __all__ = ["SensitiveRegion", "Sweep", "lambda_sweep", "sensitive_region"]
 
@@ -328,9 +321,9 @@ class Sweep(Display):
                              self.plot if plot else None)
 
     def _grid(self) -> Grid:
-        """What this looks like in a notebook (see :mod:`accentuate.grid`): its images with their numbers."""
-        from ..grid import MAX_COLS, Cell, Grid, clip_count, num, picture
-        from ..report.plots import sweep_plots
+        """What this looks like in a notebook (see :mod:`accentuate.outputs.grid`): its images with their numbers."""
+        from ..outputs.grid import MAX_COLS, Cell, Grid, clip_count, num, picture
+        from ..outputs.plots import sweep_plots
 
         rows = self.rows()
         doc = {"target": self.target, "rows": rows, "region": {"low": self.region.low, "high": self.region.high,
@@ -394,7 +387,7 @@ def _swept_values(lams: Sequence[float] | torch.Tensor | None, num: int, lam_ran
 
 def lambda_sweep(
     model: nn.Module,
-    seed: SeedLike,
+    image: SeedLike,
     target: int | str | Objective,
     lams: Sequence[float] | torch.Tensor | None = None,
     *,
@@ -404,8 +397,8 @@ def lambda_sweep(
     upper: float = 0.9,
     lower: float = 0.1,
     batch: int = 4,
-    generator: int = 0,
-    progress: bool | Callable[[int, int], None] = False,
+    seed: int | None = 0,
+    progress: bool | Callable[[int, int], None] | None = None,
     settings: Settings | None = None,
     **accentuate_kwargs: Any,
 ) -> Sweep:
@@ -413,8 +406,9 @@ def lambda_sweep(
 
     Args:
         model: the model (not modified).
-        seed: one seed image (path, PIL image or tensor ``(3, H, W)``).
-        target: a class (index or name) or an :class:`~accentuate.objectives.Objective`.
+        image: the one seed image (path, PIL image or tensor ``(3, H, W)``).
+        target: a class (index or name), a target string (``"blocks.5:20"``; see
+            :func:`accentuate.parse_target`) or an :class:`~accentuate.objectives.Objective`.
         lams: the values to sweep (positive, increasing); default ``num`` log-spaced
             values over ``lam_range``.
         reference: also run ``lam = 0`` (no regularizer) as the reference gain.
@@ -422,9 +416,10 @@ def lambda_sweep(
         batch: values of ``lam`` accentuated together in one call (each its own copy of
             the seed; a batch gives the same result as separate runs, and costs memory
             in proportion).
-        generator: int seed shared by every run (the same crops in each, so that
+        seed: the int seed shared by every run (the same crops in each, so that
             only ``lam`` differs).
-        progress: passed to each :func:`accentuate.accentuate` call.
+        progress: passed to each :func:`accentuate.accentuate` call (default: a bar where one
+            can be seen).
         settings: the :class:`~accentuate.settings.Settings` every accentuation runs from
             (default: the model's), resolved once; settings among the keywords override it.
         **accentuate_kwargs: other settings (``steps``, ``crops``, ``canvas``,
@@ -446,22 +441,23 @@ def lambda_sweep(
     for bad in ("lam", "until", "seeds", "targets"):
         if bad in accentuate_kwargs:
             raise TypeError(f"lambda_sweep sets {bad!r} itself; do not pass it")
-    seeds, _ = load_image_set([seed] if not isinstance(seed, (list, tuple)) else seed, "seed")
+    seed = run_seed(seed, accentuate_kwargs, "lambda_sweep")
+    seeds, _ = load_image_set([image] if not isinstance(image, (list, tuple)) else image, "seed")
     if len(seeds) != 1:
         raise ValueError(f"lambda_sweep takes one seed image; got {len(seeds)}")
-    spec = spec_of(model, accentuate_kwargs)
+    spec = analysis_spec(model, accentuate_kwargs)
     settings = analysis_settings(model, spec, settings, accentuate_kwargs)
-    objective = as_objective(target).resolve(spec.labels)
+    objective = as_objective(target, model, spec, runner=accentuate_kwargs.get("runner"))
     values = _swept_values(lams, num, lam_range, batch)
     # One accentuation per lam (the seed repeated), `batch` of them per call; every call draws
-    # the same crops (same generator seed), and a batch equals its single runs.
+    # the same crops (same seed), and a batch equals its single runs.
     all_lams = [float(v) for v in values] + ([0.0] if reference else [])
     recs: list[dict[str, Any]] = []
     first: Any = None
     for start in range(0, len(all_lams), batch):
         chunk = all_lams[start : start + batch]
         res = accentuate(model, [seeds[0]] * len(chunk), objective, settings, lam=torch.tensor(chunk).view(-1, 1),
-                         generator=generator, progress=progress, **accentuate_kwargs)
+                         seed=seed, progress=progress, **accentuate_kwargs)
         first = first if first is not None else res
         recs += _records(res)
     swept, free_rec = recs[: len(values)], (recs[-1] if reference else None)

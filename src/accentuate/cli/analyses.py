@@ -21,9 +21,8 @@ from .common import (
     accentuation_kwargs,
     add_accentuation_options,
     add_model_options,
-    load_model_from_args,
+    load_timed,
     output_dir,
-    parse_target,
 )
 
 __all__ = ["register"]
@@ -127,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
     p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
                    help="range of log-spaced values when --lams is not given (default 0.001 100)")
@@ -148,7 +148,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "opacity masks normalized across the set.", _LATENT_EXAMPLE)
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="LAYER:CHANNEL, LAYER:CHANNEL@Y,X, a class name or a class index")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
@@ -162,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
     p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="class name, class index, LAYER:CHANNEL or LAYER:CHANNEL@Y,X")
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
+                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
     p.add_argument("--cascade", nargs="+", metavar="MODULE",
                    help="modules to randomize, top first (default: the model's units, top down)")
     p.add_argument("--every", type=int, default=1, metavar="K",
@@ -185,7 +187,7 @@ def _kwargs(args: argparse.Namespace, forbid: tuple[str, ...] = ()) -> dict[str,
     for opt in forbid:
         if opt in kw:
             raise UsageError(f"--{opt.replace('_', '-')} cannot be used with `accentuate {args.command}`")
-    kw.pop("seed", None)  # passed as generator=
+    kw.pop("seed", None)  # passed as seed= (each analysis derives its runs' seeds from it)
     kw["progress"] = not args.quiet
     return kw
 
@@ -203,10 +205,23 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
-def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = None, **save_kw: Any) -> int:
+def _model(args: argparse.Namespace, kw: dict[str, Any]) -> tuple[Any, Any]:
+    """``--model`` loaded, with the command's one :class:`~accentuate.hooks.ModelRunner` put into
+    ``kw`` (every pass of the analysis reuses it), and a target reader: ``(model, read(text))``."""
+    from ..hooks import ModelRunner
+    from ..objectives import parse_target
+
+    model, spec, _ = load_timed(args)
+    runner = kw["runner"] = ModelRunner(model, spec)
+    return model, lambda text: parse_target(text, model, spec, runner)
+
+
+def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = None, **save_kw: Any) -> Path:
+    """Write the analysis's files, ``command.json`` and the report into the output folder, print the
+    table; returns the folder (made once: a later file of the command goes beside the others)."""
     from ..hooks import model_device
-    from ..outputs.record import device_record
     from ..report import maybe_write_report, write_command_record
+    from ..runs.record import device_record
 
     out = output_dir(args)
     try:
@@ -222,7 +237,7 @@ def _finish(result: Any, args: argparse.Namespace, started: float, model: Any = 
     if not args.quiet:
         names = ", ".join(p.name for p in written)
         print(f"wrote {names} to {out} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return 0
+    return out
 
 
 # -- subcommands ----------------------------------------------------------------------------
@@ -246,30 +261,30 @@ def run_pathway(args: argparse.Namespace) -> int:
         raise UsageError("--views and --feature-vis must be >= 0")
     if args.intervals < 0 or args.intervals == 1:
         raise UsageError(f"--intervals must be 0 (off) or at least 2 replicates; got {args.intervals}")
-    model = load_model_from_args(args)
+    model, read = _model(args, kw)
     if args.like is not None:
         from ..objectives import like
 
         try:
-            target: Any = like(None, args.like, model)
+            target: Any = like(args.like, model, runner=kw["runner"])
         except ValueError as e:
             raise UsageError(f"--like {args.like!r}: {e}") from None
     else:
-        target = parse_target(args.target, model)
+        target = read(args.target)
     class_images: Any = args.class_images
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                lam0=args.lam0, layers=args.layers, generator=args.seed, **kw)
-    code = _finish(result, args, started, model)
+                                lam0=args.lam0, layers=args.layers, seed=args.seed, **kw)
+    out = _finish(result, args, started, model)
     if args.intervals:
         from ..outputs.io import atomic_write
 
         table = result.intervals_markdown(result.intervals(args.intervals, generator=args.seed))
         print(f"\nPooled r, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
         print(table)
-        atomic_write(output_dir(args) / "pathway_intervals.md", (table + "\n").encode())
-    return code
+        atomic_write(out / "pathway_intervals.md", (table + "\n").encode())
+    return 0
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -289,19 +304,19 @@ def run_sweep(args: argparse.Namespace) -> int:
         if len(args.lams) < 2 or any(v <= 0 for v in args.lams) or any(
                 b <= a for a, b in zip(args.lams, args.lams[1:])):
             raise UsageError("--lams needs at least 2 positive, strictly increasing values")
-    model = load_model_from_args(args)
-    target = parse_target(args.target, model)
-    result = lambda_sweep(model, args.seed_image, target, args.lams, num=args.num, lam_range=(lo, hi),
-                          reference=not args.no_reference, batch=args.batch, generator=args.seed, **kw)
-    code = _finish(result, args, started, model)
+    model, read = _model(args, kw)
+    result = lambda_sweep(model, args.seed_image, read(args.target), args.lams, num=args.num, lam_range=(lo, hi),
+                          reference=not args.no_reference, batch=args.batch, seed=args.seed, **kw)
+    _finish(result, args, started, model)
     if not result.region.found:
         print(f"accentuate: sensitive region not found: {result.region.reason}", file=sys.stderr)
-    return code
+    return 0
 
 
 def run_latent(args: argparse.Namespace) -> int:
     """``accentuate latent``."""
     from ..analysis import latent_features
+    from ..images import square_side
 
     started = time.perf_counter()
     kw = _kwargs(args, forbid=("until",))
@@ -309,13 +324,12 @@ def run_latent(args: argparse.Namespace) -> int:
     _positive(args.batch, "--batch")
     _positive(args.columns, "--columns")
     canvas = kw.pop("canvas", None)
-    if canvas is not None and not isinstance(canvas, int):
-        raise UsageError("latent uses a square canvas: give --canvas as one number (the side)")
-    model = load_model_from_args(args)
-    target = parse_target(args.target, model)
-    result = latent_features(model, args.seeds, target, canvas=canvas, batch=args.batch,
-                             generator=args.seed, **kw)
-    return _finish(result, args, started, model, columns=args.columns)
+    model, read = _model(args, kw)
+    canvas = square_side(kw["runner"].spec, canvas, "latent", "--canvas")
+    result = latent_features(model, args.seeds, read(args.target), canvas=canvas, batch=args.batch,
+                             seed=args.seed, **kw)
+    _finish(result, args, started, model, columns=args.columns)
+    return 0
 
 
 def run_sanity(args: argparse.Namespace) -> int:
@@ -326,9 +340,9 @@ def run_sanity(args: argparse.Namespace) -> int:
     kw = _kwargs(args, forbid=("until",))
     _paths([args.seed_image], "IMAGE")
     _positive(args.every, "--every")
-    model = load_model_from_args(args)
-    target = parse_target(args.target, model)
-    result = cascading_randomization(model, args.seed_image, target, cascade=args.cascade, every=args.every,
+    model, read = _model(args, kw)
+    result = cascading_randomization(model, args.seed_image, read(args.target), cascade=args.cascade, every=args.every,
                                      bn_stats=args.bn_stats, weights_seed=args.weights_seed,
-                                     repeat=not args.no_repeat, generator=args.seed, **kw)
-    return _finish(result, args, started, model)
+                                     repeat=not args.no_repeat, seed=args.seed, **kw)
+    _finish(result, args, started, model)
+    return 0

@@ -8,8 +8,8 @@ the same option names, the same validation and the same errors:
 - :func:`add_accentuation_options` (``--reg-layer --lam --steps --lr --param --crops
   --crop-range --canvas --seed --until --out --quiet``) and :func:`accentuation_kwargs`,
   which turns them into keyword arguments of :func:`accentuate.accentuate`;
-- :func:`parse_target` for ``goldfish``, ``1``, ``blocks.5:20``, ``blocks.5:20@3,4``,
-  ``layers.3:7@cls`` / ``@tok1`` and ``layers.3:head=2`` / ``layers.3:head=2:5``;
+- targets are read by the library's :func:`accentuate.objectives.parse_target` (``goldfish``,
+  ``blocks.5:20@3,4``, ``layers.3:head=2``, ...), with the command's spec and runner;
 - :func:`output_dir` for ``--out`` (default: a fresh ``accentuate-runs/YYYYmmdd-HHMMSS``).
 
 Mistakes in the input raise :class:`UsageError` (exit status 2).
@@ -18,6 +18,7 @@ Mistakes in the input raise :class:`UsageError` (exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -29,11 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ClassNameError, LayerError, UsageError
-from ..hooks import ModelRunner, check_layers
-from ..objectives import Objective, channel, direction, head, logit, neuron
+from ..errors import UsageError
+from ..runs.distributed import Ranks
 from ..spec import ModelSpec
-from .distributed import Ranks
 
 __all__ = [
     "ArgumentParser",
@@ -43,7 +42,6 @@ __all__ = [
     "accentuation_kwargs",
     "add_accentuation_options",
     "add_global_options",
-    "check_layers_run",
     "add_model_options",
     "load_model_from_args",
     "load_timed",
@@ -52,9 +50,6 @@ __all__ = [
     "output_dir",
     "output_path",
     "parse_canvas",
-    "parse_target",
-    "read_vector",
-    "runner_for",
     "show_model_defaults",
 ]
 
@@ -189,17 +184,21 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
         action = g.add_argument(flag, **kw)
         action.help_text = text  # type: ignore[attr-defined]  # the help without the default
     show_model_defaults(p, DEFAULT_MODEL)
+    g.add_argument("--transforms", nargs="+", metavar="T",
+                   help="jitter, scale and rotation of each crop on top of the crops, e.g. jitter:8 "
+                   "scale:0.9,1.1 rotate:10 (default: none)")
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="random seed; the same seed gives the same result (default 0)")
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
-    from ..settings import PRESETS
+    from ..settings import PRESETS, Until
 
     quick = PRESETS["preview"]
+    stop = str(dataclasses.replace(Until.parse(quick["until"]), classes_only=False))  # type: ignore[type-var]
     g.add_argument("--preview", action="store_true",
-                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and for "
-                   f"class targets stop at {quick['until']} checked every {quick['check_every']} steps (options "
+                   help=f"a quick first look: {quick['canvas']}-pixel canvas, {quick['crops']} crops, and when "
+                   f"every target is a class stop at {stop} checked every {quick['check_every']} steps (options "
                    "given explicitly still win)")
     g.add_argument("--out", metavar="DIR",
                    help=f"output folder (default: a new {RUNS_DIR}/YYYYmmdd-HHMMSS)")
@@ -264,7 +263,7 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     ``progress``, ``snapshots`` and the like are the caller's to add.
 
     Raises:
-        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``).
+        UsageError: a value argparse could not check alone (``--crop-range``, ``--until``, ``--transforms``).
     """
     kw: dict[str, Any] = {}
     if getattr(args, "preview", False):
@@ -293,6 +292,14 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"--until: {e}") from None
         kw["until"] = until
+    transforms = getattr(args, "transforms", None)
+    if transforms:
+        from ..transforms import parse_transforms
+
+        try:
+            kw["transforms"] = parse_transforms(transforms)
+        except ValueError as e:
+            raise UsageError(f"--transforms: {e}") from None
     seed = getattr(args, "seed", None)
     if seed is not None:
         kw["seed"] = int(seed)
@@ -362,211 +369,6 @@ def load_model_from_args(args: argparse.Namespace) -> nn.Module:
     finally:
         if added and os.getcwd() in sys.path:
             sys.path.remove(os.getcwd())
-
-
-_CHANNEL = re.compile(
-    r"^(?P<layer>[^:@=\s]+):(?:(?P<c>-?\d+)|head=(?P<h>-?\d+)(?::(?P<u>-?\d+))?)"
-    r"(?:@(?:(?P<y>-?\d+),(?P<x>-?\d+)|(?P<cls>cls)|tok(?P<tok>-?\d+)))?$",
-    re.IGNORECASE,
-)
-#: ``LAYER:FILE.npy`` or ``LAYER:FILE.pt``: a direction in the layer's channel space, read from a file.
-_DIRECTION = re.compile(r"^(?P<layer>[^:@\s]+):(?P<path>.+\.(?:npy|pt|pth))$", re.IGNORECASE)
-#: Direction files larger than this are refused before reading (a vector has one entry per channel).
-_MAX_VECTOR_BYTES = 64 << 20
-
-#: The target forms, for error messages.
-TARGET_FORMS = ("a class name, a class index, LAYER:C (channel mean), LAYER:C@Y,X (neuron), LAYER:C@cls or "
-                "LAYER:C@tokI (leading token), LAYER:head=H or LAYER:head=H:U (attention head), or "
-                "LAYER:FILE.npy (a direction), or sae:PATH:UNIT@LAYER (a sparse autoencoder's latent)")
-
-
-def runner_for(model: nn.Module, runner: ModelRunner | None = None) -> ModelRunner:
-    """``runner`` (the command's, see :class:`~accentuate.cli.runner.Command`), else a runner for
-    ``model`` with its spec as far as the model tells it (shapes do not depend on the assumed
-    normalization, so its warning is not shown)."""
-    if runner is not None:
-        return ModelRunner.reuse(runner, model, runner.spec)
-    import warnings
-
-    from ..spec import resolve_spec
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return ModelRunner(model, resolve_spec(model))
-
-
-def check_layers_run(model: nn.Module, names: Sequence[str], runner: ModelRunner | None = None) -> dict[str, Any]:
-    """Check that every layer in ``names`` exists and runs in the forward pass; returns all layouts
-    (from the one traced pass of ``runner``, see :func:`runner_for`).
-
-    Raises:
-        LayerError: a name is not in the model (with the closest names), or the layer never
-            runs in the model's forward pass.
-        UsageError: the layer's output has no layout accentuate can read.
-    """
-    check_layers(model, list(names))
-    layouts = {r.name: r.layout for r in runner_for(model, runner).trace()}
-    for layer in names:
-        if layer not in layouts:
-            raise LayerError(
-                f"layer {layer!r} never runs in the model's forward pass; pick one `accentuate layers` lists"
-            )
-        if layouts[layer] is None:
-            raise UsageError(f"layer {layer!r} has an output accentuate cannot read as channels and positions; "
-                             "pick another layer (`accentuate layers` shows each layout)")
-    return layouts
-
-
-def _labels(model: nn.Module) -> tuple[str, ...] | None:
-    from ..spec import spec_of
-
-    return spec_of(model).labels  # its own spec's, else the class names the model declares
-
-
-def read_vector(path: str | os.PathLike, target: str = "") -> torch.Tensor:
-    """A 1-D float vector from a ``.npy`` file (NumPy, no pickles) or a ``.pt`` file (a tensor).
-
-    Raises:
-        UsageError: the file is missing, unreadable, not one vector (shape ``(C,)``, or
-            ``(1, C)``), or has NaN, infinite or only zero entries; one line naming the file.
-    """
-    import numpy as np
-
-    p = Path(path).expanduser()
-    where = f"target {target!r}: " if target else ""
-    if not p.is_file():
-        raise UsageError(f"{where}direction file {str(p)!r} not found; give the path of a .npy or .pt vector "
-                         "with one entry per channel of the layer")
-    if p.stat().st_size > _MAX_VECTOR_BYTES:
-        raise UsageError(f"{where}direction file {str(p)!r} is {p.stat().st_size:,} bytes; a vector of one "
-                         "entry per channel is far smaller")
-    try:
-        if p.suffix.lower() == ".npy":
-            v = torch.from_numpy(np.array(np.load(p, allow_pickle=False), dtype=np.float32))
-        else:
-            v = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 (any reading failure is one line)
-        raise UsageError(f"{where}cannot read {str(p)!r} as a vector ({type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unreadable'}); save it with "
-                         "numpy.save or torch.save") from None
-    if not isinstance(v, torch.Tensor):
-        raise UsageError(f"{where}{str(p)!r} holds a {type(v).__name__}, not a tensor; torch.save the vector itself")
-    if v.dim() == 2 and 1 in v.shape:
-        v = v.flatten()
-    if v.dim() != 1 or v.numel() == 0:
-        raise UsageError(f"{where}{str(p)!r} holds an array of shape {tuple(v.shape)}; a direction is one vector "
-                         "(C,) with an entry per channel")
-    v = v.float()
-    if not torch.isfinite(v).all():
-        bad = int((~torch.isfinite(v)).sum())
-        raise UsageError(f"{where}the vector in {str(p)!r} has {bad} NaN or infinite entr{'y' if bad == 1 else 'ies'}; "
-                         "a direction must be finite")
-    if float(v.abs().max()) == 0:
-        raise UsageError(f"{where}the vector in {str(p)!r} is all zeros; a direction needs a non-zero vector")
-    return v
-
-
-def parse_target(text: str, model: nn.Module, runner: ModelRunner | None = None) -> Objective:
-    """A target from the command line, resolved against ``model``.
-
-    Forms: a class name (``goldfish``, case-insensitive; ``"golden retriever"``), a
-    class index (``1``), ``layer:channel`` (the channel's mean over positions, the patch
-    tokens of a token layer), ``layer:channel@y,x`` (one neuron), ``layer:channel@cls`` or
-    ``layer:channel@tokI`` (channel of leading token 0 / I), ``layer:head=H`` or
-    ``layer:head=H:U`` (attention head H's output RMS, or its unit U, over the patch tokens;
-    ``layer`` is the attention output projection or a block containing one; ``@cls``,
-    ``@tokI`` and ``@y,x`` apply too), or ``layer:FILE.npy`` / ``layer:FILE.pt`` (a
-    direction: the dot product of the layer's activations with the unit vector read from
-    the file, averaged over positions; see :func:`read_vector`), or ``sae:PATH:UNIT@LAYER``
-    (latent UNIT of the SAE checkpoint at PATH, :func:`accentuate.objectives.parse_sae_target`).
-
-    Raises:
-        ClassNameError: unknown (with the closest names) or ambiguous class name, or an
-            index out of range.
-        LayerError: a layer not in the model (with the closest names).
-        UsageError: an empty target, a channel, position, token, head or unit out of range
-            (the message names the valid range), or a direction file that is missing,
-            unreadable, of the wrong length or not finite.
-    """
-    t = str(text).strip()
-    if not t:
-        raise UsageError(f"empty target; give {TARGET_FORMS}")
-    if t.lower().startswith("sae:"):  # an SAE latent: the grammar lives beside its objective
-        from ..objectives.latent import parse_sae_target
-
-        return parse_sae_target(t, model, runner)
-    d = _DIRECTION.match(t)
-    if d:
-        layer = d.group("layer")
-        vector = read_vector(d.group("path"), t)
-        layouts = check_layers_run(model, [layer], runner)
-        obj_d = direction(layer, vector)
-        obj_d.source = Path(d.group("path")).name  # for labels and file names
-        try:
-            obj_d.validate(layouts)
-        except ValueError as e:
-            raise UsageError(f"target {t!r}: {e}; the vector needs one entry per channel "
-                             f"(`accentuate layers` shows the layer's shape)") from None
-        return obj_d
-    m = _CHANNEL.match(t)
-    if m:
-        return _layer_target(t, m, model, runner)
-    labels = _labels(model)
-    if ("@" in t or ":" in t) and not (labels and t.lower() in (n.lower() for n in labels)):
-        raise UsageError(
-            f"cannot read target {t!r}; use {TARGET_FORMS}, e.g. blocks.5:20, blocks.5:20@3,4, "
-            "layers.3:7@cls, layers.3:head=2, blocks.5:vector.npy"
-        )
-    if re.fullmatch(r"-?\d+", t):
-        idx = int(t)
-        n = len(labels) if labels is not None else None
-        if idx < 0 or (n is not None and idx >= n):
-            raise ClassNameError(f"class index {idx} is out of range (0..{(n or 1) - 1})")
-        return logit(idx).resolve(labels)
-    if labels is None:
-        raise ClassNameError(
-            f"class name {t!r} given but the model has no class names; use a class index"
-        )
-    return logit(t).resolve(labels)
-
-
-def _layer_target(t: str, m: re.Match[str], model: nn.Module, runner: ModelRunner | None) -> Objective:
-    """The objective of a ``LAYER:...`` target (see :func:`parse_target`), validated on the model."""
-    layer = m.group("layer")
-    token = 0 if m.group("cls") else (int(m.group("tok")) if m.group("tok") is not None else None)
-    y = int(m.group("y")) if m.group("y") is not None else None
-    x = int(m.group("x")) if m.group("x") is not None else None
-    numbers = [("the channel", m.group("c")), ("the head", m.group("h")), ("the unit", m.group("u")),
-               ("the token", m.group("tok")), ("the position y,x", m.group("y")), ("the position y,x", m.group("x"))]
-    for what, v in numbers:
-        if v is not None and int(v) < 0:
-            raise UsageError(f"target {t!r}: {what} must be >= 0")
-    try:
-        if m.group("h") is not None:
-            check_layers(model, [layer])
-            obj: Objective = head(layer, int(m.group("h")), None if m.group("u") is None else int(m.group("u")),
-                                  model=model, y=y, x=x, token=token)
-            layouts = _input_layouts(model, obj.layers, runner)
-        else:
-            layouts = check_layers_run(model, [layer], runner)
-            c = int(m.group("c"))
-            if token is not None:
-                obj = channel(layer, c, token=token)
-            elif y is None:
-                obj = channel(layer, c)
-            else:
-                obj = neuron(layer, c, y, x)
-        obj.validate(layouts)  # channel, position, token, head and unit in range
-    except (LayerError, UsageError):
-        raise
-    except ValueError as e:
-        raise UsageError(f"target {t!r}: {e}") from None
-    return obj
-
-
-def _input_layouts(model: nn.Module, names: frozenset[str], runner: ModelRunner | None) -> dict[str, Any]:
-    """Layouts of module inputs (``name@input``) for one input of the model's size."""
-    return runner_for(model, runner).layouts(sorted(names))
 
 
 def output_path(args: argparse.Namespace) -> Path:

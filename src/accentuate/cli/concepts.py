@@ -1,17 +1,22 @@
 """``accentuate concepts FOLDER --k K``: the concepts a layer uses across a photo set.
 
-The preamble is every accentuating command's (:class:`~accentuate.cli.runner.Command`: options,
-output folder, model, settings, images); then
+The preamble is every accentuating command's (:class:`~accentuate.cli.command.Command`: options,
+output folder, model, settings); then, with the library's pieces that :func:`accentuate.concepts`
+uses too (:mod:`accentuate.analysis.concepts`),
 
-1. the photos (the folder's subfolders too) are read in chunks, centre-cropped to the square
-   canvas and kept only as the model's view of it;
-2. the layer's activations are factorized (:func:`accentuate.analysis.concepts.find_concepts`);
+1. the layer and ``--k`` are checked (:func:`~accentuate.analysis.concepts.concept_layer`) before
+   the photos (the folder's subfolders too) are read, centre-cropped to the square canvas and kept
+   only as the model's view of it (:func:`~accentuate.analysis.concepts.read_views`);
+2. the layer's activations are factorized (:func:`~accentuate.analysis.concepts.find_concepts`), or,
+   with ``--method sae``, encoded by a sparse autoencoder (``--sae``, else one trained here on the
+   photos and written to ``OUT/sae``, read back when the same command resumes);
 3. each concept is accentuated on its top photos and on photos where it is weak: pairs of an
-   ordinary run (:func:`~accentuate.cli.runner.execute`: batches, progress, resume, Ctrl-C,
-   torchrun, ``run.json``'s ``pairs`` and the per-pair files);
+   ordinary run (:func:`accentuate.runs.execute`: batches, progress, resume, Ctrl-C, torchrun,
+   ``run.json``'s ``pairs`` and the per-pair files);
 4. once every pair is in the record, each accentuation's coefficients are measured on its
-   written picture (so a resumed pair is measured like a new one), the atlas pictures are drawn
-   and ``run.json`` gets its ``concepts`` list and ``factorization``; ``report.html`` shows them.
+   written picture (:meth:`~accentuate.analysis.concepts.Concepts.add_accentuations`; so a resumed
+   pair is measured like a new one), the atlas pictures are drawn and ``run.json`` gets its
+   ``concepts`` list and ``factorization``; ``report.html`` shows them.
 """
 
 from __future__ import annotations
@@ -19,29 +24,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from textwrap import fill
-from typing import Any
 
-import torch
-
-from ..analysis._shared import square_side
-from ..analysis.concepts import (
-    METHODS,
-    TARGETS,
-    Concepts,
-    check_k,
-    default_concept_layer,
-    find_concepts,
-    layer_layout,
-)
-from ..errors import UsageError
-from ..images import load_image, photo_set, resize
-from ..outputs.record import RunWriter
-from ..outputs.worklist import ImageInfo, TargetInfo
-from ..sae import load_sae
-from .common import add_accentuation_options, add_model_options, check_layers_run
-from .runner import Command, add_run_options, execute, say
+from ..analysis.concepts import METHODS, TARGETS, Concepts, Made, concept_layer, find_concepts, read_views
+from ..images import load_image, photo_set, square_side
+from ..runs import ImageInfo, RunWriter, TargetInfo, execute
+from ..runs.distributed import Ranks
+from ..sae import CONFIG, SparseAutoencoder, load_sae
+from .command import Command, add_run_options, finish, say
+from .common import UsageError, add_accentuation_options, add_model_options
 
 __all__ = ["register", "run"]
 
@@ -62,10 +53,6 @@ at a glance), concept-I.png (the atlas of concept I: top patches, heat maps on i
 its accentuations with the coefficient before and after), concept-I.npy (its target vector:
 accentuate run PHOTO --target LAYER:concept-I.npy), the usual per-pair files, run.json with a
 "concepts" list, and report.html with the concept atlas."""
-
-#: Photos read (and turned into model views) at a time.
-CHUNK = 16
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``concepts`` subcommand."""
@@ -105,8 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="most steps of the factorization (default 300)")
     add_model_options(p)
     add_accentuation_options(p)
-    add_run_options(p)
-    p.set_defaults(func=run, frames=0)
+    add_run_options(p, frames=0)
+    p.set_defaults(func=run)
 
 
 def _latents(text: str) -> int | list[int]:
@@ -133,39 +120,20 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-active must be in (0, 1]; got {args.max_active}")
 
 
-def _read(cmd: Command, photos: list[tuple[str, bool, str]], settings: Any,
-          quiet: bool) -> tuple[list[ImageInfo], list[str], torch.Tensor]:
-    """The readable photos (unreadable ones in a folder skipped, as ``run`` does), their names and
-    their model views ``(N, 3, h, w)``; the canvas tensors are dropped after each chunk."""
-    from tqdm.auto import tqdm
-
-    infos: list[ImageInfo] = []
-    names: list[str] = []
-    views: list[torch.Tensor] = []
-    bar = tqdm(total=len(photos), desc="reading photos", unit="photo", leave=False, file=sys.stderr,
-               dynamic_ncols=True, disable=quiet)
-    try:
-        for start in range(0, len(photos), CHUNK):
-            chunk = photos[start:start + CHUNK]
-            by_path = {p: name for p, _, name in chunk}
-            got = _load(cmd, [(p, inside) for p, inside, _ in chunk], settings)
-            for info in got:
-                views.append(resize(info.tensor, cmd.spec.input_size))  # type: ignore[arg-type]
-                info.tensor = None
-                names.append(by_path[info.path])
-            infos += got
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    return infos, names, torch.stack(views)
-
-
-def _load(cmd: Command, items: list[tuple[str, bool]], settings: Any) -> list[ImageInfo]:
-    """:meth:`Command.images` on the square canvas, without a warning per non-square photo (each is
-    centre-cropped; ``--help`` says so once)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"seed \d+ .* has another aspect ratio")
-        return cmd.images(items, settings)
+def _sae(args: argparse.Namespace, cmd: Command) -> tuple[SparseAutoencoder | None, bool]:
+    """The SAE of ``--method sae``: ``--sae``'s checkpoint; else the one an earlier start of the same
+    command trained into ``OUT/sae`` (a resumed run reads it back, so that its targets stay the
+    same); else ``None`` (train one). The flag says whether to train."""
+    if args.method != "sae":
+        return None, False
+    if args.sae:
+        return load_sae(args.sae), False
+    if (cmd.out / "sae" / CONFIG).is_file():
+        return load_sae(cmd.out / "sae"), False
+    if Ranks.from_env().distributed:
+        raise UsageError("--method sae without --sae trains an SAE first, which torchrun's ranks would each do; "
+                         "train it once (`accentuate sae train FOLDER --out DIR`) and pass --sae DIR")
+    return None, True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,34 +146,32 @@ def run(args: argparse.Namespace) -> int:
     cmd = Command(args, "concepts")
     cmd.kw.pop("until", None)  # --preview's until is for classes
     model, spec = cmd.model, cmd.spec
-    side = square_side(cmd.spec, cmd.kw.get("canvas"), "concepts", "--canvas")
+    side = square_side(spec, cmd.kw.get("canvas"), "concepts", "--canvas")
     cmd.kw["canvas"] = (side, side)
     settings = cmd.settings()
-    sae = load_sae(args.sae) if args.method == "sae" and args.sae else None
-    layer = args.layer or (sae.config.get("layer") if sae is not None else None) or default_concept_layer(model, spec)
-    check_layers_run(model, [layer])
-    layout = layer_layout(model, spec, layer)
-    if args.method != "sae":
-        check_k(args.k, len(photos), layout, layer)
+    sae, train = _sae(args, cmd)
+    layer, layout = concept_layer(model, spec, cmd.runner, args.layer, args.k, len(photos), method=args.method,
+                                  sae=sae)
     t0 = time.perf_counter()
-    infos, names, views = _read(cmd, photos, settings, args.quiet)
+    views, kept, skipped = read_views(photos, side, spec.input_size, progress=not args.quiet)
+    cmd.skipped += skipped
     read_s = time.perf_counter() - t0
-    say(args.quiet, f"accentuate: {len(infos)} photo(s) at {layer} ({layout}) of {spec.name}: {args.k} concepts; "
+    say(args.quiet, f"accentuate: {len(kept)} photo(s) at {layer} ({layout}) of {spec.name}: {args.k} concepts; "
         f"output: {cmd.out}")
-    con = find_concepts(model, views, args.k, layer, names=names, sources=[i.path for i in infos], canvas=side,
-                        method=args.method, target=args.concept_target, iterations=args.iterations, spec=spec,
-                        progress=not args.quiet, sae=sae, latents=args.latents, max_active=args.max_active,
-                        sae_out=cmd.out / "sae" if args.method == "sae" and sae is None else None)
+    con = find_concepts(model, views, args.k, layer, names=[photos[i][2] for i in kept],
+                        sources=[photos[i][0] for i in kept], canvas=side, method=args.method,
+                        target=args.concept_target, iterations=args.iterations, spec=spec, progress=not args.quiet,
+                        runner=cmd.runner, sae=sae, latents=args.latents, max_active=args.max_active,
+                        sae_out=cmd.out / "sae" if train else None)
     con.timings = {"read_s": read_s, **con.timings}
     say(args.quiet, f"accentuate: {con.method} of {views.shape[0]} x {layout.grid[0] * layout.grid[1]} patches x "
         f"{layout.channels} channels explains {100 * con.fraction:.1f} % (relative error {con.relative_error:.3f}, "
-        f"{con.iterations} steps) in {con.timings.get('factorization_s', con.timings.get('encoding_s', 0)):.1f} s")
+        f"{con.iterations} steps) in "
+        f"{con.timings.get('factorization_s', con.timings.get('training_s', con.timings.get('encoding_s', 0))):.1f} s")
     chosen = con.pairs(args.top, args.weak, seed=args.seed)
     rows = list(dict.fromkeys(j for j, _, _ in chosen))  # the accentuated photos, in order
     row_of = {j: r for r, j in enumerate(rows)}
-    seeds = _load(cmd, [(infos[j].path, False) for j in rows], settings) if rows else []
-    for info, j in zip(seeds, rows):
-        info.name = infos[j].name
+    seeds = cmd.images([(str(con.sources[j]), False) for j in rows], settings) if rows else []
     targets = [TargetInfo(f"concept {i}", con.objective(i)) for i in range(con.k)]
     kinds = {(row_of[j], i): kind for j, i, kind in chosen}
     plan = cmd.plan(settings, seeds, targets, pairs=[(row_of[j], i) for j, i, _ in chosen], kind="concepts",
@@ -213,9 +179,9 @@ def run(args: argparse.Namespace) -> int:
     con.config.update({"top": args.top, "weak": args.weak, "show": args.show, "seed": args.seed,
                        "accentuation": settings.to_dict()})
 
-    def finish(writer: RunWriter) -> None:
+    def atlas(writer: RunWriter) -> None:
         """The coefficients of every recorded accentuation, the pictures and the record's sections."""
-        _measure(con, model, writer, plan.images, rows, kinds)
+        _measure(con, cmd, writer, plan.images, rows, kinds)
         t = time.perf_counter()
         drawn = con.write_pictures(plan.out, progress=not args.quiet)
         con.write_vectors(plan.out)
@@ -229,8 +195,8 @@ def run(args: argparse.Namespace) -> int:
         writer.add_output("concepts_overview", drawn[0].name)
         writer.add_sections(concepts=record, factorization=con.summary())
 
-    code = execute(plan, before_save=finish)
-    if not args.quiet:
+    outcome = execute(plan, before_save=atlas)
+    if outcome.lead and not args.quiet and outcome.status != 130:
         print(con.to_markdown())
         print(f"concepts: {plan.out / 'concepts.png'} (overview), {plan.out}/concept-I.png (atlas of concept I)")
         t = con.timings
@@ -238,25 +204,17 @@ def run(args: argparse.Namespace) -> int:
               f"factorization {t.get('factorization_s', 0):.1f} s, accentuations {t.get('accentuation_s', 0):.1f} s, "
               f"measuring {t.get('measure_s', 0):.1f} s, pictures {t.get('figures_s', 0):.1f} s; "
               f"total {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    return code
+    return finish(plan, outcome, pairs=False)
 
 
-def _measure(con: Concepts, model: Any, writer: RunWriter, images: list[ImageInfo], rows: list[int],
+def _measure(con: Concepts, cmd: Command, writer: RunWriter, images: list[ImageInfo], rows: list[int],
              kinds: dict[tuple[int, int], str]) -> None:
-    """Fill ``con.accentuations`` from the recorded pairs: every concept's coefficient on the seed and
-    on the accentuation's written picture (8-bit, as the user has it)."""
-    t = time.perf_counter()
+    """The accentuations of the record, measured on their written pictures (8-bit, as the user has
+    them; a resumed pair like a new one): :meth:`Concepts.add_accentuations`."""
     con.accentuations = []
-    entries = [e for e in writer.entries() if "image" in (e.get("files") or {})
-               and (writer.out / e["files"]["image"]).exists()]
-    if entries:
-        seeds = torch.stack([images[e["seed"]].tensor for e in entries])  # type: ignore[misc]
-        accents = torch.stack([load_image(writer.out / e["files"]["image"]) for e in entries])
-        items = [(int(e["target"]), rows[e["seed"]], kinds[(e["seed"], int(e["target"]))]) for e in entries]
-        for a, e in zip(con.measure_accentuations(model, items, seeds, accents), entries):
-            a.value_before, a.value_after = (e.get("before") or {}).get("value"), (e.get("after") or {}).get("value")
-            a.pair = str(e.get("id") or "")
-            con.accentuations.append(a)
-    con.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
-    con.timings["measure_s"] = time.perf_counter() - t
-
+    made = [Made(concept=int(e["target"]), image=rows[e["seed"]], kind=kinds[(e["seed"], int(e["target"]))],
+                 seed=images[e["seed"]].tensor, accentuated=load_image(writer.out / e["files"]["image"]),  # type: ignore[arg-type]
+                 value_before=(e.get("before") or {}).get("value"), value_after=(e.get("after") or {}).get("value"),
+                 pair=str(e.get("id") or ""))
+            for e in writer.entries() if "image" in (e.get("files") or {}) and (writer.out / e["files"]["image"]).exists()]
+    con.add_accentuations(cmd.model, made, runner=cmd.runner)

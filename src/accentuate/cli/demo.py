@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from textwrap import fill
 
-from ..outputs.worklist import TargetInfo
 from ..photos import photo
-from .common import add_accentuation_options, add_model_options, parse_target
-from .runner import Command, add_run_options, execute
+from ..runs import execute
+from .command import Command, add_run_options, finish
+from .common import add_accentuation_options, add_model_options
 
 DEMO_PHOTO = "chelsea"
 DEMO_TARGETS = ("tiger cat", "goldfish")
@@ -16,7 +16,7 @@ DEMO_TARGETS = ("tiger cat", "goldfish")
 EXAMPLE = f"""\
 examples:
   accentuate demo
-  accentuate demo --steps 40 --out demo-run
+  accentuate demo --preview --out demo-run    # a quick first look (256-pixel canvas, 8 crops)
 
 Accentuates the bundled photo '{DEMO_PHOTO}' (a cat) toward {' and '.join(repr(t) for t in DEMO_TARGETS)}
 with the embedded model and its default settings (a few minutes on a laptop CPU), then
@@ -42,10 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cmd = Command(args, "demo")
-    targets = [TargetInfo(t, parse_target(t, cmd.model, cmd.runner)) for t in DEMO_TARGETS]
-    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    targets = cmd.targets(DEMO_TARGETS)
+    settings = cmd.settings(targets)
     images = cmd.images([photo(DEMO_PHOTO)], settings)
-    status = execute(cmd.plan(settings, images, targets))
+    p = cmd.plan(settings, images, targets)
+    status = finish(p, execute(p))
     if status == 0 and not args.quiet:
         print("next: open the contact sheet and the *_figure.png files; then try your own photo:")
         print("  accentuate run YOUR_PHOTO.jpg --target \"tiger cat\"")

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
-import time
 from pathlib import Path
 from textwrap import fill
 from typing import Any
 
 import torch
 
-from ..analysis.explain import Explanation, explain
+from ..analysis.explain import Explanation, choose_classes, class_probabilities
+from ..objectives import logit
 from ..outputs import figures
-from ..outputs.animation import snapshot_interval
-from ..outputs.record import RunWriter
-from ..outputs.worklist import TargetInfo
-from ..report import maybe_write_report
+from ..outputs.io import atomic_write
+from ..runs import RunWriter, TargetInfo, execute
+from ..runs.saved import result_from_record
 from ..spec import ModelSpec
+from .command import Command, add_run_options, finish
 from .common import UsageError, add_accentuation_options, add_model_options
-from .runner import Command, add_run_options, check_paths, header, print_results, say, steps_bar
 
 EXAMPLE = """\
 examples:
@@ -31,7 +29,9 @@ examples:
 
 Accentuates the model's K most likely classes on the image (--bottom: the least
 likely too; --label: the true class, to explain a misclassification) in one batched
-run, with the opacity normalized over the whole panel so regions compare."""
+run, with the opacity normalized over the whole panel so regions compare. Rerunning
+with the same --out finishes an interrupted run; under torchrun one process runs the
+batch. result.npz keeps every tensor (Result.load reads it back exactly)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,16 +70,15 @@ def _prob(numbers: dict) -> str:
 
 def _check(args: argparse.Namespace) -> None:
     """The options of ``explain IMAGE``, checked before anything loads."""
-    from .distributed import Ranks
-
-    if Ranks.from_env().distributed:
-        raise UsageError("explain IMAGE runs in one process; under torchrun use accentuate run or "
-                         "accentuate explain ROOT --misclassified")
     if args.top < 0 or args.bottom < 0:
         raise UsageError(f"--top and --bottom must be >= 0; got --top {args.top} --bottom {args.bottom}")
     if args.top + args.bottom == 0 and args.label is None:
         raise UsageError("nothing to explain: give --top K >= 1, --bottom K >= 1 or --label NAME")
-    check_paths([args.image])
+    if not Path(args.image).exists():
+        raise UsageError(f"image not found: {args.image!r}; check the path")
+    if Path(args.image).is_dir():
+        raise UsageError(f"{args.image!r} is a folder, not an image file; pass one image (or --misclassified for "
+                         "a labelled tree)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,58 +91,49 @@ def run(args: argparse.Namespace) -> int:
     if args.top is None:
         args.top = 3
     _check(args)
-    t0 = time.perf_counter()
     cmd = Command(args, "explain")
-    model, spec = cmd.model, cmd.spec
+    spec, labels = cmd.spec, cmd.spec.labels
     settings = cmd.settings()
     images = cmd.images([args.image], settings)
-    if spec.labels is not None and args.label is not None:  # fail on a bad label before running
-        from ..labels import find_class
-
-        find_class(args.label, spec.labels)
-
-    steps = settings.steps
-    k = args.top + args.bottom + (1 if args.label is not None else 0)
-    say(args.quiet, f"accentuate: explaining {images[0].name} with {spec.name} on {k} class(es) at most; "
-        f"output: {cmd.out}")
-    update, close = steps_bar(args.quiet, f"explain {images[0].name}", steps)
-    started = time.perf_counter()
     seed = images[0].tensor
     assert seed is not None  # load_images keeps the fitted tensor
-    try:
-        ex = explain(model, seed, top=args.top, bottom=args.bottom, label=args.label,
-                     settings=settings, progress=update, runner=cmd.runner,
-                     snapshots=snapshot_interval(steps, args.frames) if args.frames else ())
-    finally:
-        close()
-    seconds = time.perf_counter() - started
-    res = ex.result
-    targets = [TargetInfo(str(c), o) for c, o in zip(ex.classes, res.targets)]
-    # One batched run of the seed x its classes: the work list is one batch.
-    plan = cmd.plan(res.config, images, targets, batch=len(targets))
-    out = plan.out
-    writer = RunWriter(out, header(plan), plan.work)
-    entries = writer.write_batch(res, plan.work.batches[0], seconds, alpha=ex.alpha,
-                                 timing={"rank": 0, "generator_seed": res.config.seed,
-                                         "threads": torch.get_num_threads()})
-    _write_panel(ex, entries, seed, images[0].name, spec, writer)
-    writer.add_sections(explain={
-        "classes": ex.classes, "names": ex.names, "reasons": ex.reasons,
-        "probs_before": [round(float(ex.probs[c]), 6) for c in ex.classes],
-        "opacity": "collective (normalized over all classes of the panel)",
-        "top": args.top, "bottom": args.bottom, "label": args.label,
-        "overtaken_by": [[{"index": k, "name": spec.labels[k] if spec.labels else None} for k in ex.overtaken_by(j)]
-                         for j in range(len(ex.classes))],
-    })
-    writer.timing(model_load_s=cmd.load_s, total_s=time.perf_counter() - t0)
-    if res.interrupted:
-        writer.save("interrupted")
-        maybe_write_report(out)
-        print(f"accentuate: interrupted at step {res.steps_done} of {steps}; wrote the partial state of "
-              f"{len(entries)} pair(s) (marked \"partial\" in run.json) to {out}", file=sys.stderr)
-        return 130
-    writer.save("complete")
-    return _summary(args, ex, entries, images[0].name, seconds, writer, maybe_write_report(out))
+    probs = class_probabilities(cmd.model, seed[None], spec, cmd.runner)
+    classes, reasons = choose_classes(probs, args.top, args.bottom, args.label, labels)
+    names = [labels[c] if labels is not None and c < len(labels) else None for c in classes]
+    targets = [TargetInfo(str(c), logit(c).resolve(labels)) for c in classes]
+    # One batched run of the seed x its classes (one batch: the opacity is normalized over the panel,
+    # and result.npz keeps every tensor, from which the panel is drawn, fresh or resumed alike).
+    p = cmd.plan(settings, images, targets, batch=len(targets), kind="explain", collective=True, lossless=True)
+    explained: list[Explanation] = []
+
+    def panel(writer: RunWriter) -> None:
+        """The panel and the ``explain`` section, from the run's lossless copy (all classes done)."""
+        if writer.missing() or any(e["status"] == "partial" for e in writer.entries()):
+            return
+        res = result_from_record(writer.out, writer.document())
+        ex = Explanation(result=res, classes=classes, names=names, reasons=reasons, probs=probs,
+                         alpha=res.alpha(collective=True))
+        _write_panel(ex, writer.entries(), seed, images[0].name, spec, writer)
+        writer.add_sections(explain={
+            "classes": classes, "names": names, "reasons": reasons,
+            "probs_before": [round(float(probs[c]), 6) for c in classes],
+            "opacity": "collective (normalized over all classes of the panel)",
+            "top": args.top, "bottom": args.bottom, "label": args.label,
+            "overtaken_by": [[{"index": k, "name": labels[k] if labels else None} for k in ex.overtaken_by(j)]
+                             for j in range(len(classes))],
+        })
+        explained.append(ex)
+
+    outcome = execute(p, before_save=panel)
+    if outcome.status in (0, 1) and explained and not args.quiet and outcome.lead:
+        ex = explained[0]
+        print(f"explained {images[0].name} in {outcome.seconds:.0f} s:")
+        for j, (e, reason) in enumerate(zip(outcome.entries, ex.reasons)):
+            print(f"  {e['target_label']} [{reason}]: p {_prob(e['before'])} -> {_prob(e['after'])}, "
+                  f"{ex.rank_change(j)}")
+    return finish(p, outcome, listing=[("panel", p.out / "explain_panel.png"), ("record", outcome.writer.path)],
+                  pairs=False, hint=f"rerun with another --seed or a lower --lr, e.g. accentuate explain "
+                  f"{shlex.quote(args.image)} --lr 0.02")
 
 
 def _write_panel(ex: Explanation, entries: list[dict[str, Any]], seed: torch.Tensor, name: str, spec: ModelSpec,
@@ -162,28 +152,5 @@ def _write_panel(ex: Explanation, entries: list[dict[str, Any]], seed: torch.Ten
     title = (f"{name}: what drives each class ({spec.name}; opacity normalized over the panel, "
              f"{res.steps_done} steps)")
     panel = figures.panel((figures.to_pil(seed), f"model: {seed_cap}"), items, title=title)
-    from ..outputs.io import atomic_write
-
     atomic_write(writer.out / "explain_panel.png", figures.png_bytes(panel))
     writer.add_output("explain_panel", "explain_panel.png")
-
-
-def _summary(args: argparse.Namespace, ex: Explanation, entries: list[dict[str, Any]], name: str, seconds: float,
-             writer: RunWriter, page: Path | None) -> int:
-    """What ``explain`` prints at the end, and its exit status (1 when a class failed)."""
-    failed = [e for e in entries if e["status"] == "failed"]
-    for e in failed:
-        print(f"accentuate: warning: {e['target_label']} failed: {e['failed']}", file=sys.stderr)
-    if not args.quiet:
-        print(f"explained {name} in {seconds:.0f} s:")
-        for j, (e, reason) in enumerate(zip(entries, ex.reasons)):
-            print(f"  {e['target_label']} [{reason}]: "
-                  f"p {_prob(e['before'])} -> {_prob(e['after'])}, {ex.rank_change(j)}")
-        print_results(writer.out, [("panel", writer.out / "explain_panel.png"), ("record", writer.path),
-                                   ("report", page)])
-    if failed:
-        print(f"accentuate: error: {len(failed)} of {len(entries)} class(es) failed (numerical trouble); "
-              f"see run.json; rerun with another --seed or a lower --lr, e.g. "
-              f"accentuate explain {shlex.quote(args.image)} --lr 0.02", file=sys.stderr)
-        return 1
-    return 0

@@ -22,11 +22,11 @@ from ..errors import UsageError
 from ..objectives import logit
 from ..outputs import figures
 from ..outputs.io import atomic_write
-from ..outputs.record import RunWriter
-from ..outputs.worklist import ImageInfo, TargetInfo, slug
+from ..runs import ImageInfo, RunWriter, TargetInfo, execute
+from ..runs.distributed import Ranks
+from ..runs.work import slug
+from .command import Command, finish, say
 from .common import make_output
-from .distributed import Ranks
-from .runner import Command, execute, say
 
 __all__ = ["run_misclassified"]
 
@@ -84,7 +84,7 @@ def run_misclassified(args: argparse.Namespace) -> int:
         summary["confusions"] = listed
         writer.add_sections(misclassified=summary)
 
-    code = execute(plan, before_save=panels)
+    code = finish(plan, execute(plan, before_save=panels))
     if lead and not args.quiet and listed:
         print(f"{len(wrong)} of {len(images)} image(s) misclassified by {spec.name}; most frequent confusions:")
         for item in listed:

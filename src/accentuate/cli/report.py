@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report", help="write report.html for an output folder",
         description=fill(
             "Write report.html in each DIR (an output folder of run, demo, explain, pathway, sweep, "
-            "latent or sanity): a page of every pair with its seed, accentuation and opacity, the "
+            "latent, sanity, concepts or study): a page of every pair with its seed, accentuation and opacity, the "
             "numbers before and after, the history and the files, or the analysis's plots and "
             "tables, with the command, settings, versions and timings.", 88),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,

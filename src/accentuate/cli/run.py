@@ -8,19 +8,12 @@ from textwrap import fill
 
 from torch import nn
 
-from ..hooks import OUTPUT, ModelRunner
-from ..images import IMAGE_SUFFIXES
-from ..outputs.worklist import TargetInfo
-from .common import (
-    UsageError,
-    add_accentuation_options,
-    add_model_options,
-    check_layers_run,
-    parse_target,
-    runner_for,
-)
-from .runner import Command, add_run_options, execute, expand_paths
-from .worklist import check_manifest_images, read_manifest, resolve_manifest
+from ..hooks import OUTPUT, ModelRunner, readable_layouts
+from ..images import IMAGE_SUFFIXES, photo_set
+from ..runs import TargetInfo, execute
+from ..runs.manifest import check_manifest_images, read_manifest, resolve_manifest
+from .command import Command, add_run_options, finish
+from .common import UsageError, add_accentuation_options, add_model_options
 
 EXAMPLE = """\
 examples:
@@ -110,19 +103,18 @@ def run(args: argparse.Namespace) -> int:
     for ref in args.like:
         if not Path(ref).is_file():
             raise UsageError(f"--like {ref!r}: image not found; give the path of a reference image")
-    paths = expand_paths(args.images)
+    paths = [(str(src), inside) for src, inside, _ in photo_set(args.images, recursive=False)]
     cmd = Command(args, "run")
-    targets = [TargetInfo(t, parse_target(t, cmd.model, cmd.runner)) for t in args.target]
-    targets += reference_targets(args, cmd.model, cmd.runner)
-    settings = cmd.settings(targets, preview_until=args.preview and args.until is None)
+    targets = cmd.targets(args.target) + reference_targets(args, cmd.model, cmd.runner)
+    settings = cmd.settings(targets)
     images = cmd.images(paths, settings)
-    return execute(cmd.plan(settings, images, targets))
+    p = cmd.plan(settings, images, targets)
+    return finish(p, execute(p))
 
 
-def reference_targets(args: argparse.Namespace, model: nn.Module,
-                      runner: ModelRunner | None = None) -> list[TargetInfo]:
+def reference_targets(args: argparse.Namespace, model: nn.Module, runner: ModelRunner) -> list[TargetInfo]:
     """The ``--like``, ``--text`` and ``--away-from`` targets, in that order (``runner``: the
-    command's, see :func:`~accentuate.cli.common.runner_for`).
+    command's).
 
     Raises:
         UsageError: a text target on a model that is not CLIP, or a reference layer or pool
@@ -133,12 +125,12 @@ def reference_targets(args: argparse.Namespace, model: nn.Module,
 
     out: list[TargetInfo] = []
     if args.like_layer and args.like_layer != OUTPUT:
-        check_layers_run(model, [args.like_layer], runner)  # a wrong name lists the closest ones
+        readable_layouts(runner, [args.like_layer])  # a wrong name lists the closest ones
     for ref in args.like:
         obj: Objective
         try:
-            obj = like(args.like_layer, ref, model, pool=args.like_pool, measure=args.like_measure,
-                       runner=runner_for(model, runner))
+            obj = like(ref, model, args.like_layer, pool=args.like_pool, measure=args.like_measure,
+                       runner=runner)
         except ValueError as e:
             if isinstance(e, UsageError):
                 raise
@@ -152,7 +144,7 @@ def reference_targets(args: argparse.Namespace, model: nn.Module,
         if not prompt.strip():
             raise UsageError("an empty --text / --away-from prompt; give the text, e.g. \"a photo of a dog\"")
         try:
-            obj = clip_text(model, prompt, away=away)
+            obj = clip_text(prompt, model, away=away)
         except ValueError as e:
             raise UsageError(f"{'--away-from' if away else '--text'} {prompt!r}: {e}") from None
         out.append(TargetInfo(("away:" if away else "text:") + prompt, obj))
@@ -168,5 +160,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     settings = cmd.settings()
     images, targets, pairs, where = resolve_manifest(rows, cmd.runner, settings,
                                                      lambda paths: cmd.images(paths, settings))
+    settings = settings.for_targets([t.objective for t in targets])  # --preview's until: classes only
     extra = {"manifest": {"path": str(Path(args.manifest)), "rows": len(rows), "pairs": len(pairs)}}
-    return execute(cmd.plan(settings, images, targets, pairs=pairs, kind="manifest", rows=where, extra=extra))
+    p = cmd.plan(settings, images, targets, pairs=pairs, kind="manifest", rows=where, extra=extra)
+    return finish(p, execute(p))

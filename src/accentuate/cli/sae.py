@@ -16,7 +16,7 @@ import sys
 from textwrap import fill
 
 from ..errors import UsageError
-from .common import add_global_options, add_model_options, check_layers_run, load_timed
+from .common import add_global_options, add_model_options, load_timed
 
 __all__ = ["register", "run"]
 
@@ -96,13 +96,14 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """``accentuate sae train``."""
     from ..analysis.sae_training import train_sae
+    from ..hooks import ModelRunner, readable_layouts
     from ..images import photo_set
 
     _check(args)
     photos = photo_set(args.photos)  # before the model loads: a wrong path fails fast
     model, spec, _ = load_timed(args)
     if args.layer:
-        check_layers_run(model, [args.layer])
+        readable_layouts(ModelRunner(model, spec), [args.layer])  # exists, runs, has channels
     if not args.quiet:
         print(f"accentuate: {len(photos)} photo(s), {spec.name} at {args.layer or 'its default layer'}: "
               f"{args.latents} latents, k {args.k}; output: {args.out}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``accentuate study build | serve | observe | analyze``: a human extrapolation study of a model's
+"""``accentuate study build | serve | page | observe | analyze``: a human extrapolation study of a model's
 features, as a kit a lab runs (:mod:`accentuate.study`; docs/study.md)."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from .common import (
     add_global_options,
     add_model_options,
     load_model_from_args,
-    parse_target,
 )
 
 __all__ = ["register"]
@@ -29,11 +28,12 @@ examples:
   accentuate study build photos/ --model dinov2_vits14_focus --features directions:layernorm:4
   accentuate study observe study --model dinov2_vits14_focus      (pilot: a model answers the trials)
   accentuate study serve study --port 8000                         (lab machines: saves each participant)
+  accentuate study page study --prolific-code C1A2B3C4             (online: back to Prolific at the end)
   accentuate study analyze study                                   (accuracy per condition, report.html)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``study`` subcommand and its four commands."""
+    """Add the ``study`` subcommand and its five commands."""
     p = subparsers.add_parser(
         "study", help="a human study of the model's features: build it, serve it, pilot it, analyze it",
         description=fill("Two-alternative forced choice (Borowski et al. 2021): people shown reference images of a "
@@ -44,11 +44,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _build_parser(sub)
     s = sub.add_parser("serve", help="serve the study's page on this machine and save each participant's file",
                        description="Serve DIR's index.html on a local port; each finished participant's data is "
-                       "also saved under DIR/responses/ (the page downloads it too).")
+                       "saved under DIR/responses/ (the page keeps it and sends it again until the server confirms "
+                       "the save). Online, put it behind an HTTPS proxy (docs/study.md). -q: no log lines.")
     s.add_argument("directory", metavar="DIR", help="the study folder")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.set_defaults(func=_serve)
+    g = sub.add_parser("page", help="write the study's page again (after editing instructions.md), or set the "
+                       "Prolific codes", description="Write DIR/index.html from DIR/trials.json and "
+                       "DIR/instructions.md; with --prolific-code, the end of the study sends each participant "
+                       "whose data the server saved to Prolific's completion URL.")
+    g.add_argument("directory", metavar="DIR", help="the study folder")
+    _prolific_options(g)
+    g.add_argument("--no-prolific", action="store_true", help="remove the Prolific codes")
+    g.set_defaults(func=_page)
     o = sub.add_parser("observe", help="answer the trials with a model (a pilot before recruiting anyone)",
                        description=fill("A model observer picks the query whose representation is more like the "
                                         "strong references than the weak ones; written to DIR/observers/.", 88))
@@ -66,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="exclude a participant below this accuracy on the catch trials (default 0.75)")
     a.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates (default 2000)")
     a.set_defaults(func=_analyze)
-    for q in (s, o, a):
+    for q in (s, g, o, a):
         add_global_options(q)
     p.set_defaults(func=lambda args: _missing_step(p))
 
@@ -101,14 +110,24 @@ def _build_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--show-feature-names", action="store_true", help="show each feature's name above its references")
     b.add_argument("--keys", nargs=2, default=["f", "j"], metavar=("LEFT", "RIGHT"),
                    help="response keys (default f j)")
+    _prolific_options(b)
     add_model_options(b)
     add_accentuation_options(b)
     b.set_defaults(func=_build)
 
 
+def _prolific_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prolific-code", metavar="CODE",
+                   help="Prolific's completion code: once the server has saved a participant's data, the page "
+                        "sends them to Prolific's completion URL with it (kept off the page)")
+    p.add_argument("--no-consent-code", metavar="CODE",
+                   help="with --prolific-code: the Prolific code for a participant who declines consent")
+
+
 def _features(args: argparse.Namespace, model: Any) -> list[Any] | None:
     if not args.features:
         return None
+    from ..objectives import parse_target
     from ..study.design import is_request
 
     return [f if is_request(f) else (f, parse_target(f, model)) for f in args.features]
@@ -122,6 +141,9 @@ def _build(args: argparse.Namespace) -> int:
     if args.until is not None:
         raise UsageError("--until stops an accentuation at a class; a study's references are made to a fixed "
                          "number of steps: leave --until out")
+    from ..study.page import check_prolific
+
+    check_prolific(args.prolific_code, args.no_consent_code)  # before the long part
     kw = accentuation_kwargs(args)
     seed = kw.pop("seed", 0)
     kw.pop("until", None)  # --preview's stop is for classes
@@ -134,7 +156,7 @@ def _build(args: argparse.Namespace) -> int:
         study = build(model, args.photos, args.out, features=_features(args, model), conditions=args.conditions,
                       trials=args.trials, references=args.references, catch=args.catch, seed=seed, title=args.title,
                       show_feature_names=args.show_feature_names, keys=tuple(args.keys), progress=not args.quiet,
-                      **kw)
+                      prolific_code=args.prolific_code, no_consent_code=args.no_consent_code, **kw)
     except KeyboardInterrupt:
         kept = len(list((Path(args.out) / "work").glob("*/key.json")))
         print(f"accentuate: study build interrupted; {kept} finished engine run(s) are kept in "
@@ -152,7 +174,24 @@ def _build(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from ..study.serve import serve
 
-    serve(args.directory, host=args.host, port=args.port)
+    serve(args.directory, host=args.host, port=args.port, quiet=args.quiet)
+    return 0
+
+
+def _page(args: argparse.Namespace) -> int:
+    from ..study.page import read_prolific, set_prolific, write_page
+
+    if args.no_prolific and (args.prolific_code or args.no_consent_code):
+        raise UsageError("--no-prolific removes the Prolific codes: leave out --prolific-code and --no-consent-code")
+    if args.no_prolific:
+        set_prolific(args.directory, None)
+    path = write_page(args.directory, prolific_code=args.prolific_code, no_consent_code=args.no_consent_code)
+    if not args.quiet:
+        codes = read_prolific(args.directory)
+        prolific = ("Prolific: completion code " + str(codes["completion_code"]) + (
+            f", no-consent code {codes['no_consent_code']}" if codes["no_consent_code"] else "") if codes
+            else "no Prolific codes")
+        print(f"page: {path} ({prolific})")
     return 0
 
 

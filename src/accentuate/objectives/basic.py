@@ -20,46 +20,19 @@ import torch
 
 from ..hooks import OUTPUT
 from ..layout import Layout
-from .base import Acts, Layouts, Objective, recorded_unit, tensor_digest, tensor_from_record, tensor_record
+from .base import (
+    Acts,
+    Layouts,
+    Objective,
+    constant_like,
+    recorded_unit,
+    tensor_digest,
+    tensor_from_record,
+    tensor_record,
+)
+from .checks import check_channel, check_position, check_token
 
 __all__ = ["Channel", "Direction", "Logit", "Neuron", "TokenChannel", "channel", "direction", "logit", "neuron"]
-
-
-def _check_channel(layer: str, c: int, layout: Layout) -> None:
-    n = layout.channels
-    if not 0 <= c < n:
-        raise ValueError(
-            f"channel {c} is out of range for layer {layer!r}, which has {n} channels (0..{n - 1})"
-        )
-
-
-def _check_token(layer: str, i: int, layout: Layout) -> None:
-    """``ValueError`` unless leading token ``i`` (0: the class token) exists in the layer."""
-    n = layout.prefix if layout.kind == "tokens" else 0
-    if n == 0:
-        raise ValueError(
-            f"layer {layer!r} has no leading (class/register) tokens (its layout is {layout}); "
-            "read its patch tokens instead (a channel mean or a neuron at y,x)"
-        )
-    if not 0 <= i < n:
-        raise ValueError(
-            f"token {i} is out of range for layer {layer!r}, which has {n} leading token(s) (0..{n - 1})"
-        )
-
-
-def _check_position(layer: str, y: int, x: int, layout: Layout) -> None:
-    h, w = layout.grid
-    if not (0 <= y < h and 0 <= x < w):
-        raise ValueError(
-            f"position (y={y}, x={x}) is outside layer {layer!r}, whose grid is {h} x {w} "
-            f"(y 0..{h - 1}, x 0..{w - 1})"
-        )
-
-
-def _tail(layer: str) -> str:
-    """The last two dotted parts of a layer name, for short file names (``layers.1`` of
-    ``vision_model.encoder.layers.1``)."""
-    return ".".join(layer.split(".")[-2:]) or layer
 
 
 class Logit(Objective):
@@ -150,7 +123,7 @@ class Channel(Objective):
         self.layers = frozenset({layer})
 
     def validate(self, layouts: Layouts) -> None:
-        _check_channel(self.layer, self.c, layouts[self.layer])
+        check_channel(self.layer, self.c, layouts[self.layer])
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         return layouts[self.layer].channel(acts[self.layer], self.c).mean(dim=1)
@@ -181,8 +154,8 @@ class TokenChannel(Objective):
 
     def validate(self, layouts: Layouts) -> None:
         lay = layouts[self.layer]
-        _check_token(self.layer, self.token, lay)
-        _check_channel(self.layer, self.c, lay)
+        check_token(self.layer, self.token, lay)
+        check_channel(self.layer, self.c, lay)
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         return layouts[self.layer].token(acts[self.layer], self.token)[:, self.c]
@@ -218,8 +191,8 @@ class Neuron(Objective):
 
     def validate(self, layouts: Layouts) -> None:
         lay = layouts[self.layer]
-        _check_channel(self.layer, self.c, lay)
-        _check_position(self.layer, *self._pos(lay), lay)
+        check_channel(self.layer, self.c, lay)
+        check_position(self.layer, *self._pos(lay), lay)
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         lay = layouts[self.layer]
@@ -275,7 +248,7 @@ class Direction(Objective):
 
     def validate(self, layouts: Layouts) -> None:
         if self.token is not None:
-            _check_token(self.layer, self.token, layouts[self.layer])
+            check_token(self.layer, self.token, layouts[self.layer])
         n = layouts[self.layer].channels
         if self.vector.numel() != n:
             raise ValueError(
@@ -286,7 +259,7 @@ class Direction(Objective):
         lay = layouts[self.layer]
         t = lay.positions(acts[self.layer]) if self.token is None else \
             lay.token(acts[self.layer], self.token)[:, None]  # (B, P, C)
-        dots = t @ self.vector.to(t)
+        dots = t @ constant_like(self.vector, t)
         if self.kind == "cosine":
             dots = dots / t.norm(dim=-1).clamp(min=1e-8)
         return dots.mean(dim=1)

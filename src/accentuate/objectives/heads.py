@@ -14,7 +14,7 @@ import torch
 from ..hooks import input_of
 from ..layout import Layout
 from .base import Acts, Layouts, Objective
-from .basic import _check_position, _check_token, _tail
+from .checks import check_position, check_token, short_layer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -100,9 +100,9 @@ class Head(Objective):
                 f"{dim} units (0..{dim - 1})"
             )
         if self.token is not None:
-            _check_token(self.layer, self.token, lay)
+            check_token(self.layer, self.token, lay)
         elif self.y is not None and self.x is not None:
-            _check_position(self.layer, self.y, self.x, lay)
+            check_position(self.layer, self.y, self.x, lay)
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         lay = layouts[self.key]
@@ -130,7 +130,7 @@ class Head(Objective):
                 "token": self.token, "y": self.y, "x": self.x,
                 "label": f"{self.layer}:head={self.head}{unit}{where}",
                 "slug_text": f"head{self.head}" + ("" if self.unit is None else f"u{self.unit}")
-                + where.replace("@", "-").replace(",", "x") + "-" + _block_tail(self.layer),
+                + where.replace("@", "-").replace(",", "x") + "-" + _blockshort_layer(self.layer),
                 "value_name": "head unit mean" if self.unit is not None else "head output RMS"}
 
     def __repr__(self) -> str:
@@ -142,7 +142,7 @@ class Head(Objective):
         return f"Head({self.layer}, {self.head}{extra}, heads={self.heads})"
 
 
-def _block_tail(layer: str) -> str:
+def _blockshort_layer(layer: str) -> str:
     """The short name (last two dotted parts) of the block of an attention output projection:
     the projection's own parts, and an ``attention``/``self_attn``/``attn`` above them, dropped."""
     parts = layer.split(".")
@@ -153,7 +153,7 @@ def _block_tail(layer: str) -> str:
             if parts and parts[-1] in ("attention", "self_attn", "attn"):
                 parts = parts[:-1]
             break
-    return _tail(".".join(parts)) if parts else layer
+    return short_layer(".".join(parts)) if parts else layer
 
 
 def head_projection(model: nn.Module, name: str) -> str:

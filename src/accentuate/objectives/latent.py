@@ -21,7 +21,8 @@ hash, and a checkpoint that is gone or was changed gives back a
 :class:`~accentuate.objectives.Recorded` with a warning. The identity is the ``repr`` plus that
 hash, so a retrained checkpoint under the same path is another target.
 
-:func:`parse_sae_target` reads the command line's ``sae:PATH:UNIT@LAYER``.
+The target grammar reads ``sae:PATH:UNIT@LAYER`` (:func:`accentuate.parse_target`, in
+:mod:`accentuate.objectives.target`).
 
 Example:
     >>> import torch
@@ -38,11 +39,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,19 +50,16 @@ from torch import nn
 from ..errors import CheckpointError
 from ..sae import SparseAutoencoder, load_sae
 from .base import Acts, Layouts, Objective, Recorded
-from .basic import _check_token, _tail
+from .checks import check_token
 
-if TYPE_CHECKING:
-    from ..hooks import ModelRunner
-
-__all__ = ["REDUCES", "SAELatent", "latent", "parse_sae_target"]
+__all__ = ["REDUCES", "SAELatent", "latent"]
 
 REDUCES = ("mean", "max")
 
 Encoder = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
 
-def _name(enc: Encoder) -> str:
+def encoder_name(enc: Encoder) -> str:
     """A short name of an encoder for labels: a checkpoint's folder or file stem, else its class."""
     if isinstance(enc, SparseAutoencoder) and enc.path:
         p = Path(enc.path)
@@ -101,7 +98,7 @@ class SAELatent(Objective):
         self.straight_through = bool(straight_through)
         self.layers = frozenset({layer})
         if isinstance(encoder, SparseAutoencoder) and not self.unit < encoder.d_sae:
-            raise ValueError(f"latent {unit} is out of range for {_name(encoder)}, which has {encoder.d_sae} latents "
+            raise ValueError(f"latent {unit} is out of range for {encoder_name(encoder)}, which has {encoder.d_sae} latents "
                              f"(0..{encoder.d_sae - 1})")
 
     @property
@@ -112,10 +109,10 @@ class SAELatent(Objective):
     def validate(self, layouts: Layouts) -> None:
         lay = layouts[self.layer]
         if self.token is not None:
-            _check_token(self.layer, self.token, lay)
+            check_token(self.layer, self.token, lay)
         width = self.sae.d_in if self.sae is not None else None
         if width is not None and width != lay.channels:
-            raise CheckpointError(f"the SAE {self.sae.path or _name(self.encoder)} reads {width}-wide activations "  # type: ignore[union-attr]
+            raise CheckpointError(f"the SAE {self.sae.path or encoder_name(self.encoder)} reads {width}-wide activations "  # type: ignore[union-attr]
                                   f"(d_in={width}) but layer {self.layer!r} has {lay.channels} channels; use an SAE "
                                   "trained on that layer")
 
@@ -168,7 +165,7 @@ class SAELatent(Objective):
                 h.update(name.encode())
                 h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
         else:
-            h.update(f"{type(self.encoder).__module__}.{_name(self.encoder)}".encode())
+            h.update(f"{type(self.encoder).__module__}.{encoder_name(self.encoder)}".encode())
         return h.hexdigest()[:16]
 
     def identity(self) -> str:
@@ -182,7 +179,7 @@ class SAELatent(Objective):
             {"path": sae.path, "digest": sae.digest, "d_in": sae.d_in, "d_sae": sae.d_sae}
         return {"layer": self.layer, "unit": self.unit, "reduce": self.reduce, "token": self.token,
                 "straight_through": self.straight_through, "sae": source,
-                "encoder": None if source else _name(self.encoder), "digest": self._encoder_digest()}
+                "encoder": None if source else encoder_name(self.encoder), "digest": self._encoder_digest()}
 
     @classmethod
     def from_fields(cls, rec: Mapping[str, Any]) -> Objective:
@@ -210,19 +207,19 @@ class SAELatent(Objective):
                    straight_through=bool(rec.get("straight_through", True)))
 
     def describe(self) -> dict[str, Any]:
-        name = _name(self.encoder)
+        name = encoder_name(self.encoder)
         at = "" if self.token is None else f"@tok{self.token}"
         sae = self.sae
         return {"kind": "latent", "layer": self.layer, "unit": self.unit, "encoder": name, "reduce": self.reduce,
                 "token": self.token, "checkpoint": sae.path if sae is not None else None,
                 "label": f"{self.layer}{at}: latent {self.unit} of {name}" + ("" if self.reduce == "mean" else " (max)"),
-                "slug_text": f"{_tail(self.layer)}{at}-{name}-{self.unit}",
+                "slug_text": f"{self.layer}{at}-{name}-{self.unit}",
                 "value_name": f"latent {self.reduce}" if self.token is None else "latent"}
 
     def __repr__(self) -> str:
         at = "" if self.token is None else f", token={self.token}"
         plain = "" if self.straight_through or self.sae is None else ", straight_through=False"
-        return f"SAELatent({self.layer}, {_name(self.encoder)}:{self.unit}, {self.reduce}{at}{plain})"
+        return f"SAELatent({self.layer}, {encoder_name(self.encoder)}:{self.unit}, {self.reduce}{at}{plain})"
 
 
 def _reload(path: str) -> SparseAutoencoder:
@@ -254,57 +251,3 @@ def latent(layer: str, encoder: Encoder | str, unit: int, reduce: str = "mean", 
     """
     enc = load_sae(encoder) if isinstance(encoder, (str, Path)) else encoder
     return SAELatent(layer, enc, unit, reduce, token=token, straight_through=straight_through)
-
-
-#: ``sae:PATH:UNIT@LAYER`` (the layer may be left out when the checkpoint's cfg.json names it).
-SAE_TARGET = re.compile(r"^sae:(?P<path>.+):(?P<unit>-?\d+)(?:@(?P<layer>[^@\s]+))?$", re.IGNORECASE)
-
-
-def parse_sae_target(text: str, model: nn.Module, runner: ModelRunner | None = None) -> SAELatent:
-    """The target ``sae:PATH:UNIT@LAYER``: latent ``UNIT`` of the SAE checkpoint at ``PATH`` (a folder
-    or weights file, :func:`~accentuate.sae.load_sae`) on ``LAYER``'s activations, averaged over the
-    positions. Without ``@LAYER``, the layer the checkpoint's ``cfg.json`` names (``layer``, as
-    :func:`accentuate.train_sae` writes it, or SAELens' ``hook_name``) is used.
-
-    Raises:
-        ValueError: the text is not of that form, or the unit is out of range.
-        CheckpointError: the checkpoint cannot be read or its width is not the layer's.
-        LayerError: the layer is not in the model (with the closest names).
-
-    Example:
-        >>> SAE_TARGET.match("sae:runs/sae-b10:1234@blocks.10").group("path", "unit", "layer")
-        ('runs/sae-b10', '1234', 'blocks.10')
-    """
-    from ..hooks import ModelRunner
-    from ..spec import resolve_spec
-
-    t = str(text).strip()
-    m = SAE_TARGET.match(t)
-    if not m:
-        raise ValueError(f"cannot read target {t!r}; an SAE latent is sae:PATH:UNIT@LAYER, e.g. "
-                         "sae:runs/sae-head:12@head")
-    unit = int(m.group("unit"))
-    if unit < 0:
-        raise ValueError(f"target {t!r}: the latent must be >= 0")
-    sae = load_sae(m.group("path"))
-    layer = m.group("layer") or sae.config.get("layer") or sae.config.get("hook_name")
-    if not layer:
-        raise ValueError(f"target {t!r} names no layer and {sae.path} does not say which it was trained on; "
-                         "write sae:PATH:UNIT@LAYER")
-    if runner is not None:
-        runner = ModelRunner.reuse(runner, model, runner.spec)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # shapes do not depend on the assumed normalization
-            runner = ModelRunner(model, resolve_spec(model))
-    lay = runner.layouts([str(layer)])[str(layer)]
-    if sae.d_in != lay.channels:
-        raise CheckpointError(f"target {t!r}: the SAE {sae.path} reads {sae.d_in}-wide activations (d_in={sae.d_in}) "
-                              f"but layer {layer!r} has {lay.channels} channels ({lay}); use an SAE trained on "
-                              "that layer")
-    if unit >= sae.d_sae:
-        raise ValueError(f"target {t!r}: latent {unit} is out of range; {_name(sae)} has {sae.d_sae} latents "
-                         f"(0..{sae.d_sae - 1})")
-    obj = SAELatent(str(layer), sae, unit)
-    obj.validate({str(layer): lay})
-    return obj

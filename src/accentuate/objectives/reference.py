@@ -13,8 +13,8 @@ import torch
 
 from ..hooks import OUTPUT, ModelRunner
 from ..layout import Layout
-from .base import Acts, Layouts, Objective, tensor_digest, tensor_from_record, tensor_record
-from .basic import _check_token, _tail
+from .base import Acts, Layouts, Objective, constant_like, tensor_digest, tensor_from_record, tensor_record
+from .checks import check_token, short_layer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,7 +64,7 @@ class Like(Objective):
     def validate(self, layouts: Layouts) -> None:
         lay = layouts[self.layer]
         if self.pool == "cls" and lay.kind != "vector":
-            _check_token(self.layer, 0, lay)
+            check_token(self.layer, 0, lay)
         if self.reference.numel() != lay.channels:
             raise ValueError(
                 f"the reference feature has {self.reference.numel()} entries but layer {self.layer!r} has "
@@ -73,7 +73,7 @@ class Like(Objective):
 
     def __call__(self, acts: Acts, layouts: Layouts) -> torch.Tensor:
         f = _pooled(layouts[self.layer], acts[self.layer], self.pool)
-        ref = self.reference.to(f)
+        ref = constant_like(self.reference, f)
         if self.measure == "cosine":
             return torch.nn.functional.cosine_similarity(f, ref[None], dim=1, eps=1e-8)
         return f @ (ref / ref.norm())
@@ -81,7 +81,7 @@ class Like(Objective):
     def describe(self) -> dict[str, Any]:
         return {"kind": "like", "layer": self.layer, "reference": self.name, "pool": self.pool,
                 "measure": self.measure, "label": f"like {self.name} at {self.layer} ({self.pool}, {self.measure})",
-                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{_tail(self.layer)}",
+                "slug_text": f"like-{self.name.rsplit('.', 1)[0]}-{short_layer(self.layer)}",
                 "value_name": f"{self.measure} to reference"}
 
     def to_fields(self) -> dict[str, Any]:
@@ -123,9 +123,13 @@ def default_like_layer(model: nn.Module, spec: ModelSpec | None = None, *,
     return spatial[-1]
 
 
-def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = None, measure: str = "cosine",
+def like(image: Any, model: nn.Module, layer: str | None = None, pool: str | None = None, measure: str = "cosine",
          *, name: str | None = None, runner: ModelRunner | None = None, **spec_overrides: Any) -> Like:
     """Make an image look more like ``image`` to ``model`` at ``layer`` (see :class:`Like`).
+
+    Like every objective builder it takes what it measures first, then the model
+    (``parse_target(text, model)``, ``clip_text(prompt, model)``, ``head(layer, h, model=model)``).
+    The order of before, ``like(layer, image, model)``, still works, with a ``DeprecationWarning``.
 
     The reference image is fitted to the model's input size the way an accentuation's whole
     view is (resized, aspect ratio not kept), preprocessed as the model's spec says, and run
@@ -133,10 +137,10 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
     mean of the patch positions (``pool="mean"``).
 
     Args:
-        layer: a layer name, :data:`~accentuate.hooks.OUTPUT` (``"@output"``: the model's output,
-            e.g. CLIP's image embedding) or ``None`` (:func:`default_like_layer`).
         image: a path, PIL image or ``(3, H, W)`` tensor in [0, 1].
         model: the model that will be accentuated.
+        layer: a layer name, :data:`~accentuate.hooks.OUTPUT` (``"@output"``: the model's output,
+            e.g. CLIP's image embedding) or ``None`` (default: :func:`default_like_layer`).
         pool: ``"cls"``, ``"mean"``, or ``None``: ``"cls"`` when the layer has a leading token,
             else ``"mean"``.
         measure: ``"cosine"`` or ``"dot"``.
@@ -146,10 +150,20 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
         spec_overrides: for a model without a spec, as for :func:`accentuate.spec.resolve_spec`.
     """
     import os
+    import warnings
     from pathlib import Path
+
+    from torch import nn
 
     from ..images import prepare_seeds, resize
     from ..spec import resolve_spec
+
+    if isinstance(layer, nn.Module) and not isinstance(model, nn.Module):  # like(layer, image, model)
+        warnings.warn("like(layer, image, model) is deprecated; write like(image, model, layer=...) (an objective "
+                      "builder takes what it measures, then the model)", DeprecationWarning, stacklevel=2)
+        image, model, layer = model, layer, image
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"like(image, model, layer=None): model must be a torch.nn.Module; got {type(model).__name__}")
 
     spec = runner.spec if runner is not None and not spec_overrides else resolve_spec(model, **spec_overrides)
     runner = ModelRunner.reuse(runner, model, spec)
@@ -165,5 +179,5 @@ def like(layer: str | None, image: Any, model: nn.Module, pool: str | None = Non
     if pool is None:
         pool = "cls" if lay.kind == "tokens" and lay.prefix > 0 else "mean"
     if pool == "cls" and lay.kind != "vector":
-        _check_token(layer, 0, lay)
+        check_token(layer, 0, lay)
     return Like(layer, _pooled(lay, acts[layer], pool)[0], pool, measure, name)

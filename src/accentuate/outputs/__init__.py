@@ -1,19 +1,17 @@
-"""What a run writes: figures, contact sheets, animations and the run record.
+"""What draws pictures, and the file writes every output shares.
 
 - :mod:`accentuate.outputs.io`: atomic writes and output folders;
 - :mod:`accentuate.outputs.figures`: PIL-only figures (pair figure, contact sheet,
   panel, opacity heat map);
 - :mod:`accentuate.outputs.animation`: GIF (and optional MP4) of an optimization;
-- :mod:`accentuate.outputs.worklist`: the work list (images, targets, pairs with their
-  keys, file stems and batches);
-- :mod:`accentuate.outputs.record`: per-pair files and ``run.json`` (see
-  ``docs/run-json.md``), with content hashes for resuming;
-- :mod:`accentuate.outputs.saved`: :meth:`Result.save <accentuate.result.Result.save>`
-  and :meth:`Result.load <accentuate.result.Result.load>` in the same format.
+- :mod:`accentuate.outputs.grid`: a result as a grid of labelled pictures, as HTML (with its
+  templates, beside it) or PNG: what a value shows in a notebook;
+- :mod:`accentuate.outputs.svg` and :mod:`accentuate.outputs.plots`: the line plots of the
+  analyses, as inline SVG.
 
-The names below are imported from their modules on first use, so that importing
-:mod:`accentuate.outputs.io` (as :mod:`accentuate.result` does) does not import the
-record and its figures.
+The run record (``run.json``) and the work list are :mod:`accentuate.runs`. The names below are
+imported from their modules on first use, so that importing :mod:`accentuate.outputs.io` (as
+:mod:`accentuate.result` does) does not import the figures.
 """
 
 from __future__ import annotations
@@ -26,9 +24,6 @@ _WHERE = {
     "snapshot_interval": "animation",
     "composite": "figures", "contact_sheet": "figures", "heatmap": "figures", "panel": "figures",
     "pair_figure": "figures", "png_bytes": "figures",
-    "FORMAT": "record", "RunWriter": "record", "seed_distances": "record", "settings_hash": "record",
-    "Batch": "worklist", "ImageInfo": "worklist", "Pair": "worklist", "TargetInfo": "worklist", "WorkList": "worklist",
-    "describe_target": "worklist", "pair_stems": "worklist", "recorded_work": "worklist",
     "atomic_write": "io", "output_folder": "io",
 }
 

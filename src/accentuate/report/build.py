@@ -22,16 +22,15 @@ import math
 import os
 import platform
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import AccentuateError
-from ..grid import INSTALL_HINT, ReportUnavailable, environment, file_url, fmt_num  # noqa: F401 (also from here)
+from ..outputs.grid import INSTALL_HINT, ReportUnavailable, environment, file_url, fmt_num  # noqa: F401
 from ..outputs.io import atomic_write, script_json  # noqa: F401 (script_json also from here)
-from ..outputs.worklist import recorded_work
-from .plots import (
+from ..outputs.plots import (
     latent_plots,
     pathway_columns,
     pathway_plots,
@@ -40,6 +39,7 @@ from .plots import (
     sweep_band,
     sweep_plots,
 )
+from ..runs.work import recorded_work
 from .thumbs import image_copy
 
 __all__ = [
@@ -66,6 +66,10 @@ class ReportError(AccentuateError, ValueError):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+#: The page's own templates (the macros it shares with the notebook grid are beside the grid).
+REPORT_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
 
 def _asset(name: str) -> str:
     return resources.files("accentuate.report").joinpath("templates", name).read_text("utf-8")
@@ -122,8 +126,11 @@ def _thin(h: dict[str, Any], limit: int = PAGE_HISTORY) -> dict[str, Any]:
     return out
 
 
-def _seed_views(folder: Path, doc: dict[str, Any]) -> list[dict[str, Any] | None]:
-    """Per seed image: a thumbnail and the seed on its canvas, copied into the report's folder."""
+def _seed_views(folder: Path, doc: dict[str, Any], given: Mapping[str, Any] | None = None
+                ) -> list[dict[str, Any] | None]:
+    """Per seed image: a thumbnail and the seed on its canvas, copied into the report's folder; the
+    seed is ``given[sha256]`` when the command that ran has it (not decoded again), else read from
+    its recorded path."""
     from ..errors import ImageError
     from ..images import load_image, prepare_seeds, tensor_to_pil
 
@@ -136,9 +143,11 @@ def _seed_views(folder: Path, doc: dict[str, Any]) -> list[dict[str, Any] | None
         key = img.get("sha256") or str(path)
         canvas = img.get("canvas") or [512, 512]
         try:
-            with warnings.catch_warnings():  # the run already said what reading the file needed
-                warnings.simplefilter("ignore")
-                seed = prepare_seeds(load_image(path), tuple(canvas))[0]
+            seed = (given or {}).get(img.get("sha256") or "")
+            if seed is None:
+                with warnings.catch_warnings():  # the run already said what reading the file needed
+                    warnings.simplefilter("ignore")
+                    seed = prepare_seeds(load_image(path), tuple(canvas))[0]
             full_name, _ = image_copy(folder, tensor_to_pil(seed), key, "seed", side=None)
             thumb, tsize = image_copy(folder, folder / full_name, key, "s")
             out.append({"full": file_url(full_name), "thumb": file_url(thumb), "w": tsize[0], "h": tsize[1]})
@@ -162,12 +171,12 @@ def _pair_views(folder: Path, p: dict[str, Any]) -> dict[str, Any]:
     return views
 
 
-def _run_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def _run_context(folder: Path, doc: dict[str, Any], seeds_given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     # One piece: one pass over the recorded pairs fills the cards (HTML) and the script's data
     # side by side, so that a card and its data row cannot disagree.
     images = doc.get("images") or []
     targets = doc.get("targets") or []
-    seeds = _seed_views(folder, doc)
+    seeds = _seed_views(folder, doc, seeds_given)
     cards: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
     seen = set()
@@ -332,9 +341,9 @@ _ANALYSIS_BUILDERS = {"sweep": sweep_context, "pathway": pathway_context, "laten
 
 
 # -- the page -----------------------------------------------------------------------------------
-def _context(folder: Path) -> dict[str, Any]:
+def _context(folder: Path, seeds: Mapping[str, Any] | None = None) -> dict[str, Any]:
     run_path = folder / "run.json"
-    run = _run_context(folder, _read_json(run_path)) if run_path.exists() else None
+    run = _run_context(folder, _read_json(run_path), seeds) if run_path.exists() else None
     analyses = [_ANALYSIS_BUILDERS[k](folder, _read_json(folder / f"{k}.json"))
                 for k in ANALYSES if (folder / f"{k}.json").exists()]
     command = _read_json(folder / "command.json") if (folder / "command.json").exists() else None
@@ -352,19 +361,21 @@ def _context(folder: Path) -> dict[str, Any]:
             "built": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def build_report(folder: str | os.PathLike) -> str:
+def build_report(folder: str | os.PathLike, seeds: Mapping[str, Any] | None = None) -> str:
     """The HTML of the report for ``folder`` (thumbnails written to ``folder/report-files``).
 
     Args:
         folder: an output folder of ``accentuate run``, ``demo``, ``explain`` or an analysis.
+        seeds: the seed images on their canvas ``(3, H, W)`` by the SHA-256 ``run.json`` records
+            (the command that just ran has them; others are read from their files).
 
     Raises:
         ReportUnavailable: Jinja2 is not installed.
         ReportError: the folder holds no record.
     """
-    env = environment()
+    env = environment(REPORT_TEMPLATES)
     folder = Path(folder)
-    ctx = _context(folder)
+    ctx = _context(folder, seeds)
     css, js = _asset("report.css"), _asset("report.js")
     csp = ("default-src 'none'; "
            f"script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; "
@@ -376,24 +387,25 @@ def build_report(folder: str | os.PathLike) -> str:
         **ctx, csp=csp, css=Markup(css), js=Markup(js), data_json=Markup(script_json(data)))
 
 
-def write_report(folder: str | os.PathLike) -> Path:
+def write_report(folder: str | os.PathLike, seeds: Mapping[str, Any] | None = None) -> Path:
     """Write ``folder/report.html`` (atomically); returns its path. Raises as :func:`build_report`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ReportError(f"no such folder {str(folder)!r}; give an output folder of accentuate")
-    html = build_report(folder)
+    html = build_report(folder, seeds)
     atomic_write(folder / REPORT, html.encode("utf-8"))
     return folder / REPORT
 
 
-def maybe_write_report(folder: str | os.PathLike) -> Path | None:
-    """Write the report at the end of a command; never fails the command.
+def maybe_write_report(folder: str | os.PathLike, seeds: Mapping[str, Any] | None = None) -> Path | None:
+    """Write the report at the end of a command (``seeds``: see :func:`build_report`); never fails
+    the command.
 
     Without Jinja2 the report is skipped with a one-line warning that says how to
     install it; any other problem becomes a one-line warning too.
     """
     try:
-        return write_report(folder)
+        return write_report(folder, seeds)
     except ReportUnavailable as e:
         warnings.warn(f"{e}", stacklevel=2)
     except Exception as e:  # noqa: BLE001 (the run's own files are written; the page is extra)
@@ -408,7 +420,7 @@ def write_command_record(folder: str | os.PathLike, argv: Sequence[str], subcomm
     and time, which the analyses' own records do not hold (the report shows them at the top)."""
     import shlex
 
-    from ..outputs.record import versions
+    from ..runs.record import versions
 
     doc = {"format": "accentuate-command/1", "command": "accentuate " + shlex.join(list(argv)),
            "argv": list(argv), "subcommand": subcommand, "cwd": os.getcwd(), **(device or {}),

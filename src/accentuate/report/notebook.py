@@ -5,7 +5,7 @@
 or an analysis's result (:class:`~accentuate.analysis.Sweep`, ``Pathway``, ``Latent``,
 ``Sanity``) into a grid of its images with their labels and numbers (HTML with the
 images as data URIs, tables and SVG plots; or one PNG). Each of those classes gives its
-own grid (``_grid()``); :mod:`accentuate.grid` renders it. The classes do the same from
+own grid (``_grid()``); :mod:`accentuate.outputs.grid` renders it. The classes do the same from
 ``_repr_html_`` / ``_repr_png_`` (:class:`accentuate.display.Display`).
 
 HTML needs Jinja2 (``pip install "accentuate[report]"``); without it ``_repr_html_``
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import grid as _grid
-from ..grid import Cell, Grid
+from ..outputs import grid as _grid
+from ..outputs.grid import Cell, Grid
 
 __all__ = ["Cell", "Grid", "grid_of", "html", "png"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, features
 
-from ..result import atomic_write
+from ..outputs.io import atomic_write
 
 __all__ = ["ASSETS", "THUMB_SIDE", "image_copy"]
 

@@ -19,9 +19,12 @@ stronger one left in half of each condition's trials). Catch trials show a stron
 reference themselves as the queries: their answer is obvious, and the analysis excludes a
 participant who fails them.
 
-Every engine run is saved under ``DIR/work`` (:func:`accentuate.analysis._shared.cached_run`) and
-read back by the same command: an interrupted build resumes where it stopped, and the same seed
-gives the same trials and the same images.
+The engine's references of every feature are one run (:func:`accentuate.runs.execute`) in
+``DIR/work``: each feature's seed photos toward the feature and toward its negation, and
+``references`` noise-seeded rows toward each (without the regularizer), in batches. An
+interrupted build resumes where it stopped (the pairs already written are kept, checked by their
+files' SHA-256), it runs under torchrun like ``accentuate run``, and the same seed gives the same
+trials and the same images.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,17 +44,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis._shared import analysis_settings, cached_run, name_seed, spec_of, square_crop, square_side
-from ..engine import accentuate
+from ..analysis.setup import analysis_settings, analysis_spec
+from ..digest import name_seed
 from ..errors import ImageError, UsageError
 from ..hooks import OUTPUT, ModelRunner
-from ..images import load_image, photo_set, resize
+from ..images import load_image, photo_set, resize, square_crop, square_side
 from ..objectives import Objective, as_objective, channel, direction
-from ..objectives.base import tensor_digest
 from ..objectives.basic import Channel, Direction, Logit, TokenChannel
 from ..outputs.figures import to_pil
 from ..outputs.io import atomic_write, output_folder
-from ..outputs.worklist import slug
+from ..runs import ImageInfo, TargetInfo, execute
+from ..runs import plan as runs_plan
+from ..runs.work import slug
+from ..settings import Settings
 from .files import FORMAT
 
 __all__ = ["CONDITIONS", "Feature", "Study", "build", "feature_values", "needed_photos", "pick_features"]
@@ -98,7 +103,7 @@ class Study:
 
 
 # -- the photos and the model's responses -------------------------------------------------------
-def _read_photos(files: list[tuple[str, bool, str]], side: int, input_size: tuple[int, int]
+def _read_photos(files: Sequence[tuple[Any, bool, str]], side: int, input_size: tuple[int, int]
                  ) -> tuple[list[Path], list[str], torch.Tensor, torch.Tensor, list[str]]:
     """The readable photos' paths, names, model views ``(P, 3, h, w)``, display pictures
     ``(P, 3, DISPLAY, DISPLAY)`` (each the centre square of the photo) and SHA-256s."""
@@ -211,7 +216,8 @@ def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[A
             top class on most photos; ``"channels:LAYER:N"``: the N most selective channels of
             LAYER, by how far their top tenth of photos sits above their mean, in SDs;
             ``"directions:LAYER:N"``: the first N principal directions of LAYER's activations over
-            the photos), a target (class index, class name, :class:`Objective`) or ``(name, target)``.
+            the photos), a target (class index, target string as on the command line, e.g. ``"goldfish"`` or
+            ``"blocks.5:20"``, or :class:`Objective`) or ``(name, target)``.
         labels: the model's class names, if it has classes.
     """
     chosen: list[tuple[str, Objective]] = []
@@ -219,11 +225,12 @@ def pick_features(runner: ModelRunner, views: torch.Tensor, requests: Sequence[A
         if is_request(r):
             chosen += _auto(r, runner, views, labels)
         elif isinstance(r, tuple):
-            chosen.append((str(r[0]), as_objective(r[1]).resolve(labels)))
+            chosen.append((str(r[0]), as_objective(r[1], runner.model, runner.spec, runner=runner)))
         else:
-            obj = as_objective(r).resolve(labels)
+            obj = as_objective(r, runner.model, runner.spec, runner=runner)
             idx = obj.class_index
-            chosen.append((labels[idx] if labels and idx is not None else repr(obj), obj))
+            name = labels[idx] if labels and idx is not None else (r.strip() if isinstance(r, str) else repr(obj))
+            chosen.append((name, obj))
     names = [n for n, _ in chosen]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -287,37 +294,35 @@ def _sides(n: int, rng: random.Random) -> list[int]:
 
 
 # -- the references -----------------------------------------------------------------------------
-def _engine_references(model: nn.Module, runner: ModelRunner, feature: Feature, seeds: list[torch.Tensor],
-                       seed_names: list[str], settings: Any, references: int, generator: int, work: Path,
-                       progress: bool, runs: dict[str, dict[str, Any]], model_name: str
-                       ) -> dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]:
-    """``{condition: (strong images, weak images)}`` of the engine's conditions, each run made or
-    read back from ``work``: the seeds accentuated toward the feature and its negation, and
-    ``references`` noise-seeded visualizations of each."""
-    targets = [feature.objective, -feature.objective]
-    ids = [t.identity() for t in targets]
-    fs = slug(feature.name)
-    g = name_seed(generator, feature.name)
+def _engine_pairs(feature: Feature, plan: _Plan, photos: Mapping[int, ImageInfo], references: int, side: int,
+                  conditions: Sequence[str], images: list[ImageInfo], targets: list[TargetInfo],
+                  pairs: list[tuple[int, int]], rows: dict[int, int]) -> dict[str, list[tuple[int, int]]]:
+    """Add one feature's engine pairs to the work list being built (``images``, ``targets``,
+    ``pairs``; ``rows`` maps a photo to its row): its seed photos toward the feature and its negation
+    (``accentuation``), and ``references`` noise-seeded rows toward each, without the regularizer
+    (``feature_vis``). Returns, per condition, the pairs of the strong references, then the weak."""
+    def column(text: str, obj: Objective, own: dict[str, Any]) -> int:
+        targets.append(TargetInfo(text, obj, own))
+        return len(targets) - 1
 
-    def run(name: str, s: Any, images: list[torch.Tensor] | None, gen: int, names: list[str] | None) -> Any:
-        key = {"run": name, "model": model_name, "settings": s.hash(), "generator": gen, "targets": ids,
-               "seeds": [tensor_digest(t) for t in images] if images is not None else None}
-        t0 = time.perf_counter()
-        res, read = cached_run(work, name, key, lambda: accentuate(model, images, targets, s, generator=gen,
-                                                                    progress=progress, runner=runner), names)
-        runs[name] = {"read_back": read, "seconds": round(time.perf_counter() - t0, 2)}
-        return res
-
-    acc_res = run(f"{fs}-accentuation", settings, seeds, g, seed_names)
-    out = {"accentuation": ([acc_res.images[i, 0] for i in range(len(seeds))],
-                            [acc_res.images[i, 1] for i in range(len(seeds))])}
-    fv = settings.replace(reg_layer="none", until=None)
-    strong, weak = [], []
-    for i in range(references):
-        res = run(f"{fs}-feature_vis-{i}", fv, None, g + 1 + i, None)
-        strong.append(res.images[0, 0])
-        weak.append(res.images[0, 1])
-    out["feature_vis"] = (strong, weak)
+    out: dict[str, list[tuple[int, int]]] = {}
+    if "accentuation" in conditions:
+        up, down = column(feature.name, feature.objective, {}), column(f"-{feature.name}", -feature.objective, {})
+        for i in plan.seeds:
+            if i not in rows:
+                rows[i] = len(images)
+                images.append(photos[i])
+        out["accentuation"] = [(rows[i], up) for i in plan.seeds] + [(rows[i], down) for i in plan.seeds]
+    if "feature_vis" in conditions:
+        alone = {"reg_layer": "none"}
+        up, down = column(feature.name, feature.objective, alone), column(f"-{feature.name}", -feature.objective, alone)
+        noise = []
+        for k in range(references):
+            noise.append(len(images))
+            images.append(ImageInfo.noise_row(f"{slug(feature.name)}-noise-{k}", (side, side)))
+        out["feature_vis"] = [(r, up) for r in noise] + [(r, down) for r in noise]
+    for cond_pairs in out.values():
+        pairs += cond_pairs
     return out
 
 
@@ -402,26 +407,72 @@ def _feature_trials(feature: Feature, plan: _Plan, refs: dict[str, tuple[list[st
     return out
 
 
-def _references(model: nn.Module, runner: ModelRunner, feature: Feature, plan: _Plan, conditions: list[str],
-                paths: list[Path], side: int, settings: Any, references: int, seed: int, work: Path,
-                pics: _Pictures, progress: bool, runs: dict[str, dict[str, Any]], model_name: str
-                ) -> tuple[dict[str, tuple[list[str], list[str]]], dict[str, tuple[list[float], list[float]]]]:
-    """Each condition's strong and weak reference pictures (written), with the feature's value on each."""
+def _references(feature: Feature, plan: _Plan, conditions: list[str], made: dict[str, list[torch.Tensor]],
+                pics: _Pictures) -> tuple[dict[str, tuple[list[str], list[str]]], dict[str, tuple[list[float], list[float]]]]:
+    """Each condition's strong and weak reference pictures (written), with the feature's value on each;
+    ``made``: the engine's pictures of a condition, the strong references, then the weak."""
     refs: dict[str, tuple[list[str], list[str]]] = {}
     if "natural" in conditions:
         refs["natural"] = ([pics.photo(i) for i in plan.strong], [pics.photo(i) for i in plan.weak])
-    if any(c in conditions for c in MADE):
-        seeds = [square_crop(load_image(paths[i]), side) for i in plan.seeds]
-        made = _engine_references(model, runner, feature, seeds, [pics.names[i] for i in plan.seeds], settings,
-                                  references, seed, work, progress, runs, model_name)
-        fs = slug(feature.name)
-        for cond in MADE:
-            if cond in conditions:
-                strong, weak = made[cond]
-                refs[cond] = ([pics.reference(f"images/{fs}-{cond}-strong-{i}.png", t) for i, t in enumerate(strong)],
-                              [pics.reference(f"images/{fs}-{cond}-weak-{i}.png", t) for i, t in enumerate(weak)])
+    fs = slug(feature.name)
+    for cond in MADE:
+        if cond in conditions:
+            pictures = made[cond]
+            half = len(pictures) // 2
+            refs[cond] = ([pics.reference(f"images/{fs}-{cond}-strong-{i}.png", t) for i, t in enumerate(pictures[:half])],
+                          [pics.reference(f"images/{fs}-{cond}-weak-{i}.png", t) for i, t in enumerate(pictures[half:])])
     values = {c: (pics.values(feature, s), pics.values(feature, w)) for c, (s, w) in refs.items()}
     return refs, values
+
+
+def _make_references(model: nn.Module, runner: ModelRunner, settings: Settings, feats: list[Feature],
+                     plans: dict[str, _Plan], paths: list[Path], names: list[str], digests: list[str], references: int,
+                     side: int, conditions: list[str], work: Path, progress: bool
+                     ) -> tuple[dict[str, dict[str, list[torch.Tensor]]], dict[str, dict[str, Any]], bool]:
+    """Every feature's engine references as one run in ``work`` (:func:`accentuate.runs.execute`:
+    batches, resume, torchrun), read back from the written pictures.
+
+    Returns:
+        ``({feature: {condition: pictures (strong, then weak)}}, {pair: how it was made}, lead)``;
+        ``lead``: this process wrote the run's record (the only one, or torchrun's rank 0).
+
+    Raises:
+        KeyboardInterrupt: the run was interrupted (what it finished is kept in ``work``).
+        RuntimeError: an accentuation failed numerically.
+    """
+    photos = {i: _photo_info(paths[i], names[i], digests[i], side) for f in feats for i in plans[f.name].seeds
+              if any(c in conditions for c in MADE)}
+    images: list[ImageInfo] = []
+    targets: list[TargetInfo] = []
+    pairs: list[tuple[int, int]] = []
+    rows: dict[int, int] = {}
+    asked = {f.name: _engine_pairs(f, plans[f.name], photos, references, side, conditions, images, targets, pairs,
+                                   rows) for f in feats}
+    if not pairs:
+        return {}, {}, True
+    plan = runs_plan(model, runner.spec, settings, images, targets, output_folder(work), pairs=pairs, kind="study",
+                     batch=2 * references, frames=0, subcommand="study build", quiet=not progress, runner=runner)
+    outcome = execute(plan)
+    if outcome.status == 130:
+        raise KeyboardInterrupt(f"the study's engine run in {work} was interrupted")
+    if outcome.failed:
+        e = outcome.failed[0]
+        raise RuntimeError(f"{len(outcome.failed)} reference(s) failed numerically (e.g. {e['image']} -> "
+                           f"{e['target_label']}: {e['failed']}); rerun with another --seed or a lower --lr")
+    if not outcome.lead:
+        return {}, {}, False
+    at = {(e["seed"], e["target"]): e for e in outcome.entries}
+    made = {name: {cond: [load_image(work / at[p]["files"]["image"]) for p in cond_pairs]
+                   for cond, cond_pairs in conds.items()} for name, conds in asked.items()}
+    how = {e["id"]: {"read_back": bool(e.get("resumed")), "batch": e["batch"]} for e in outcome.entries}
+    return made, how, True
+
+
+def _photo_info(path: Path, name: str, digest: str, side: int) -> ImageInfo:
+    """A seed photo of the study's engine run: the centre square of the photo on the canvas."""
+    img = load_image(path)
+    return ImageInfo(path=str(path), name=name, sha256=digest, size=(int(img.shape[-1]), int(img.shape[-2])),
+                     canvas=(side, side), tensor=square_crop(img, side))
 
 
 def build(
@@ -441,6 +492,8 @@ def build(
     settings: Any = None,
     progress: bool = False,
     page: bool = True,
+    prolific_code: str | None = None,
+    no_consent_code: str | None = None,
     **kwargs: Any,
 ) -> Study:
     """Build a study in ``out``: ``trials.json``, ``design.json``, the pictures and ``index.html``.
@@ -463,17 +516,23 @@ def build(
             default: the model's) and model-spec keys; ``runner`` reuses a caller's runner.
         progress: show progress bars.
         page: write ``index.html`` (:func:`accentuate.study.page.write_page`).
+        prolific_code, no_consent_code: Prolific's completion and no-consent codes
+            (:func:`accentuate.study.page.update_prolific`: a code not given stays as it was set).
 
     Returns:
         A :class:`Study`.
 
     Raises:
-        UsageError: an unknown condition, a bad count, too few photos for the asked design.
+        UsageError: an unknown condition, a bad count, too few photos for the asked design, a
+            Prolific code that is not one.
         ImageError: a missing photo path, or no readable photo.
     """
+    from .page import check_prolific, update_prolific, write_page
+
     started = time.perf_counter()
     conds = _check(conditions, trials, references, catch)
-    spec = spec_of(model, kwargs)
+    check_prolific(prolific_code, no_consent_code)
+    spec = analysis_spec(model, kwargs)
     runner = ModelRunner.reuse(kwargs.pop("runner", None), model, spec)
     side = square_side(spec, kwargs.get("canvas"), "a study")
     kwargs["canvas"] = (side, side)
@@ -492,15 +551,18 @@ def build(
     feats = pick_features(runner, views, list(features), spec.labels)
     directory = output_folder(out)
     pics = _Pictures(directory, names, shown, digests, runner, spec.input_size)
-    runs: dict[str, dict[str, Any]] = {}
+    rngs = {f.name: random.Random(name_seed(seed, f.name)) for f in feats}
+    plans = {f.name: _plan(f.name, f.values, references, trials, rngs[f.name]) for f in feats}
+    made, runs, lead = _make_references(model, runner, settings.replace(seed=seed), feats, plans, paths, names,
+                                        digests, references, side, conds, directory / "work", progress)
+    if not lead:  # another process of a torchrun job: rank 0 writes the study
+        return Study(directory, {"study_id": "", "trials": []}, runs)
     all_trials: list[dict[str, Any]] = []
     design = []
     for feature in feats:
-        rng = random.Random(name_seed(seed, feature.name))
-        plan = _plan(feature.name, feature.values, references, trials, rng)
-        refs, ref_values = _references(model, runner, feature, plan, conds, paths, side, settings, references, seed,
-                                       directory / "work", pics, progress, runs, spec.name)
-        all_trials += _feature_trials(feature, plan, refs, ref_values, conds, catch, pics, rng)
+        plan = plans[feature.name]
+        refs, ref_values = _references(feature, plan, conds, made.get(feature.name, {}), pics)
+        all_trials += _feature_trials(feature, plan, refs, ref_values, conds, catch, pics, rngs[feature.name])
         design.append({**feature.record(names), "references": {c: {"strong": list(zip(r[0], ref_values[c][0])),
                                                                      "weak": list(zip(r[1], ref_values[c][1]))}
                                                                  for c, r in refs.items()},
@@ -518,9 +580,8 @@ def build(
         "references": references, "trials_per_condition": trials, "catch": catch, "features": design,
         "photos": [{"name": nm, "sha256": d} for nm, d in zip(names, digests)],
         "runs": runs, "seconds": round(time.perf_counter() - started, 1)}, indent=1).encode())
+    update_prolific(directory, prolific_code, no_consent_code)
     if page:
-        from .page import write_page
-
         write_page(directory)
     return Study(directory, doc, runs)
 

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis._shared import spec_of
+from ..analysis.setup import analysis_spec
 from ..hooks import ModelRunner
 from ..images import load_image, resize
 from ..objectives.reference import default_like_layer
 from ..outputs.io import atomic_write, output_folder
-from ..outputs.worklist import slug
+from ..runs.work import slug
 from .design import pooled_activations
 from .files import read_trials
 
@@ -55,7 +55,7 @@ def observe(directory: str | os.PathLike, model: nn.Module, *, layer: str | None
     """
     directory = Path(directory)
     doc = read_trials(directory)
-    spec = spec_of(model, kwargs)
+    spec = analysis_spec(model, kwargs)
     runner = ModelRunner(model, spec)
     layer = layer or default_like_layer(model, spec, runner=runner)
     name = name or spec.name.split(" (", 1)[0]  # the model's name without its description

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from ..analysis._shared import Interval, bootstrap, markdown_table, require_matplotlib, save_analysis
+from ..analysis.stats import Interval, bootstrap
+from ..analysis.writing import markdown_table, require_matplotlib, save_analysis
 from ..errors import UsageError
 from .files import read_responses, read_trials, response_files
 

@@ -2,16 +2,33 @@
 
    Reads the study from the JSON in #study-data and runs it with jsPsych 8: preload the images,
    consent, instructions, every trial in an order of the participant's own (seeded by the study
-   and participant ids), the end. Every trial row of the data
-   has trial_id, condition, feature, feature_kind, catch, position, chosen (0 left, 1 right),
-   rt (ms) and response_source ("keyboard" or "mouse"); every row has study_id and participant.
-   The page does not know the answers: the analysis scores the trials from trials.json. At the end the data is downloaded and, over http(s), sent to `responses`. */
+   and participant ids), the end. Every trial row of the data has trial_id, condition, feature,
+   feature_kind, catch, position, chosen (0 left, 1 right), rt (ms) and response_source
+   ("keyboard" or "mouse"); every row has study_id, participant, submission and, from Prolific,
+   prolific_pid, prolific_study_id and prolific_session_id. The page does not know the answers:
+   the analysis scores the trials from trials.json.
+
+   At the end, over http(s), the data is sent to `responses` and kept in the browser (localStorage)
+   until the server confirms it: a send that gets no answer, or a 5xx, 408 or 429, is tried again
+   after a pause that doubles (1 s to 30 s); after three failed tries a download is offered too; a
+   reload while data is kept offers to send it. Every row carries this visit's `submission` id, so
+   the server saves a submission once however often it comes. A refusal (another 4xx: a host
+   without the server) downloads the data at once, and the browser keeps it no longer. Opened
+   from file://, the page downloads the data. With Prolific, the server's answer carries the
+   completion code and the page then goes to Prolific's completion URL. */
 "use strict";
 
 (function () {
   const study = JSON.parse(document.getElementById("study-data").textContent);
   const ID = /^[A-Za-z0-9_-]{1,64}$/;
   const QUESTION = "On which of these two photos is the feature stronger?";
+  const SERVED = window.location.protocol === "http:" || window.location.protocol === "https:";
+  /* The localStorage keys of the data the server has not confirmed: this, then the submission id. */
+  const STORE = `accentuate-study:${study.study_id}:`;
+  const FIRST_PAUSE = 1000;  // ms before the first new try; it doubles, up to LONGEST_PAUSE
+  const LONGEST_PAUSE = 30000;
+  const REPLY_WAIT = 30000;  // ms a try waits for the server's answer
+  const OFFER_DOWNLOAD = 3;  // failed tries after which the download is offered
 
   function esc(text) {
     const codes = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
@@ -28,9 +45,27 @@
         return value;
       }
     }
-    const bytes = new Uint8Array(8);
+    return randomHex(8);
+  }
+
+  function randomHex(n) {
+    const bytes = new Uint8Array(n);
     crypto.getRandomValues(bytes);
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /* Prolific's URL parameters, recorded with the data when they are valid ids. */
+  function prolificFields() {
+    const params = new URLSearchParams(window.location.search);
+    const out = {};
+    for (const [name, key] of [["PROLIFIC_PID", "prolific_pid"], ["STUDY_ID", "prolific_study_id"],
+      ["SESSION_ID", "prolific_session_id"]]) {
+      const value = params.get(name);
+      if (value !== null && ID.test(value)) {
+        out[key] = value;
+      }
+    }
+    return out;
   }
 
   /* The trials in the order of one participant: a Fisher-Yates shuffle driven by a generator
@@ -57,8 +92,10 @@
   }
 
   const participant = participantId();
+  const submission = randomHex(16);
   const jsPsych = initJsPsych({ show_progress_bar: true, message_progress_bar: "Progress" });
-  jsPsych.data.addProperties({ study_id: study.study_id, participant: participant });
+  jsPsych.data.addProperties(Object.assign({ study_id: study.study_id, participant: participant,
+    submission: submission }, prolificFields()));
   let declined = false;
 
   function thumbs(kind, title, paths) {
@@ -187,59 +224,289 @@
     return nodes;
   }
 
-  function showText(className, paragraphs) {
-    const box = document.createElement("div");
-    box.className = `study-text ${className}`;
-    for (const [tag, text, id] of paragraphs) {
-      const el = document.createElement(tag);
+  function element(tag, className, text) {
+    const el = document.createElement(tag);
+    if (className) {
+      el.className = className;
+    }
+    if (text !== undefined) {
       el.textContent = text;
+    }
+    return el;
+  }
+
+  function button(label, id) {
+    const el = element("button", "jspsych-btn", label);
+    el.type = "button";
+    el.id = id;
+    return el;
+  }
+
+  function showText(className, paragraphs) {
+    const box = element("div", `study-text ${className}`);
+    for (const [tag, text, id] of paragraphs) {
+      const el = element(tag, "", text);
       if (id) {
         el.id = id;
       }
       box.appendChild(el);
     }
     jsPsych.getDisplayElement().replaceChildren(box);
+    return box;
   }
 
-  function setStatus(state, text) {
-    const el = document.getElementById("study-status");
-    el.dataset.state = state;
-    el.textContent = text;
-  }
-
-  /* The end: download the data, and send it to the server when served over http(s). */
-  async function finish() {
-    const data = jsPsych.data.get();
-    const name = `study-${study.study_id}-${participant}.json`;
-    showText("study-end", [["h1", "Thank you!"], ["p", "You have finished the study."],
-      ["p", "Saving your answers…", "study-status"]]);
-    data.localSave("json", name);
-    if (window.location.protocol !== "http:" && window.location.protocol !== "https:") {
-      setStatus("local", `Your answers were downloaded as ${name}: please send this file to the researchers.`);
-      return;
+  /* -- keeping the data until the server has it ------------------------------------------------ */
+  function storage() {
+    try {
+      return window.localStorage;
+    } catch (error) {
+      return null;  // storage turned off
     }
+  }
+
+  /* The data this browser keeps for this study, oldest first: {key, file, body, finished}. */
+  function pending() {
+    const store = storage();
+    const out = [];
+    try {
+      for (let i = 0; store && i < store.length; i++) {
+        const key = store.key(i);
+        if (key === null || !key.startsWith(STORE)) {
+          continue;
+        }
+        let item = null;
+        try {
+          item = JSON.parse(store.getItem(key));
+        } catch (error) {
+          item = null;  // not an entry of this page
+        }
+        if (item && typeof item.body === "string" && typeof item.file === "string") {
+          out.push(Object.assign(item, { key: key }));
+        }
+      }
+    } catch (error) {
+      return out;
+    }
+    return out.sort((a, b) => (a.finished || 0) - (b.finished || 0));
+  }
+
+  function keep(item) {
+    const store = storage();
+    try {
+      store.setItem(item.key, JSON.stringify({ file: item.file, body: item.body, finished: item.finished }));
+      return true;
+    } catch (error) {
+      return false;  // no storage, or full
+    }
+  }
+
+  function forget(item) {
+    const store = storage();
+    try {
+      store.removeItem(item.key);
+    } catch (error) {
+      /* nothing kept */
+    }
+  }
+
+  function download(file, text) {
+    const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    const link = element("a");
+    link.href = url;
+    link.download = file;
+    link.hidden = true;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  /* One try: {status, answer}; status 0 when no answer came (no connection, or none in time). */
+  async function post(body) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REPLY_WAIT);
     try {
       const reply = await fetch("responses", {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: data.json(),
-        cache: "no-store", credentials: "same-origin",
+        method: "POST", headers: { "Content-Type": "application/json" }, body: body,
+        cache: "no-store", credentials: "same-origin", signal: abort.signal,
       });
-      if (!reply.ok) {
-        throw new Error(`the server answered ${reply.status}`);
+      let answer = null;
+      try {
+        answer = await reply.json();
+      } catch (error) {
+        answer = null;
       }
-      await reply.json();
-      setStatus("saved", "Your answers were saved. You can close this page now.");
+      return { status: reply.status, answer: answer };
     } catch (error) {
-      setStatus("failed", `Your answers could not be sent (${error.message}). They were downloaded as ` +
-        `${name}: please send this file to the researchers.`);
+      return { status: 0, answer: null };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
-  jsPsych.run(timeline()).then(() => {
-    if (declined) {
-      showText("study-end", [["h1", "Thank you"],
-        ["p", "You chose not to take part. Nothing was recorded; you can close this page now."]]);
-    } else {
-      finish();
+  function temporary(status) {
+    return status === 0 || status === 408 || status === 429 || status >= 500;
+  }
+
+  /* Send `item` until the server confirms it, reporting to `show(state, detail)`. Resolves with
+     the server's answer ({saved, completion_code?}), or null when the server refused the data. */
+  function deliver(item, show) {
+    return new Promise((resolve) => {
+      let failures = 0;
+      const attempt = async () => {
+        show("sending", { failures: failures });
+        const result = await post(item.body);
+        const answer = result.answer;
+        if (result.status >= 200 && result.status < 300 && answer && typeof answer.saved === "string") {
+          forget(item);
+          show("saved", answer);
+          resolve(answer);
+          return;
+        }
+        const why = result.status === 0 ? "no connection to the server" : `the server answered ${result.status}`;
+        if (!temporary(result.status)) {  // the server will not take it: downloaded, then not kept
+          show("refused", { why: why, error: answer && typeof answer.error === "string" ? answer.error : "" });
+          forget(item);
+          resolve(null);
+          return;
+        }
+        failures += 1;
+        const pause = Math.min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (failures - 1)) * (0.75 + 0.5 * Math.random());
+        await new Promise((done) => {
+          const timer = setTimeout(done, pause);
+          show("waiting", { failures: failures, why: why, seconds: Math.max(1, Math.round(pause / 1000)),
+            now: () => { clearTimeout(timer); done(); } });
+        });
+        attempt();
+      };
+      attempt();
+    });
+  }
+
+  /* The status line and the two buttons ("Send now" during a pause, the download after
+     OFFER_DOWNLOAD failed tries) under `box`; returns the `show` function for deliver. */
+  function statusPanel(box, current, kept) {
+    const status = element("p", "", "");
+    status.id = "study-status";
+    const actions = element("div", "study-actions");
+    const sendNow = button("Send now", "study-send");
+    const save = button("Download your answers", "study-download");
+    sendNow.hidden = true;
+    save.hidden = true;
+    actions.append(sendNow, save);
+    box.append(status, actions);
+    let now = null;
+    sendNow.addEventListener("click", () => now && now());
+    save.addEventListener("click", () => download(current().file, current().body));
+    return (state, detail) => {
+      status.dataset.state = state;
+      sendNow.hidden = state !== "waiting";
+      if (state === "sending") {
+        status.textContent = detail.failures ? "Sending your answers again…" : "Saving your answers…";
+      } else if (state === "waiting") {
+        now = detail.now;
+        const where = kept() ? "They are kept in this browser and will be" : "They will be";
+        status.textContent = `Your answers could not be sent yet (${detail.why}). ${where} sent again in ` +
+          `${detail.seconds} s: please keep this page open.`;
+        if (detail.failures >= OFFER_DOWNLOAD) {
+          save.hidden = false;
+          status.textContent += " If this goes on, download your answers and send the file to the researchers.";
+        }
+      } else if (state === "saved") {
+        save.hidden = true;
+        status.textContent = "Your answers were saved. " + (detail.completion_code ?
+          "Taking you back to Prolific…" : "You can close this page now.");
+      } else if (state === "refused") {
+        const item = current();
+        download(item.file, item.body);
+        save.hidden = false;
+        status.textContent = `The server did not take your answers (${detail.why}` +
+          `${detail.error ? ": " + detail.error : ""}). They were downloaded as ${item.file}: please send ` +
+          "this file to the researchers.";
+      }
+    };
+  }
+
+  /* After the server's confirmation: on to Prolific when the server gave a completion code. */
+  function complete(answer) {
+    if (answer && typeof answer.completion_code === "string" && ID.test(answer.completion_code)) {
+      setTimeout(() => window.location.assign(study.prolific_url + encodeURIComponent(answer.completion_code)), 1000);
     }
-  });
+  }
+
+  /* The end: over http(s), keep the data and send it until the server confirms it; from file://,
+     download it. */
+  function finish() {
+    const item = {
+      key: STORE + submission, file: `study-${study.study_id}-${participant}.json`,
+      body: jsPsych.data.get().json(), finished: Date.now(),
+    };
+    const box = showText("study-end", [["h1", "Thank you!"], ["p", "You have finished the study."]]);
+    if (!SERVED) {
+      download(item.file, item.body);
+      const status = element("p", "", `Your answers were downloaded as ${item.file}: please send this file to ` +
+        "the researchers.");
+      status.id = "study-status";
+      status.dataset.state = "local";
+      box.appendChild(status);
+      return;
+    }
+    const kept = keep(item);
+    deliver(item, statusPanel(box, () => item, () => kept)).then(complete);
+  }
+
+  /* A reload after a failed send: offer to send what this browser kept, or to start the study. */
+  function offerPending(items) {
+    const box = element("div", "study-text study-pending");
+    const when = new Date(items[items.length - 1].finished || Date.now()).toLocaleString();
+    box.append(element("h1", "", "Your answers have not been sent yet"),
+      element("p", "", `This browser keeps the answers of ${items.length === 1 ? "a visit" : items.length +
+        " visits"} to this study (the last finished ${when}) that did not reach the researchers.`));
+    const actions = element("div", "study-actions");
+    const send = button("Send them now", "study-resend");
+    const start = button("Start the study", "study-start");
+    actions.append(send, start);
+    box.appendChild(actions);
+    let current = items[0];
+    const show = statusPanel(box, () => current, () => true);
+    const page = element("div", "study-page");
+    page.appendChild(box);
+    document.body.appendChild(page);
+    start.addEventListener("click", () => {
+      page.remove();
+      run();
+    });
+    send.addEventListener("click", async () => {
+      send.disabled = true;
+      let last = null;
+      for (const item of items) {
+        current = item;
+        last = (await deliver(item, show)) || last;
+      }
+      complete(last);
+    });
+  }
+
+  function run() {
+    jsPsych.run(timeline()).then(() => {
+      if (!declined) {
+        finish();
+      } else if (study.no_consent_code) {
+        showText("study-end", [["h1", "Thank you"], ["p", "You chose not to take part. Nothing was recorded; " +
+          "taking you back to Prolific…"]]);
+        setTimeout(() => window.location.assign(study.prolific_url + encodeURIComponent(study.no_consent_code)),
+          1000);
+      } else {
+        showText("study-end", [["h1", "Thank you"],
+          ["p", "You chose not to take part. Nothing was recorded; you can close this page now."]]);
+      }
+    });
+  }
+
+  const waiting = SERVED ? pending() : [];
+  if (waiting.length) {
+    offerPending(waiting);
+  } else {
+    run();
+  }
 })();

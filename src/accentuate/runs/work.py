@@ -57,7 +57,9 @@ def describe_target(obj: Objective, text: str | None = None) -> dict[str, Any]:
 
 @dataclass
 class ImageInfo:
-    """A seed image of the run."""
+    """A seed image of the run, or (``noise=True``) a row of noise-seeded feature visualizations:
+    the engine starts it from random noise (drawn from its batch's generator), so such a row is
+    optimized alone in its batch."""
 
     path: str
     name: str
@@ -65,10 +67,18 @@ class ImageInfo:
     size: tuple[int, int]  # (width, height) of the file as read
     canvas: tuple[int, int]  # (H, W) it was fitted to
     tensor: torch.Tensor | None = field(default=None, repr=False)  # (3, H, W) on the canvas
+    noise: bool = False
+
+    @classmethod
+    def noise_row(cls, name: str, canvas: tuple[int, int]) -> ImageInfo:
+        """A noise-seeded row named ``name`` (its identity: two rows of one name are one row)."""
+        h, w = canvas
+        return cls(path="", name=name, sha256=f"noise:{name}", size=(w, h), canvas=(h, w), noise=True)
 
     def record(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "sha256": self.sha256,
-                "size": list(self.size), "canvas": list(self.canvas)}
+        d = {"path": self.path, "name": self.name, "sha256": self.sha256,
+             "size": list(self.size), "canvas": list(self.canvas)}
+        return {**d, "noise": True} if self.noise else d
 
 
 @dataclass
@@ -212,15 +222,17 @@ def cut_batches(
     targets that share a canvas and settings (every pair of a batch is one of ``pairs``).
 
     The order is fixed by ``pairs`` alone: groups of (canvas, target settings) in the order
-    they first appear; in each, the pairs split into full products (images that want the
+    they first appear (a noise-seeded row is a group of its own: the engine draws one noise
+    image per call); in each, the pairs split into full products (images that want the
     same targets, or targets wanted by the same images, whichever gives fewer batches),
     cut into blocks. The same list and ``size`` always give the same batches.
     """
     if size < 1:
         raise ValueError(f"batch size must be >= 1; got {size}")
-    groups: dict[tuple[tuple[int, int], str], list[tuple[int, int]]] = {}
+    groups: dict[tuple[tuple[int, int], str, int], list[tuple[int, int]]] = {}
     for i, j in pairs:
-        key = (images[i].canvas, json.dumps(targets[j].settings, sort_keys=True, default=str))
+        key = (images[i].canvas, json.dumps(targets[j].settings, sort_keys=True, default=str),
+               i if images[i].noise else -1)
         groups.setdefault(key, []).append((i, j))
     out: list[Batch] = []
     for group in groups.values():

@@ -6,9 +6,10 @@ module renders any :class:`Grid` and knows no result class. It imports nothing o
 package above :mod:`accentuate.errors` and the drawing helpers of
 :mod:`accentuate.outputs.figures`, so every value type may use it.
 
-The HTML is rendered by Jinja2 (``pip install "accentuate[report]"``) from the report's
-templates, with the images inline as data URIs; :func:`environment` is also the report
-page's Jinja2 environment. The PNG needs only Pillow.
+The HTML is rendered by Jinja2 (``pip install "accentuate[report]"``) from the templates
+beside this module (``templates/notebook.html.j2`` and the macros it shares with the report
+page), with the images inline as data URIs; :func:`environment` is also the report page's
+Jinja2 environment, with the page's own folder of templates added. The PNG needs only Pillow.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from urllib.parse import quote
 import torch
 from PIL import Image, ImageDraw
 
-from .errors import AccentuateError
-from .outputs.figures import composite, fit, font, labelled_grid, to_pil
+from ..errors import AccentuateError
+from .figures import composite, fit, font, labelled_grid, to_pil
 
 if TYPE_CHECKING:
-    from .report.svg import Plot
+    from .svg import Plot
 
 __all__ = [
     "INSTALL_HINT", "MAX_COLS", "MAX_ROWS", "MIN_SIDE", "SIDE", "Cell", "Grid", "ReportUnavailable", "clip_count",
@@ -44,8 +45,8 @@ MIN_SIDE = 96
 MAX_ROWS, MAX_COLS = 8, 10
 
 INSTALL_HINT = 'pip install "accentuate[report]"'
-#: The Jinja2 templates of the report and of the notebook grid.
-TEMPLATES = Path(__file__).resolve().parent / "report" / "templates"
+#: The Jinja2 templates of the notebook grid, and the macros the report page shares.
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 class ReportUnavailable(AccentuateError, ImportError):
@@ -142,8 +143,9 @@ def file_url(name: str) -> str:
     return quote(str(name).replace(os.sep, "/"), safe="/")
 
 
-def environment() -> Any:
-    """The Jinja2 environment of the report's templates (autoescaped; filters ``num``, ``url``, ``pct``).
+def environment(*folders: str | os.PathLike) -> Any:
+    """The Jinja2 environment of the notebook grid's templates, and of ``folders`` first (the report
+    page adds its own); autoescaped, with the filters ``num``, ``url`` and ``pct``.
 
     Raises:
         ReportUnavailable: Jinja2 is not installed.
@@ -153,7 +155,7 @@ def environment() -> Any:
     except ImportError:
         raise ReportUnavailable(f"report.html needs Jinja2, which is not installed; {INSTALL_HINT}") from None
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader([*map(str, folders), str(TEMPLATES)]),
         autoescape=jinja2.select_autoescape(["html", "j2", "svg"], default=True),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

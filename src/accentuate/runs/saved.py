@@ -1,7 +1,7 @@
 """Saving a :class:`~accentuate.result.Result` as the command line saves a run, and reading it back.
 
 :func:`save_result` (what :meth:`Result.save <accentuate.result.Result.save>` calls)
-writes a folder through :class:`~accentuate.outputs.record.RunWriter`, the command
+writes a folder through :class:`~accentuate.runs.record.RunWriter`, the command
 line's writer: the same per-pair files named ``{image}__{target}``, the same contact
 sheet and the same ``run.json`` (``docs/run-json.md``), plus ``result.npz``, every
 tensor of the result in float32, and in ``run.json`` a ``result`` entry that names it
@@ -15,7 +15,6 @@ reads such a folder exactly, and a command-line output folder (which has no
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -27,22 +26,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .._version import __version__
 from ..digest import file_sha256
 from ..objectives import Channel, Logit, Neuron, Objective, Recorded, from_record
+from ..outputs.io import output_folder
 from ..result import History, Result
 from ..saving import register
 from ..settings import FIELDS, Settings
 from ..spec import ModelSpec
-from .io import atomic_write, output_folder
-from .record import FORMAT, RunWriter, device_record, settings_hash, versions
-from .worklist import ImageInfo, TargetInfo, WorkList, recorded_work
+from .lossless import SIDECAR, read_npz
+from .record import FORMAT, RunWriter, run_header, settings_key
+from .work import ImageInfo, TargetInfo, WorkList, recorded_work
 
 __all__ = ["SIDECAR", "RecordedObjective", "load_result", "objective_from_record", "objective_record",
-           "save_result"]
-
-#: The lossless copy of a saved result, next to ``run.json``.
-SIDECAR = "result.npz"
+           "result_from_record", "save_result"]
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -79,25 +75,6 @@ def _target_from_run(t: dict[str, Any]) -> Objective:
 
 
 # -- saving ----------------------------------------------------------------------------------
-def _arrays(res: Result) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {
-        "images": res.images.detach().float().cpu().numpy(),
-        "masks": res.masks.detach().float().cpu().numpy(),
-        "steps_used": res.steps_used.cpu().numpy(),
-        "lam_effective": res.lam_effective.detach().float().cpu().numpy(),
-        "history.steps": np.asarray(res.history.steps, dtype=np.int64),
-    }
-    if res.seeds is not None:
-        out["seeds"] = res.seeds.detach().float().cpu().numpy()
-    for which in ("before", "after"):
-        for k, v in getattr(res, which).items():
-            out[f"{which}.{k}"] = v.detach().cpu().numpy()
-    for k in res.history.keys():
-        out[f"history.{k}"] = getattr(res.history, k).numpy()
-        out[f"history.{k}.recorded"] = np.asarray(res.history.recorded(k), dtype=bool)
-    return out
-
-
 def save_result(
     res: Result,
     directory: str | os.PathLike,
@@ -126,40 +103,26 @@ def save_result(
     infos = []
     for i in range(n):
         seed = res.seeds[i] if res.seeds is not None else None
-        content = (seed.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes() if seed is not None else b""
+        content = (seed.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy().tobytes() if seed is not None else b""
         infos.append(ImageInfo(path=names[i], name=names[i], sha256=hashlib.sha256(content).hexdigest(),
                                size=(int(hw[1]), int(hw[0])), canvas=hw, tensor=seed))  # type: ignore[arg-type]
     targets = [TargetInfo(repr(o), o) for o in res.targets]
-    settings = {**res.config.to_dict(), "animation_frames": len(res.snapshots)}
     input_size = tuple(run.get("input_size") or (224, 224))
     spec = ModelSpec(name=str(run.get("model", "custom")), input_size=input_size, labels=res.labels)  # type: ignore[arg-type]
-    header = {
-        "command": None, "argv": [], "subcommand": "Result.save", "cwd": os.getcwd(),
-        "model": {"arg": None, "name": spec.name, "input_size": list(input_size),
-                  "classes": len(res.labels) if res.labels is not None else None},
-        **device_record(str(run.get("device") or "cpu")), "settings": settings, "versions": versions(),
-    }
-    key = settings_hash({"settings": res.config.hash(), "frames": len(res.snapshots), "model_name": spec.name,
-                         "accentuate": __version__})
-    work = WorkList(infos, targets, key, batch_size=n * m)  # the result was one batched run
+    frames = len(res.snapshots)
+    header = run_header(subcommand="Result.save", argv=None, model_arg=None, spec=spec,
+                        device=str(run.get("device") or "cpu"), settings=res.config, frames=frames)
+    work = WorkList(infos, targets, settings_key(res.config, frames, spec.name), batch_size=n * m)  # one batched run
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an unreadable run.json already there is simply replaced
-        writer = RunWriter(out, header, work)
+        warnings.filterwarnings("ignore", message="ignoring unreadable")  # an unreadable run.json is replaced
+        writer = RunWriter(out, header, work, lossless=True)
     writer.forget_previous()
     entries = writer.write_batch(res, work.batches[0], float(run.get("seconds") or 0.0))
     writer.timing(total_s=run.get("seconds"))
     sheet = writer.contact_sheet(f"{spec.name}: rows are seeds, columns are targets")
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **_arrays(res))  # type: ignore[arg-type]
-    data = buf.getvalue()
-    atomic_write(out / SIDECAR, data)
-    extra = {"result": {"file": SIDECAR, "sha256": hashlib.sha256(data).hexdigest(),
-                        "labels": list(res.labels) if res.labels is not None else None,
-                        "failed": [[a, b, msg] for (a, b), msg in sorted(res.failed.items())],
-                        "interrupted": bool(res.interrupted), "steps_done": int(res.steps_done)}}
-    path = writer.save("interrupted" if res.interrupted else "complete", **extra)
-    written = [out / name for e in entries for name in e["files"].values()]
-    written += ([sheet] if sheet is not None else []) + [out / SIDECAR, path]
+    path = writer.save("interrupted" if res.interrupted else "complete")
+    written = sorted({out / name for e in entries for name in e["files"].values()})
+    written += ([sheet] if sheet is not None else []) + [path]
     return written
 
 
@@ -237,6 +200,13 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
         got = doc.get("format") if isinstance(doc, dict) else None
         raise ValueError(f"{str(run)!r} has format {got!r}, not {FORMAT!r}; it was not written by this "
                          "version's Result.save or command line")
+    return result_from_record(folder, doc, seeds, batch)
+
+
+def result_from_record(folder: Path, doc: dict[str, Any], seeds: Sequence[int | str] | None = None,
+                       batch: int | None = None) -> Result:
+    """The result a run record ``doc`` (``run.json``'s content) of ``folder`` describes: see
+    :func:`load_result`, which reads the record from the folder first."""
     work = recorded_work(doc)
     pairs = {(e["seed"], e["target"]): e for e in doc.get("pairs", [])}
     if batch is not None:
@@ -284,36 +254,13 @@ def load_result(path: str | os.PathLike, seeds: Sequence[int | str] | None = Non
     if sidecar is not None and sidecar.is_file():
         data = sidecar.read_bytes()
         if hashlib.sha256(data).hexdigest() == meta.get("sha256"):
-            return _from_sidecar(data, idx, targets, labels, config, run_info, meta)
+            pos = {i: a for a, i in enumerate(idx)}
+            failed = {(pos[a], b): str(msg) for a, b, msg in meta.get("failed", []) if a in pos}
+            return read_npz(data, idx, cols, targets, config, run_info, failed,
+                            bool(meta.get("interrupted", False)), int(meta.get("steps_done", 0)), labels)
         warnings.warn(f"{str(sidecar)!r} does not match its SHA-256 in run.json; reading the PNGs instead",
                       stacklevel=3)
     return _from_pngs(folder, doc, idx, cols, pairs, targets, labels, config, run_info)
-
-
-def _from_sidecar(data: bytes, idx: list[int], targets: list[Objective], labels: tuple[str, ...] | None,
-                  config: Settings, run: dict[str, Any], meta: dict[str, Any]) -> Result:
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arr = {k: torch.from_numpy(z[k].copy()) for k in z.files}
-    sel = torch.tensor(idx, dtype=torch.long)
-
-    def rows(t: torch.Tensor, axis: int = 0) -> torch.Tensor:
-        return t.index_select(axis, sel)
-
-    history_cols = {k[len("history."):]: rows(v, 1) for k, v in arr.items()
-                    if k.startswith("history.") and k != "history.steps" and not k.endswith(".recorded")}
-    recorded = {k: arr[f"history.{k}.recorded"].tolist() for k in history_cols}
-    history = History.from_columns(arr["history.steps"].tolist(), history_cols, recorded)
-    pos = {i: a for a, i in enumerate(idx)}
-    failed = {(pos[a], b): str(msg) for a, b, msg in meta.get("failed", []) if a in pos}
-    return Result(
-        images=rows(arr["images"]), masks=rows(arr["masks"]),
-        seeds=rows(arr["seeds"]) if "seeds" in arr else None, targets=targets, labels=labels, history=history,
-        before={k[len("before."):]: rows(v) for k, v in arr.items() if k.startswith("before.")},
-        after={k[len("after."):]: rows(v) for k, v in arr.items() if k.startswith("after.")},
-        steps_used=rows(arr["steps_used"]), lam_effective=rows(arr["lam_effective"]), failed=failed,
-        config=config, run=run, interrupted=bool(meta.get("interrupted", False)),
-        steps_done=int(meta.get("steps_done", 0)),
-    )
 
 
 def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], cols: list[int],

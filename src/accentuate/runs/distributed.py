@@ -3,7 +3,7 @@
 ``torchrun --nproc-per-node N -m accentuate run ...`` starts N copies of the same
 command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
 ``MASTER_PORT`` set. Each copy builds the same work list and the same batches (see
-:mod:`accentuate.cli.worklist`). Then:
+:mod:`accentuate.runs.manifest`). Then:
 
 - rank 0 checks what an earlier run in the output folder finished (``run.json`` and any
   per-rank records left by a run that was stopped), saves ``run.json``, and publishes the
@@ -41,8 +41,8 @@ import torch
 
 from ..errors import UsageError
 from ..outputs.io import atomic_write
-from ..outputs.record import RunWriter
-from ..outputs.worklist import Batch
+from .record import RunWriter
+from .work import Batch
 
 __all__ = ["RANKS_DIR", "Coordinator", "Ranks", "clear_rank_records", "load_rank_records", "merge_rank_records",
            "write_rank_record"]

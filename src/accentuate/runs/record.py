@@ -6,7 +6,9 @@ image x one target) it writes, atomically (temporary name, then rename):
 - ``{stem}.png``: the accentuation;
 - ``{stem}_rgba.png``: the same with the opacity as alpha;
 - ``{stem}_figure.png``: seed | accentuation | with opacity | opacity heat map;
-- ``{stem}.gif`` (and ``{stem}.mp4`` when a writer is installed): the optimization.
+- ``{stem}.gif`` (and ``{stem}.mp4`` when a writer is installed): the optimization;
+- with ``lossless=True`` (a run of one batch), ``result.npz``: every tensor of the batch
+  (:mod:`accentuate.runs.lossless`), listed among each pair's files.
 
 and records in ``run.json`` the pair's numbers, its file names and each file's
 SHA-256, with the hash of the settings. :meth:`RunWriter.verified` tells whether a
@@ -22,7 +24,9 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 import platform
+import shlex
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -34,11 +38,14 @@ from PIL import Image
 from .._version import __version__
 from ..digest import canonical_sha256, file_sha256, files_intact
 from ..metrics import class_rank, pixel_rmse, ssim
+from ..outputs import animation, figures
+from ..outputs.io import atomic_write
 from ..result import Result
-from . import animation, figures
+from ..settings import Settings
+from ..spec import ModelSpec
 from .history import pair_history
-from .io import atomic_write
-from .worklist import Batch, ImageInfo, Pair, TargetInfo, WorkList, describe_target, pair_stems, slug
+from .lossless import SIDECAR, labels_of, npz_bytes
+from .work import Batch, ImageInfo, Pair, TargetInfo, WorkList, describe_target, pair_stems, slug
 
 __all__ = [
     "FORMAT",
@@ -50,8 +57,10 @@ __all__ = [
     "file_sha256",
     "pair_numbers",
     "pair_stems",
+    "run_header",
     "seed_distances",
     "settings_hash",
+    "settings_key",
     "slug",
     "versions",
 ]
@@ -63,6 +72,35 @@ FORMAT = "accentuate-run/1"
 def settings_hash(settings: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``settings`` (sorted keys; :func:`accentuate.digest.canonical_sha256`)."""
     return canonical_sha256(settings)
+
+
+def settings_key(settings: Settings, frames: int, model_name: str, model_arg: str | None = None) -> str:
+    """The hash of what changes a pair's result: the settings, the animation frames, the model (the
+    name its spec gives, and the ``--model`` argument it was loaded from, ``None`` from Python) and
+    the library's version. Every pair's key starts from it; a run's pairs are resumed only under
+    the same key."""
+    return settings_hash({"settings": settings.hash(), "frames": frames, "model": model_arg,
+                          "model_name": model_name, "accentuate": __version__})
+
+
+def run_header(*, subcommand: str, argv: Sequence[str] | None, model_arg: str | None, spec: ModelSpec,
+               device: torch.device | str, settings: Settings, frames: int,
+               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The part of ``run.json`` that describes the run itself (``docs/run-json.md``): the command
+    (``None`` from Python), the model, the device, every setting, the versions, and ``extra``
+    sections (``manifest``, ``misclassified``, ...)."""
+    return {
+        "command": "accentuate " + shlex.join(argv) if argv else None,
+        "argv": list(argv or []),
+        "subcommand": subcommand,
+        "cwd": os.getcwd(),
+        "model": {"arg": model_arg, "name": spec.name, "input_size": list(spec.input_size),
+                  "classes": len(spec.labels) if spec.labels is not None else None},
+        **device_record(device),
+        "settings": {**settings.to_dict(), "animation_frames": frames},
+        "versions": versions(),
+        **(extra or {}),
+    }
 
 
 def seed_distances(res: Result) -> dict[str, torch.Tensor]:
@@ -144,11 +182,19 @@ class RunWriter:
             (everything but ``pairs``, ``status`` and timings).
         work: the run's work list (images, targets, pairs with their keys, stems and batches).
         video: write MP4 files when a writer is installed.
+        lossless: also keep every tensor of the run in ``result.npz`` (a work list of one batch).
+
+    Raises:
+        ValueError: ``lossless`` with a work list of several batches.
     """
 
-    def __init__(self, out: Path, header: dict[str, Any], work: WorkList, video: bool = True) -> None:
+    def __init__(self, out: Path, header: dict[str, Any], work: WorkList, video: bool = True,
+                 lossless: bool = False) -> None:
+        if lossless and len(work.batches) != 1:
+            raise ValueError(f"a lossless copy keeps one batch; this work list has {len(work.batches)}")
         self.out = Path(out)
         self.work = work
+        self.lossless = lossless
         self.images, self.targets = work.images, work.targets
         self.key = work.settings_key
         self.path = self.out / "run.json"
@@ -176,7 +222,7 @@ class RunWriter:
 
     # -- identity and resume ---------------------------------------------------------
     def pair_key(self, i: int, j: int) -> str:
-        """Identity of pair ``(i, j)`` (:attr:`accentuate.outputs.worklist.Pair.key`)."""
+        """Identity of pair ``(i, j)`` (:attr:`accentuate.runs.work.Pair.key`)."""
         return self.work.pair(i, j).key
 
     def _load_previous(self) -> dict[str, dict[str, Any]]:
@@ -336,6 +382,9 @@ class RunWriter:
         snaps = dict(res.snapshots)
         if snaps and res.steps_done not in snaps:  # stopped early (--until, Ctrl-C): end on the result
             snaps[res.steps_done] = (res.images.clamp(0, 1) * 255).round().to(torch.uint8)
+        kept: dict[str, str] = {}
+        if self.lossless:
+            self._write(SIDECAR, npz_bytes(res), {}, kept, "lossless")
         written = []
         for a, i in enumerate(batch.seeds):
             for b, j in enumerate(batch.targets):
@@ -356,28 +405,16 @@ class RunWriter:
                     title += f"   [{status.upper()}]"
                 lines = self._caption(tinfo, before, after, distances, res, a, b, steps)
                 files, sums = self._pair_files(res, a, b, stem, rgba, alpha, title, lines, snaps, tinfo["label"])
+                if kept:
+                    files["lossless"], sums["lossless"] = SIDECAR, kept["lossless"]
                 entry = {
-                    "key": pair.key,
-                    "id": stem,
-                    "seed": i,
-                    "target": j,
-                    "image": self.images[i].name,
-                    "target_label": tinfo["label"],
-                    "objective": tinfo["objective"],
-                    "status": status,
-                    "failed": failed,
-                    "before": before,
-                    "after": after,
-                    "distance": distances,
-                    "steps_used": int(res.steps_used[a, b]),
-                    "steps_done": int(res.steps_done),
-                    "lam_effective": _num(res.lam_effective[a, b].item()),
-                    "batch": batch.index,
-                    "history": pair_history(res.history, a, b),
-                    "files": files,
-                    "sha256": sums,
-                    "settings_hash": self.key,
-                    "resumed": False,
+                    "key": pair.key, "id": stem, "seed": i, "target": j, "image": self.images[i].name,
+                    "target_label": tinfo["label"], "objective": tinfo["objective"], "status": status,
+                    "failed": failed, "before": before, "after": after, "distance": distances,
+                    "steps_used": int(res.steps_used[a, b]), "steps_done": int(res.steps_done),
+                    "lam_effective": _num(res.lam_effective[a, b].item()), "batch": batch.index,
+                    "history": pair_history(res.history, a, b), "files": files, "sha256": sums,
+                    "settings_hash": self.key, "resumed": False,
                 }
                 if rank is not None:
                     entry["rank"] = rank
@@ -401,7 +438,8 @@ class RunWriter:
         sums: dict[str, str] = {}
         self._write(f"{stem}.png", figures.png_bytes(figures.to_pil(res.images[a, b])), files, sums, "image")
         if res.has_opacity:
-            rgba_img = Image.fromarray((rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy(), "RGBA")
+            rgba_img = Image.fromarray((rgba[a, b].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy(),
+                                       "RGBA")
             self._write(f"{stem}_rgba.png", figures.png_bytes(rgba_img), files, sums, "rgba")
         fig = figures.pair_figure(res.seeds[a] if res.seeds is not None else None, res.images[a, b],
                                   alpha[a, b], title, lines)
@@ -473,6 +511,13 @@ class RunWriter:
 
     def save(self, status: str | None = None, **extra: Any) -> Path:
         """Rewrite ``run.json`` atomically with every pair recorded so far."""
+        doc = self.document(status, **extra)
+        atomic_write(self.path, (json.dumps(doc, indent=2, default=str) + "\n").encode())
+        return self.path
+
+    def document(self, status: str | None = None, **extra: Any) -> dict[str, Any]:
+        """``run.json`` as :meth:`save` writes it, with every pair recorded so far (what
+        :func:`accentuate.runs.saved.result_from_record` reads back before the file is final)."""
         if status is not None:
             self.doc["status"] = status
         self.doc.update(extra)
@@ -485,8 +530,24 @@ class RunWriter:
         counts["total"] = len(self.work)
         counts["resumed"] = sum(1 for e in pairs if e.get("resumed"))
         self.doc["counts"] = counts
-        atomic_write(self.path, (json.dumps(self.doc, indent=2, default=str) + "\n").encode())
-        return self.path
+        kept = self._lossless_entry(pairs) if self.lossless else None
+        if kept is not None:
+            self.doc["result"] = kept
+        return self.doc
+
+    def _lossless_entry(self, pairs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """``run.json``'s ``result``: the lossless copy (``result.npz``), its SHA-256 and class names,
+        and which pairs failed, all read from the pairs' entries (so a resumed run records it too)."""
+        kept = [e for e in pairs if "lossless" in (e.get("files") or {})]
+        if not kept:
+            return None
+        path = self.out / SIDECAR
+        labels = labels_of(path.read_bytes()) if path.is_file() else None
+        return {"file": SIDECAR, "sha256": kept[0]["sha256"]["lossless"],
+                "labels": list(labels) if labels is not None else None,
+                "failed": [[e["seed"], e["target"], e["failed"]] for e in pairs if e["status"] == "failed"],
+                "interrupted": any(e["status"] == "partial" for e in pairs),
+                "steps_done": max(int(e.get("steps_done") or 0) for e in kept)}
 
 
 def device_record(device: torch.device | str) -> dict[str, Any]:

@@ -1,13 +1,14 @@
-"""Work lists: which pairs (seed image x target) a run does, and how they are cut into batches.
+"""Manifests: a work list written as a file (``accentuate run --manifest FILE``).
 
-A run's work is a list of pairs in a fixed order: every image x every target
-(``accentuate run IMAGES --target ...``), or the rows of a manifest
-(``accentuate run --manifest FILE``), a CSV with the header ``image,target`` and the
-optional columns ``lam``, ``steps``, ``reg_layer``, ``until``, or JSON Lines with the
-same fields. Paths in a manifest are relative to the manifest's folder.
+A manifest is a CSV with the header ``image,target`` and the optional columns ``lam``,
+``steps``, ``reg_layer``, ``until``, or JSON Lines with the same fields; each row asks for one
+pair (a seed image toward a target, with its own settings). Paths in a manifest are relative to
+the manifest's folder.
 
-:func:`resolve_manifest` checks every row and gives the images, targets and pairs of the
-run's :class:`~accentuate.outputs.worklist.WorkList` (which cuts them into batches).
+:func:`read_manifest` reads the rows (every cell checked, each error naming its row);
+:func:`resolve_manifest` reads each row's target against the model
+(:func:`accentuate.objectives.parse_target`) and gives the images, targets and pairs of the
+run's :class:`~accentuate.runs.work.WorkList`, which cuts them into batches.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 
 from ..errors import AccentuateError, UsageError
 from ..hooks import ModelRunner
-from ..outputs.worklist import ImageInfo, TargetInfo
+from ..objectives import parse_target
 from ..settings import Settings
-from .common import parse_target
+from .work import ImageInfo, TargetInfo
 
 __all__ = ["MANIFEST_COLUMNS", "ManifestRow", "check_manifest_images", "read_manifest", "resolve_manifest"]
 
@@ -170,7 +171,7 @@ def resolve_manifest(
 ) -> tuple[list[ImageInfo], list[TargetInfo], list[tuple[int, int]], list[str]]:
     """The manifest's images, targets and pairs, every row checked before any work.
 
-    Each row's target is parsed against the runner's model (:func:`~accentuate.cli.common.parse_target`,
+    Each row's target is parsed against the runner's model (:func:`~accentuate.objectives.parse_target`,
     with the command's ``runner``) and its
     settings resolved on top of ``settings`` (a regularization layer must exist, ``until``
     needs a class target). Images are read once each with ``load_images(paths)`` (a path
@@ -191,7 +192,7 @@ def resolve_manifest(
     row_cols: list[int] = []
     for r in rows:
         try:
-            obj = parse_target(r.target, runner.model, runner)
+            obj = parse_target(r.target, runner.model, runner.spec, runner)
         except (AccentuateError, ValueError, KeyError) as e:
             msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise UsageError(f"{r.where}: target {r.target!r}: {msg}") from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..grid import fmt_num
+from .grid import fmt_num
 from .svg import Plot, Series, line_plot
 
 __all__ = ["latent_plots", "pathway_columns", "pathway_plots", "sanity_columns", "sanity_plots", "sweep_band",
