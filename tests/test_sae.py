@@ -540,6 +540,29 @@ def test_a_checkpoint_round_trips_through_run_json_and_result_load(tmp_path: Pat
     assert isinstance(t, SAELatent) and t.identity() == obj.identity()
 
 
+def test_the_target_grammar_reads_sae_targets(tmp_path: Path) -> None:
+    """``sae:PATH:UNIT@LAYER`` is one form of ``acc.parse_target``, so Python's target strings take it too."""
+    from cli_models import tiny
+
+    model = tiny()
+    w = torch.nn.functional.normalize(torch.randn(16, 32, generator=torch.Generator().manual_seed(0)), dim=0)
+    folder = _checkpoint(tmp_path / "sae", SparseAutoencoder(w, torch.zeros(32), torch.zeros(16), w.T.clone(),
+                                                             activation="topk", k=4), layer="conv2")
+    obj = acc.parse_target(f"sae:{folder}:7@conv2", model)
+    assert isinstance(obj, SAELatent) and (obj.layer, obj.unit) == ("conv2", 7)
+    assert obj.identity() == parse_sae_target(f"sae:{folder}:7", model).identity()
+    res = acc.accentuate(model, acc.load_image(DATA / "chelsea.jpg"), [f"sae:{folder}:7@conv2", f"sae:{folder}:3"],
+                         steps=2, crops=2, canvas=40)
+    assert [t.identity() for t in res.targets] == [obj.identity(),
+                                                    parse_sae_target(f"sae:{folder}:3@conv2", model).identity()]
+    with pytest.raises(acc.TargetError, match="latent 40 is out of range"):
+        acc.parse_target(f"sae:{folder}:40@conv2", model)
+    with pytest.raises(CheckpointError, match="reads 16-wide activations"):
+        acc.parse_target(f"sae:{folder}:3@conv1", model)
+    with pytest.raises(acc.TargetError, match="use .*sae:PATH:UNIT@LAYER"):
+        acc.parse_target("conv2@sae", model)
+
+
 @pytest.mark.parametrize("target, message", [
     ("sae:{folder}:99@conv2", "latent 99 is out of range; sae has 32 latents (0..31)"),
     ("sae:{folder}:3@conv3x", "layer 'conv3x' is not in the model"),
@@ -632,6 +655,33 @@ def test_cli_concepts_of_an_sae(sae_folder: tuple[Path, Path], tmp_path: Path) -
     doc2 = json.loads((out2 / "run.json").read_text())
     assert doc2["factorization"]["units"] == [3, 0] and load_sae(out2 / "sae").d_sae == 2048
     assert doc2["factorization"]["training"]["held_out_photos"] == 1
+
+
+def test_cli_concepts_sae_resumes_with_the_sae_it_trained(sae_folder: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --sae the SAE is trained into OUT/sae; the same command again reads it back (its pairs'
+    targets are the same, so they are resumed, not redone), and torchrun's ranks are told to train first."""
+    photos, _ = sae_folder
+    out = tmp_path / "atlas"
+    argv = ["concepts", str(photos / "a"), "--method", "sae", "--latents", "2", "--top", "1", "--weak", "0",
+            "--layer", "conv2", "--out", str(out), "--model", "cli_models:tiny", "--steps", "2", "--crops", "2", "-q"]
+    assert main(argv) == 0
+    weights = out / "sae" / "sae_weights.safetensors"
+    stamp, digest = weights.stat().st_mtime_ns, load_sae(out / "sae").digest
+    first = json.loads((out / "run.json").read_text())
+    assert main(argv) == 0
+    again = json.loads((out / "run.json").read_text())
+    assert weights.stat().st_mtime_ns == stamp and again["factorization"]["digest"] == digest
+    assert again["factorization"]["units"] == first["factorization"]["units"]
+    assert [(p["id"], p["sha256"]) for p in again["pairs"]] == [(p["id"], p["sha256"]) for p in first["pairs"]]
+    assert again["pairs"] and all(p["resumed"] for p in again["pairs"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    capsys.readouterr()
+    code = main([*argv[:-1], "--out", str(tmp_path / "other"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train it once (`accentuate sae train" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_concepts_sae_options_are_checked(sae_folder: tuple[Path, Path], tmp_path: Path,
