@@ -193,10 +193,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core values", (
         "accentuate._version", "accentuate.errors", "accentuate.digest", "accentuate.saving", "accentuate.layout",
         "accentuate.spec", "accentuate.labels", "accentuate.images", "accentuate.photos", "accentuate.augment",
-        "accentuate.params", "accentuate.opacity", "accentuate.regularize", "accentuate.metrics",
+        "accentuate.params", "accentuate.transforms", "accentuate.opacity", "accentuate.regularize", "accentuate.metrics",
         "accentuate.hooks", "accentuate.settings", "accentuate.objectives", "accentuate.result",
         "accentuate.display", "accentuate.clip", "accentuate.outputs", "accentuate.sae",
-        "accentuate.transforms",
     )),
     ("engine", ("accentuate.engine",)),
     ("models", ("accentuate.models",)),

@@ -46,6 +46,12 @@ regularizer; --intervals N adds bootstrap intervals that resample the images
 (seeds, feature visualizations, class images), not their pairs. Several classes
 at once: accentuate.analysis.pathway_study, module accentuate.analysis.pathway_pool (benchmarks/pathway_pool.py)."""
 
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, "
+                   "LAYER:C@tokI, LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+
+
 _SWEEP_EXAMPLE = """\
 examples:
   accentuate sweep cat.jpg --target goldfish
@@ -125,9 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "(same random crops in every run), record the target's value, rank and distance to "
                 "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
     p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
                    help="range of log-spaced values when --lams is not given (default 0.001 100)")
@@ -147,9 +151,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "(batched) and lay the results out sorted by how much the feature rose, with "
                 "opacity masks normalized across the set.", _LATENT_EXAMPLE)
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
@@ -162,9 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "down (cumulatively, on a copy), accentuate the same target after each, and report "
                 "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--cascade", nargs="+", metavar="MODULE",
                    help="modules to randomize, top first (default: the model's units, top down)")
     p.add_argument("--every", type=int, default=1, metavar="K",

@@ -52,7 +52,6 @@ from .base import (
     Objective,
     Recorded,
     Sum,
-    as_objective,
     constant_like,
     from_record,
     kinds,
@@ -66,7 +65,7 @@ from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
 from .latent import SAELatent, latent
 from .reference import Like, default_like_layer, like
-from .target import TARGET_FORMS, parse_sae_target, parse_target, read_vector
+from .target import TARGET_FORMS, as_objective, parse_sae_target, parse_target, read_vector
 
 __all__ = [
     "Acts",

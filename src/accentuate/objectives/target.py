@@ -31,12 +31,12 @@ from torch import nn
 from ..errors import CheckpointError, ClassNameError, LayerError, TargetError
 from ..hooks import ModelRunner, check_layers, readable_layouts
 from ..spec import ModelSpec, spec_of
-from .base import _TEXT_READER, Objective
+from .base import Objective
 from .basic import channel, direction, logit, neuron
 from .heads import head
 from .latent import SAELatent, encoder_name
 
-__all__ = ["SAE_TARGET", "TARGET_FORMS", "parse_sae_target", "parse_target", "read_vector"]
+__all__ = ["SAE_TARGET", "TARGET_FORMS", "as_objective", "parse_sae_target", "parse_target", "read_vector"]
 
 _CHANNEL = re.compile(
     r"^(?P<layer>[^:@=\s]+):(?:(?P<c>-?\d+)|head=(?P<h>-?\d+)(?::(?P<u>-?\d+))?)"
@@ -263,5 +263,52 @@ def parse_sae_target(text: str, model: nn.Module, spec: ModelSpec | None = None,
     obj.validate({layer: lay})
     return obj
 
+def as_objective(target: object, model: nn.Module | None = None, spec: ModelSpec | None = None, *,
+                 runner: ModelRunner | None = None) -> Objective:
+    """Turn a target into an objective: the one place every function that takes targets reads them.
 
-_TEXT_READER[:] = [parse_target]  # as_objective reads strings with the grammar
+    A target is an :class:`Objective`, a class index, or a string. With ``model`` (and its
+    :class:`~accentuate.spec.ModelSpec` ``spec``, default the model's own), a string is read by
+    the target grammar of the command line (:func:`~accentuate.objectives.parse_target`:
+    ``"goldfish"``, ``"207"``, ``"blocks.5:20"``, ``"blocks.5:20@3,4"``, ``"layers.3:head=2"``,
+    ``"blocks.5:vector.npy"``, ...) and checked against the model, and every objective comes back
+    resolved (class names turned into indices). Without ``model``, a string is a class name,
+    resolved later by :meth:`Objective.resolve`.
+
+    Args:
+        target: the target.
+        model: the model the target is read against (optional).
+        spec: the model's spec (its class names); default: the runner's, else the model's own.
+        runner: a :class:`~accentuate.hooks.ModelRunner` of ``model`` whose traced pass is reused.
+
+    Raises:
+        TypeError: not a target.
+        ClassNameError, LayerError, TargetError: (with ``model``) a string that does not name a
+            class, layer, channel, ... of the model (see :func:`~accentuate.objectives.parse_target`).
+
+    Example:
+        >>> from torch import nn
+        >>> from accentuate.spec import ModelSpec
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2))
+        >>> spec = ModelSpec(input_size=(8, 8), normalize=None, labels=("cat", "dog"))
+        >>> as_objective("0:5@2,3", net, spec), as_objective("dog", net, spec), as_objective(0, net, spec)
+        (Neuron(0, 5, y=2, x=3), Logit(1 'dog'), Logit(0 'cat'))
+    """
+    if isinstance(target, bool) or not isinstance(target, (Objective, int, str)):
+        raise TypeError(f"a target must be a class index, a target string (a class name, 'LAYER:C', "
+                        f"'LAYER:C@Y,X', ...) or an Objective; got {type(target).__name__}")
+    if model is None and spec is None and runner is None:
+        if isinstance(target, Objective):
+            return target
+        return logit(target)
+    if runner is not None and model is None:
+        model = runner.model
+    if spec is None and runner is not None:
+        spec = runner.spec
+    elif spec is None:
+        assert model is not None  # with no model, spec or runner the target came back above
+        spec = spec_of(model)
+    if isinstance(target, str) and model is not None:
+        return parse_target(target, model, spec, runner)
+    obj = target if isinstance(target, Objective) else logit(target)
+    return obj.resolve(spec.labels)
