@@ -195,7 +195,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "accentuate.spec", "accentuate.labels", "accentuate.images", "accentuate.photos", "accentuate.augment",
         "accentuate.params", "accentuate.transforms", "accentuate.opacity", "accentuate.regularize", "accentuate.metrics",
         "accentuate.hooks", "accentuate.settings", "accentuate.objectives", "accentuate.result",
-        "accentuate.display", "accentuate.clip", "accentuate.outputs",
+        "accentuate.display", "accentuate.clip", "accentuate.outputs", "accentuate.sae",
     )),
     ("engine", ("accentuate.engine",)),
     ("models", ("accentuate.models",)),

@@ -20,6 +20,7 @@ from typing import Any
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
 from .analysis.leastchange import LeastChange, least_change
+from .analysis.sae_training import SAETraining, train_sae
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
 from .engine import Accentuator, accentuate
@@ -48,6 +49,7 @@ from .objectives import (
     head,
     head_projection,
     heads_of,
+    latent,
     like,
     logit,
     neuron,
@@ -60,6 +62,7 @@ from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
 from .runs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
+from .sae import SparseAutoencoder, load_sae, save_sae
 from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, resolve_spec
 
@@ -67,12 +70,14 @@ __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
     "ImageError", "ImageParam", "Judge", "JudgeError", "Judgement", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
-    "PixelParam", "Regularizer", "Result", "Settings", "TargetError", "Until", "UsageError", "__version__", "accentuate",
+    "PixelParam", "Regularizer", "Result", "SAETraining", "Settings", "SparseAutoencoder", "TargetError", "Until",
+    "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
-    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "judge", "layers", "least_change", "like",
-    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "objective", "parse_target",
-    "photo",
-    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha", "weights_digest",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "judge", "latent", "layers",
+    "least_change", "like", "load_clip", "load_image", "load_model", "load_sae", "logit", "make_param", "model_state",
+    "neuron", "objective", "parse_target", "photo",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "save_sae", "search_classes", "to_alpha",
+    "train_sae", "weights_digest",
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccentuateError",
+    "CheckpointError",
     "ClassNameError",
     "ImageError",
     "JudgeError",
@@ -49,6 +50,10 @@ class ImageError(AccentuateError, ValueError):
 
 class SpecError(AccentuateError, ValueError):
     """A model description that cannot work as given (e.g. an input accentuate cannot feed)."""
+
+
+class CheckpointError(AccentuateError, ValueError):
+    """A sparse-autoencoder checkpoint that cannot be read, or that does not fit its layer."""
 
 
 class ModelError(AccentuateError, RuntimeError):

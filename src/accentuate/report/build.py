@@ -311,7 +311,7 @@ def _concepts_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
                 thumb = {"src": file_url(name), "w": size[0], "h": size[1], "full": atlas}
             except OSError:
                 thumb = None
-        rows.append({"index": c.get("index"), "explained": _num(c, "explained"),
+        rows.append({"index": c.get("index"), "unit": c.get("unit"), "explained": _num(c, "explained"),
                      "mean": _num(c, "mean_coefficient"), "present_in": c.get("present_in"),
                      "top": [str(t.get("image", "")) for t in c.get("top_images") or [] if isinstance(t, dict)],
                      "accentuated": [a for a in c.get("accentuated") or [] if isinstance(a, dict)],
