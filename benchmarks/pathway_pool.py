@@ -1,11 +1,16 @@
-"""The paper's pathway claim on real photos (issue 22 part 2), over the GCompris pool.
+"""The paper's pathway claim on real photos, over the GCompris pool, by activation and by attribution.
 
 For several ImageNet classes with at least four natural photos in the pool (`make photos`,
 docs/photos.md), pathway similarity per layer between the natural photos of class C and
 (a) accentuations toward C of seed photos of other classes at the model's defaults, (b) the
-same at lam 0, (c) noise-seeded feature visualizations of C, (d) the unchanged seeds; the
-natural photos of C among themselves are the reference. Bootstrap intervals resample the
-seeds, the feature visualizations and the photos (accentuate.analysis.pathway_study, in accentuate/analysis/pathway_pool.py).
+same at lam 0, (c) noise-seeded feature visualizations of C, (d) the unchanged seeds, and the
+floor: the natural photos of the OTHER classes; the natural photos of C among themselves are
+the reference. Each measure (--measures: activation, the channel means of a layer's output;
+attribution, per channel the spatial mean of activation x gradient of the target, the paper's
+circuits) is compared by Pearson and Spearman r, against each natural photo (pairs) and against
+the class prototype (the mean vector of its photos; a photo against the mean of the others).
+Bootstrap intervals resample the seeds, the feature visualizations and the photos
+(accentuate.analysis.pathway_study, in accentuate/analysis/pathway_pool.py).
 
 A model with classes (EfficientNet-Lite0): the targets are the classes, and a photo counts as a
 natural photo of C when the model puts C in its top-k (--top, default 5) on the view the
@@ -19,9 +24,12 @@ name, acc.like with the default layer), compared with the OTHER photos of C (hel
     python benchmarks/pathway_pool.py --steps 2 --crops 2 --out /tmp/pathway-pool-debug  # a quick check
 
 Every engine run is saved under --work (default OUT/work) and read back by a rerun with the same
-settings, so the analysis (other replicates, levels) can be redone without optimizing again.
-Writes OUT/pathway_pool.{md,csv,json,png}, OUT/pathway_pool_images.png (the contact sheet) and
-OUT/photos.md (which photos were used, with the model's rank of their class).
+settings, so the analysis (other measures, replicates, levels) can be redone without optimizing
+again; both measures use the same runs. Writes, per measure M, OUT/pathway_pool_M.{md,csv,json}
+(every statistic and baseline, the verdict table), OUT/pathway_pool_M.png (the mean over classes:
+statistics x baselines), OUT/pathway_pool_M_classes.png (the main statistic per class), the contact
+sheet OUT/pathway_pool_M_images.png, and OUT/photos.md (which photos were used, with the model's
+rank of their class).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import accentuate as acc
 from accentuate.analysis import pathway_study
 from accentuate.analysis.activations import layer_activations
 from accentuate.analysis.setup import analysis_spec
+from accentuate.analysis.writing import markdown_table
 from accentuate.hooks import OUTPUT
 from accentuate.images import model_view
 
@@ -114,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="the photo pool (default $ACCENTUATE_PHOTOS or "
                     "~/.cache/accentuate/gcompris)")
     ap.add_argument("--classes", nargs="+", default=list(CLASSES), help="ImageNet class names of the pool")
+    ap.add_argument("--floor-classes", nargs="+", default=[], help="more class names of the pool whose natural "
+                    "photos only join the floor (no accentuation toward them; e.g. classes left out of --classes "
+                    "to save time)")
     ap.add_argument("--seeds", nargs="+", default=list(SEEDS), help="seed photos, FOLDER/NAME in the pool")
     ap.add_argument("--feature-vis", type=int, default=4, help="noise-seeded feature visualizations per class")
     ap.add_argument("--top", type=int, default=5, help="keep a photo of class C when C is in the model's top-k "
@@ -124,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="override the model's steps (debugging)")
     ap.add_argument("--crops", type=int, help="override the model's crops (debugging)")
     ap.add_argument("--lam", type=float, help="override the model's lambda of condition (a)")
+    ap.add_argument("--measures", nargs="+", choices=("activation", "attribution"),
+                    default=["activation", "attribution"], help="the measures compared (default both)")
+    ap.add_argument("--no-lam0", action="store_true", help="leave out condition (b), the accentuations at lam 0")
+    ap.add_argument("--chunk", type=int, default=1, help="classes per engine run, each saved as it finishes "
+                    "(default 1: a stopped study loses at most one class's run)")
+    ap.add_argument("--runs-only", action="store_true", help="make (or read back) the engine runs and stop: "
+                    "no statistics, no files but the runs under --work and photos.md")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--work", type=Path, help="folder of the engine runs (default OUT/work)")
     args = ap.parse_args(argv)
@@ -135,24 +154,41 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"error: seeds not in the pool: {', '.join(missing)} (give FOLDER/NAME of manifest.csv)")
     model = acc.load_model(args.model)
-    classes, photo_lines = pick_classes(model, rows, cache, args.classes, args.top)
+    picked, photo_lines = pick_classes(model, rows, cache, args.classes + args.floor_classes, args.top)
+    classes = {c: picked[c] for c in args.classes}
+    floor_classes = {c: picked[c][1] for c in args.floor_classes}
     overrides = {k: v for k, v in (("steps", args.steps), ("crops", args.crops), ("lam", args.lam)) if v is not None}
-    study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
-                          seed=args.generator, work=args.work or args.out / "work", progress=True, **overrides)
-    ci = study.intervals(replicates=args.replicates, level=args.level, generator=args.generator)
-    study.config.update({"argv": sys.argv[1:] if argv is None else argv, "seconds": round(time.perf_counter() - started),
-                         "seed_photos": args.seeds})
-    written = study.save(args.out, ci)
+    (args.out / "photos.md").parent.mkdir(parents=True, exist_ok=True)
     (args.out / "photos.md").write_text("\n".join(photo_lines) + "\n")
-    print(f"{args.model}: {len(study.classes)} classes, seeds {', '.join(args.seeds)}")
+    print(f"{args.model}: {len(classes)} classes" + (f" (and {len(floor_classes)} in the floor only)"
+                                                      if floor_classes else "") + f", seeds {', '.join(args.seeds)}")
     print("\n".join(photo_lines))
-    print("\nMean over classes (pooled r, estimate [interval]):\n" + study.to_markdown(ci))
-    print("\nDifferences:\n" + study.to_markdown(ci, differences=True))
-    for name, v in study.verdict(ci).items():
-        print(f"{name}: above 0 at {len(v['above'])} layers, below at {len(v['below'])}, unclear at "
-              f"{len(v['unclear'])} ({', '.join(v['unclear'] + v['below'])}); mean {v['mean']:+.3f}")
-    for name, t in study.config["runs"].items():
-        print(f"run {name}: {t['seconds']} s{' (read back)' if t['read_back'] else ''}")
+    written: list[Path] = []
+    for measure in args.measures:
+        study = pathway_study(model, classes, [by_name[s] for s in args.seeds], feature_vis=args.feature_vis,
+                              lam0=not args.no_lam0, seed=args.generator, work=args.work or args.out / "work",
+                              chunk=args.chunk, floor_classes=floor_classes, progress=True, measure=measure,
+                              **overrides)
+        if args.runs_only:
+            for name, t in study.config["runs"].items():
+                print(f"run {name}: {t['seconds']} s{' (read back)' if t['read_back'] else ''}")
+            return 0
+        t0 = time.perf_counter()
+        ci = study.all_intervals(replicates=args.replicates, level=args.level, generator=args.generator)
+        study.config.update({"argv": sys.argv[1:] if argv is None else argv,
+                             "seconds": round(time.perf_counter() - started), "seed_photos": args.seeds,
+                             "bootstrap_seconds": round(time.perf_counter() - t0)})
+        written += study.save(args.out, ci, stem=f"pathway_pool_{measure}")
+        main_key = next(iter(ci))
+        print(f"\n## {measure}: compared at {len(study.layers)} layers"
+              + (f" (left out: {study.config['left_out']})" if study.config.get("left_out") else ""))
+        print(f"\nMean over classes ({main_key[0]}, {main_key[1]}; estimate [interval]):\n"
+              + study.to_markdown(ci[main_key]))
+        print("\nVerdict (layers without the marked ones / all layers):\n"
+              + markdown_table(study.verdict_rows(ci)))
+        for name, t in study.config["runs"].items():
+            print(f"run {name}: {t['seconds']} s{' (read back)' if t['read_back'] else ''}")
+        print(f"bootstrap: {study.config['bootstrap_seconds']} s")
     print(f"wrote {', '.join(p.name for p in written)} and photos.md to {args.out} in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0

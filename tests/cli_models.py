@@ -14,9 +14,9 @@ LABELS = ("apple", "banana", "cherry", "date", "crane", "crane")
 class Tiny(nn.Module):
     """A small conv net: conv1 -> relu -> conv2 -> relu -> conv3 -> pool -> fc."""
 
-    def __init__(self, classes: int = len(LABELS)) -> None:
+    def __init__(self, classes: int = len(LABELS), seed: int = 0) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
         self.conv3 = nn.Conv2d(16, 16, 3, stride=2, padding=1)
@@ -39,6 +39,20 @@ def tiny() -> nn.Module:
     model.accentuate_spec = ModelSpec(name="tiny", input_size=(32, 32), normalize=None, labels=LABELS,
                                       reg_layer="conv2", defaults={"steps": 6, "canvas": 48, "lam": 1.0})
     return model.eval()
+
+
+def other() -> nn.Module:
+    """Another tiny model (other weights, the same labels and spec): a judge of ``tiny``'s runs."""
+    model = Tiny(seed=1)
+    model.accentuate_spec = ModelSpec(name="tiny_other", input_size=(32, 32), normalize=None, labels=LABELS)
+    return model.eval()
+
+
+def twin() -> nn.Module:
+    """``tiny`` under another name (the same weights): a judge of ``tiny``'s runs that is refused."""
+    model = tiny()
+    model.accentuate_spec = ModelSpec(name="twin", input_size=(32, 32), normalize=None, labels=LABELS)
+    return model
 
 
 def broken() -> nn.Module:

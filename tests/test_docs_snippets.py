@@ -126,7 +126,7 @@ def parse(text: str, path: Path) -> list[Snippet]:
         if end is None:
             raise ValueError(f"{path}:{i + 1}: a code fence that is never closed")
         indent = len(f["indent"])
-        body = [ln[indent:] if ln[:indent].isspace() else ln.lstrip() for ln in lines[i + 1:end]]
+        body = [ln[indent:] if not indent or ln[:indent].isspace() else ln.lstrip() for ln in lines[i + 1:end]]
         lang = f["lang"].lower()
         kind = ("python" if lang in PYTHON else "pycon" if lang in PYCON
                 else "pycon" if not lang and body and body[0].lstrip().startswith(">>>") else None)

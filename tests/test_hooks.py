@@ -97,3 +97,33 @@ def test_layers_lists_names_and_shapes(tiny):
     assert rows["conv3"] == (1, 16, 8, 8)
     assert rows["fc"] == (1, 4)
     assert hook_count(tiny) == 0
+
+
+def test_attach_gives_the_gradient_at_a_layer_and_passes_a_copy_on():
+    class Pair(nn.Module):  # returns a tuple, as Hugging Face blocks do
+        def forward(self, x):
+            return (x * 2, x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pair, self.relu = nn.Conv2d(3, 4, 1), Pair(), nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            return self.relu(self.pair(self.conv(x))[0]).sum(dim=(1, 2, 3))
+
+    net = Net()
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    with capture(net, ["conv", "pair"], attach=True) as cap:
+        out = cap.run(net, x)
+    g_pair, g_conv = torch.autograd.grad(out.sum(), [cap["pair"], cap["conv"]])
+    assert (cap["pair"] < 0).any()  # the in-place ReLU changed the copy, not what was kept
+    assert torch.equal(g_pair, (cap["pair"] > 0).float())
+    assert torch.equal(g_conv, 2 * (cap["conv"] > 0).float())
+    assert hook_count(net) == 0
+
+    net.pair.forward = lambda x: {"hidden": x}
+    with pytest.raises(acc.LayerError, match="returns dict"):
+        with capture(net, ["pair"], attach=True) as cap:
+            cap.run(net, x)
+    assert hook_count(net) == 0

@@ -5,8 +5,12 @@ images that share a file name are two targets of a run."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import functools
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +46,23 @@ def _like(layer: str = "layernorm", reference: torch.Tensor | None = None, pool:
     return Like(layer, _vec(2) if reference is None else reference, pool, measure, name)
 
 
+@functools.cache
+def _sae_checkpoint(seed: int = 0) -> str:
+    """A TopK SAE checkpoint on a 32-channel layer (written once per seed, removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="accentuate-test-sae-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    w = torch.nn.functional.normalize(torch.randn(32, 16, generator=torch.Generator().manual_seed(seed)), dim=0)
+    acc.save_sae(acc.SparseAutoencoder(w, torch.zeros(16), torch.zeros(32), w.T.clone(), activation="topk", k=4),
+                 folder / "sae")
+    return str(folder / "sae")
+
+
+def _sae_latent(layer: str = "layers.1", unit: int = 3, reduce: str = "mean", token: int | None = None,
+                seed: int = 0, straight_through: bool = True) -> Objective:
+    return acc.latent(layer, acc.load_sae(_sae_checkpoint(seed)), unit, reduce, token=token,
+                      straight_through=straight_through)
+
+
 LABELS = [f"c{i}" for i in range(32)]
 
 
@@ -63,6 +84,7 @@ CASES: dict[str, Callable[[], Objective]] = {
     "head": lambda: acc.head(PROJ, 2, 3, heads=4, y=1, x=3),
     "like": _like,
     "text": lambda: Text("a photo of a dog", _vec(3), away=True),
+    "sae_latent": _sae_latent,
     "sum": lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(),
     "recorded": lambda: Recorded("Custom()", 2),
     "function": lambda: acc.objective(patch_unit5, layers="layers.1"),
@@ -85,6 +107,9 @@ VARIANTS: dict[str, list[Callable[[], Objective]]] = {
              lambda: _like(layer="layers.1")],
     "text": [lambda: Text("a photo of a dog", _vec(9), away=True), lambda: Text("a photo of a dog", _vec(3)),
              lambda: Text("a photo of a cat", _vec(3), away=True)],
+    "sae_latent": [lambda: _sae_latent(unit=4), lambda: _sae_latent(reduce="max"), lambda: _sae_latent(token=0),
+                   lambda: _sae_latent(layer="layers.0"), lambda: _sae_latent(seed=1),
+                   lambda: _sae_latent(straight_through=False)],
     "sum": [lambda: 2 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like(reference=_vec(9)),
             lambda: 3 * acc.logit(1) - 0.5 * acc.channel("layers.0", 1) + _like()],
     "recorded": [lambda: Recorded("Other()", 2)],
@@ -318,7 +343,7 @@ def test_objectives_import_only_low_modules() -> None:
     never the engine, results, records, the command line or the report (nor CLIP, which builds on it)."""
     import ast
 
-    allowed = {"errors", "hooks", "images", "labels", "layout", "spec", "objectives"}
+    allowed = {"errors", "hooks", "images", "labels", "layout", "spec", "objectives", "sae"}
     folder = Path(acc.objectives.__file__).parent
     found: dict[str, set[str]] = {}
     for path in sorted(folder.glob("*.py")):

@@ -115,14 +115,16 @@ def study_inputs(seed_img):
 def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inputs, tmp_path):
     classes, seeds = study_inputs
     st = pathway_study(tiny, classes, seeds, feature_vis=2, work=tmp_path / "work", **QUICK)
-    assert st.kinds == ["accentuation", "lam0", "seed", "feature_vis", "natural"]
+    assert st.kinds == ["accentuation", "lam0", "seed", "feature_vis", "other_class", "natural"]
     assert set(st.runs) == {"accentuation", "lam0", "feature_vis_0", "feature_vis_1"}
     assert st.runs["accentuation"].images.shape[:2] == (2, 2) and st.runs["feature_vis_0"].images.shape[:2] == (1, 2)
-    # one seed draw for every class; naturals and feature visualizations per class
+    # one seed draw for every class; naturals and feature visualizations per class (the floor of a
+    # class is drawn from the other classes' naturals, not on its own)
     assert st.unit_sizes() == {"seed": 2, "cherry/natural": 3, "cherry/feature_vis": 2, "date/natural": 4,
                                "date/feature_vis": 2}
     # every accentuation or seed is compared with every natural photo of its class
-    assert st.pathways["date"].pairs == {"accentuation": 8, "lam0": 8, "seed": 8, "feature_vis": 8, "natural": 6}
+    assert st.pathways["date"].pairs == {"accentuation": 8, "lam0": 8, "seed": 8, "feature_vis": 8,
+                                         "other_class": 12, "natural": 6}
     # the lam-0 run differs from the regularized one; both start from the same seeds
     assert not torch.equal(st.runs["lam0"].images, st.runs["accentuation"].images)
     ci = st.intervals(replicates=300)
@@ -130,7 +132,8 @@ def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inp
     n = len(st.layers)
     for scope, by_name in ci.items():
         assert set(by_name) == {*st.kinds, "accentuation - seed", "accentuation - lam0",
-                                "accentuation - feature_vis", "natural - accentuation"}
+                                "accentuation - feature_vis", "natural - accentuation",
+                                "accentuation - other_class", "natural - other_class"}
         for name, iv in by_name.items():
             assert isinstance(iv, Interval) and iv.estimate.shape == (n,)
             assert torch.all(iv.lower <= iv.estimate + 1e-9) and torch.all(iv.estimate <= iv.upper + 1e-9), (scope, name)
@@ -147,7 +150,7 @@ def test_study_gives_every_condition_and_layer_with_its_interval(tiny, study_inp
                        "pathway_pool_images.png"}
     csv_lines = (tmp_path / "out" / "pathway_pool.csv").read_text().splitlines()
     assert csv_lines[0] == "scope,layer,depth,quantity,estimate,lower,upper,pairs"
-    assert len(csv_lines) == 1 + 3 * (5 + 4) * n
+    assert len(csv_lines) == 1 + 3 * (6 + 6) * n
     doc = json.loads((tmp_path / "out" / "pathway_pool.json").read_text())
     assert doc["natural_photos"]["date"] == [f"natural photos of date[{i}]" for i in range(4)]
 
@@ -162,6 +165,48 @@ def test_study_reads_finished_runs_back_and_refuses_other_settings(tiny, study_i
     assert torch.allclose(again.pathways["cherry"].pooled["accentuation"], first.pathways["cherry"].pooled["accentuation"])
     with pytest.raises(ValueError, match="other settings"):
         pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, **dict(QUICK, steps=5))
+
+
+def test_study_in_chunks_saves_each_class_and_goes_on_after_a_stop(tiny, study_inputs, tmp_path):
+    classes, seeds = study_inputs
+    first = pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, chunk=1, **QUICK)
+    assert set(first.runs) == {"accentuation_0", "accentuation_1", "feature_vis_0_0", "feature_vis_0_1"}
+    assert all((tmp_path / name / "key.json").exists() for name in first.runs)
+    # each class's images come from its own run, seeds x one class
+    assert first.runs["accentuation_1"].images.shape[:2] == (2, 1)
+    for got, want in zip(first.pathways["date"].images["accentuation"], first.runs["accentuation_1"].images[:, 0]):
+        assert torch.equal(got, want)
+    assert torch.equal(first.pathways["cherry"].images["feature_vis"][0], first.runs["feature_vis_0_0"].images[0, 0])
+    # a study stopped during class 1 made class 0 only: the next call reads it back and makes the rest
+    for name in ("accentuation_1", "feature_vis_0_0", "feature_vis_0_1"):
+        for f in (tmp_path / name).iterdir():
+            f.unlink()
+        (tmp_path / name).rmdir()
+    again = pathway_study(tiny, classes, seeds, feature_vis=1, lam0=False, work=tmp_path, chunk=1, **QUICK)
+    assert {n: r["read_back"] for n, r in again.config["runs"].items()} == {
+        "accentuation_0": True, "accentuation_1": False, "feature_vis_0_0": False, "feature_vis_0_1": False}
+    assert torch.equal(again.runs["accentuation_1"].images, first.runs["accentuation_1"].images)
+    # a study of class 0 alone finds its piece by the same name (the pieces are named by class index)
+    alone = pathway_study(tiny, {"cherry": classes["cherry"]}, seeds, feature_vis=0, lam0=False, work=tmp_path,
+                          chunk=1, **QUICK)
+    assert alone.config["runs"] == {"accentuation_0": {"seconds": first.config["runs"]["accentuation_0"]["seconds"],
+                                                       "read_back": True}}
+    with pytest.raises(ValueError, match="chunk must be a count"):
+        pathway_study(tiny, classes, seeds, feature_vis=0, lam0=False, chunk=0, **QUICK)
+
+
+def test_floor_classes_join_the_floor_only(tiny, study_inputs):
+    classes, seeds = study_inputs
+    st = pathway_study(tiny, {"cherry": classes["cherry"]}, seeds, feature_vis=0, lam0=False,
+                       floor_classes={"date": classes["date"][1]}, **QUICK)
+    assert st.classes == ["cherry"] and st.floor == {"cherry": ["date"]} and st.floor_only == {"date": 4}
+    assert st.pathways["cherry"].pairs["other_class"] == 4 * 3  # date's 4 photos x cherry's 3
+    assert st.unit_sizes() == {"seed": 2, "cherry/natural": 3, "date/natural": 4}
+    ci = st.intervals(replicates=50)
+    assert "natural - other_class" in ci["mean"]
+    with pytest.raises(ValueError, match="also a studied class"):
+        pathway_study(tiny, classes, seeds, feature_vis=0, lam0=False, floor_classes={"date": classes["date"][1]},
+                      **QUICK)
 
 
 # -- the command line -------------------------------------------------------------------------

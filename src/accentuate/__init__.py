@@ -20,6 +20,7 @@ from typing import Any
 from ._version import __version__
 from .analysis.concepts import Concepts, concepts
 from .analysis.leastchange import LeastChange, least_change
+from .analysis.sae_training import SAETraining, train_sae
 from .augment import Crops, apply_crops, sample_crops
 from .clip import CLIPImage, clip_text, load_clip
 from .engine import Accentuator, accentuate
@@ -27,6 +28,7 @@ from .errors import (
     AccentuateError,
     ClassNameError,
     ImageError,
+    JudgeError,
     LayerError,
     ModelError,
     ModelNameError,
@@ -36,6 +38,7 @@ from .errors import (
 )
 from .hooks import INPUT, OUTPUT, LayerInfo, ModelRunner, capture, default_reg_layer, input_of, layers, model_state
 from .images import image_files, load_image, prepare_seeds
+from .judges import Judge, Judgement, judge, weights_digest
 from .labels import find_class, imagenet_labels, search_classes
 from .layout import Layout
 from .models import load as load_model
@@ -46,6 +49,7 @@ from .objectives import (
     head,
     head_projection,
     heads_of,
+    latent,
     like,
     logit,
     neuron,
@@ -58,19 +62,22 @@ from .photos import PHOTOS, photo
 from .regularize import Regularizer
 from .result import History, Result
 from .runs import saved as _saved  # noqa: F401 (registers Result.save/load: see accentuate.saving)
+from .sae import SparseAutoencoder, load_sae, save_sae
 from .settings import PRESETS, Settings, Until
 from .spec import ModelSpec, resolve_spec
 
 __all__ = [
     "AccentuateError", "Accentuator", "CLIPImage", "ClassNameError", "Concepts", "Crops", "FourierParam", "History", "INPUT",
-    "ImageError", "ImageParam", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
+    "ImageError", "ImageParam", "Judge", "JudgeError", "Judgement", "LayerError", "LayerInfo", "Layout", "LeastChange", "ModelError", "ModelNameError",
     "ModelRunner", "ModelSpec", "OUTPUT", "Objective", "OutputError", "PARAMS", "PHOTOS", "PRESETS", "PhaseParam",
-    "PixelParam", "Regularizer", "Result", "Settings", "TargetError", "Until", "UsageError", "__version__", "accentuate",
+    "PixelParam", "Regularizer", "Result", "SAETraining", "Settings", "SparseAutoencoder", "TargetError", "Until",
+    "UsageError", "__version__", "accentuate",
     "apply_crops", "capture", "channel", "clip_text", "concepts", "default_reg_layer", "direction", "find_class", "head",
-    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "layers", "least_change", "like",
-    "load_clip", "load_image", "load_model", "logit", "make_param", "model_state", "neuron", "objective", "parse_target",
-    "photo",
-    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "search_classes", "to_alpha",
+    "head_projection", "heads_of", "image_files", "imagenet_labels", "input_of", "judge", "latent", "layers",
+    "least_change", "like", "load_clip", "load_image", "load_model", "load_sae", "logit", "make_param", "model_state",
+    "neuron", "objective", "parse_target", "photo",
+    "prepare_seeds", "register_param", "resolve_spec", "sample_crops", "save_sae", "search_classes", "to_alpha",
+    "train_sae", "weights_digest",
 ]
 
 

@@ -578,6 +578,15 @@ def _legacy_generator(overrides: dict[str, Any], where: str) -> None:
     overrides["seed"] = value
 
 
+def _check_setting_names(overrides: dict[str, Any]) -> None:
+    """A keyword that is no setting, spec key or ``param`` is a one-line error naming the closest."""
+    unknown = [k for k in overrides if k not in SETTING_FIELDS and k not in SPEC_KEYS and k != "param"]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [*SETTING_FIELDS, *SPEC_KEYS], n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise TypeError(f"accentuate() got an unknown setting {unknown[0]!r}{hint}")
+
+
 @overload
 def accentuate(
     model: nn.Module,
@@ -683,11 +692,7 @@ def accentuate(
     if not (isinstance(pairs, str) and pairs == "product"):
         return _paired(model, seeds, targets, settings, pairs, snapshots, progress, runner, overrides)
     started = time.perf_counter()
-    unknown = [k for k in overrides if k not in SETTING_FIELDS and k not in SPEC_KEYS and k != "param"]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], [*SETTING_FIELDS, *SPEC_KEYS], n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise TypeError(f"accentuate() got an unknown setting {unknown[0]!r}{hint}")
+    _check_setting_names(overrides)
     spec_kw = {k: overrides.pop(k) for k in SPEC_KEYS if k in overrides}
     spec = runner.spec if runner is not None and not spec_kw else resolve_spec(model, **spec_kw)
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]

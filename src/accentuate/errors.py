@@ -10,8 +10,10 @@ from __future__ import annotations
 
 __all__ = [
     "AccentuateError",
+    "CheckpointError",
     "ClassNameError",
     "ImageError",
+    "JudgeError",
     "LayerError",
     "ModelError",
     "ModelNameError",
@@ -50,6 +52,10 @@ class SpecError(AccentuateError, ValueError):
     """A model description that cannot work as given (e.g. an input accentuate cannot feed)."""
 
 
+class CheckpointError(AccentuateError, ValueError):
+    """A sparse-autoencoder checkpoint that cannot be read, or that does not fit its layer."""
+
+
 class ModelError(AccentuateError, RuntimeError):
     """The model failed (raised inside its forward pass, or returned something unusable)."""
 
@@ -65,6 +71,11 @@ class OutputError(AccentuateError, OSError):
 
 class ModelNameError(AccentuateError, ValueError):
     """A model name that :func:`accentuate.load_model` cannot load (unknown, or its package missing)."""
+
+
+class JudgeError(AccentuateError, ValueError):
+    """A judge that cannot judge a result: the model that was accentuated itself (the same module,
+    the same weights or the same name)."""
 
 
 class TargetError(AccentuateError, ValueError):

@@ -148,12 +148,14 @@ class Capture:
     hooked module completes, in completion order (for :meth:`ModelRunner.trace`).
     """
 
-    def __init__(self, names: list[str], stop_at: set[str] | None, trace: bool = False) -> None:
+    def __init__(self, names: list[str], stop_at: set[str] | None, trace: bool = False,
+                 attach: bool = False) -> None:
         self.names = names
         self.outputs: dict[str, torch.Tensor] = {}
         self.events: list[tuple[str, tuple[int, ...]]] = []
         self._stop_at = stop_at
         self._trace = trace
+        self._attach = attach
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:
@@ -180,18 +182,23 @@ class Capture:
         except _Stop:
             return None
 
-    def _hook(self, name: str) -> Callable[[nn.Module, object, object], None]:
-        def hook(module: nn.Module, args: object, output: object) -> None:
+    def _hook(self, name: str) -> Callable[[nn.Module, object, object], object]:
+        def hook(module: nn.Module, args: object, output: object) -> object:
             t = first_tensor(output)
             if t is None:
-                return
+                return None
             if self._trace:
                 self.events.append((name, tuple(t.shape)))
-                return
-            # Clone: a later in-place op on this tensor must not change what we read.
-            self.outputs[name] = t.clone()
+                return None
+            replaced = None
+            if self._attach:  # keep the layer's own output; the model goes on with a copy
+                self.outputs[name] = t
+                replaced = _with_first_tensor(output, t.clone(), name)
+            else:  # Clone: a later in-place op on this tensor must not change what we read.
+                self.outputs[name] = t.clone()
             if self._stop_at is not None and self._stop_at.issubset(self.outputs):
                 raise _Stop
+            return replaced
 
         return hook
 
@@ -211,10 +218,23 @@ class Capture:
         return hook
 
 
+def _with_first_tensor(output: object, t: torch.Tensor, name: str) -> object:
+    """``output`` with its first tensor (itself, or the first item of a tuple or list) replaced by ``t``."""
+    if isinstance(output, torch.Tensor):
+        return t
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        items = [t, *output[1:]]
+        return type(output)(items) if type(output) in (tuple, list) else type(output)(*items)
+    raise LayerError(
+        f"layer {name!r} returns {type(output).__name__}, whose tensor cannot be passed on as a copy; "
+        "gradients at a layer need one that returns a tensor or a tuple starting with one"
+    )
+
+
 @contextmanager
 def capture(
     model: nn.Module, names: Iterable[str], stop_at: Iterable[str] | None = None, trace: bool = False,
-    inputs: Iterable[str] = (),
+    inputs: Iterable[str] = (), attach: bool = False,
 ) -> Iterator[Capture]:
     """Hook the named layers of ``model`` for the duration of the block.
 
@@ -228,6 +248,10 @@ def capture(
         stop_at: if given, :meth:`Capture.run` stops the forward pass as soon as all
             these layers have produced output (their later layers never run).
         trace: record only the completion order and shapes (``Capture.events``).
+        attach: keep each layer's own output (not a copy) and let the model go on with a
+            copy of it, so that ``torch.autograd.grad(value, cap[name])`` is the gradient of a
+            value computed later with respect to that layer's output (an in-place op
+            downstream changes the copy, not what was kept). Module inputs are not attached.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
@@ -243,7 +267,7 @@ def capture(
     names = [n for n in dict.fromkeys([*names, *(input_of(i) for i in inputs)]) if n != OUTPUT]
     check_layers(model, names)
     modules = dict(model.named_modules())
-    cap = Capture(names, set(stop_at) if stop_at is not None else None, trace=trace)
+    cap = Capture(names, set(stop_at) if stop_at is not None else None, trace=trace, attach=attach)
     handles = []
     try:
         for name in names:
@@ -378,13 +402,15 @@ class ModelRunner:
 
     # -- one pass -------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, layers: Iterable[str] = (), *, logits: bool = True,
-                 stop_at: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+                 stop_at: Sequence[str] | None = None, attach: bool = False) -> dict[str, torch.Tensor]:
         """Run ``x`` (``(B, 3, h, w)`` in [0, 1] at the model's input size) once.
 
         Args:
             layers: dotted names to capture (:data:`OUTPUT` is the logits).
             logits: also return the logits as ``acts[OUTPUT]`` (ignored with ``stop_at``).
             stop_at: end the pass once these layers ran (no logits then).
+            attach: return the layers' own outputs, so that ``torch.autograd.grad`` of a value
+                computed from the pass is taken with respect to them (see :func:`capture`).
 
         Returns:
             ``{name: tensor}``, float32; autograd follows ``x`` when it is enabled.
@@ -397,7 +423,7 @@ class ModelRunner:
         names = [n for n in dict.fromkeys(wanted) if n != OUTPUT]
         amp = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                else contextlib.nullcontext())
-        with self.state(), capture(self.model, names, stop_at=stop_at) as cap, amp:
+        with self.state(), capture(self.model, names, stop_at=stop_at, attach=attach) as cap, amp:
             x = self.memory_format(self.spec.preprocess(self.memory_format(x)))
             try:
                 if stop_at is None:

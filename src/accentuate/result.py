@@ -15,6 +15,7 @@ from .objectives import Objective
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .judges import Judgement
     from .outputs.grid import Grid
 
 __all__ = ["History", "Result"]
@@ -139,6 +140,10 @@ class Result(Display):
         run: facts of the run: ``model``, ``input_size``, ``targets``, ``canvas_used`` ``(H, W)``,
             ``device``, ``generator_seed`` (the ``seed`` it ran from), ``seconds``.
         interrupted: the run was stopped by Ctrl-C; ``steps_done`` steps were taken.
+        judgement: what other models saw (:func:`accentuate.judge`, which sets it; ``--judge`` and
+            ``accentuate evaluate`` on the command line): a :class:`~accentuate.judges.Judgement`
+            whose rows carry ``seed`` and ``target`` (indices into this result), or ``None``.
+            :meth:`save` writes it to ``run.json`` and :meth:`load` reads it back.
     """
 
     images: torch.Tensor
@@ -157,6 +162,7 @@ class Result(Display):
     run: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     steps_done: int = 0
+    judgement: Judgement | None = None
 
     @property
     def has_opacity(self) -> bool:
@@ -252,6 +258,7 @@ class Result(Display):
                     if i in new_of_seed and j in new_of_target},
             snapshots={k: pick(v) for k, v in self.snapshots.items()}, config=self.config, run=run,
             interrupted=self.interrupted, steps_done=self.steps_done,
+            judgement=None if self.judgement is None else self.judgement.subset(new_of_seed, new_of_target),
         )
 
     def save(self, directory: str | os.PathLike, names: list[str] | None = None) -> list[Path]:
@@ -323,6 +330,11 @@ class Result(Display):
                     lines.append(f"rank {num(int(self.before['rank'][i, j])) if 'rank' in self.before else '?'} -> "
                                  f"{int(self.after['rank'][i, j])}")
                     lines.append(f"p {num(float(self.after['prob'][i, j]))}")
+                if self.judgement is not None:
+                    for r in self.judgement.rows_of(i, j):
+                        lines.append(f"{r['judge']}: rank {num(r['rank_before'])} -> {num(r['rank_after'])}"
+                                     if r["rank_after"] is not None else
+                                     f"{r['judge']}: change {num(r['feature_change'])}")
                 if (i, j) in self.failed:
                     lines.append("FAILED")
                 cells.append(Cell(picture(self.images[i, j]), lines))

@@ -1,8 +1,10 @@
 """The paper's analyses, measured: each returns a value with a table, a figure and ``save()``.
 
 - :func:`pathway_similarity`: do accentuations travel through the model like natural
-  images of the target class (layer-by-layer correlations)? :func:`pathway_study` does
-  it for several classes of natural photos at once, with bootstrap intervals.
+  images of the target class (layer-by-layer correlations of activations, or of the
+  per-channel attributions of :func:`channel_attributions`, the paper's circuits)?
+  :func:`pathway_study` does it for several classes of natural photos at once, with
+  bootstrap intervals.
 - :func:`lambda_sweep` and :func:`sensitive_region`: the regularization weight's
   effect, and the range of ``lam`` where it matters.
 - :func:`latent_features`: one neuron, channel or direction accentuated in many images.
@@ -19,6 +21,7 @@ Plots need matplotlib (``pip install accentuate[plot]``); image grids need only 
 
 from __future__ import annotations
 
+from .attribution import channel_attributions
 from .concepts import ConceptAccentuation, Concepts, find_concepts
 from .latent import Latent, latent_features
 from .leastchange import LeastChange, least_change
@@ -43,6 +46,7 @@ __all__ = [
     "bootstrap",
     "cascade_order",
     "cascading_randomization",
+    "channel_attributions",
     "find_concepts",
     "lambda_sweep",
     "latent_features",

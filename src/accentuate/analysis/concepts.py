@@ -60,8 +60,9 @@ from ..display import Display, progress_visible
 from ..hooks import OUTPUT, ModelRunner, readable_layouts
 from ..images import ImageSet, SeedLike, load_image, photo_set, resize, square_crop, square_side
 from ..layout import Layout
-from ..objectives import Direction
+from ..objectives import Direction, Objective
 from ..outputs import figures
+from ..sae import SparseAutoencoder
 from ..settings import Settings
 from ..spec import ModelSpec, resolve_spec
 from .factorize import explained_shares, nmf, nnls, semi_nmf
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["ConceptAccentuation", "Concepts", "Made", "concept_layer", "concepts", "default_concept_layer",
            "find_concepts"]
 
-METHODS = ("auto", "nmf", "semi-nmf")
+METHODS = ("auto", "nmf", "semi-nmf", "sae")
 TARGETS = ("coefficient", "direction")
 #: Side of a top patch's box, at least: this fraction of the canvas (a ViT's 14-px patch alone
 #: is too small to see what it shows), and at least two cells of the layer's grid.
@@ -104,19 +105,30 @@ def default_concept_layer(model: nn.Module, spec: ModelSpec | None = None, runne
 
 
 def concept_layer(model: nn.Module, spec: ModelSpec, runner: ModelRunner | None, layer: str | None, k: int,
-                  photos: int) -> tuple[str, Layout]:
-    """The layer of a concepts request (default :func:`default_concept_layer`) and its layout, checked
-    before any photo is read: it exists, runs and has spatial positions, and ``k`` concepts fit
-    ``photos`` photos of it (:func:`check_k`).
+                  photos: int, *, method: str = "auto",
+                  sae: SparseAutoencoder | None = None) -> tuple[str, Layout]:
+    """The layer of a concepts request (default :func:`default_concept_layer`; for ``method="sae"``
+    with a checkpoint, the layer its ``cfg.json`` names first) and its layout, checked before any
+    photo is read: it exists, runs and has spatial positions, and ``k`` concepts fit ``photos``
+    photos of it (:func:`check_k`; an SAE's latents instead must read the layer's width).
 
     Raises:
         LayerError: a layer that is not in the model (with the closest names) or never runs.
         ValueError: a layer without spatial positions, or a ``k`` that does not fit.
+        CheckpointError: an SAE whose width is not the layer's.
     """
     runner = ModelRunner.reuse(runner, model, spec)
+    if method == "sae" and layer is None and sae is not None:
+        layer = sae.config.get("layer") or sae.config.get("hook_name")
     layer = layer or default_concept_layer(model, spec, runner)
     layout = layer_layout(runner, layer)
-    check_k(k, photos, layout, layer)
+    if method != "sae":
+        check_k(k, photos, layout, layer)
+    elif sae is not None and sae.d_in != layout.channels:
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"the SAE {sae.path or ''} reads {sae.d_in}-wide activations (d_in={sae.d_in}) but layer "
+                              f"{layer!r} has {layout.channels} channels; use an SAE trained on that layer")
     return layer, layout
 
 
@@ -192,6 +204,9 @@ class ConceptAccentuation:
         heat_after: ``(h, w)`` the concept's heat map on the accentuation (layer grid).
         value_before, value_after: the engine's objective (the Direction's value) before and after.
         pair: the file stem of the pair in an output folder (command line), else ``None``.
+        unit, all_before, all_after: for an SAE's latents (``method="sae"``), the latent and every
+            latent's mean code ``(d_sae,)`` on the seed and on the accentuation: the other latents
+            whose rise :attr:`max_other_gain` takes are then all the SAE's, not only those shown.
     """
 
     concept: int
@@ -205,6 +220,9 @@ class ConceptAccentuation:
     value_before: float | None = None
     value_after: float | None = None
     pair: str | None = None
+    unit: int | None = None
+    all_before: torch.Tensor | None = None
+    all_after: torch.Tensor | None = None
 
     @property
     def gain(self) -> torch.Tensor:
@@ -217,10 +235,26 @@ class ConceptAccentuation:
 
     @property
     def max_other_gain(self) -> float:
-        """The largest rise among the other concepts (``nan`` with one concept)."""
-        g = self.gain.clone()
-        g[self.concept] = -math.inf
+        """The largest rise among the other concepts (``nan`` with one concept); for an SAE's
+        latent, among all the other latents of the SAE."""
+        if self.all_before is not None and self.all_after is not None and self.unit is not None:
+            g, own = (self.all_after - self.all_before).clone(), self.unit
+        else:
+            g, own = self.gain.clone(), self.concept
+        g[own] = -math.inf
         return float(g.max()) if g.numel() > 1 else math.nan
+
+    @property
+    def max_other(self) -> int | None:
+        """Which other concept (an SAE's latent: which other latent) rose most."""
+        if self.all_before is not None and self.all_after is not None and self.unit is not None:
+            g, own = (self.all_after - self.all_before).clone(), self.unit
+        else:
+            g, own = self.gain.clone(), self.concept
+        if g.numel() < 2:
+            return None
+        g[own] = -math.inf
+        return int(g.argmax())
 
 
 @dataclass
@@ -273,6 +307,10 @@ class Concepts(Display):
     def k(self) -> int:
         return int(self.vectors.shape[0])
 
+    #: What a concept's value is called in captions, and the concepts in titles.
+    _value_name = "coefficient"
+    _plural = "concepts"
+
     @property
     def view_size(self) -> tuple[int, int]:
         """``(h, w)`` of :attr:`views` (the model's input)."""
@@ -289,7 +327,11 @@ class Concepts(Display):
         gram = w @ w.T
         return torch.linalg.solve(gram + 1e-10 * gram.diagonal().mean() * torch.eye(self.k, dtype=w.dtype, device=w.device), w).float()
 
-    def objective(self, i: int) -> Direction:
+    def label(self, i: int) -> str:
+        """How figures and tables name concept ``i``."""
+        return f"concept {i}"
+
+    def objective(self, i: int) -> Objective:
         """The accentuation target of concept ``i``: a :class:`~accentuate.objectives.Direction`
         at :attr:`layer` (mean over positions; patch tokens of a token layer)."""
         if not 0 <= i < self.k:
@@ -474,15 +516,18 @@ class Concepts(Display):
         tops = self.top_images(i, top)
         pics = [self.heat_picture(self.views[j], self.heat[j, i], i, side) for j in tops]
         blocks.append(figures.labelled_grid([pics], col_labels=[f"{_short(self.names[j])}\n"
-                                                                f"coefficient {float(self.coefficients[j, i]):.3g}"
+                                                                f"{self._value_name} {float(self.coefficients[j, i]):.3g}"
                                                                 for j in tops],
                                             row_labels=["heat map\non its top\nphotos"], font_size=11))
         acc = [a for a in self.accentuations if a.concept == i]
         if acc:
             blocks.append(self._accentuation_block(i, acc, side))
-        title = (f"concept {i} at {self.layer}: {100 * float(self.explained[i]):.1f} % of the explained part, "
-                 f"present in {int((self.coefficients[:, i] > 1e-6).sum())} of {len(self.names)} photos")
+        title = self._title(i)
         return figures.stack_with_title(title, blocks)
+
+    def _title(self, i: int) -> str:
+        return (f"concept {i} at {self.layer}: {100 * float(self.explained[i]):.1f} % of the explained part, "
+                f"present in {int((self.coefficients[:, i] > 1e-6).sum())} of {len(self.names)} photos")
 
     def _accentuation_block(self, i: int, acc: Sequence[ConceptAccentuation], side: int) -> Image.Image:
         cols, labels = [], []
@@ -492,7 +537,7 @@ class Concepts(Display):
             heat = a.heat_after if a.heat_after is not None else self.heat[a.image, i]
             cols.append([figures.to_pil(seed, side), figures.to_pil(img, side),
                          self.heat_picture(resize(img.float(), self.view_size), heat, i, side)])
-            labels.append(f"{a.kind}: {_short(self.names[a.image], 18)}\ncoefficient {float(a.before[i]):.3g} -> "
+            labels.append(f"{a.kind}: {_short(self.names[a.image], 18)}\n{self._value_name} {float(a.before[i]):.3g} -> "
                           f"{float(a.after[i]):.3g}\nothers: largest rise {a.max_other_gain:+.3g}")
         cells = [[c[r] for c in cols] for r in range(3)]
         return figures.labelled_grid(cells, col_labels=labels, row_labels=["seed", "accentuation",
@@ -504,9 +549,9 @@ class Concepts(Display):
         for i in range(self.k):
             rows.append([figures.to_pil(self.views[p["image"], :, p["box"][1]:p["box"][3], p["box"][0]:p["box"][2]],
                                         side) for p in self.top_patches(i, patches)])
-            labels.append(f"concept {i}\n{100 * float(self.explained[i]):.1f} %")
+            labels.append(f"{self.label(i)}\n{100 * float(self.explained[i]):.1f} %")
         return figures.labelled_grid(rows, row_labels=labels, font_size=12,
-                                     title=f"{self.k} concepts at {self.layer} ({self.method}, "
+                                     title=f"{self.k} {self._plural} at {self.layer} ({self.method}, "
                                            f"{len(self.names)} photos): top patches, at most one per photo")
 
     def save(self, directory: str | os.PathLike) -> list[Path]:
@@ -559,11 +604,302 @@ class Concepts(Display):
             cells = [Cell(self.heat_picture(self.views[j], self.heat[j, i], i), [_short(self.names[j], 18),
                                                                               num(float(self.coefficients[j, i]))])
                      for j in self.top_images(i, top)]
-            rows.append((f"concept {i} ({100 * float(self.explained[i]):.1f} %)", cells))
+            rows.append((f"{self.label(i)} ({100 * float(self.explained[i]):.1f} %)", cells))
         cols = [f"top {r + 1}" for r in range(min(top, len(self.names)))]
         table = self.rows()
-        return Grid(f"{self.k} concepts at {self.layer} over {len(self.names)} photos ({self.method})", cols, rows,
+        return Grid(f"{self.k} {self._plural} at {self.layer} over {len(self.names)} photos ({self.method})", cols, rows,
                     "", list(table[0].keys()) if table else [], table)
+
+
+@dataclass
+class LatentConcepts(Concepts):
+    """The latents of a sparse autoencoder shown as concepts (``method="sae"``): the same atlas,
+    tables and records as :class:`Concepts`, where concept ``i`` is latent ``units[i]`` of ``sae``.
+
+    A latent's **heat map** is its code at each position, a photo's **coefficient** (its "code"
+    in captions) the mean of that map, its **share** (:attr:`explained`) its part of the codes'
+    energy over the set, ``sum z_u^2 / sum_v sum z_v^2`` (with unit decoder rows, the part of the
+    reconstruction's sum of squares it carries, cross terms aside; the shown latents' shares do
+    not add up to 1). The accentuation's target is :func:`accentuate.objectives.latent` (the mean
+    code), and each accentuation measures every latent of the SAE before and after, so that its
+    "largest other rise" is over all of them (:attr:`ConceptAccentuation.max_other_gain`).
+
+    Attributes:
+        sae: the :class:`~accentuate.sae.SparseAutoencoder`; units: the latents shown, ``(k,)``.
+        shares: ``(d_sae,)`` every latent's share of the energy; frequency: ``(d_sae,)`` the share of
+            positions where it is active; photos_active: ``(d_sae,)`` photos where it is active.
+        quality: :func:`~accentuate.analysis.dictionary.sae_quality` on the set (frequencies aside).
+        training: the :class:`~accentuate.analysis.dictionary.SAETraining` record when the SAE
+            was trained here, else ``None``.
+    """
+
+    sae: SparseAutoencoder | None = None
+    units: list[int] = field(default_factory=list)
+    shares: torch.Tensor | None = None
+    frequency: torch.Tensor | None = None
+    photos_active: torch.Tensor | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] | None = None
+
+    _value_name = "code"
+    _plural = "latents"
+
+    def _sae(self) -> SparseAutoencoder:
+        if self.sae is None:
+            raise ValueError("these latents have no SAE")
+        return self.sae
+
+    def label(self, i: int) -> str:
+        return f"latent {self.units[i]}"
+
+    def objective(self, i: int) -> Objective:
+        """Latent ``units[i]`` of the SAE, mean code over the positions (:func:`~accentuate.objectives.latent`)."""
+        from ..objectives import latent
+
+        if not 0 <= i < self.k:
+            raise ValueError(f"concept {i} does not exist; there are {self.k} (0..{self.k - 1})")
+        return latent(self.layer, self._sae(), self.units[i])
+
+    def target_vectors(self) -> torch.Tensor:
+        """``(k, C)`` the shown latents' decoder rows (their directions in the layer, unit norm): what
+        ``concept-I.npy`` holds. ``--target LAYER:concept-I.npy`` raises that direction, not the latent;
+        the latent itself is ``--target sae:CHECKPOINT:UNIT@LAYER`` (:meth:`target_text`)."""
+        sae = self._sae()
+        w = sae.W_dec if sae.W_dec is not None else sae.W_enc.T
+        return torch.nn.functional.normalize(w[self.units].float(), dim=1)
+
+    def _codes(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None, batch: int,
+               runner: ModelRunner | None = None) -> torch.Tensor:
+        spec = spec or (runner.spec if runner is not None else resolve_spec(model))
+        views = resize(images.float(), spec.input_size)
+        acts = _positions(ModelRunner.reuse(runner, model, spec), views, self.layer, self.layout, batch)  # (M, P, C)
+        with torch.no_grad():
+            return self._sae().encode(acts.float())  # (M, P, d_sae)
+
+    def measure(self, model: nn.Module, images: torch.Tensor, spec: ModelSpec | None = None,
+                batch: int = 16, runner: ModelRunner | None = None) -> torch.Tensor:
+        """The shown latents' codes at every position of new images, ``(M, k, gh, gw)``."""
+        z = self._codes(model, images, spec, batch, runner)[..., self.units]
+        return z.reshape(z.shape[0], *self.layout.grid, self.k).permute(0, 3, 1, 2).float()
+
+    def add_accentuations(self, model: nn.Module, made: Sequence[Made], batch: int = 16,
+                          runner: ModelRunner | None = None) -> None:
+        """As :meth:`Concepts.add_accentuations`, with every latent's mean code before and after
+        (``all_before``, ``all_after``), so that the largest other rise is over all the SAE's latents."""
+        t = time.perf_counter()
+        if made:
+            zb = self._codes(model, torch.stack([m.seed for m in made]), None, batch, runner)
+            za = self._codes(model, torch.stack([m.accentuated for m in made]), None, batch, runner)
+            grid = self.layout.grid
+            for r, m in enumerate(made):
+                b, a = zb[r][:, self.units], za[r][:, self.units]
+                self.accentuations.append(ConceptAccentuation(
+                    concept=m.concept, image=m.image, kind=m.kind, before=b.mean(dim=0), after=a.mean(dim=0),
+                    seed=m.seed, accentuated=m.accentuated, heat_after=a[:, m.concept].reshape(grid),
+                    value_before=m.value_before, value_after=m.value_after, pair=m.pair, unit=self.units[m.concept],
+                    all_before=zb[r].mean(dim=0), all_after=za[r].mean(dim=0)))
+        self.accentuations.sort(key=lambda a: (a.concept, a.kind != "top", a.image))
+        self.timings["measure_s"] = self.timings.get("measure_s", 0.0) + time.perf_counter() - t
+
+    def target_text(self, i: int) -> str | None:
+        """The command line's target for the latent shown as concept ``i`` (``None`` without a checkpoint)."""
+        sae = self._sae()
+        return f"sae:{sae.path}:{self.units[i]}@{self.layer}" if sae.path else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """As :meth:`Concepts.rows`, with the latent, its share of positions and photos where it is active."""
+        out = []
+        for i, row in enumerate(super().rows()):
+            u = self.units[i]
+            extra = {"latent": u, "share": row.pop("explained"),
+                     "positions_active": float(self.frequency[u]) if self.frequency is not None else math.nan}
+            row.pop("present_in", None)
+            extra["photos_active"] = int(self.photos_active[u]) if self.photos_active is not None else None
+            out.append({"concept": row.pop("concept"), **extra, **row})
+        return out
+
+    def record(self, top: int = 6, patches: int = 8) -> list[dict[str, Any]]:
+        """As :meth:`Concepts.record`, each with its ``unit``, its ``target`` text and, per
+        accentuation, which other latent rose most."""
+        out = super().record(top, patches)
+        for i, entry in enumerate(out):
+            entry["unit"] = self.units[i]
+            entry["target"] = self.target_text(i)
+            entry["positions_active"] = _round(self.frequency[self.units[i]]) if self.frequency is not None else None
+            entry["photos_active"] = int(self.photos_active[self.units[i]]) if self.photos_active is not None else None
+            acc = [a for a in self.accentuations if a.concept == i]
+            for e, a in zip(entry["accentuated"], acc):
+                e["largest_other_latent"] = a.max_other
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        sae = self._sae()
+        out = super().summary()
+        out.update({"units": list(self.units), "d_sae": sae.d_sae, "activation": sae.activation, "k_active": sae.k,
+                    "checkpoint": sae.path, "digest": sae.digest, "quality": self.quality,
+                    "training": self.training})
+        return out
+
+    def _title(self, i: int) -> str:
+        u = self.units[i]
+        active = int(self.photos_active[u]) if self.photos_active is not None else 0
+        pos = f" ({100 * float(self.frequency[u]):.1f} % of positions)" if self.frequency is not None else ""
+        return (f"latent {u} at {self.layer}: {100 * float(self.explained[i]):.2f} % of the code energy, "
+                f"active in {active} of {len(self.names)} photos{pos}")
+
+
+def select_latents(shares: torch.Tensor, photos_active: torch.Tensor, latents: int | Sequence[int],
+                   min_photos: int = 3, frequency: torch.Tensor | None = None, max_active: float = 1.0) -> list[int]:
+    """The latents to show: a list of units as given (checked), or the ``latents`` with the largest
+    share of the code energy (strength x frequency) among those active in at least ``min_photos``
+    photos and at most a share ``max_active`` of the positions (``frequency``, each latent's share),
+    largest first; when fewer qualify, the others follow by share.
+
+    Dense latents (on at a large share of all positions: in a TopK SAE, often a direction shared by
+    most tokens, such as the mean token) take much of the energy and say little about any photo:
+    :func:`find_latents` leaves out those on at more than 20 % of the positions unless told.
+
+    Raises:
+        ValueError: a unit out of range, a repeated unit, or a count < 1.
+    """
+    d = int(shares.numel())
+    if isinstance(latents, int) and not isinstance(latents, bool):
+        if latents < 1:
+            raise ValueError(f"latents must be >= 1 (how many to show) or a list of units; got {latents}")
+        ok = photos_active >= min_photos
+        if frequency is not None:
+            ok &= frequency <= max_active
+        score = torch.where(ok, shares.double(), shares.double() - 2.0)  # the qualifying ones first
+        return torch.argsort(score, descending=True, stable=True)[:min(latents, d)].tolist()
+    units = [int(u) for u in latents]  # type: ignore[union-attr]  # a sequence here
+    bad = [u for u in units if not 0 <= u < d]
+    if bad:
+        raise ValueError(f"latent {bad[0]} is out of range; the SAE has {d} latents (0..{d - 1})")
+    if len(set(units)) != len(units) or not units:
+        raise ValueError(f"give each latent once (and at least one); got {units}")
+    return units
+
+
+def _train_on(acts: torch.Tensor, layer: str, layout: Layout, model_name: str, train: dict[str, Any] | None,
+              sae_out: str | os.PathLike | None, progress: bool) -> tuple[SparseAutoencoder, dict[str, Any]]:
+    """An SAE fitted to ``acts`` ``(N, P, C)`` (a tenth of the photos held out for its quality), written
+    to ``sae_out`` when given; and what its training was."""
+    from ..sae import load_sae, save_sae
+    from .dictionary import fit_sae, held_out_mask, sae_quality
+
+    opts = {"latents": 2048, "k": 32, **(train or {})}
+    held = torch.from_numpy(held_out_mask(acts.shape[0], 0.1, int(opts.get("seed", 0))))
+    fit = fit_sae(acts[~held].reshape(-1, layout.channels), progress=progress,
+                  config={"layer": layer, "model": model_name}, **opts)
+    q_held = sae_quality(fit.sae, acts[held].reshape(-1, layout.channels))
+    q_held.pop("frequency")
+    training = {"steps": fit.steps, "lr": fit.lr, "revived": fit.revived, "seconds": fit.seconds,
+                "held_out_photos": int(held.sum()), "held_out": q_held, **opts}
+    if sae_out is None:
+        return fit.sae, training
+    save_sae(fit.sae, sae_out, layer=layer, model=model_name, layout=str(layout), normalize_activations="none",
+             trained_with="accentuate concepts --method sae", training=training)
+    return load_sae(sae_out), training
+
+
+@torch.no_grad()
+def _latent_stats(sae: SparseAutoencoder, acts: torch.Tensor,
+                  batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per latent over ``acts`` ``(N, P, C)``: the sum of its squared codes, the positions and the photos
+    where it is active."""
+    energy = torch.zeros(sae.d_sae, dtype=torch.float64)
+    on_positions = torch.zeros(sae.d_sae, dtype=torch.float64)
+    photos_active = torch.zeros(sae.d_sae, dtype=torch.long)
+    for a in range(0, acts.shape[0], batch):
+        z = sae.encode(acts[a:a + batch].float())  # (b, P, d_sae)
+        energy += z.double().pow(2).sum(dim=(0, 1))
+        on = z > 0
+        on_positions += on.double().sum(dim=(0, 1))
+        photos_active += on.any(dim=1).long().sum(dim=0)
+    return energy, on_positions, photos_active
+
+
+def find_latents(
+    model: nn.Module,
+    views: torch.Tensor,
+    sae: SparseAutoencoder | str | os.PathLike | None,
+    latents: int | Sequence[int] = 8,
+    layer: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    sources: Sequence[SeedLike] | None = None,
+    canvas: int | None = None,
+    batch: int = 16,
+    spec: ModelSpec | None = None,
+    train: dict[str, Any] | None = None,
+    sae_out: str | os.PathLike | None = None,
+    min_photos: int = 3,
+    max_active: float = 0.2,
+    progress: bool = False,
+    runner: ModelRunner | None = None,
+) -> LatentConcepts:
+    """An SAE's latents over every position of ``views``, as concepts (see :class:`LatentConcepts`).
+
+    Args:
+        views: ``(N, 3, h, w)`` in [0, 1] at the model's input size.
+        sae: a :class:`~accentuate.sae.SparseAutoencoder`, a checkpoint's path, or ``None``: train
+            one on these views (:func:`~accentuate.analysis.dictionary.fit_sae` with ``train``'s
+            settings, default 2048 latents, k 32; a tenth of the photos held out for its quality),
+            written to ``sae_out`` when given (so that the targets record a checkpoint).
+        latents: how many to show (picked by :func:`select_latents`), or a list of units.
+        layer: default: the layer the checkpoint names in its ``cfg.json``, else
+            :func:`default_concept_layer`.
+        min_photos, max_active: a latent picked by count is active in at least this many photos, and at
+            most at this share of the positions (when enough are; :func:`select_latents`).
+        runner: the model's :class:`~accentuate.hooks.ModelRunner` to reuse (what it traced).
+    """
+    from ..sae import load_sae
+    from .dictionary import sae_quality
+
+    spec = spec or (runner.spec if runner is not None else resolve_spec(model))
+    runner = ModelRunner.reuse(runner, model, spec)
+    if isinstance(sae, (str, os.PathLike)):
+        sae = load_sae(sae)
+    n = views.shape[0]
+    layer, layout = concept_layer(model, spec, runner, layer, 1, n, sae=sae, method="sae")
+    t0 = time.perf_counter()
+    acts = _positions(runner, views, layer, layout, batch, progress)  # (N, P, C)
+    t1 = time.perf_counter()
+    training = None
+    if sae is None:
+        sae, training = _train_on(acts, layer, layout, spec.name, train, sae_out, progress)
+    t2 = time.perf_counter()
+    p = acts.shape[1]
+    energy, on_positions, photos_active = _latent_stats(sae, acts, batch)
+    shares = (energy / energy.sum().clamp(min=1e-30)).float()
+    frequency = (on_positions / (n * p)).float()
+    units = select_latents(shares, photos_active, latents, min(min_photos, n), frequency, max_active)
+    k = len(units)
+    with torch.no_grad():
+        heat = torch.cat([sae.encode(acts[a:a + batch].float())[..., units] for a in range(0, n, batch)])
+    heat = heat.permute(0, 2, 1).reshape(n, k, *layout.grid).float()
+    quality: dict[str, Any] = sae_quality(sae, acts.reshape(-1, layout.channels)) if sae.W_dec is not None else \
+        {"fve": math.nan, "fraction": math.nan, "l0": float(on_positions.sum()) / (n * p), "dead": None}
+    quality.pop("frequency", None)
+    t3 = time.perf_counter()
+    fraction = float(quality["fraction"])
+    names = list(names) if names is not None else [f"images[{i}]" for i in range(n)]
+    timings = {"activations_s": t1 - t0, "encoding_s": t3 - t2}
+    if training is not None:
+        timings["training_s"] = t2 - t1
+    return LatentConcepts(
+        layer=layer, layout=layout, method="sae", target="latent", names=names,
+        sources=list(sources) if sources is not None else list(views), views=views,
+        vectors=torch.nn.functional.normalize((sae.W_dec if sae.W_dec is not None else sae.W_enc.T)[units].float(),
+                                              dim=1),
+        heat=heat, coefficients=heat.mean(dim=(2, 3)), explained=shares[units],
+        fraction=fraction, variance_fraction=float(quality["fve"]),
+        relative_error=math.sqrt(max(0.0, 1 - fraction)) if math.isfinite(fraction) else math.nan,
+        iterations=int(training["steps"]) if training else 0, converged=True,
+        canvas=int(canvas if canvas is not None else views.shape[-1]), timings=timings,
+        config={"batch": batch, "min_photos": min_photos, "max_active": max_active}, sae=sae, units=units,
+        shares=shares,
+        frequency=frequency, photos_active=photos_active, quality=quality, training=training)
 
 
 def _short(name: str, n: int = 20) -> str:
@@ -660,9 +996,15 @@ def find_concepts(
     batch: int = 16,
     spec: ModelSpec | None = None,
     progress: bool = False,
+    sae: SparseAutoencoder | str | os.PathLike | None = None,
+    latents: int | Sequence[int] | None = None,
+    train: dict[str, Any] | None = None,
+    sae_out: str | os.PathLike | None = None,
+    max_active: float = 0.2,
     runner: ModelRunner | None = None,
 ) -> Concepts:
-    """Factorize ``layer``'s activations over every position of ``views`` into ``k`` concepts.
+    """Factorize ``layer``'s activations over every position of ``views`` into ``k`` concepts
+    (``method="sae"``: show ``k`` latents of a sparse autoencoder instead, :func:`find_latents`).
 
     Args:
         model: the model (left as found).
@@ -671,15 +1013,25 @@ def find_concepts(
         layer: default :func:`default_concept_layer`.
         names, sources: per photo its name and what it was read from (for records and reloading).
         canvas: the side of the square canvas the views were made from (recorded).
-        method: ``"auto"``, ``"nmf"`` or ``"semi-nmf"``; target: ``"coefficient"`` or ``"direction"``.
+        method: ``"auto"``, ``"nmf"``, ``"semi-nmf"`` or ``"sae"``; target: ``"coefficient"`` or ``"direction"``.
         iterations: at most this many alternating steps of the factorization.
+        sae, latents, train, sae_out, max_active: for ``method="sae"`` (:func:`find_latents`): the SAE
+            (``None``: train one with ``train``'s settings, written to ``sae_out``), how many latents
+            to show (default ``k``) or which, and the largest share of positions a latent picked by
+            count may be active at.
         runner: the model's :class:`~accentuate.hooks.ModelRunner` to reuse (what it traced).
 
     Returns:
-        :class:`Concepts` without accentuations.
+        :class:`Concepts` (:class:`LatentConcepts` for ``"sae"``) without accentuations.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    if method == "sae":
+        return find_latents(model, views, sae, k if latents is None else latents, layer, names=names,
+                            sources=sources, canvas=canvas, batch=batch, spec=spec, train=train, sae_out=sae_out,
+                            max_active=max_active, progress=progress, runner=runner)
+    if sae is not None or latents is not None:
+        raise ValueError(f"sae= and latents= are for method='sae'; method is {method!r}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
     spec = spec or (runner.spec if runner is not None else resolve_spec(model))
@@ -738,6 +1090,10 @@ def concepts(
     seed: int | None = 0,
     progress: bool | None = None,
     settings: Settings | None = None,
+    sae: SparseAutoencoder | str | os.PathLike | None = None,
+    latents: int | Sequence[int] | None = None,
+    train: dict[str, Any] | None = None,
+    sae_out: str | os.PathLike | None = None,
     **accentuate_kwargs: Any,
 ) -> Concepts:
     """The concepts of ``layer`` across a photo set, each accentuated on photos.
@@ -748,7 +1104,11 @@ def concepts(
             ``(N, 3, H, W)`` in [0, 1].
         k: the number of concepts.
         layer: default :func:`default_concept_layer` (``head`` for EfficientNet-Lite0).
-        method: ``"auto"`` (NMF for a non-negative layer, else semi-NMF), ``"nmf"``, ``"semi-nmf"``.
+        method: ``"auto"`` (NMF for a non-negative layer, else semi-NMF), ``"nmf"``, ``"semi-nmf"``, or
+            ``"sae"``: the latents of a sparse autoencoder (:class:`LatentConcepts`), ``sae`` (a
+            checkpoint or module; ``None``: one is trained on these photos with ``train``'s settings
+            and written to ``sae_out`` when given), showing ``latents`` of them (a count, picked by
+            share and frequency, default ``k``; or a list of units).
         target: ``"coefficient"`` (raise the concept's least-squares coefficient) or ``"direction"``
             (raise the dot product with the concept vector).
         top, weak: accentuate each concept on its ``top`` best photos and on ``weak`` photos where it
@@ -781,13 +1141,19 @@ def concepts(
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an integer >= 0; got {v!r}")
     entries = photo_set(images)
-    layer, _ = concept_layer(model, spec, runner, layer, k, len(entries))
+    if method == "sae" and isinstance(sae, (str, os.PathLike)):
+        from ..sae import load_sae
+
+        sae = load_sae(sae)
+    layer, _ = concept_layer(model, spec, runner, layer, k, len(entries), method=method,
+                             sae=sae if isinstance(sae, SparseAutoencoder) else None)
     t0 = time.perf_counter()
     views, kept, _ = read_views(entries, side, spec.input_size, progress)
     read_s = time.perf_counter() - t0
     con = find_concepts(model, views, k, layer, names=[entries[i][2] for i in kept],
                         sources=[entries[i][0] for i in kept], canvas=side, method=method, target=target,
-                        iterations=iterations, batch=batch, spec=spec, progress=progress, runner=runner)
+                        iterations=iterations, batch=batch, spec=spec, progress=progress, runner=runner, sae=sae,
+                        latents=latents, train=train, sae_out=sae_out)
     con.timings = {"read_s": read_s, **con.timings}
     t1 = time.perf_counter()
     _accentuate_all(con, model, settings, top, weak, seed, batch, progress, accentuate_kwargs)

@@ -34,17 +34,26 @@ examples:
       --feature-vis 2 --steps 50 --crops 8 --canvas 256 --out runs/pathway
   accentuate pathway hammer --class-images hammer_photos/ --seeds fish.jpg dog.jpg \\
       --feature-vis 4 --lam0 --intervals 2000
+  accentuate pathway hammer --class-images hammer_photos/ --seeds fish.jpg --measure attribution
 
 For each layer, the Pearson correlation between the activations of the
 accentuations (and of their seeds, of noise-seeded feature visualizations, and of
 the class images among themselves) and those of the class images. Pooled = channel
 vectors (spatial means), the main number; unpooled = whole C x H x W tensors.
+--measure attribution compares instead each channel's spatial mean of activation
+x gradient of the target (absolute |a||g|, then signed a*g: the paper's circuits).
 --views N replaces each class image by N random crops/flips of it (for when you
 have only a few photos of the class; views of one photo correlate more than
 distinct photos would). --lam0 adds the seeds accentuated without the
 regularizer; --intervals N adds bootstrap intervals that resample the images
 (seeds, feature visualizations, class images), not their pairs. Several classes
 at once: accentuate.analysis.pathway_study, module accentuate.analysis.pathway_pool (benchmarks/pathway_pool.py)."""
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", required=True, metavar="T",
+                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, "
+                   "LAYER:C@tokI, LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+
 
 _SWEEP_EXAMPLE = """\
 examples:
@@ -112,6 +121,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="layers to compare in depth order (default: the model's pathway layers)")
     p.add_argument("--lam0", action="store_true",
                    help="also accentuate the seeds without the regularizer (lam 0) and compare them")
+    p.add_argument("--measure", choices=("activation", "attribution"), default="activation",
+                   help="what each layer is described by: activation (channel means of its output; the "
+                        "default) or attribution (per channel, the spatial mean of activation x gradient of "
+                        "the target, the paper's circuits; only layers upstream of the target)")
     p.add_argument("--intervals", type=int, default=0, metavar="N",
                    help="after the table, 95%% bootstrap intervals per layer from N replicates that resample "
                         "the seeds, feature visualizations and class images (not their pairs); also written "
@@ -125,9 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "(same random crops in every run), record the target's value, rank and distance to "
                 "the seed, and find the sensitive region.", _SWEEP_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--lams", nargs="+", type=float, metavar="L", help="the values to sweep (increasing)")
     p.add_argument("--lam-range", nargs=2, type=float, default=(1e-3, 1e2), metavar=("LO", "HI"),
                    help="range of log-spaced values when --lams is not given (default 0.001 100)")
@@ -147,9 +158,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "(batched) and lay the results out sorted by how much the feature rose, with "
                 "opacity masks normalized across the set.", _LATENT_EXAMPLE)
     p.add_argument("seeds", nargs="+", metavar="PATH", help="seed images (files or folders)")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per batch (default 8)")
     p.add_argument("--columns", type=int, default=6, metavar="C",
                    help="images per row of the grid (default 6)")
@@ -162,9 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "down (cumulatively, on a copy), accentuate the same target after each, and report "
                 "how similar the result stays to the original accentuation.", _SANITY_EXAMPLE)
     p.add_argument("seed_image", metavar="IMAGE", help="the seed image")
-    p.add_argument("--target", "-t", required=True, metavar="T",
-                   help="a target as for run --target: a class name or index, LAYER:C, LAYER:C@Y,X, LAYER:C@cls, LAYER:C@tokI, "
-                   "LAYER:head=H[:U] or LAYER:FILE.npy|.pt")
+    _target_option(p)
     p.add_argument("--cascade", nargs="+", metavar="MODULE",
                    help="modules to randomize, top first (default: the model's units, top down)")
     p.add_argument("--every", type=int, default=1, metavar="K",
@@ -275,13 +282,15 @@ def run_pathway(args: argparse.Namespace) -> int:
     if args.views:
         class_images = augmented_views(args.class_images, args.views, generator=args.seed)
     result = pathway_similarity(model, target, class_images, args.seeds, feature_vis=args.feature_vis,
-                                lam0=args.lam0, layers=args.layers, seed=args.seed, **kw)
+                                lam0=args.lam0, layers=args.layers, seed=args.seed, measure=args.measure,
+                                **kw)
     out = _finish(result, args, started, model)
     if args.intervals:
         from ..outputs.io import atomic_write
 
         table = result.intervals_markdown(result.intervals(args.intervals, generator=args.seed))
-        print(f"\nPooled r, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
+        what = "Pooled r" if args.measure == "activation" else "Absolute attribution r"
+        print(f"\n{what}, mean [95% interval] ({args.intervals} bootstrap replicates over images, not pairs):")
         print(table)
         atomic_write(out / "pathway_intervals.md", (table + "\n").encode())
     return 0

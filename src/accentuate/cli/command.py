@@ -27,7 +27,7 @@ from ..settings import Settings
 from ..spec import ModelSpec
 from .common import accentuation_kwargs, load_timed, make_output, output_path
 
-__all__ = ["Command", "add_run_options", "build_settings", "finish", "print_results", "say"]
+__all__ = ["Command", "add_judge_option", "add_run_options", "build_settings", "finish", "print_results", "say"]
 
 
 def say(quiet: bool, *parts: object) -> None:
@@ -77,6 +77,9 @@ class Command:
         self.runner = ModelRunner(self.model, self.spec)
         #: Files found in a folder that could not be read (listed in ``run.json``).
         self.skipped: list[dict[str, str]] = []
+        #: ``--judge``: the models each pair is shown to at the end (checked now: a judge equal
+        #: to the model is refused before any work).
+        self.judges = load_cli_judges(args, self.model, self.spec)
 
     def target(self, text: str) -> Objective:
         """A target typed on the command line, read against the model (:func:`~accentuate.objectives.parse_target`)."""
@@ -108,7 +111,26 @@ class Command:
                     rows=rows, batch=int(batch if batch is not None else getattr(args, "batch", DEFAULT_BATCH)),
                     frames=int(getattr(args, "frames", DEFAULT_FRAMES)), subcommand=self.subcommand, argv=args.argv,
                     model_arg=args.model, quiet=args.quiet, model_load_s=self.load_s, extra=extra,
-                    runner=self.runner, say=lambda text: say(args.quiet, f"accentuate: {text}"), **options)
+                    runner=self.runner, say=lambda text: say(args.quiet, f"accentuate: {text}"),
+                    judges=self.judges, **options)
+
+
+def add_judge_option(p: argparse.ArgumentParser) -> None:
+    """``--judge MODEL [MODEL ...]``: judges of every pair (:mod:`accentuate.runs.judged`)."""
+    p.add_argument("--judge", nargs="+", action="extend", default=[], metavar="MODEL",
+                   help="show every pair, before and after, to these other models (load_model names, e.g. "
+                   "mobilenet_v2 efficientnet_lite1 efficientnet_lite2): the target's rank and probability "
+                   "on each and the change of its features go to run.json and the report; not the model itself")
+
+
+def load_cli_judges(args: argparse.Namespace, model: nn.Module, spec: ModelSpec) -> list[Any]:
+    """The ``--judge`` models, loaded and checked against the model (none without ``--judge``)."""
+    names = list(getattr(args, "judge", None) or [])
+    if not names:
+        return []
+    from ..runs.judged import load_judges
+
+    return load_judges(names, model, [getattr(args, "model", None), spec.name])
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -132,6 +154,22 @@ def print_results(out: Path, files: Sequence[tuple[str, object | None]]) -> None
     width = max((len(k) for k, _ in shown), default=0)
     for k, v in shown:
         print(f"  {k:<{width}} {v}")
+
+
+def print_judges(section: dict[str, Any]) -> None:
+    """One line per judge: the target in its top 1 / top 5 before and after, the median rank and
+    the mean feature change (``run.json``'s ``judges`` summary)."""
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.0%}"
+
+    print("judges (target in top-1 / top-5, before -> after; feature change = 1 - cosine):")
+    for s in section.get("summary") or []:
+        layer = next((j.get("layer") for j in section.get("judges") or [] if j.get("name") == s["judge"]), "?")
+        change = s.get("mean_feature_change")
+        print(f"  {s['judge']}: top-1 {pct(s.get('top1_before'))} -> {pct(s.get('top1_after'))}, top-5 "
+              f"{pct(s.get('top5_before'))} -> {pct(s.get('top5_after'))}, median rank "
+              f"{_fmt(s.get('median_rank_before'), 'g')} -> {_fmt(s.get('median_rank_after'), 'g')}, feature change "
+              f"{_fmt(change, '.3f')} (at {layer})")
 
 
 def per_pair_files(frames: int, mp4: bool = False) -> str:
@@ -185,6 +223,9 @@ def finish(p: Plan, outcome: Outcome, listing: Sequence[tuple[str, object | None
             ("contact sheet", outcome.sheet), ("per pair", per_pair_files(p.frames, outcome.writer.writes_mp4)),
             ("record", outcome.writer.path)]
         print_results(p.out, [*files, ("report", page)])
+        judged = outcome.writer.section("judges")
+        if judged:
+            print_judges(judged)
     if outcome.failed:
         print(f"accentuate: error: {len(outcome.failed)} of {len(entries)} pair(s) failed (numerical trouble); "
               f"see \"failed\" in run.json{'; ' + hint if hint else ''}", file=sys.stderr)

@@ -7,7 +7,9 @@ uses too (:mod:`accentuate.analysis.concepts`),
 1. the layer and ``--k`` are checked (:func:`~accentuate.analysis.concepts.concept_layer`) before
    the photos (the folder's subfolders too) are read, centre-cropped to the square canvas and kept
    only as the model's view of it (:func:`~accentuate.analysis.concepts.read_views`);
-2. the layer's activations are factorized (:func:`~accentuate.analysis.concepts.find_concepts`);
+2. the layer's activations are factorized (:func:`~accentuate.analysis.concepts.find_concepts`), or,
+   with ``--method sae``, encoded by a sparse autoencoder (``--sae``, else one trained here on the
+   photos and written to ``OUT/sae``, read back when the same command resumes);
 3. each concept is accentuated on its top photos and on photos where it is weak: pairs of an
    ordinary run (:func:`accentuate.runs.execute`: batches, progress, resume, Ctrl-C, torchrun,
    ``run.json``'s ``pairs`` and the per-pair files);
@@ -27,6 +29,8 @@ from textwrap import fill
 from ..analysis.concepts import METHODS, TARGETS, Concepts, Made, concept_layer, find_concepts, read_views
 from ..images import load_image, photo_set, square_side
 from ..runs import ImageInfo, RunWriter, TargetInfo, execute
+from ..runs.distributed import Ranks
+from ..sae import CONFIG, SparseAutoencoder, load_sae
 from .command import Command, add_run_options, finish, say
 from .common import UsageError, add_accentuation_options, add_model_options
 
@@ -38,6 +42,8 @@ examples:
   accentuate concepts photos/ --k 6 --layer blocks.12.depthwise --top 1 --weak 1
   accentuate concepts photos/ --k 8 --model dinov2_vits14_focus --out runs/concepts-vit
   accentuate concepts photos/ --k 10 --top 0 --weak 0          (the factorization only)
+  accentuate concepts photos/ --method sae --sae runs/sae-b10 --latents 8   (an SAE's latents)
+  accentuate concepts photos/ --method sae --sae runs/sae-b10 --latents 12,40,7
 
 Every photo (the folder's subfolders too) is centre-cropped to a square canvas and seen at
 the model's input size. Each position of the layer (a conv map's pixel, a patch token) is a
@@ -63,7 +69,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the layer (default: the model's last spatial pathway layer, e.g. head of "
                         "efficientnet_lite0, layernorm of dinov2_vits14_focus)")
     p.add_argument("--method", choices=METHODS, default="auto",
-                   help="auto (default): nmf for a non-negative layer, else semi-nmf")
+                   help="auto (default): nmf for a non-negative layer, else semi-nmf; sae: the latents of a "
+                        "sparse autoencoder (--sae, else one trained here on the photos, written to OUT/sae)")
+    p.add_argument("--sae", metavar="DIR", help="with --method sae: the SAE checkpoint (a folder or weights file; "
+                   "`accentuate sae train` writes one); its cfg.json's layer is the default --layer")
+    p.add_argument("--latents", type=_latents, metavar="N|U,U,...",
+                   help="with --method sae: how many latents to show (picked by their share of the code energy, "
+                        "i.e. strength x frequency, among those active in at least 3 photos; default --k), or "
+                        "which (a comma-separated list of units)")
+    p.add_argument("--max-active", type=float, default=0.2, metavar="F",
+                   help="with --method sae and --latents N: leave out latents active at more than this share of "
+                        "all positions (dense latents; default 0.2)")
     p.add_argument("--concept-target", choices=TARGETS, default="coefficient",
                    help="what an accentuation raises: the concept's coefficient (default; the least-squares "
                         "coefficient's direction) or the dot product with its concept vector (direction)")
@@ -80,6 +96,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _latents(text: str) -> int | list[int]:
+    parts = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in parts):
+        raise argparse.ArgumentTypeError(f"expected a count or a comma-separated list of latent units; got {text!r}")
+    return int(parts[0]) if len(parts) == 1 and "," not in text else [int(t) for t in parts]
+
+
 def _check_options(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise UsageError(f"--k must be at least 1 (the number of concepts); got {args.k}")
@@ -91,6 +114,26 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError(f"--{opt} must be >= 1; got {getattr(args, opt)}")
     if args.until is not None:
         raise UsageError("--until stops at a class; a concept's target is a direction: leave --until out")
+    if args.method != "sae" and (args.sae or args.latents is not None):
+        raise UsageError("--sae and --latents are for --method sae")
+    if not 0 < args.max_active <= 1:
+        raise UsageError(f"--max-active must be in (0, 1]; got {args.max_active}")
+
+
+def _sae(args: argparse.Namespace, cmd: Command) -> tuple[SparseAutoencoder | None, bool]:
+    """The SAE of ``--method sae``: ``--sae``'s checkpoint; else the one an earlier start of the same
+    command trained into ``OUT/sae`` (a resumed run reads it back, so that its targets stay the
+    same); else ``None`` (train one). The flag says whether to train."""
+    if args.method != "sae":
+        return None, False
+    if args.sae:
+        return load_sae(args.sae), False
+    if (cmd.out / "sae" / CONFIG).is_file():
+        return load_sae(cmd.out / "sae"), False
+    if Ranks.from_env().distributed:
+        raise UsageError("--method sae without --sae trains an SAE first, which torchrun's ranks would each do; "
+                         "train it once (`accentuate sae train FOLDER --out DIR`) and pass --sae DIR")
+    return None, True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     side = square_side(spec, cmd.kw.get("canvas"), "concepts", "--canvas")
     cmd.kw["canvas"] = (side, side)
     settings = cmd.settings()
-    layer, layout = concept_layer(model, spec, cmd.runner, args.layer, args.k, len(photos))
+    sae, train = _sae(args, cmd)
+    layer, layout = concept_layer(model, spec, cmd.runner, args.layer, args.k, len(photos), method=args.method,
+                                  sae=sae)
     t0 = time.perf_counter()
     views, kept, skipped = read_views(photos, side, spec.input_size, progress=not args.quiet)
     cmd.skipped += skipped
@@ -116,11 +161,13 @@ def run(args: argparse.Namespace) -> int:
     con = find_concepts(model, views, args.k, layer, names=[photos[i][2] for i in kept],
                         sources=[photos[i][0] for i in kept], canvas=side, method=args.method,
                         target=args.concept_target, iterations=args.iterations, spec=spec, progress=not args.quiet,
-                        runner=cmd.runner)
+                        runner=cmd.runner, sae=sae, latents=args.latents, max_active=args.max_active,
+                        sae_out=cmd.out / "sae" if train else None)
     con.timings = {"read_s": read_s, **con.timings}
     say(args.quiet, f"accentuate: {con.method} of {views.shape[0]} x {layout.grid[0] * layout.grid[1]} patches x "
         f"{layout.channels} channels explains {100 * con.fraction:.1f} % (relative error {con.relative_error:.3f}, "
-        f"{con.iterations} steps) in {con.timings['factorization_s']:.1f} s")
+        f"{con.iterations} steps) in "
+        f"{con.timings.get('factorization_s', con.timings.get('training_s', con.timings.get('encoding_s', 0))):.1f} s")
     chosen = con.pairs(args.top, args.weak, seed=args.seed)
     rows = list(dict.fromkeys(j for j, _, _ in chosen))  # the accentuated photos, in order
     row_of = {j: r for r, j in enumerate(rows)}

@@ -17,7 +17,7 @@ from ..outputs.io import atomic_write
 from ..runs import RunWriter, TargetInfo, execute
 from ..runs.saved import result_from_record
 from ..spec import ModelSpec
-from .command import Command, add_run_options, finish
+from .command import Command, add_judge_option, add_run_options, finish
 from .common import UsageError, add_accentuation_options, add_model_options
 
 EXAMPLE = """\
@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_accentuation_options(p)
     add_run_options(p)
+    add_judge_option(p.add_argument_group("judges"))  # type: ignore[arg-type]
     p.set_defaults(func=run)
 
 

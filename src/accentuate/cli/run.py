@@ -12,7 +12,7 @@ from ..hooks import OUTPUT, ModelRunner, readable_layouts
 from ..images import IMAGE_SUFFIXES, photo_set
 from ..runs import TargetInfo, execute
 from ..runs.manifest import check_manifest_images, read_manifest, resolve_manifest
-from .command import Command, add_run_options, finish
+from .command import Command, add_judge_option, add_run_options, finish
 from .common import UsageError, add_accentuation_options, add_model_options
 
 EXAMPLE = """\
@@ -27,6 +27,7 @@ examples:
   accentuate run cat.jpg --model M --like dog.jpg --like-pool mean   (look more like dog.jpg)
   accentuate run cat.jpg --model clip:DIR --text "a photo of a dog" --away-from "a photo of a cat"
   accentuate run --manifest pairs.csv --out runs/big                (a work list)
+  accentuate run cat.jpg -t goldfish --until top1 --judge mobilenet_v2 efficientnet_lite1
   torchrun --nproc-per-node 4 -m accentuate run --manifest pairs.csv --out runs/big
 
 A manifest is a CSV with the header image,target and optional columns lam, steps,
@@ -84,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_accentuation_options(p)
     add_run_options(p)
+    add_judge_option(p.add_argument_group("judges"))  # type: ignore[arg-type]
     p.set_defaults(func=run)
 
 

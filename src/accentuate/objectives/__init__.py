@@ -18,10 +18,13 @@ The package, one idea a module:
   INPUT of the attention output projection, captured as ``NAME@input``);
 - :mod:`~accentuate.objectives.reference`: :class:`Like` (a reference image's pooled feature, see
   :func:`like`);
+- :mod:`~accentuate.objectives.latent`: :class:`SAELatent` (a sparse autoencoder's latent, see
+  :func:`latent`; ``sae:PATH:UNIT@LAYER`` as a target, :func:`parse_sae_target`).
 - :mod:`~accentuate.objectives.function`: :func:`objective`, a function of your own as an objective
   (recorded by its module, qualified name and a hash of its code);
 - :mod:`~accentuate.objectives.target`: :func:`parse_target`, the target grammar (``goldfish``,
-  ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ...) from text to an objective.
+  ``blocks.5:20@3,4``, ``layers.3:head=2``, ``blocks.5:vector.npy``, ``sae:PATH:UNIT@LAYER``, ...) from
+  text to an objective.
 
 The text-prompt kind, :class:`accentuate.clip.Text`, lives with CLIP (:func:`accentuate.clip.clip_text`).
 An MLP hidden unit is a channel or neuron of the MLP's hidden layer (``...mlp.activation_fn`` in
@@ -49,7 +52,6 @@ from .base import (
     Objective,
     Recorded,
     Sum,
-    as_objective,
     constant_like,
     from_record,
     kinds,
@@ -61,8 +63,9 @@ from .base import (
 from .basic import Channel, Direction, Logit, Neuron, TokenChannel, channel, direction, logit, neuron
 from .function import Function, objective
 from .heads import Head, head, head_projection, heads_of
+from .latent import SAELatent, latent
 from .reference import Like, default_like_layer, like
-from .target import TARGET_FORMS, parse_target, read_vector
+from .target import TARGET_FORMS, as_objective, parse_sae_target, parse_target, read_vector
 
 __all__ = [
     "Acts",
@@ -76,6 +79,7 @@ __all__ = [
     "Neuron",
     "Objective",
     "Recorded",
+    "SAELatent",
     "Sum",
     "TARGET_FORMS",
     "TokenChannel",
@@ -89,10 +93,12 @@ __all__ = [
     "head_projection",
     "heads_of",
     "kinds",
+    "latent",
     "like",
     "logit",
     "neuron",
     "objective",
+    "parse_sae_target",
     "parse_target",
     "read_vector",
     "recorded_unit",

@@ -45,7 +45,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layout import Layout
 
-__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "as_objective", "constant_like", "from_record", "kinds",
+__all__ = ["Acts", "Layouts", "Objective", "Recorded", "Sum", "constant_like", "from_record", "kinds",
            "recorded_unit", "tensor_digest", "tensor_from_record", "tensor_record"]
 
 Acts = Mapping[str, torch.Tensor]
@@ -295,57 +295,6 @@ def from_record(rec: Mapping[str, Any]) -> Objective:
         what = f"no {e}" if isinstance(e, KeyError) else str(e)
         raise ValueError(f"the {name!r} objective record is not valid ({what}); it was edited or damaged: "
                          "write it again with Objective.to_record") from None
-
-
-def as_objective(target: object, model: Any = None, spec: Any = None, *, runner: Any = None) -> Objective:
-    """Turn a target into an objective: the one place every function that takes targets reads them.
-
-    A target is an :class:`Objective`, a class index, or a string. With ``model`` (and its
-    :class:`~accentuate.spec.ModelSpec` ``spec``, default the model's own), a string is read by
-    the target grammar of the command line (:func:`~accentuate.objectives.parse_target`:
-    ``"goldfish"``, ``"207"``, ``"blocks.5:20"``, ``"blocks.5:20@3,4"``, ``"layers.3:head=2"``,
-    ``"blocks.5:vector.npy"``, ...) and checked against the model, and every objective comes back
-    resolved (class names turned into indices). Without ``model``, a string is a class name,
-    resolved later by :meth:`Objective.resolve`.
-
-    Args:
-        target: the target.
-        model: the model the target is read against (optional).
-        spec: the model's spec (its class names); default: the runner's, else the model's own.
-        runner: a :class:`~accentuate.hooks.ModelRunner` of ``model`` whose traced pass is reused.
-
-    Raises:
-        TypeError: not a target.
-        ClassNameError, LayerError, TargetError: (with ``model``) a string that does not name a
-            class, layer, channel, ... of the model (see :func:`~accentuate.objectives.parse_target`).
-
-    Example:
-        >>> from torch import nn
-        >>> from accentuate.spec import ModelSpec
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2))
-        >>> spec = ModelSpec(input_size=(8, 8), normalize=None, labels=("cat", "dog"))
-        >>> as_objective("0:5@2,3", net, spec), as_objective("dog", net, spec), as_objective(0, net, spec)
-        (Neuron(0, 5, y=2, x=3), Logit(1 'dog'), Logit(0 'cat'))
-    """
-    if isinstance(target, bool) or not isinstance(target, (Objective, int, str)):
-        raise TypeError(f"a target must be a class index, a target string (a class name, 'LAYER:C', "
-                        f"'LAYER:C@Y,X', ...) or an Objective; got {type(target).__name__}")
-    if model is None and spec is None and runner is None:
-        if isinstance(target, Objective):
-            return target
-        return _KINDS["logit"](target)  # type: ignore[call-arg]  # Logit, by its record type (basic imports base)
-    if runner is not None and model is None:
-        model = runner.model
-    if spec is None:
-        from ..spec import spec_of
-
-        spec = runner.spec if runner is not None else spec_of(model)
-    if isinstance(target, str) and model is not None:
-        from .target import parse_target
-
-        return parse_target(target, model, spec, runner)
-    obj = target if isinstance(target, Objective) else _KINDS["logit"](target)  # type: ignore[call-arg]
-    return obj.resolve(spec.labels)
 
 
 # -- constant tensors on the activations' device --------------------------------------------------

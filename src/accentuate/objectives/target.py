@@ -1,10 +1,12 @@
 """From text to an objective: the target grammar of the command line, manifests and studies.
 
 :func:`parse_target` reads what a user types (``goldfish``, ``207``, ``blocks.5:20``,
-``blocks.5:20@3,4``, ``layers.3:7@cls``, ``layers.3:head=2:5``, ``blocks.5:vector.npy``) and
+``blocks.5:20@3,4``, ``layers.3:7@cls``, ``layers.3:head=2:5``, ``blocks.5:vector.npy``,
+``sae:runs/sae-b10:12@blocks.10``) and
 returns the objective, checked against the model: a class name is looked up among the model's
 class names (the closest ones named when it is unknown), a layer must exist and run, and a
-channel, position, token, head, unit or vector length must fit the layer. The command line,
+channel, position, token, head, unit or vector length must fit the layer (a sparse autoencoder's
+width too). The command line,
 the manifest reader (:mod:`accentuate.runs.manifest`) and the study kit read targets here; in
 Python, :func:`accentuate.accentuate` takes these strings as targets too.
 
@@ -26,14 +28,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ClassNameError, LayerError, TargetError
+from ..errors import CheckpointError, ClassNameError, LayerError, TargetError
 from ..hooks import ModelRunner, check_layers, readable_layouts
 from ..spec import ModelSpec, spec_of
 from .base import Objective
 from .basic import channel, direction, logit, neuron
 from .heads import head
+from .latent import SAELatent, encoder_name
 
-__all__ = ["TARGET_FORMS", "parse_target", "read_vector"]
+__all__ = ["SAE_TARGET", "TARGET_FORMS", "as_objective", "parse_sae_target", "parse_target", "read_vector"]
 
 _CHANNEL = re.compile(
     r"^(?P<layer>[^:@=\s]+):(?:(?P<c>-?\d+)|head=(?P<h>-?\d+)(?::(?P<u>-?\d+))?)"
@@ -42,13 +45,16 @@ _CHANNEL = re.compile(
 )
 #: ``LAYER:FILE.npy`` or ``LAYER:FILE.pt``: a direction in the layer's channel space, read from a file.
 _DIRECTION = re.compile(r"^(?P<layer>[^:@\s]+):(?P<path>.+\.(?:npy|pt|pth))$", re.IGNORECASE)
+#: ``sae:PATH:UNIT@LAYER``: a sparse autoencoder's latent (the layer may be left out when the
+#: checkpoint's cfg.json names it).
+SAE_TARGET = re.compile(r"^sae:(?P<path>.+):(?P<unit>-?\d+)(?:@(?P<layer>[^@\s]+))?$", re.IGNORECASE)
 #: Direction files larger than this are refused before reading (a vector has one entry per channel).
 _MAX_VECTOR_BYTES = 64 << 20
 
 #: The target forms, for error messages.
 TARGET_FORMS = ("a class name, a class index, LAYER:C (channel mean), LAYER:C@Y,X (neuron), LAYER:C@cls or "
                 "LAYER:C@tokI (leading token), LAYER:head=H or LAYER:head=H:U (attention head), or "
-                "LAYER:FILE.npy (a direction)")
+                "LAYER:FILE.npy (a direction), or sae:PATH:UNIT@LAYER (a sparse autoencoder's latent)")
 
 
 def read_vector(path: str | os.PathLike, target: str = "") -> torch.Tensor:
@@ -105,7 +111,9 @@ def parse_target(text: str, model: nn.Module, spec: ModelSpec | None = None,
     output RMS, or its unit U, over the patch tokens; ``layer`` is the attention output projection or
     a block containing one; ``@cls``, ``@tokI`` and ``@y,x`` apply too), or ``layer:FILE.npy`` /
     ``layer:FILE.pt`` (a direction: the dot product of the layer's activations with the unit vector
-    read from the file, averaged over positions; see :func:`read_vector`).
+    read from the file, averaged over positions; see :func:`read_vector`), or ``sae:PATH:UNIT@LAYER``
+    (latent UNIT of the sparse autoencoder checkpoint at PATH, its mean code over the positions;
+    see :func:`parse_sae_target`).
 
     Args:
         text: the target as typed.
@@ -122,11 +130,14 @@ def parse_target(text: str, model: nn.Module, spec: ModelSpec | None = None,
         TargetError: an empty or unreadable target, a channel, position, token, head or unit out of
             range (the message names the valid range), or a direction file that is missing,
             unreadable, of the wrong length or not finite.
+        CheckpointError: an SAE checkpoint that cannot be read or does not fit the layer.
     """
     t = str(text).strip()
     if not t:
         raise TargetError(f"empty target; give {TARGET_FORMS}")
     spec = spec if spec is not None else (runner.spec if runner is not None else spec_of(model))
+    if t.lower().startswith("sae:"):
+        return parse_sae_target(t, model, spec, runner)
     d = _DIRECTION.match(t)
     if d:
         return _direction_target(t, d, model, spec, runner)
@@ -204,3 +215,100 @@ def _layer_target(t: str, m: re.Match[str], model: nn.Module, spec: ModelSpec,
     except ValueError as e:
         raise TargetError(f"target {t!r}: {e}") from None
     return obj
+
+
+def parse_sae_target(text: str, model: nn.Module, spec: ModelSpec | None = None,
+                     runner: ModelRunner | None = None) -> SAELatent:
+    """The target ``sae:PATH:UNIT@LAYER``: latent ``UNIT`` of the SAE checkpoint at ``PATH`` (a folder
+    or weights file, :func:`~accentuate.sae.load_sae`) on ``LAYER``'s activations, averaged over the
+    positions. Without ``@LAYER``, the layer the checkpoint's ``cfg.json`` names (``layer``, as
+    :func:`accentuate.train_sae` writes it, or SAELens' ``hook_name``) is used.
+
+    Raises:
+        TargetError: the text is not of that form, names no layer, or the unit is out of range.
+        CheckpointError: the checkpoint cannot be read or its width is not the layer's.
+        LayerError: the layer is not in the model (with the closest names), never runs, or has no
+            channels and positions.
+
+    Example:
+        >>> SAE_TARGET.match("sae:runs/sae-b10:1234@blocks.10").group("path", "unit", "layer")
+        ('runs/sae-b10', '1234', 'blocks.10')
+    """
+    from ..sae import load_sae
+
+    t = str(text).strip()
+    m = SAE_TARGET.match(t)
+    if not m:
+        raise TargetError(f"cannot read target {t!r}; an SAE latent is sae:PATH:UNIT@LAYER, e.g. "
+                          "sae:runs/sae-head:12@head")
+    unit = int(m.group("unit"))
+    if unit < 0:
+        raise TargetError(f"target {t!r}: the latent must be >= 0")
+    sae = load_sae(m.group("path"))
+    layer = m.group("layer") or sae.config.get("layer") or sae.config.get("hook_name")
+    if not layer:
+        raise TargetError(f"target {t!r} names no layer and {sae.path} does not say which it was trained on; "
+                          "write sae:PATH:UNIT@LAYER")
+    layer = str(layer)
+    spec = spec if spec is not None else (runner.spec if runner is not None else spec_of(model))
+    lay = readable_layouts(_runner(model, spec, runner), [layer])[layer]
+    if sae.d_in != lay.channels:
+        raise CheckpointError(f"target {t!r}: the SAE {sae.path} reads {sae.d_in}-wide activations (d_in={sae.d_in}) "
+                              f"but layer {layer!r} has {lay.channels} channels ({lay}); use an SAE trained on "
+                              "that layer")
+    if unit >= sae.d_sae:
+        raise TargetError(f"target {t!r}: latent {unit} is out of range; {encoder_name(sae)} has {sae.d_sae} "
+                          f"latents (0..{sae.d_sae - 1})")
+    obj = SAELatent(layer, sae, unit)
+    obj.validate({layer: lay})
+    return obj
+
+def as_objective(target: object, model: nn.Module | None = None, spec: ModelSpec | None = None, *,
+                 runner: ModelRunner | None = None) -> Objective:
+    """Turn a target into an objective: the one place every function that takes targets reads them.
+
+    A target is an :class:`Objective`, a class index, or a string. With ``model`` (and its
+    :class:`~accentuate.spec.ModelSpec` ``spec``, default the model's own), a string is read by
+    the target grammar of the command line (:func:`~accentuate.objectives.parse_target`:
+    ``"goldfish"``, ``"207"``, ``"blocks.5:20"``, ``"blocks.5:20@3,4"``, ``"layers.3:head=2"``,
+    ``"blocks.5:vector.npy"``, ...) and checked against the model, and every objective comes back
+    resolved (class names turned into indices). Without ``model``, a string is a class name,
+    resolved later by :meth:`Objective.resolve`.
+
+    Args:
+        target: the target.
+        model: the model the target is read against (optional).
+        spec: the model's spec (its class names); default: the runner's, else the model's own.
+        runner: a :class:`~accentuate.hooks.ModelRunner` of ``model`` whose traced pass is reused.
+
+    Raises:
+        TypeError: not a target.
+        ClassNameError, LayerError, TargetError: (with ``model``) a string that does not name a
+            class, layer, channel, ... of the model (see :func:`~accentuate.objectives.parse_target`).
+
+    Example:
+        >>> from torch import nn
+        >>> from accentuate.spec import ModelSpec
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(8, 2))
+        >>> spec = ModelSpec(input_size=(8, 8), normalize=None, labels=("cat", "dog"))
+        >>> as_objective("0:5@2,3", net, spec), as_objective("dog", net, spec), as_objective(0, net, spec)
+        (Neuron(0, 5, y=2, x=3), Logit(1 'dog'), Logit(0 'cat'))
+    """
+    if isinstance(target, bool) or not isinstance(target, (Objective, int, str)):
+        raise TypeError(f"a target must be a class index, a target string (a class name, 'LAYER:C', "
+                        f"'LAYER:C@Y,X', ...) or an Objective; got {type(target).__name__}")
+    if model is None and spec is None and runner is None:
+        if isinstance(target, Objective):
+            return target
+        return logit(target)
+    if runner is not None and model is None:
+        model = runner.model
+    if spec is None and runner is not None:
+        spec = runner.spec
+    elif spec is None:
+        assert model is not None  # with no model, spec or runner the target came back above
+        spec = spec_of(model)
+    if isinstance(target, str) and model is not None:
+        return parse_target(target, model, spec, runner)
+    obj = target if isinstance(target, Objective) else logit(target)
+    return obj.resolve(spec.labels)

@@ -47,22 +47,34 @@ def sweep_plots(doc: dict[str, Any]) -> list[Plot]:
     return [gain, dist]
 
 
+_PATHWAY_TITLES = {"pooled": "Pooled (channel means)", "unpooled": "Unpooled (C x H x W)",
+                   "absolute": "Attribution |a| |dT/da| per channel", "signed": "Attribution a dT/da per channel"}
+
+
 def pathway_plots(doc: dict[str, Any]) -> list[Plot]:
-    """Pearson r with natural images per layer, pooled and unpooled, one line per kind (1 SD bands)."""
+    """Pearson r with natural images per layer, one line per kind (1 SD bands): the record's two
+    statistics (``doc["statistics"]``; pooled and unpooled activations when it has none)."""
     rows = doc.get("rows") or []
     kinds = list((doc.get("pairs") or {}).keys())
     ticks = [str(r.get("layer", "")).replace("blocks.", "b") for r in rows]
     sd = doc.get("sd") or {}
     plots = []
-    for which, title in (("pooled", "Pooled (channel means)"), ("unpooled", "Unpooled (C x H x W)")):
-        key = (lambda k: k) if which == "pooled" else (lambda k: f"{k}_unpooled")
+    for i, which in enumerate(_pathway_statistics(doc)):
+        def key(k: str, i: int = i, which: str = which) -> str:
+            return k if i == 0 else f"{k}_{which}"
+
         series = [Series(f"{k} ({(doc.get('pairs') or {}).get(k, '?')} pairs)", list(range(len(rows))),
                          [r.get(key(k)) for r in rows], sd=(sd.get(k) or {}).get(which),
                          dashed=k != "accentuation") for k in kinds]
-        plots.append(line_plot(series, title=title, xlabel="layer (input to output)",
+        plots.append(line_plot(series, title=_PATHWAY_TITLES.get(which, which), xlabel="layer (input to output)",
                                ylabel="Pearson r with natural images", xcategories=ticks,
                                hlines=[(0.0, "#000000", "")]))
     return plots
+
+
+def _pathway_statistics(doc: dict[str, Any]) -> list[str]:
+    """The two statistics a pathway record shows (its main one first)."""
+    return list(doc.get("statistics") or ["pooled", "unpooled"])[:2]
 
 
 def latent_plots(doc: dict[str, Any]) -> list[Plot]:
@@ -91,8 +103,10 @@ def sanity_plots(doc: dict[str, Any]) -> list[Plot]:
 
 
 def pathway_columns(doc: dict[str, Any]) -> list[str]:
-    """The table columns of a pathway record: the layer, then each kind pooled and unpooled."""
-    return ["layer"] + [c for k in (doc.get("pairs") or {}) for c in (k, f"{k}_unpooled")]
+    """The table columns of a pathway record: the layer, then each kind's two statistics (pooled
+    and unpooled activations; absolute and signed attributions)."""
+    second = _pathway_statistics(doc)[-1]
+    return ["layer"] + [c for k in (doc.get("pairs") or {}) for c in (k, f"{k}_{second}")]
 
 
 def sanity_columns(rows: list[dict[str, Any]]) -> list[str]:

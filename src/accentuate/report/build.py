@@ -177,6 +177,7 @@ def _run_context(folder: Path, doc: dict[str, Any], seeds_given: Mapping[str, An
     images = doc.get("images") or []
     targets = doc.get("targets") or []
     seeds = _seed_views(folder, doc, seeds_given)
+    judged = _judges_context(doc.get("judges"))
     cards: list[dict[str, Any]] = []
     data: list[dict[str, Any]] = []
     seen = set()
@@ -201,7 +202,9 @@ def _run_context(folder: Path, doc: dict[str, Any], seeds_given: Mapping[str, An
             "after": {"value": va, "rank": a.get("rank"), "prob": _num(a, "prob")},
             "gain": gain, "ssim": _num(dist, "ssim"), "rmse": _num(dist, "pixel_rmse"),
             "seed": seeds[i] if i < len(seeds) else None, "views": views, "resumed": bool(p.get("resumed")),
+            "judges": judged["by_pair"].get((i, j), []) if judged else [],
         }
+        card["judges_text"], card["judges_top5"] = _judges_text(card["judges"])
         cards.append(card)
         data.append(_clean({
             "id": card["id"], "i": i, "j": j, "img": card["image"], "tgt": card["target"],
@@ -218,6 +221,10 @@ def _run_context(folder: Path, doc: dict[str, Any], seeds_given: Mapping[str, An
             "acc": views.get("image", {}).get("full"), "rgba": views.get("rgba", {}).get("full"),
             "gif": file_url((p.get("files") or {})["gif"]) if (p.get("files") or {}).get("gif") else None,
             "fig": file_url((p.get("files") or {})["figure"]) if (p.get("files") or {}).get("figure") else None,
+            # per judge [name, rank before, rank after, prob before, prob after, feature change]; the count
+            # of judges with the target in their top 5 and with a class at all
+            "jd": [[r["judge"], r["rb"], r["ra"], r["pb"], r["pa"], r["fc"]] for r in card["judges"]],
+            "j5": card["judges_top5"],
         }))
     work = recorded_work(doc)  # the pairs the command asked for (a manifest's rows, not images x targets)
     missing = [{"image": images[i].get("name", "") if i < len(images) else str(i),
@@ -253,8 +260,39 @@ def _run_context(folder: Path, doc: dict[str, Any], seeds_given: Mapping[str, An
         "partial": [c for c in cards if c["status"] == "partial"],
         "batches": timings.get("batches") or [], "timings": timings, "explain": explain, "concepts": concepts,
         "contact_sheet": sheet if sheet and (folder / sheet).exists() else None,
-        "columns": min(max(1, len(targets)), 6),
+        "columns": min(max(1, len(targets)), 6), "judged": judged,
     }
+
+
+def _judges_context(section: Any) -> dict[str, Any] | None:
+    """``run.json``'s ``judges`` (:mod:`accentuate.runs.judged`) for the page: the judges, their
+    summary, and per pair ``(seed, target)`` its rows."""
+    if not isinstance(section, dict) or not section.get("judges"):
+        return None
+    by_pair: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for r in section.get("pairs") or []:
+        if not isinstance(r, dict):
+            continue
+        by_pair.setdefault((int(r.get("seed", 0)), int(r.get("target", 0))), []).append({
+            "judge": str(r.get("judge", "")), "rb": r.get("rank_before"), "ra": r.get("rank_after"),
+            "pb": _num(r, "prob_before"), "pa": _num(r, "prob_after"), "fc": _num(r, "feature_change"),
+            "note": r.get("note")})
+    return {"judges": [j for j in section["judges"] if isinstance(j, dict)],
+            "summary": [s for s in section.get("summary") or [] if isinstance(s, dict)],
+            "notes": list(section.get("notes") or []), "by_pair": by_pair}
+
+
+def _judges_text(rows: list[dict[str, Any]]) -> tuple[str, list[int] | None]:
+    """A card's judges cell (the target's rank after on each judge, and how many have it in their
+    top 5), and ``[in top 5, judges with the class]`` (``None`` when no judge has it)."""
+    if not rows:
+        return "", None
+    ranked = [r for r in rows if isinstance(r.get("ra"), int)]
+    if not ranked:
+        return "change " + ", ".join(fmt_num(r["fc"]) for r in rows), None
+    top5 = sum(1 for r in ranked if r["ra"] <= 5)
+    ranks = ", ".join(str(r["ra"]) for r in ranked)
+    return f"{top5} of {len(ranked)} top-5 (rank{'s' if len(ranked) > 1 else ''} {ranks})", [top5, len(ranked)]
 
 
 def _concepts_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +311,7 @@ def _concepts_context(folder: Path, doc: dict[str, Any]) -> dict[str, Any]:
                 thumb = {"src": file_url(name), "w": size[0], "h": size[1], "full": atlas}
             except OSError:
                 thumb = None
-        rows.append({"index": c.get("index"), "explained": _num(c, "explained"),
+        rows.append({"index": c.get("index"), "unit": c.get("unit"), "explained": _num(c, "explained"),
                      "mean": _num(c, "mean_coefficient"), "present_in": c.get("present_in"),
                      "top": [str(t.get("image", "")) for t in c.get("top_images") or [] if isinstance(t, dict)],
                      "accentuated": [a for a in c.get("accentuated") or [] if isinstance(a, dict)],

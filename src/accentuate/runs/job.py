@@ -110,6 +110,9 @@ class Plan:
             per pair.
         lossless: keep every tensor in ``result.npz`` (a work list of one batch; ``Result.load``
             then reads it back exactly).
+        judges: :class:`~accentuate.judges.Judge` values (``--judge``): once every pair is done,
+            each is shown to them and ``run.json`` gets its ``judges`` section
+            (:mod:`accentuate.runs.judged`); not after an interruption.
         say: where messages go (a line each), or ``None``.
     """
 
@@ -129,6 +132,7 @@ class Plan:
     collective: bool = False
     lossless: bool = False
     say: Callable[[str], None] | None = None
+    judges: Sequence[Any] = ()
 
     @property
     def images(self) -> list[ImageInfo]:
@@ -397,6 +401,13 @@ class Job:
         outcome.sheet = writer.contact_sheet(title)
         if before_save is not None:
             before_save(writer)
+        if plan.judges and outcome.status != 130:
+            from .judged import judge_record
+
+            self._say(f"judging {len(writer.entries())} pair(s) with {', '.join(j.name for j in plan.judges)}")
+            writer.set_judges(judge_record(plan.out, writer.document(), plan.judges, labels=plan.spec.labels,
+                                           seeds={im.sha256: im.tensor for im in plan.images if im.tensor is not None},
+                                           model=plan.model))
         outcome.entries = writer.entries()
         if outcome.status == 130:
             writer.save("interrupted")

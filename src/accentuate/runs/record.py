@@ -198,6 +198,8 @@ class RunWriter:
         self.images, self.targets = work.images, work.targets
         self.key = work.settings_key
         self.path = self.out / "run.json"
+        self._previous_judges: dict[str, Any] | None = None
+        self._judged = False
         self._previous = self._load_previous()
         self._entries: dict[str, dict[str, Any]] = {}
         self.mp4_reason = animation.mp4_available() if video else "disabled (--no-video)"
@@ -230,6 +232,7 @@ class RunWriter:
             return {}
         try:
             doc = json.loads(self.path.read_text("utf-8"))
+            self._previous_judges = doc.get("judges") if isinstance(doc, dict) else None
             pairs = doc.get("pairs", [])
             return {p["key"]: p for p in pairs if isinstance(p, dict) and "key" in p}
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -239,6 +242,7 @@ class RunWriter:
     def forget_previous(self) -> None:
         """Redo every pair: what ``run.json`` held before is not offered for resuming."""
         self._previous = {}
+        self._previous_judges = None
 
     def offer_previous(self, entries: Iterable[Mapping[str, Any]]) -> int:
         """Offer finished pairs that some other record lists (a stopped torchrun job's per-rank
@@ -290,6 +294,12 @@ class RunWriter:
     def add_sections(self, **sections: Any) -> None:
         """Top-level entries of ``run.json`` (``explain``, ``misclassified``, ``distributed``, ...)."""
         self.doc.update(sections)
+
+    def set_judges(self, section: dict[str, Any]) -> None:
+        """``run.json``'s ``judges`` section (:mod:`accentuate.runs.judged`), replacing what an
+        earlier run in the folder recorded."""
+        self.doc["judges"] = section
+        self._judged = True
 
     def section(self, name: str) -> Any:
         """A top-level entry of ``run.json`` (``None`` when absent)."""
@@ -524,6 +534,14 @@ class RunWriter:
         self.doc["updated"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
         pairs = self.entries()
         self.doc["pairs"] = pairs
+        if not self._judged:  # an earlier run's verdict on the pairs resumed unchanged
+            from .judged import carry_judges
+
+            carried = carry_judges(self._previous_judges, pairs)
+            if carried is None:
+                self.doc.pop("judges", None)
+            else:
+                self.doc["judges"] = carried
         counts: dict[str, int] = {}
         for e in pairs:
             counts[e["status"]] = counts.get(e["status"], 0) + 1

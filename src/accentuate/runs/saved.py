@@ -118,6 +118,10 @@ def save_result(
         writer = RunWriter(out, header, work, lossless=True)
     writer.forget_previous()
     entries = writer.write_batch(res, work.batches[0], float(run.get("seconds") or 0.0))
+    if res.judgement is not None:
+        from .judged import judgement_section
+
+        writer.set_judges(judgement_section(res.judgement, entries))
     writer.timing(total_s=run.get("seconds"))
     sheet = writer.contact_sheet(f"{spec.name}: rows are seeds, columns are targets")
     path = writer.save("interrupted" if res.interrupted else "complete")
@@ -207,6 +211,17 @@ def result_from_record(folder: Path, doc: dict[str, Any], seeds: Sequence[int | 
                        batch: int | None = None) -> Result:
     """The result a run record ``doc`` (``run.json``'s content) of ``folder`` describes: see
     :func:`load_result`, which reads the record from the folder first."""
+    from .judged import judgement_from_record
+
+    res, idx, cols = _result_from_record(folder, doc, seeds, batch)
+    verdict = judgement_from_record(doc.get("judges"))
+    if verdict is not None:
+        res.judgement = verdict.subset({i: a for a, i in enumerate(idx)}, {j: b for b, j in enumerate(cols)})
+    return res
+
+
+def _result_from_record(folder: Path, doc: dict[str, Any], seeds: Sequence[int | str] | None,
+                        batch: int | None) -> tuple[Result, list[int], list[int]]:
     work = recorded_work(doc)
     pairs = {(e["seed"], e["target"]): e for e in doc.get("pairs", [])}
     if batch is not None:
@@ -257,10 +272,10 @@ def result_from_record(folder: Path, doc: dict[str, Any], seeds: Sequence[int | 
             pos = {i: a for a, i in enumerate(idx)}
             failed = {(pos[a], b): str(msg) for a, b, msg in meta.get("failed", []) if a in pos}
             return read_npz(data, idx, cols, targets, config, run_info, failed,
-                            bool(meta.get("interrupted", False)), int(meta.get("steps_done", 0)), labels)
+                            bool(meta.get("interrupted", False)), int(meta.get("steps_done", 0)), labels), idx, cols
         warnings.warn(f"{str(sidecar)!r} does not match its SHA-256 in run.json; reading the PNGs instead",
                       stacklevel=3)
-    return _from_pngs(folder, doc, idx, cols, pairs, targets, labels, config, run_info)
+    return _from_pngs(folder, doc, idx, cols, pairs, targets, labels, config, run_info), idx, cols
 
 
 def _from_pngs(folder: Path, doc: dict[str, Any], idx: list[int], cols: list[int],

@@ -57,6 +57,11 @@
     rank: function (p, k) { return [num(p.a[1], Infinity), k]; },
     prob: function (p, k) { return [-num(p.a[2], -Infinity), k]; },
     ssim: function (p, k) { return [-num(p.ssim, -Infinity), k]; },
+    judges: function (p, k) {
+      var ranks = (p.jd || []).map(function (r) { return r[2]; }).filter(function (v) { return typeof v === "number"; });
+      var mean = ranks.length ? ranks.reduce(function (a, b) { return a + b; }, 0) / ranks.length : Infinity;
+      return [p.j5 ? -p.j5[0] / p.j5[1] : 1, mean, k];
+    },
     status: function (p, k) { return [num(statusOrder[p.st], 3), p.i, p.j, k]; }
   };
   function cmp(a, b) {
@@ -69,14 +74,15 @@
     if (!grid) return;
     var s = $("sort").value, key = keys[s] || keys.order;
     var fi = $("f-image").value.trim().toLowerCase(), ft = $("f-target").value.trim().toLowerCase();
-    var fs = $("f-status").value, fg = parseFloat($("f-gain").value);
+    var fs = $("f-status").value, fg = parseFloat($("f-gain").value), fj = $("f-judges") ? $("f-judges").value : "";
     order = cards.map(function (c) { return Number(c.dataset.k); });
     order.sort(function (a, b) { return cmp(key(P[a], a), key(P[b], b)); });
     var moved = order.join(",") !== current_order, shown = 0;
     order.forEach(function (k) {
       var p = P[k], c = cards[k];
       var ok = (!fi || p.img.toLowerCase().indexOf(fi) >= 0) && (!ft || p.tgt.toLowerCase().indexOf(ft) >= 0) &&
-        (!fs || p.st === fs) && (isNaN(fg) || (typeof p.gain === "number" && p.gain >= fg));
+        (!fs || p.st === fs) && (isNaN(fg) || (typeof p.gain === "number" && p.gain >= fg)) &&
+        (!fj || (p.j5 && (fj === "all" ? p.j5[0] === p.j5[1] : fj === "some" ? p.j5[0] > 0 : p.j5[0] === 0)));
       if (c.hidden === ok) c.hidden = !ok;
       if (ok) shown++;
     });
@@ -91,7 +97,7 @@
       ? "repeat(" + cols + ", minmax(180px, 280px))" : "";
     $("shown").textContent = shown + " of " + cards.length + " shown";
   }
-  ["sort", "f-status"].forEach(function (id) { if ($(id)) $(id).addEventListener("change", update); });
+  ["sort", "f-status", "f-judges"].forEach(function (id) { if ($(id)) $(id).addEventListener("change", update); });
   ["f-image", "f-target", "f-gain"].forEach(function (id) { if ($(id)) $(id).addEventListener("input", update); });
   if ($("controls")) $("controls").addEventListener("submit", function (e) { e.preventDefault(); });
   if (grid) update();
@@ -177,6 +183,10 @@
     row(n, ["steps", fmt(p.steps) + " of " + fmt(p.done)]);
     row(n, ["lambda after balancing", fmt(p.lam)]);
     row(n, ["batch", fmt(p.batch)]);
+    (p.jd || []).forEach(function (r) {  // [judge, rank before, rank after, p before, p after, feature change]
+      row(n, ["judge " + r[0], (r[2] !== null ? "rank " + arrow(r[1], r[2]) + ", p " + arrow(r[3], r[4]) + ", " : "") +
+        "feature change " + fmt(r[5])]);
+    });
     var t = $("d-top5"); t.textContent = "";
     if (p.t5b.length || p.t5a.length) {
       row(t, ["#", "before", "p", "after", "p"], "th");
