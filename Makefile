@@ -90,6 +90,7 @@ tour: $(PY)
 # at the defaults (a few minutes on 2 cores); the numbers under it are in build/hero/run.json.
 hero: $(PY)
 	$(PIP) -e .
+	rm -rf build/hero  # a fresh run: a resumed one keeps the figure it drew before
 	$(VENV)/bin/accentuate run src/accentuate/data/chelsea.jpg --target tiger --frames 0 --out build/hero
 	cp build/hero/chelsea__tiger_figure.png docs/figures/hero.png
 

@@ -441,3 +441,13 @@ def test_explain_with_a_failed_pair_prints_na(work: Path, capsys: pytest.Capture
     assert rc != 0 and all(p["status"] == "failed" and p["after"]["prob"] is None for p in doc["pairs"])
     assert (work / "exf" / "explain_panel.png").exists()
     assert "n/a" in capsys.readouterr().out
+
+
+def test_the_figure_names_the_runs_seed_not_a_batchs_generator() -> None:
+    from accentuate.runs.record import RunWriter
+
+    writer = RunWriter.__new__(RunWriter)  # only the record is read
+    writer.doc = {"settings": {"seed": 7}}
+    assert writer._seed_text(660276990006584316) == "7"  # what `--seed` takes to give the picture again
+    writer.doc = {"settings": {"seed": None}}
+    assert writer._seed_text(12) == "12"

@@ -465,6 +465,12 @@ class RunWriter:
                     self.doc["outputs"].update(mp4=False, mp4_note=self.mp4_reason)
         return files, sums
 
+    def _seed_text(self, generator_seed: int | None) -> str:
+        """The run's ``--seed`` (what a user types to get the picture again); a batch's own generator
+        seed, derived from it, only when the run records none."""
+        run_seed = (self.doc.get("settings") or {}).get("seed")
+        return str(run_seed if run_seed is not None else generator_seed)
+
     def _caption(self, t: dict[str, Any], before: dict[str, Any], after: dict[str, Any],
                  dist: dict[str, Any], res: Result, a: int, b: int, steps: int) -> list[str]:
         vn = t["value_name"]
@@ -486,7 +492,7 @@ class RunWriter:
         lines.append(
             f"{res.run.get('model')}, reg layer {reg}, lambda {_lam_text(cfg.lam, res.images.shape[:2], a, b)} (balanced "
             f"{float(res.lam_effective[a, b]):.3g}), {int(res.steps_used[a, b])}/{steps} steps, "
-            f"{cfg.param}, {cfg.crops} crops, seed {cfg.seed}"
+            f"{cfg.param}, {cfg.crops} crops, seed {self._seed_text(cfg.seed)}"
         )
         if res.failed.get((a, b)):
             lines.append(f"FAILED: {res.failed[(a, b)]}")
