@@ -32,6 +32,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .stats import pearson, row_ranks
+
 __all__ = ["BASELINES", "CORRELATIONS", "MEASURES", "correlation_matrix", "prototype_correlations", "row_correlation",
            "row_ranks", "split_statistic", "statistics_of"]
 
@@ -84,28 +86,6 @@ def split_statistic(statistic: str) -> tuple[str, str]:
     return form, corr or "pearson"
 
 
-def row_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The rank of each entry along the last axis (0-based, ties at their average rank).
-
-    Example:
-        >>> row_ranks(torch.tensor([[3.0, 1.0, 3.0, 0.0]]))
-        tensor([[2.5000, 1.0000, 2.5000, 0.0000]], dtype=torch.float64)
-    """
-    x = x.double()
-    values, order = x.sort(dim=-1)
-    n = x.shape[-1]
-    pos = torch.arange(n, dtype=torch.float64).expand_as(values)
-    new = torch.ones_like(values, dtype=torch.bool)
-    new[..., 1:] = values[..., 1:] != values[..., :-1]
-    if bool(new.all()):  # no ties: the ranks are the sorting order inverted
-        return torch.empty_like(values).scatter_(-1, order, pos)
-    group = new.long().cumsum(dim=-1) - 1  # the tie group of each sorted entry
-    sums = torch.zeros_like(values).scatter_add_(-1, group, pos)
-    counts = torch.zeros_like(values).scatter_add_(-1, group, torch.ones_like(values))
-    mean = sums.gather(-1, group) / counts.gather(-1, group)
-    return torch.empty_like(values).scatter_(-1, order, mean)
-
-
 def row_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Pearson r along the last axis of ``x`` and ``y`` (broadcast); NaN where one is constant."""
     x = x.double() - x.double().mean(dim=-1, keepdim=True)
@@ -120,17 +100,9 @@ def correlation_matrix(a: torch.Tensor, b: torch.Tensor, correlation: str = "pea
     ``(Na, Nb)``, float32; NaN where a row is constant."""
     if correlation not in CORRELATIONS:
         raise ValueError(f"correlation must be one of {', '.join(CORRELATIONS)}; got {correlation!r}")
-    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"cannot correlate vectors of {a.shape[1]} and {b.shape[1]} entries")
     if correlation == "spearman":
-        a, b = row_ranks(a), row_ranks(b)
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    na, nb = a.norm(dim=1), b.norm(dim=1)
-    den = na[:, None] * nb[None, :]
-    r = (a @ b.T) / den
-    return torch.where(den > 0, r, torch.full_like(r, math.nan)).float()
+        return pearson(row_ranks(a.reshape(a.shape[0], -1)), row_ranks(b.reshape(b.shape[0], -1)))
+    return pearson(a, b)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:

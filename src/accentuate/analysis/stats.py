@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Interval", "bootstrap", "pair_means", "pearson", "spearman"]
+__all__ = ["Interval", "bootstrap", "pair_means", "pearson", "row_ranks", "spearman"]
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -142,17 +142,26 @@ def pair_means(r: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman rank correlation of two tensors of the same size (ties by average rank)."""
-    return float(pearson(_ranks(a.flatten())[None], _ranks(b.flatten())[None])[0, 0])
+    return float(pearson(row_ranks(a.flatten()[None]), row_ranks(b.flatten()[None]))[0, 0])
 
 
-def _ranks(x: torch.Tensor) -> torch.Tensor:
+def row_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The rank of each entry along the last axis (0-based, ties at their average rank).
+
+    Example:
+        >>> row_ranks(torch.tensor([[3.0, 1.0, 3.0, 0.0]]))
+        tensor([[2.5000, 1.0000, 2.5000, 0.0000]], dtype=torch.float64)
+    """
     x = x.double()
-    order = torch.argsort(x)
-    ranks = torch.empty_like(x)
-    ranks[order] = torch.arange(x.numel(), dtype=torch.float64, device=x.device)
-    # Average the ranks of ties (masks have many exact zeros).
-    values, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    if values.numel() < x.numel():
-        sums = torch.zeros_like(values).index_add_(0, inverse, ranks)
-        ranks = (sums / counts)[inverse]
-    return ranks
+    values, order = x.sort(dim=-1)
+    n = x.shape[-1]
+    pos = torch.arange(n, dtype=torch.float64, device=x.device).expand_as(values)
+    new = torch.ones_like(values, dtype=torch.bool)
+    new[..., 1:] = values[..., 1:] != values[..., :-1]
+    if bool(new.all()):  # no ties: the ranks are the sorting order inverted
+        return torch.empty_like(values).scatter_(-1, order, pos)
+    group = new.long().cumsum(dim=-1) - 1  # the tie group of each sorted entry
+    sums = torch.zeros_like(values).scatter_add_(-1, group, pos)
+    counts = torch.zeros_like(values).scatter_add_(-1, group, torch.ones_like(values))
+    mean = sums.gather(-1, group) / counts.gather(-1, group)
+    return torch.empty_like(values).scatter_(-1, order, mean)
