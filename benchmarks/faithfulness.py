@@ -13,7 +13,10 @@ photos). Each pair is accentuated on EfficientNet-Lite0 with each recipe:
 - ``defaults``: the model's calibrated defaults, nothing overridden;
 - ``preview``: ``accentuate.PRESETS["preview"]`` (``accentuate run --preview``);
 - ``stop-top1``, ``stop-p0.5``, ``stop-p0.9``: candidates for the defaults: the defaults, but each pair
-  stops as soon as its target is the model's top-1 (or has probability 0.5, 0.9), checked every 2 steps;
+  stops as soon as its target is the model's top-1 (or has probability 0.5, 0.9), checked every 2 steps.
+  They are read off the defaults' runs (a snapshot every 2 steps and the engine's own evaluation at
+  each step): ``until`` only stops a pair, so a run with it is the defaults' run up to its stop.
+  ``--stage verify --only PAIR...`` runs them with ``until`` and compares, byte for byte;
   ``stop-p0.9-80``: the last with a budget of 80 steps instead of 40;
 - ``least-change``: ``accentuate.least_change`` (stop at top-1, lambda bisected per pair) with 3
   rounds, as ``benchmarks/calibrate.py --least-change 3`` (the library's default is 4; its second
@@ -64,6 +67,7 @@ import accentuate as acc
 from accentuate.digest import canonical_sha256
 from accentuate.images import resize, tensor_to_pil
 from accentuate.metrics import class_rank, ssim
+from accentuate.settings import Until
 from accentuate.spec import REFERENCE_DEFAULTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,9 +87,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "defaults": {"kind": "accentuate", "snapshots": [10, 20, 30], "settings": {}},
     "least-change": {"kind": "least_change", "rounds": 3, "settings": {}},
     # Candidates for the defaults: stop each pair once the model sees its target (checked every 2 steps).
-    "stop-top1": {"kind": "accentuate", "settings": {"until": "top1", "check_every": 2}},
-    "stop-p0.5": {"kind": "accentuate", "settings": {"until": "p>=0.5", "check_every": 2}},
-    "stop-p0.9": {"kind": "accentuate", "settings": {"until": "p>=0.9", "check_every": 2}},
+    # They are read off the defaults' own runs (kind "stop"): see derive_stops.
+    "stop-top1": {"kind": "stop", "base": "defaults", "until": "top1", "check_every": 2},
+    "stop-p0.5": {"kind": "stop", "base": "defaults", "until": "p>=0.5", "check_every": 2},
+    "stop-p0.9": {"kind": "stop", "base": "defaults", "until": "p>=0.9", "check_every": 2},
     # The same with a budget of 80 steps: a run is step for step the 40-step run until step 40, so the
     # pairs that stopped before 40 are copied from stop-p0.9 and only the others run again.
     "stop-p0.9-80": {"kind": "accentuate", "base": "stop-p0.9",
@@ -171,6 +176,8 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
     if base is not None:
         return base
     snaps = [s for s in r.get("snapshots", []) if s < settings.get("steps", 10**9)] if not smoke else []
+    stops = stops_of(recipe)
+    every = math.gcd(*(RECIPES[n]["check_every"] for n in stops)) if stops else 0
     seed: Any = photo_path(pair, photos)
     image = acc.load_image(seed)
     if r.get("view"):
@@ -184,7 +191,8 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
                    rounds=len(lc.rounds), config=lc.result.config.to_dict())
         history = None
     else:
-        res = acc.accentuate(model, seed, pair["target"], seed=0, snapshots=snaps, **settings)
+        # With stop recipes read off this run, a snapshot every `every` steps (the steps their rules check).
+        res = acc.accentuate(model, seed, pair["target"], seed=0, snapshots=every or snaps, **settings)
         final, seed_t = res.images[0, 0], res.seeds[0]
         rec.update(steps=int(res.steps_used[0, 0]), lam=float(res.lam_effective[0, 0]), config=res.config.to_dict())
         history = res
@@ -208,10 +216,55 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
             save_png(img, folder / f"{pid}@{step}.png")
             rec["snapshots"][str(step)] = {"rank_after": int(rk), "prob_after": float(pb),
                                            "ssim": float(ssim(img, seed_t))}
-    tmp = folder / f"{pid}.json.tmp"
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, folder / f"{pid}.json")
+    for name in stops:
+        derive_stop(model, pair, name, res, rec, seed_t, folder.parent / recipe_key(name, smoke))
+    write_json(rec, folder / f"{pid}.json")
     return rec
+
+
+def write_json(rec: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, path)
+
+
+def stops_of(recipe: str) -> list[str]:
+    """The stop recipes read off ``recipe``'s runs."""
+    return [n for n, r in RECIPES.items() if r["kind"] == "stop" and r["base"] == recipe]
+
+
+def derive_stop(model: torch.nn.Module, pair: dict[str, Any], name: str, res: Any, base: dict[str, Any],
+                seed_t: torch.Tensor, folder: Path) -> None:
+    """A stop recipe's result for one pair, read off its base run: the image at the first step where the
+    rule holds, checked where the engine checks it (every ``check_every`` steps and at the last step,
+    on the same un-augmented evaluation, ``res.history``). A run with ``until`` is this run up to that
+    step: ``until`` only stops a pair, the steps before are the same (``--stage verify`` checks it).
+    Its seconds are the base run's per step times its steps (marked ``seconds_from_base``)."""
+    r = RECIPES[name]
+    rule = Until.parse(r["until"], r["check_every"])
+    budget = int(res.config.steps)
+    ranks, probs = res.history.rank[:, 0, 0], res.history.prob[:, 0, 0]
+    stop = budget
+    for i, t in enumerate(res.history.steps):
+        if (t % rule.every == 0 or t == budget) and bool(rule.reached(ranks[i], probs[i])):
+            stop = t
+            break
+    img = res.snapshots[stop][0, 0].float() / 255
+    c = torch.tensor(pair["target"])
+    rank_a, prob_a = class_rank(model_view(model, img), c)
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = pair["id"]
+    save_png(seed_t, folder / f"{pid}_seed.png")
+    save_png(img, folder / f"{pid}.png")
+    share = stop / budget
+    rec = {"pair": pid, "recipe": name, "settings": {**COMMON, "until": r["until"], "check_every": r["check_every"]},
+           "read_off": base["recipe"], "steps": stop, "lam": base["lam"],
+           "config": {**base["config"], "until": r["until"], "check_every": r["check_every"]},
+           "seconds": round(base["seconds"] * share, 2), "cpu_seconds": round(base["cpu_seconds"] * share, 2),
+           "seconds_from_base": True, "load": base["load"], "threads": base["threads"],
+           "rank_before": base["rank_before"], "prob_before": base["prob_before"], "rank_after": int(rank_a),
+           "prob_after": float(prob_a), "ssim": float(ssim(img, seed_t)), "canvas": base["canvas"]}
+    write_json(rec, folder / f"{pid}.json")
 
 
 def copy_base(pair: dict[str, Any], recipe: str, folder: Path, smoke: bool) -> dict[str, Any] | None:
@@ -245,6 +298,12 @@ def run_stage(args: argparse.Namespace, model: torch.nn.Module, pairs: list[dict
             folder.mkdir(parents=True, exist_ok=True)
             if (folder / f"{pair['id']}.json").exists():
                 continue
+            if RECIPES[recipe]["kind"] == "stop":
+                base_key = recipe_key(RECIPES[recipe]["base"], args.smoke)
+                if (args.cache / base_key / f"{pair['id']}.json").exists():
+                    log(f"{recipe} {pair['id']}: its base run is cached without it; delete "
+                        f"{args.cache / base_key / (pair['id'] + '.json')} to run the base again")
+                continue  # written by its base run (run the base recipe)
             base = RECIPES[recipe].get("base")
             if base and not (args.cache / recipe_key(base, args.smoke) / f"{pair['id']}.json").exists():
                 continue  # extends a run not made yet
@@ -252,6 +311,35 @@ def run_stage(args: argparse.Namespace, model: torch.nn.Module, pairs: list[dict
             log(f"[{k + 1}/{len(pairs)}] {recipe:13s} {pair['id']}: rank {rec['rank_before']} -> {rec['rank_after']}, "
                 f"SSIM {rec['ssim']:.3f}, {rec['seconds']:.0f} s (cpu {rec['cpu_seconds']:.0f} s, load "
                 f"{rec['load'][0]:.1f}-{rec['load'][1]:.1f})")
+
+
+def verify_stage(args: argparse.Namespace, model: torch.nn.Module, pairs: list[dict[str, Any]], photos: Path,
+                 log: Callable[[str], None]) -> int:
+    """Each stop recipe run for real (``until``) on the given pairs, against what was read off its base:
+    the same stopping step and the same PNG, byte for byte. Returns the number of mismatches."""
+    bad = 0
+    for recipe in [r for r in args.recipes if RECIPES[r]["kind"] == "stop"]:
+        r = RECIPES[recipe]
+        folder = args.cache / recipe_key(recipe, args.smoke)
+        for pair in pairs:
+            path = folder / f"{pair['id']}.json"
+            if not path.exists():
+                log(f"verify {recipe} {pair['id']}: not read off yet (run its base, {r['base']}, first)")
+                continue
+            derived = json.loads(path.read_text())
+            settings = {**COMMON, **RECIPES[r["base"]]["settings"], "until": r["until"], "check_every": r["check_every"]}
+            if args.smoke:
+                settings["steps"] = 2
+            res = acc.accentuate(model, photo_path(pair, photos), pair["target"], seed=0, **settings)
+            real = (res.images[0, 0].clamp(0, 1) * 255).round().int()
+            read = (acc.load_image(folder / f"{pair['id']}.png") * 255).round().int()
+            steps = int(res.steps_used[0, 0])
+            diff = int((real - read).abs().max())
+            ok = steps == derived["steps"] and diff == 0
+            bad += not ok
+            log(f"verify {recipe} {pair['id']}: run with until stopped at {steps}, read off at {derived['steps']}; "
+                f"largest pixel difference {diff} -> {'same' if ok else 'DIFFERENT'}")
+    return bad
 
 
 # -- the judges ------------------------------------------------------------------------------------
@@ -574,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration", type=int, default=24, metavar="N",
                     help="the first N of the 24 calibration pairs (default: all; 0: none)")
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
-    ap.add_argument("--stage", choices=("run", "judge", "report", "all"), default="all")
+    ap.add_argument("--stage", choices=("run", "judge", "report", "all", "verify"), default="all",
+                    help="verify: run the stop recipes for real on --only pairs and compare with what was read off")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "accentuate" / "faithfulness")
     ap.add_argument("--photos", type=Path, default=None, help="the photo pool (default: make photos' cache)")
     ap.add_argument("--threads", type=int, default=1,
@@ -616,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"error: --only names pairs that are not drawn: {', '.join(unknown)}; see {args.cache}/pairs.json")
         work = [by_id[i] for i in args.only]
+    if args.stage == "verify":
+        return 1 if verify_stage(args, model, work, photos, log) else 0
     if args.stage in ("run", "all"):
         run_stage(args, model, work, photos, log)
     if args.stage in ("judge", "all"):
