@@ -424,6 +424,7 @@ def load_points(args: argparse.Namespace, pairs: list[dict[str, Any]]) -> tuple[
             "seconds": torch.tensor([float(r["seconds"]) if not variant else math.nan for r in rows]),
             "cpu_seconds": torch.tensor([float(r["cpu_seconds"]) if not variant else math.nan for r in rows]),
             "load": torch.tensor([sum(r["load"]) / 2 for r in rows]),
+            "read_off": any(r.get("seconds_from_base") for r in rows),
             "steps": torch.tensor([float(r["steps"]) if not variant else float(variant[1:]) for r in rows]),
             **{f"{w}_{j}": torch.tensor([float(x[j][w]) for x in judged])
                for j in DEFAULT_JUDGES for w in ("rank_before", "rank_after", "feature_change")},
@@ -481,6 +482,7 @@ def report_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Cal
                        replicates=args.replicates, generator=0)
         table[label] = {n: [float(ci.estimate[i]), float(ci.lower[i]), float(ci.upper[i])] for i, n in enumerate(names)}
         table[label]["load_mean"] = [float(pt["load"].mean())] * 3
+        table[label]["read_off"] = [float(pt["read_off"])] * 3
     # Each point against the defaults on the same resampled pairs (a paired interval of the difference).
     diff: dict[str, dict[str, list[float]]] = {}
     if "defaults" in points:
@@ -538,12 +540,16 @@ def markdown_report(meta: dict[str, Any], table: dict[str, dict[str, list[float]
              "feature change (mean of 3) | steps | s / pair (median) | CPU s / pair | load |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, t in table.items():
-        sec = "-" if math.isnan(t["seconds_median"][0]) else f"{t['seconds_median'][0]:.0f}"
-        cpu = "-" if math.isnan(t["cpu_seconds_median"][0]) else f"{t['cpu_seconds_median'][0]:.0f}"
+        mark = "*" if t.get("read_off", [0])[0] else ""
+        sec = "-" if math.isnan(t["seconds_median"][0]) else f"{t['seconds_median'][0]:.0f}{mark}"
+        cpu = "-" if math.isnan(t["cpu_seconds_median"][0]) else f"{t['cpu_seconds_median'][0]:.0f}{mark}"
         lines.append(f"| {label} | {ci(t['model_top1'], pct=True)} | {ci(t['judges_top5_mean'], pct=True)} | "
                      f"{ci(t['judges_top5_min'], pct=True)} | {ci(t['ssim'], '.3f')} | "
                      f"{ci(t['feature_change_mean'], '.3f')} | {t['steps_mean'][0]:.1f} | {sec} | {cpu} | "
                      f"{t['load_mean'][0]:.1f} |")
+    if any(t.get("read_off", [0])[0] for t in table.values()):
+        lines += ["", "\\*: read off the defaults' runs (the same run up to its stop, `--stage verify`); its seconds "
+                  "are the defaults' seconds per step times its steps."]
     if diff:
         lines += ["", "Difference to the defaults on the same pairs (recipe minus defaults; 95 % paired bootstrap "
                   "intervals: an interval that excludes 0 says the recipe differs):", "",

@@ -174,6 +174,26 @@ def test_preview_preset_on_the_command_line(tmp_path, seed_img):
     assert main(["run", *common, "-t", "conv2:3", "--until", "top1", "--out", str(tmp_path / "bad")]) == 2
 
 
+def test_check_every_on_the_command_line_sets_where_until_is_checked(tmp_path, seed_img):
+    from PIL import Image
+
+    from accentuate.cli import main
+
+    path = tmp_path / "seed.png"
+    Image.fromarray((seed_img.permute(1, 2, 0).numpy() * 255).astype("uint8")).save(path)
+    common = [str(path), "-t", "cherry", "--steps", "9", "--frames", "0", "--model", "cli_models:tiny", "-q",
+              "--until", "0.0001"]
+    steps = {}
+    for every in (2, 4):
+        out = tmp_path / f"every{every}"
+        assert main(["run", *common, "--check-every", str(every), "--out", str(out)]) == 0
+        doc = json.loads((out / "run.json").read_text())
+        assert (doc["settings"]["until"], doc["settings"]["check_every"]) == ("p>=0.0001", every)
+        steps[every] = doc["pairs"][0]["steps_used"]
+    # A probability every class has from the start: the run stops at the first check.
+    assert steps == {2: 2, 4: 4}
+
+
 def test_reference_defaults_are_the_settings_field_defaults() -> None:
     # One place for the reference recipe's numbers: the fields of Settings read them from spec.
     from dataclasses import fields

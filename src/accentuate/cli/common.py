@@ -192,6 +192,8 @@ def add_accentuation_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--until", metavar="STOP",
                    help="least-change mode: stop each pair once its class is top1/topK, a rank, "
                    "or a probability like 0.5")
+    g.add_argument("--check-every", type=int, metavar="N",
+                   help="with --until: check the stop rule every N steps (default 5; 2 with --preview)")
     from ..settings import PRESETS, Until
 
     quick = PRESETS["preview"]
@@ -292,6 +294,13 @@ def accentuation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as e:
             raise UsageError(f"--until: {e}") from None
         kw["until"] = until
+    every = getattr(args, "check_every", None)
+    if every is not None:
+        if every < 1:
+            raise UsageError(f"--check-every must be a positive integer; got {every}")
+        if "until" not in kw:
+            raise UsageError("--check-every needs a stop rule; add --until (e.g. --until 0.9 --check-every 2)")
+        kw["check_every"] = every
     transforms = getattr(args, "transforms", None)
     if transforms:
         from ..transforms import parse_transforms
