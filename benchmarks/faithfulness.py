@@ -39,7 +39,11 @@ seed) and after, and the change of the judge's pooled penultimate features (1 - 
     nice -n 15 python benchmarks/faithfulness.py --stage run --reverse   # a second worker, from the end
     python benchmarks/faithfulness.py --pool 1 --calibration 0 --smoke --cache /tmp/f   # a check (2 steps)
     nice -n 15 python benchmarks/faithfulness.py --stage run --only cal-hubble-254   # some pairs first
+    python benchmarks/faithfulness.py --stage verify --recipes stop-p0.9 --only cal-hubble-254  # read-off check
     python benchmarks/faithfulness.py --stage report                # tables and figure from the cache
+
+A report covers the pairs that every recipe of ``--recipes`` has finished: the costly recipes
+(least-change, reference) can run on a subset (``--only``) and be reported apart (``--out``).
 
 Every result is cached per recipe and pair under ``--cache`` (default
 ``~/.cache/accentuate/faithfulness``): a rerun skips what is there, so the run can be stopped and
