@@ -71,6 +71,7 @@ import accentuate as acc
 from accentuate.digest import canonical_sha256
 from accentuate.images import resize, tensor_to_pil
 from accentuate.metrics import class_rank, ssim
+from accentuate.outputs.io import atomic_write
 from accentuate.settings import Until
 from accentuate.spec import REFERENCE_DEFAULTS
 
@@ -91,7 +92,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "defaults": {"kind": "accentuate", "snapshots": [10, 20, 30], "settings": {}},
     "least-change": {"kind": "least_change", "rounds": 3, "settings": {}},
     # Candidates for the defaults: stop each pair once the model sees its target (checked every 2 steps).
-    # They are read off the defaults' own runs (kind "stop"): see derive_stops.
+    # They are read off the defaults' own runs (kind "stop"): see derive_stop.
     "stop-top1": {"kind": "stop", "base": "defaults", "until": "top1", "check_every": 2},
     "stop-p0.5": {"kind": "stop", "base": "defaults", "until": "p>=0.5", "check_every": 2},
     "stop-p0.9": {"kind": "stop", "base": "defaults", "until": "p>=0.9", "check_every": 2},
@@ -227,9 +228,7 @@ def run_one(model: torch.nn.Module, pair: dict[str, Any], recipe: str, folder: P
 
 
 def write_json(rec: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(rec, indent=1).encode())
 
 
 def stops_of(recipe: str) -> list[str]:
@@ -285,7 +284,7 @@ def copy_base(pair: dict[str, Any], recipe: str, folder: Path, smoke: bool) -> d
     for name in (f"{pair['id']}.json", f"{pair['id']}.png", f"{pair['id']}_seed.png"):
         shutil.copyfile(src / name, folder / name)
     rec.update(recipe=recipe, copied_from=base, settings={**COMMON, **RECIPES[recipe]["settings"]})
-    (folder / f"{pair['id']}.json").write_text(json.dumps(rec, indent=1))
+    write_json(rec, folder / f"{pair['id']}.json")
     return rec
 
 
@@ -378,9 +377,7 @@ def judge_stage(args: argparse.Namespace, pairs: list[dict[str, Any]], log: Call
                 table.setdefault(names[r["pair"]] or "final", {})[r["judge"]] = {
                     k: r[k] for k in ("rank_before", "prob_before", "rank_after", "prob_after", "feature_change")}
             doc = {"judges": verdict.judges, "variants": table}
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc, indent=1))
-            os.replace(tmp, out)
+            write_json(doc, out)
             done += 1
         log(f"judged {done} new results of {recipe}")
 
